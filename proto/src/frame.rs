@@ -45,12 +45,13 @@ pub fn encode_payload<T: Serialize>(msg: &T) -> Result<Vec<u8>, Error> {
 /// # Errors
 /// [`Error::Decode`] or [`Error::TrailingBytes`].
 pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Error> {
-    let (msg, read) = bincode::serde::decode_from_slice(payload, wire_config()).map_err(
-        |source| Error::Decode {
-            len: payload.len(),
-            source,
-        },
-    )?;
+    let (msg, read) =
+        bincode::serde::decode_from_slice(payload, wire_config()).map_err(|source| {
+            Error::Decode {
+                len: payload.len(),
+                source,
+            }
+        })?;
     if read != payload.len() {
         return Err(Error::TrailingBytes {
             len: payload.len(),

@@ -377,10 +377,20 @@ mod tests {
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
         };
-        assert!(def(vec![("pod", "a"), ("namespace", "b")]).validate().is_ok());
-        let err = def(vec![("cluster", "x")]).validate().unwrap_err().to_string();
+        assert!(
+            def(vec![("pod", "a"), ("namespace", "b")])
+                .validate()
+                .is_ok()
+        );
+        let err = def(vec![("cluster", "x")])
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cluster"), "{err}");
-        let err = def(vec![("pod", "a"), ("pod", "b")]).validate().unwrap_err().to_string();
+        let err = def(vec![("pod", "a"), ("pod", "b")])
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("repeats"), "{err}");
         let long = "x".repeat(MAX_LABEL_VALUE_BYTES + 1);
         assert!(def(vec![("image", &long)]).validate().is_err());
@@ -395,7 +405,11 @@ mod tests {
             kind,
         };
         assert!(fam("restarts", MetricKind::Counter).validate().is_ok());
-        assert!(fam("restarts_total", MetricKind::Counter).validate().is_err());
+        assert!(
+            fam("restarts_total", MetricKind::Counter)
+                .validate()
+                .is_err()
+        );
         assert!(fam("restarts_total", MetricKind::Gauge).validate().is_ok());
     }
 }

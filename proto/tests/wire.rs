@@ -23,11 +23,20 @@ fn batch() -> impl Strategy<Value = Batch> {
         any::<u64>(),
         proptest::option::of((any::<bool>(), any::<bool>())),
         proptest::collection::vec(
-            (any::<u32>(), "[a-z_:][a-z0-9_:]{0,20}", ".{0,30}", any::<bool>()),
+            (
+                any::<u32>(),
+                "[a-z_:][a-z0-9_:]{0,20}",
+                ".{0,30}",
+                any::<bool>(),
+            ),
             0..4,
         ),
         proptest::collection::vec(
-            (any::<u32>(), any::<u32>(), proptest::collection::vec(label(), 0..5)),
+            (
+                any::<u32>(),
+                any::<u32>(),
+                proptest::collection::vec(label(), 0..5),
+            ),
             0..8,
         ),
         proptest::collection::vec((any::<u32>(), value()), 0..64),
@@ -42,7 +51,11 @@ fn batch() -> impl Strategy<Value = Batch> {
                     id,
                     name,
                     help,
-                    kind: if counter { MetricKind::Counter } else { MetricKind::Gauge },
+                    kind: if counter {
+                        MetricKind::Counter
+                    } else {
+                        MetricKind::Gauge
+                    },
                 })
                 .collect(),
             series: series
@@ -83,13 +96,18 @@ fn sender_message() -> impl Strategy<Value = SenderMessage> {
 
 fn receiver_message() -> impl Strategy<Value = ReceiverMessage> {
     prop_oneof![
-        (any::<u16>(), proptest::option::of(any::<u64>()), any::<u32>()).prop_map(
-            |(version, acked, heartbeat_interval_ms)| ReceiverMessage::Welcome(Welcome {
-                version,
-                resume: acked.map_or(Resume::Snapshot, |acked| Resume::After { acked }),
-                heartbeat_interval_ms,
-            })
-        ),
+        (
+            any::<u16>(),
+            proptest::option::of(any::<u64>()),
+            any::<u32>()
+        )
+            .prop_map(
+                |(version, acked, heartbeat_interval_ms)| ReceiverMessage::Welcome(Welcome {
+                    version,
+                    resume: acked.map_or(Resume::Snapshot, |acked| Resume::After { acked }),
+                    heartbeat_interval_ms,
+                })
+            ),
         (".{0,60}", proptest::collection::vec(any::<u16>(), 0..3)).prop_map(
             |(message, supported)| ReceiverMessage::Reject(Reject {
                 reason: RejectReason::UnsupportedVersion { supported },
@@ -186,11 +204,14 @@ fn a_vector_claiming_2_pow_40_elements_is_refused() {
 
 #[test]
 fn trailing_bytes_are_refused() {
-    let mut payload = encode_payload(&SenderMessage::Heartbeat(Heartbeat { sent_at_ms: 1 }))
-        .expect("encode");
+    let mut payload =
+        encode_payload(&SenderMessage::Heartbeat(Heartbeat { sent_at_ms: 1 })).expect("encode");
     payload.push(0);
     let err = decode_payload::<SenderMessage>(&payload).expect_err("trailing");
-    assert!(matches!(err, Error::TrailingBytes { trailing: 1, .. }), "{err}");
+    assert!(
+        matches!(err, Error::TrailingBytes { trailing: 1, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -214,15 +235,36 @@ fn steady_state_samples_cost_at_most_twelve_bytes() {
     let pairs: Vec<(SeriesId, Value)> = (0..10_000u32)
         .map(|i| (i * 20 + 7, Value::from(f64::from(i % 2))))
         .collect();
-    let ints = Batch { seq: 123_456, updates: Updates::from_unsorted(pairs), ..Batch::default() };
-    let bytes = encode_payload(&SenderMessage::Batch(ints)).expect("encode").len() + 4;
+    let ints = Batch {
+        seq: 123_456,
+        updates: Updates::from_unsorted(pairs),
+        ..Batch::default()
+    };
+    let bytes = encode_payload(&SenderMessage::Batch(ints))
+        .expect("encode")
+        .len()
+        + 4;
     let per_sample = bytes as f64 / 10_000.0;
-    assert!(per_sample <= 4.0, "0/1 samples cost {per_sample} bytes each");
+    assert!(
+        per_sample <= 4.0,
+        "0/1 samples cost {per_sample} bytes each"
+    );
 
-    let pairs: Vec<(SeriesId, Value)> =
-        (0..10_000u32).map(|i| (i * 20 + 7, Value::from(f64::from(i) * 0.001 + 0.5))).collect();
-    let floats = Batch { seq: 123_456, updates: Updates::from_unsorted(pairs), ..Batch::default() };
-    let bytes = encode_payload(&SenderMessage::Batch(floats)).expect("encode").len() + 4;
+    let pairs: Vec<(SeriesId, Value)> = (0..10_000u32)
+        .map(|i| (i * 20 + 7, Value::from(f64::from(i) * 0.001 + 0.5)))
+        .collect();
+    let floats = Batch {
+        seq: 123_456,
+        updates: Updates::from_unsorted(pairs),
+        ..Batch::default()
+    };
+    let bytes = encode_payload(&SenderMessage::Batch(floats))
+        .expect("encode")
+        .len()
+        + 4;
     let per_sample = bytes as f64 / 10_000.0;
-    assert!(per_sample <= 12.0, "float samples cost {per_sample} bytes each");
+    assert!(
+        per_sample <= 12.0,
+        "float samples cost {per_sample} bytes each"
+    );
 }

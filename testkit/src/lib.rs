@@ -1,1 +1,17 @@
-//! placeholder until the crate lands
+//! Test support shared by kube-relay's integration and end-to-end tests.
+//!
+//! One place for what several crates' tests need, so no test copies another's helpers:
+//! - [`prometheus`]: starts Debian's real `prometheus` on loopback, scraping given targets,
+//!   and queries its HTTP API;
+//! - [`http`]: a minimal HTTP/1.0 client for loopback tests (no TLS, no redirects);
+//! - [`wait`]: poll a condition until a deadline instead of sleeping;
+//! - [`process`]: locate the workspace's binaries and run them as child processes that are
+//!   killed when dropped.
+
+pub mod http;
+pub mod process;
+pub mod prometheus;
+pub mod wait;
+
+pub use prometheus::Prometheus;
+pub use wait::wait_until;

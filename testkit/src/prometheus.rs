@@ -1,0 +1,413 @@
+//! A real Prometheus (Debian's `prometheus` package) on loopback, for end-to-end tests.
+//!
+//! [`Prometheus::start`] writes a config scraping the given targets every second, starts the
+//! server on a free loopback port with its own TSDB in a temporary directory, and waits until
+//! it is ready. Queries go through the HTTP API (`/api/v1/query`, `/api/v1/query_range`).
+//! The process is killed when the value is dropped. Prometheus 2.42 takes a few seconds to its
+//! first scrape: use [`Prometheus::wait_for`], never a sleep.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use tokio::process::{Child, Command};
+
+use crate::http::{self, encode_component};
+use crate::wait::wait_until;
+
+/// What to scrape and which rules to load.
+#[derive(Debug, Clone)]
+pub struct PrometheusConfig {
+    /// `host:port` targets scraped at `/metrics` under job `kube-relay`.
+    pub targets: Vec<SocketAddr>,
+    /// Scrape and rule evaluation interval.
+    pub interval: Duration,
+    /// Rule files to load (e.g. the project's alert rules).
+    pub rule_files: Vec<PathBuf>,
+}
+
+impl PrometheusConfig {
+    /// Scrapes `targets` every second, no rules.
+    pub fn new(targets: &[SocketAddr]) -> Self {
+        PrometheusConfig {
+            targets: targets.to_vec(),
+            interval: Duration::from_secs(1),
+            rule_files: Vec::new(),
+        }
+    }
+
+    fn to_yaml(&self) -> String {
+        let secs = self.interval.as_secs().max(1);
+        let mut y = format!(
+            "global:\n  scrape_interval: {secs}s\n  evaluation_interval: {secs}s\n  scrape_timeout: {secs}s\n"
+        );
+        if !self.rule_files.is_empty() {
+            y.push_str("rule_files:\n");
+            for f in &self.rule_files {
+                let _ = writeln!(y, "  - {:?}", f.display().to_string());
+            }
+        }
+        y.push_str("scrape_configs:\n  - job_name: kube-relay\n");
+        y.push_str("    static_configs:\n      - targets: [");
+        let targets: Vec<String> = self.targets.iter().map(|t| format!("\"{t}\"")).collect();
+        y.push_str(&targets.join(", "));
+        y.push_str("]\n");
+        y
+    }
+}
+
+/// One sample of an instant query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Labels, including `__name__` when the expression keeps it.
+    pub metric: BTreeMap<String, String>,
+    /// The value.
+    pub value: f64,
+}
+
+impl Sample {
+    /// A label's value, or `""`.
+    pub fn label(&self, name: &str) -> &str {
+        self.metric.get(name).map_or("", String::as_str)
+    }
+}
+
+/// One series of a range query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeSeries {
+    /// Labels.
+    pub metric: BTreeMap<String, String>,
+    /// `(unix seconds, value)` points.
+    pub values: Vec<(f64, f64)>,
+}
+
+/// A running Prometheus; killed on drop.
+#[derive(Debug)]
+pub struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+#[derive(Deserialize)]
+struct ApiResponse {
+    status: String,
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `targets` every second and waits until it is ready.
+    ///
+    /// # Errors
+    /// When the `prometheus` binary is missing (install Debian's `prometheus` package) or the
+    /// server does not become ready.
+    pub async fn start(targets: &[SocketAddr]) -> Result<Prometheus> {
+        Self::start_with(PrometheusConfig::new(targets)).await
+    }
+
+    /// Starts Prometheus with `config`.
+    ///
+    /// # Errors
+    /// As [`Prometheus::start`].
+    pub async fn start_with(config: PrometheusConfig) -> Result<Prometheus> {
+        let binary = which("prometheus").context(
+            "the `prometheus` binary is not on PATH: install Debian's package \
+             (apt-get install -y prometheus); .ci/run does this",
+        )?;
+        let mut dir = tempfile::tempdir().context("failed to create a temporary directory")?;
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config.to_yaml())
+            .with_context(|| format!("failed to write {}", config_path.display()))?;
+        let mut last_err = None;
+        for _attempt in 0..3 {
+            let addr = free_loopback_addr()?;
+            let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
+            let child = Command::new(&binary)
+                .arg(format!("--config.file={}", config_path.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address={addr}"))
+                .arg("--log.level=warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("failed to start {}", binary.display()))?;
+            let mut prom = Prometheus { child, addr, dir };
+            match prom.wait_ready().await {
+                Ok(()) => return Ok(prom),
+                Err(e) => {
+                    last_err = Some(e.context(format!("log:\n{}", prom.log())));
+                    let _ = prom.child.start_kill();
+                    dir = prom.dir;
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("prometheus did not start")))
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let addr = self.addr;
+        let child = &mut self.child;
+        wait_until(
+            "prometheus /-/ready",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                let exited = child.try_wait().ok().flatten();
+                async move {
+                    if let Some(status) = exited {
+                        bail!("prometheus exited with {status}");
+                    }
+                    let r = http::get(addr, "/-/ready", &[]).await?;
+                    Ok((r.status == 200).then_some(()))
+                }
+            },
+        )
+        .await
+    }
+
+    /// The HTTP address of the server.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The data directory (config, TSDB, log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Prometheus' own log so far (warnings and errors).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    async fn api(&self, path_and_query: &str) -> Result<serde_json::Value> {
+        let r = http::get(self.addr, path_and_query, &[]).await?;
+        let parsed: ApiResponse = serde_json::from_slice(&r.body)
+            .with_context(|| format!("bad JSON from {path_and_query}: {:?}", r.text()))?;
+        if parsed.status != "success" {
+            bail!(
+                "prometheus API error ({}): {}",
+                parsed.error_type.unwrap_or_default(),
+                parsed.error.unwrap_or_default()
+            );
+        }
+        parsed.data.context("success response without data")
+    }
+
+    /// Runs an instant query at the current time.
+    ///
+    /// # Errors
+    /// When the query fails (bad PromQL, server error) or the result is not a vector/scalar.
+    pub async fn query(&self, promql: &str) -> Result<Vec<Sample>> {
+        let data = self
+            .api(&format!("/api/v1/query?query={}", encode_component(promql)))
+            .await
+            .with_context(|| format!("query {promql:?} failed"))?;
+        parse_instant(&data).with_context(|| format!("query {promql:?}"))
+    }
+
+    /// Runs a range query over `[start, end]` (Unix seconds) at `step` seconds.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn query_range(
+        &self,
+        promql: &str,
+        start: f64,
+        end: f64,
+        step: f64,
+    ) -> Result<Vec<RangeSeries>> {
+        let data = self
+            .api(&format!(
+                "/api/v1/query_range?query={}&start={start}&end={end}&step={step}",
+                encode_component(promql)
+            ))
+            .await
+            .with_context(|| format!("range query {promql:?} failed"))?;
+        let result = data
+            .get("result")
+            .and_then(|r| r.as_array())
+            .context("range result is not a matrix")?;
+        result
+            .iter()
+            .map(|series| {
+                let metric = labels(series.get("metric"))?;
+                let values = series
+                    .get("values")
+                    .and_then(|v| v.as_array())
+                    .context("series without values")?
+                    .iter()
+                    .map(point)
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(RangeSeries { metric, values })
+            })
+            .collect()
+    }
+
+    /// Re-runs `promql` until `accept` holds for its result, and returns that result.
+    ///
+    /// # Errors
+    /// When `timeout` passes first; the error shows the last result or query error.
+    pub async fn wait_for(
+        &self,
+        promql: &str,
+        timeout: Duration,
+        accept: impl Fn(&[Sample]) -> bool,
+    ) -> Result<Vec<Sample>> {
+        let last = std::sync::Mutex::new(Vec::new());
+        let result = wait_until(
+            &format!("prometheus query {promql:?}"),
+            timeout,
+            Duration::from_millis(250),
+            || async {
+                let samples = self.query(promql).await?;
+                if accept(&samples) {
+                    Ok(Some(samples))
+                } else {
+                    if let Ok(mut l) = last.lock() {
+                        *l = samples;
+                    }
+                    Ok(None)
+                }
+            },
+        )
+        .await;
+        result.with_context(|| {
+            let l = last.lock().map(|l| l.clone()).unwrap_or_default();
+            format!("last result: {l:?}\nprometheus log:\n{}", self.log())
+        })
+    }
+
+    /// Waits until every target has been scraped successfully at least once.
+    ///
+    /// # Errors
+    /// When `timeout` passes first.
+    pub async fn wait_for_scrape(&self, timeout: Duration) -> Result<()> {
+        self.wait_for("up", timeout, |s| {
+            !s.is_empty() && s.iter().all(|s| s.value == 1.0)
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+fn parse_instant(data: &serde_json::Value) -> Result<Vec<Sample>> {
+    let kind = data
+        .get("resultType")
+        .and_then(|t| t.as_str())
+        .unwrap_or("");
+    let result = data.get("result").context("no result")?;
+    match kind {
+        "vector" => result
+            .as_array()
+            .context("vector is not an array")?
+            .iter()
+            .map(|s| {
+                Ok(Sample {
+                    metric: labels(s.get("metric"))?,
+                    value: point(s.get("value").context("sample without value")?)?.1,
+                })
+            })
+            .collect(),
+        "scalar" => Ok(vec![Sample {
+            metric: BTreeMap::new(),
+            value: point(result)?.1,
+        }]),
+        other => bail!("unexpected result type {other:?}"),
+    }
+}
+
+fn labels(v: Option<&serde_json::Value>) -> Result<BTreeMap<String, String>> {
+    let obj = v
+        .and_then(|m| m.as_object())
+        .context("metric is not an object")?;
+    Ok(obj
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect())
+}
+
+fn point(v: &serde_json::Value) -> Result<(f64, f64)> {
+    let arr = v.as_array().context("point is not an array")?;
+    let t = arr
+        .first()
+        .and_then(|t| t.as_f64())
+        .context("point without time")?;
+    let value = arr
+        .get(1)
+        .and_then(|v| v.as_str())
+        .context("point without value")?;
+    let value = match value {
+        "NaN" => f64::NAN,
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v
+            .parse()
+            .with_context(|| format!("bad sample value {v:?}"))?,
+    };
+    Ok((t, value))
+}
+
+/// Finds an executable on `PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// A loopback address with a port that was free a moment ago (for servers we cannot hand a
+/// bound socket, like Prometheus).
+///
+/// # Errors
+/// When no port can be bound.
+pub fn free_loopback_addr() -> Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("failed to bind 127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_scrapes_every_target() {
+        let a: SocketAddr = "127.0.0.1:9100".parse().expect("addr");
+        let b: SocketAddr = "127.0.0.1:9101".parse().expect("addr");
+        let y = PrometheusConfig::new(&[a, b]).to_yaml();
+        assert!(y.contains("scrape_interval: 1s"), "{y}");
+        assert!(
+            y.contains(r#"targets: ["127.0.0.1:9100", "127.0.0.1:9101"]"#),
+            "{y}"
+        );
+    }
+
+    #[test]
+    fn parses_vectors_and_scalars() {
+        let v: serde_json::Value = serde_json::json!({
+            "resultType": "vector",
+            "result": [{"metric": {"__name__": "up", "job": "x"}, "value": [1.5, "1"]}]
+        });
+        let s = parse_instant(&v).expect("vector");
+        assert_eq!(s[0].label("job"), "x");
+        assert_eq!(s[0].value, 1.0);
+        let v = serde_json::json!({"resultType": "scalar", "result": [1.5, "NaN"]});
+        assert!(parse_instant(&v).expect("scalar")[0].value.is_nan());
+    }
+}
