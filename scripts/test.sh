@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, then every test of the workspace.
-# Needs Debian's prometheus/promtool, kubectl, docker-compose and chromium on PATH
-# (.ci/run installs them on a fresh machine).
+# The test command: installs missing test tools (Debian packages), then formatting, lints
+# and every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/install-test-deps.sh
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { printf '\n==> %s\n' "$*"; }
