@@ -1,1 +1,34 @@
-//! placeholder until the crate lands
+//! The kube-relay sender: watches a Kubernetes cluster and streams its state, as metrics, to
+//! a kube-relay receiver.
+//!
+//! # Layout
+//! - [`translate`]: pure functions from one Kubernetes object to its [`SeriesSet`]: pods,
+//!   HPAs, nodes, namespaces, with kube-state-metrics' names and labels ([`family`] is the
+//!   catalogue, `docs/metrics.md` its documentation).
+//! - [`events`]: the scaling ledger: HPA `SuccessfulRescale` Events counted exactly once per
+//!   occurrence (by uid and count), persisted atomically in the state directory.
+//! - [`usage`]: CPU and memory per container from metrics.k8s.io (the CPU counter integrated
+//!   from PodMetrics' rate and window) or relayed from the kubelet's `/metrics/resource`.
+//! - [`store`]: the derived state. [`SeriesStore`] assigns series ids, diffs an object's new
+//!   series set against its previous one, coalesces changes into delta batches and produces
+//!   full snapshots one frame at a time. No Kubernetes object is kept.
+//! - [`config`]: flags, `KUBE_RELAY_*` environment and config file, defaults defined once.
+//!
+//! [`SeriesSet`]: series::SeriesSet
+//! [`SeriesStore`]: store::SeriesStore
+
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod family;
+pub mod quantity;
+pub mod series;
+pub mod store;
+pub mod translate;
+pub mod usage;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use config::Config;
+pub use error::Error;

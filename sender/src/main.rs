@@ -1,1 +1,2 @@
+//! `sender`: the binary (wiring lands with the watchers and the connection).
 fn main() {}

@@ -1,0 +1,145 @@
+//! The sender's errors. Each variant has a bounded [`Error::kind`] for metric labels.
+
+use std::path::{Path, PathBuf};
+
+use kube_relay_proto::RejectReason;
+
+/// A boxed error source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What can go wrong in the sender.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration (flags, environment, file) is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// The configuration file could not be read or parsed.
+    #[error("failed to read the configuration file {path}: {source}")]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// What the `config` crate reported.
+        #[source]
+        source: config::ConfigError,
+    },
+
+    /// No Kubernetes client configuration could be built (kubeconfig, context, in-cluster).
+    #[error("failed to configure Kubernetes access: {0}")]
+    KubeConfig(#[source] BoxError),
+
+    /// A Kubernetes API call failed.
+    #[error("failed to {action}: {source}")]
+    Kube {
+        /// What was attempted, e.g. `list pods`.
+        action: String,
+        /// What kube-rs reported.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// The built-in simulated cluster could not start.
+    #[error("failed to start the simulated cluster: {0}")]
+    Simulator(#[source] BoxError),
+
+    /// A state file (ledger, sender id) could not be read or written.
+    #[error("failed to access state file {path}: {source}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The receiver could not be reached.
+    #[error("failed to connect to {target}: {source}")]
+    Connect {
+        /// `HOST:PORT`.
+        target: String,
+        /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The wire protocol failed (I/O, framing, decoding, a rule broken).
+    #[error("failed to exchange frames with the receiver: {0}")]
+    Protocol(#[from] kube_relay_proto::Error),
+
+    /// The receiver refused the handshake.
+    #[error("the receiver rejected the connection ({}): {message}", reason.as_label())]
+    Rejected {
+        /// Why.
+        reason: RejectReason,
+        /// The receiver's explanation.
+        message: String,
+    },
+
+    /// The receiver answered something unexpected or went silent.
+    #[error("failed to keep the session: {0}")]
+    Session(String),
+}
+
+impl Error {
+    /// A [`Error::State`] for `path`.
+    pub fn state(path: &Path, source: impl Into<BoxError>) -> Self {
+        Error::State {
+            path: path.to_owned(),
+            source: source.into(),
+        }
+    }
+
+    /// A [`Error::Kube`] for `action`.
+    pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
+        Error::Kube {
+            action: action.into(),
+            source,
+        }
+    }
+
+    /// True when retrying cannot help: a wrong token or an unsupported protocol version.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Error::Rejected {
+                reason: RejectReason::Unauthorized | RejectReason::UnsupportedVersion { .. },
+                ..
+            } | Error::Config(_)
+                | Error::ConfigFile { .. }
+        )
+    }
+
+    /// A short, bounded label for this error, fit for a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Config(_) | Error::ConfigFile { .. } => "config",
+            Error::KubeConfig(_) => "kubeconfig",
+            Error::Kube { source, .. } => kube_error_kind(source),
+            Error::Simulator(_) => "simulator",
+            Error::State { .. } => "state",
+            Error::Connect { .. } => "connect",
+            Error::Protocol(e) => e.kind(),
+            Error::Rejected { reason, .. } => reason.as_label(),
+            Error::Session(_) => "session",
+        }
+    }
+}
+
+/// A short, bounded label for a kube-rs error: `http_<code>` buckets for API answers,
+/// otherwise the failing layer.
+pub fn kube_error_kind(e: &kube::Error) -> &'static str {
+    match e {
+        kube::Error::Api(status) => match status.code {
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "not_found",
+            410 => "gone",
+            429 => "throttled",
+            500..=599 => "server_error",
+            _ => "api_error",
+        },
+        kube::Error::HyperError(_) | kube::Error::Service(_) => "connection",
+        kube::Error::SerdeError(_) => "decode",
+        _ => "other",
+    }
+}

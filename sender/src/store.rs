@@ -1,0 +1,1003 @@
+//! The derived state: every series the sender holds, and what the receiver has not seen yet.
+//!
+//! [`SeriesStore`] keeps, per owner ([`ObjectKey`]), the owner's current series: family,
+//! label values and value, with an id per series assigned once per epoch. Replacing an
+//! owner's [`SeriesSet`] yields exactly the changes: new series are *defined*, changed
+//! values *updated*, vanished series *removed*; removing an owner removes all its series at
+//! once. Changes wait in a pending map keyed by series id, so a series that changes ten times
+//! between two flushes is sent once with its latest value ([`SeriesStore::take_deltas`]),
+//! and a series defined and removed in between is never sent at all.
+//!
+//! A full snapshot ([`SeriesStore::begin_snapshot`], [`SeriesStore::next_snapshot_part`])
+//! is produced one frame at a time, walking owners in key order, so a snapshot of 300,000
+//! series never sits in memory whole. Changes made while a snapshot is under way are
+//! recorded as deltas only for owners the snapshot has already passed; owners ahead of it
+//! will be sent with their state at that time.
+//!
+//! Memory: label values are interned (one copy of a pod name or uid for all its series) and
+//! a series costs 24 bytes plus 4 bytes per label. No Kubernetes object is kept.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use kube_relay_proto::{Batch, FamilyDef, SeriesDef, SeriesId, SnapshotPart, Updates, Value};
+
+use crate::family::Family;
+use crate::series::{ObjectKey, ObjectKind, SeriesSet, render_sample};
+
+/// An interned string.
+type Atom = u32;
+
+/// Reference-counted string interning: one copy of each distinct label value.
+#[derive(Debug, Default)]
+struct Interner {
+    map: HashMap<Arc<str>, Atom>,
+    slots: Vec<Slot>,
+    free: Vec<Atom>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    text: Option<Arc<str>>,
+    refs: u32,
+}
+
+impl Interner {
+    /// The atom for `text`, with one more reference.
+    fn acquire(&mut self, text: &str) -> Atom {
+        if let Some(&atom) = self.map.get(text) {
+            self.slots[atom as usize].refs += 1;
+            return atom;
+        }
+        let text: Arc<str> = Arc::from(text);
+        let slot = Slot {
+            text: Some(Arc::clone(&text)),
+            refs: 1,
+        };
+        let atom = match self.free.pop() {
+            Some(atom) => {
+                self.slots[atom as usize] = slot;
+                atom
+            }
+            None => {
+                self.slots.push(slot);
+                Atom::try_from(self.slots.len() - 1).expect("fewer than 2^32 distinct labels")
+            }
+        };
+        self.map.insert(text, atom);
+        atom
+    }
+
+    /// Drops one reference; the string is freed with its last one.
+    fn release(&mut self, atom: Atom) {
+        let slot = &mut self.slots[atom as usize];
+        slot.refs -= 1;
+        if slot.refs == 0 {
+            if let Some(text) = slot.text.take() {
+                self.map.remove(&text);
+            }
+            self.free.push(atom);
+        }
+    }
+
+    fn get(&self, text: &str) -> Option<Atom> {
+        self.map.get(text).copied()
+    }
+
+    fn text(&self, atom: Atom) -> &str {
+        self.slots[atom as usize]
+            .text
+            .as_deref()
+            .unwrap_or_default()
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// An owner's key with interned parts. Ordered by atoms: arbitrary, but stable while the
+/// owner exists, which is all the snapshot cursor needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Key {
+    kind: ObjectKind,
+    namespace: Atom,
+    name: Atom,
+}
+
+/// One stored series; its label atoms are `labels[off..off + family.label_names().len()]`
+/// of its owner.
+#[derive(Debug, Clone, Copy)]
+struct Stored {
+    id: SeriesId,
+    off: u32,
+    value: f64,
+    family: Family,
+}
+
+/// An owner's series and the label atoms they use.
+#[derive(Debug, Default)]
+struct Owner {
+    series: Vec<Stored>,
+    labels: Vec<Atom>,
+}
+
+impl Owner {
+    fn labels_of(&self, s: &Stored) -> &[Atom] {
+        let off = s.off as usize;
+        &self.labels[off..off + s.family.label_names().len()]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// A new series: send its definition and value.
+    Define(Key),
+    /// A known series changed value.
+    Update(Key),
+    /// A known series is gone.
+    Remove,
+}
+
+/// Where a snapshot under way has got to.
+#[derive(Debug, Clone, Copy)]
+enum Cursor {
+    /// Nothing sent yet: the next part is the first and carries the families.
+    Start,
+    /// Every owner up to and including this key has been sent.
+    After(Key),
+}
+
+/// Upper bounds of encoded sizes (bincode varints take at most 5 bytes for a `u32`
+/// and 9 for a `u64`), used to split batches below the frame limit.
+mod size {
+    /// Batch framing: message tag, seq, snapshot marker, four vector lengths.
+    pub const BATCH: usize = 1 + 9 + 3 + 4 * 5;
+    /// An update: id gap and tagged value.
+    pub const UPDATE: usize = 5 + 10;
+    /// A removal: one id.
+    pub const REMOVAL: usize = 5;
+
+    /// A string: length prefix and bytes.
+    pub fn string(s: &str) -> usize {
+        5 + s.len()
+    }
+}
+
+/// The sender's derived state. See the [module docs](self).
+#[derive(Debug)]
+pub struct SeriesStore {
+    epoch: u64,
+    atoms: Interner,
+    owners: BTreeMap<Key, Owner>,
+    next_id: SeriesId,
+    series: usize,
+    pending: HashMap<SeriesId, Pending>,
+    snapshot: Option<Cursor>,
+}
+
+impl SeriesStore {
+    /// An empty store for `epoch` (which names this run of series ids on the wire).
+    pub fn new(epoch: u64) -> Self {
+        SeriesStore {
+            epoch,
+            atoms: Interner::default(),
+            owners: BTreeMap::new(),
+            next_id: 0,
+            series: 0,
+            pending: HashMap::new(),
+            snapshot: None,
+        }
+    }
+
+    /// The current epoch. It changes only when series ids run out and are renumbered
+    /// ([`SeriesStore::apply`] then starts a new epoch, and the link must reconnect and send a
+    /// snapshot).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Number of series held.
+    pub fn len(&self) -> usize {
+        self.series
+    }
+
+    /// True when no series is held.
+    pub fn is_empty(&self) -> bool {
+        self.series == 0
+    }
+
+    /// Number of owners (objects) holding series.
+    pub fn owners(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// Number of distinct interned label values (for memory diagnostics).
+    pub fn distinct_label_values(&self) -> usize {
+        self.atoms.len()
+    }
+
+    /// Series whose change has not been taken by [`SeriesStore::take_deltas`] yet.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// True when a snapshot is under way.
+    pub fn snapshot_in_progress(&self) -> bool {
+        self.snapshot.is_some()
+    }
+
+    fn key_of(&mut self, key: &ObjectKey) -> Key {
+        Key {
+            kind: key.kind,
+            namespace: self.atoms.acquire(&key.namespace),
+            name: self.atoms.acquire(&key.name),
+        }
+    }
+
+    fn find_key(&self, key: &ObjectKey) -> Option<Key> {
+        Some(Key {
+            kind: key.kind,
+            namespace: self.atoms.get(&key.namespace)?,
+            name: self.atoms.get(&key.name)?,
+        })
+    }
+
+    /// True when changes to this owner must be recorded as deltas: no snapshot is under way,
+    /// or the snapshot has already passed the owner.
+    fn records(&self, key: Key) -> bool {
+        match self.snapshot {
+            None => true,
+            Some(Cursor::Start) => false,
+            Some(Cursor::After(done)) => key <= done,
+        }
+    }
+
+    fn allocate_id(&mut self) -> SeriesId {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Replaces the series of the owner `key` with `set`: keeps the ids of series whose
+    /// family and labels are unchanged, records value changes, defines new series and removes
+    /// vanished ones. An empty set removes the owner. Returns true when anything changed.
+    ///
+    /// A sample repeated within `set` (same family and labels) is kept once, the first value
+    /// winning.
+    pub fn apply(&mut self, key: &ObjectKey, set: &SeriesSet<'_>) -> bool {
+        if set.is_empty() {
+            return self.remove(key);
+        }
+        if self.id_space_left() < set.len() as u64 {
+            self.renumber();
+        }
+        let existing = self.find_key(key).filter(|k| self.owners.contains_key(k));
+        let k = match existing {
+            Some(k) => k,
+            None => self.key_of(key),
+        };
+        let records = self.records(k);
+        let old = self.owners.remove(&k).unwrap_or_default();
+
+        // Intern the new labels.
+        let mut new = Owner {
+            series: Vec::with_capacity(set.len()),
+            labels: Vec::with_capacity(set.samples().iter().map(|s| s.labels.len()).sum()),
+        };
+        let mut atoms = Vec::new();
+        let mut matched = vec![false; old.series.len()];
+        let mut changed = false;
+        for sample in set.samples() {
+            atoms.clear();
+            atoms.extend(sample.labels.iter().map(|l| self.atoms.acquire(l)));
+            // A duplicate within the new set: keep the first.
+            if new
+                .series
+                .iter()
+                .any(|s| s.family == sample.family && new.labels_of(s) == atoms.as_slice())
+            {
+                atoms.iter().for_each(|&a| self.atoms.release(a));
+                continue;
+            }
+            let previous = old.series.iter().enumerate().find(|(i, s)| {
+                !matched[*i] && s.family == sample.family && old.labels_of(s) == atoms.as_slice()
+            });
+            let id = match previous {
+                Some((i, s)) => {
+                    matched[i] = true;
+                    if s.value.to_bits() != sample.value.to_bits() {
+                        changed = true;
+                        if records {
+                            self.pending.entry(s.id).or_insert(Pending::Update(k));
+                        }
+                    }
+                    s.id
+                }
+                None => {
+                    changed = true;
+                    let id = self.allocate_id();
+                    self.series += 1;
+                    if records {
+                        self.pending.insert(id, Pending::Define(k));
+                    }
+                    id
+                }
+            };
+            let off = u32::try_from(new.labels.len()).expect("fewer than 2^32 labels per owner");
+            new.labels.extend_from_slice(&atoms);
+            new.series.push(Stored {
+                id,
+                off,
+                value: sample.value,
+                family: sample.family,
+            });
+        }
+        for (s, _) in old.series.iter().zip(&matched).filter(|(_, m)| !**m) {
+            changed = true;
+            self.series -= 1;
+            self.forget(s.id, records);
+        }
+        old.labels.iter().for_each(|&a| self.atoms.release(a));
+        self.owners.insert(k, new);
+        changed
+    }
+
+    /// Records that series `id` is gone.
+    fn forget(&mut self, id: SeriesId, records: bool) {
+        match self.pending.entry(id) {
+            Entry::Occupied(e) if matches!(e.get(), Pending::Define(_)) => {
+                // Never sent: nothing to remove.
+                e.remove();
+            }
+            Entry::Occupied(mut e) => {
+                *e.get_mut() = Pending::Remove;
+            }
+            Entry::Vacant(e) => {
+                if records {
+                    e.insert(Pending::Remove);
+                }
+            }
+        }
+    }
+
+    /// Removes the owner `key` and all its series. Returns true when it existed.
+    pub fn remove(&mut self, key: &ObjectKey) -> bool {
+        let Some(k) = self.find_key(key) else {
+            return false;
+        };
+        let Some(owner) = self.owners.remove(&k) else {
+            return false;
+        };
+        let records = self.records(k);
+        for s in &owner.series {
+            self.series -= 1;
+            self.forget(s.id, records);
+        }
+        owner.labels.iter().for_each(|&a| self.atoms.release(a));
+        self.atoms.release(k.namespace);
+        self.atoms.release(k.name);
+        true
+    }
+
+    /// Removes every owner of `kind` for which `keep(namespace, name)` is false, and returns
+    /// their keys: how a relist ends (objects absent from the new list were deleted).
+    pub fn retain(
+        &mut self,
+        kind: ObjectKind,
+        mut keep: impl FnMut(&str, &str) -> bool,
+    ) -> Vec<ObjectKey> {
+        let doomed: Vec<ObjectKey> = self
+            .owners
+            .keys()
+            .filter(|k| k.kind == kind)
+            .map(|k| (self.atoms.text(k.namespace), self.atoms.text(k.name)))
+            .filter(|(ns, name)| !keep(ns, name))
+            .map(|(ns, name)| ObjectKey::new(kind, ns, name))
+            .collect();
+        for key in &doomed {
+            self.remove(key);
+        }
+        doomed
+    }
+
+    /// Keys of every owner of `kind`.
+    pub fn keys(&self, kind: ObjectKind) -> Vec<ObjectKey> {
+        self.owners
+            .keys()
+            .filter(|k| k.kind == kind)
+            .map(|k| ObjectKey::new(kind, self.atoms.text(k.namespace), self.atoms.text(k.name)))
+            .collect()
+    }
+
+    /// The value of the series `family{labels}`, if held.
+    pub fn value(&self, family: Family, labels: &[&str]) -> Option<f64> {
+        let atoms: Option<Vec<Atom>> = labels.iter().map(|l| self.atoms.get(l)).collect();
+        let atoms = atoms?;
+        self.owners.values().find_map(|owner| {
+            owner
+                .series
+                .iter()
+                .find(|s| s.family == family && owner.labels_of(s) == atoms.as_slice())
+                .map(|s| s.value)
+        })
+    }
+
+    /// Every series as a sorted exposition line (`name{labels} value`), for tests and
+    /// diagnostics.
+    pub fn render(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .owners
+            .values()
+            .flat_map(|owner| {
+                owner.series.iter().map(|s| {
+                    render_sample(
+                        s.family,
+                        owner.labels_of(s).iter().map(|&a| self.atoms.text(a)),
+                        s.value,
+                    )
+                })
+            })
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    /// Takes the pending changes as delta batches (sequence numbers left at 0 for the link to
+    /// assign), each estimated to encode within `max_frame_bytes`. Definitions come with
+    /// their values in the same batch. Returns no batch when nothing changed.
+    pub fn take_deltas(&mut self, max_frame_bytes: usize) -> Vec<Batch> {
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        let mut ids: Vec<(SeriesId, Pending)> = self.pending.drain().collect();
+        ids.sort_unstable_by_key(|(id, _)| *id);
+        let mut batches = Vec::new();
+        let mut batch = BatchBuilder::new();
+        for (id, change) in ids {
+            let item = match change {
+                Pending::Remove => Item::Remove(id),
+                Pending::Update(k) | Pending::Define(k) => {
+                    let Some(owner) = self.owners.get(&k) else {
+                        continue;
+                    };
+                    let Some(s) = owner.series.iter().find(|s| s.id == id) else {
+                        continue;
+                    };
+                    if matches!(change, Pending::Define(_)) {
+                        Item::Define(self.series_def(owner, s), s.value)
+                    } else {
+                        Item::Update(id, s.value)
+                    }
+                }
+            };
+            if !batch.fits(&item, max_frame_bytes) && !batch.is_empty() {
+                batches.push(std::mem::replace(&mut batch, BatchBuilder::new()).finish());
+            }
+            batch.push(item);
+        }
+        if !batch.is_empty() {
+            batches.push(batch.finish());
+        }
+        batches
+    }
+
+    fn series_def(&self, owner: &Owner, s: &Stored) -> SeriesDef {
+        SeriesDef {
+            id: s.id,
+            family: s.family.id(),
+            labels: s
+                .family
+                .label_names()
+                .iter()
+                .zip(owner.labels_of(s))
+                .map(|(name, &atom)| ((*name).to_owned(), self.atoms.text(atom).to_owned()))
+                .collect(),
+        }
+    }
+
+    /// Starts a full snapshot: pending deltas are dropped (the snapshot carries current
+    /// values), and from now on only owners the snapshot has passed record deltas.
+    pub fn begin_snapshot(&mut self) {
+        self.pending.clear();
+        self.snapshot = Some(Cursor::Start);
+    }
+
+    /// The next part of the snapshot begun with [`SeriesStore::begin_snapshot`], estimated
+    /// to encode within `max_frame_bytes` (an owner is never split across parts), or `None`
+    /// when no snapshot is under way. The first part defines every family; the part marked
+    /// `last` ends the snapshot.
+    pub fn next_snapshot_part(&mut self, max_frame_bytes: usize) -> Option<Batch> {
+        let cursor = self.snapshot?;
+        let first = matches!(cursor, Cursor::Start);
+        let mut batch = BatchBuilder::new();
+        if first {
+            batch.families = Family::ALL.iter().map(|f| f.def()).collect();
+            batch.size += batch
+                .families
+                .iter()
+                .map(|f| 5 + size::string(&f.name) + size::string(&f.help) + 1)
+                .sum::<usize>();
+        }
+        let start = match cursor {
+            Cursor::Start => Bound::Unbounded,
+            Cursor::After(k) => Bound::Excluded(k),
+        };
+        let mut last_key = None;
+        let mut done = true;
+        for (k, owner) in self.owners.range((start, Bound::Unbounded)) {
+            let items: Vec<Item> = owner
+                .series
+                .iter()
+                .map(|s| Item::Define(self.series_def(owner, s), s.value))
+                .collect();
+            let size: usize = items.iter().map(Item::size).sum();
+            if batch.size + size > max_frame_bytes && last_key.is_some() {
+                done = false;
+                break;
+            }
+            items.into_iter().for_each(|item| batch.push(item));
+            last_key = Some(*k);
+        }
+        self.snapshot = if done {
+            None
+        } else {
+            last_key.map(Cursor::After)
+        };
+        let mut out = batch.finish();
+        out.snapshot = Some(SnapshotPart { first, last: done });
+        Some(out)
+    }
+
+    /// Ids left before the id space is exhausted.
+    fn id_space_left(&self) -> u64 {
+        u64::from(SeriesId::MAX) - u64::from(self.next_id)
+    }
+
+    /// Renumbers every series from 0 under a new epoch (series ids ran out). Pending changes
+    /// are dropped: the link sees the new epoch and sends a snapshot.
+    fn renumber(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+        self.pending.clear();
+        self.snapshot = None;
+        let mut next = 0;
+        for owner in self.owners.values_mut() {
+            for s in &mut owner.series {
+                s.id = next;
+                next += 1;
+            }
+        }
+        self.next_id = next;
+        tracing::info!(
+            epoch = self.epoch,
+            series = self.series,
+            "series ids renumbered"
+        );
+    }
+
+    #[cfg(test)]
+    fn with_next_id(epoch: u64, next_id: SeriesId) -> Self {
+        SeriesStore {
+            next_id,
+            ..SeriesStore::new(epoch)
+        }
+    }
+}
+
+/// One change headed for a batch.
+enum Item {
+    Define(SeriesDef, f64),
+    Update(SeriesId, f64),
+    Remove(SeriesId),
+}
+
+impl Item {
+    fn size(&self) -> usize {
+        match self {
+            Item::Define(def, _) => {
+                15 + def
+                    .labels
+                    .iter()
+                    .map(|(n, v)| size::string(n) + size::string(v))
+                    .sum::<usize>()
+                    + size::UPDATE
+            }
+            Item::Update(..) => size::UPDATE,
+            Item::Remove(_) => size::REMOVAL,
+        }
+    }
+}
+
+struct BatchBuilder {
+    families: Vec<FamilyDef>,
+    series: Vec<SeriesDef>,
+    updates: Vec<(SeriesId, Value)>,
+    removals: Vec<SeriesId>,
+    size: usize,
+}
+
+impl BatchBuilder {
+    fn new() -> Self {
+        BatchBuilder {
+            families: Vec::new(),
+            series: Vec::new(),
+            updates: Vec::new(),
+            removals: Vec::new(),
+            size: size::BATCH,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.series.is_empty() && self.updates.is_empty() && self.removals.is_empty()
+    }
+
+    fn fits(&self, item: &Item, max: usize) -> bool {
+        self.size + item.size() <= max
+    }
+
+    fn push(&mut self, item: Item) {
+        self.size += item.size();
+        match item {
+            Item::Define(def, value) => {
+                self.updates.push((def.id, Value::from(value)));
+                self.series.push(def);
+            }
+            Item::Update(id, value) => self.updates.push((id, Value::from(value))),
+            Item::Remove(id) => self.removals.push(id),
+        }
+    }
+
+    fn finish(self) -> Batch {
+        Batch {
+            seq: 0,
+            snapshot: None,
+            families: self.families,
+            series: self.series,
+            updates: Updates::from_unsorted(self.updates),
+            removals: self.removals,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube_relay_proto::{SenderMessage, frame::encode_payload};
+
+    use super::*;
+
+    fn pod_key(name: &str) -> ObjectKey {
+        ObjectKey::new(ObjectKind::Pod, "default", name)
+    }
+
+    /// A pod's phase series, one-hot.
+    fn phases<'a>(pod: &'a str, phase: &str) -> SeriesSet<'a> {
+        let mut set = SeriesSet::new();
+        let prefix = ["default".into(), pod.into(), format!("uid-{pod}").into()];
+        set.push_one_hot(
+            Family::PodStatusPhase,
+            &prefix,
+            &["Pending", "Running", "Succeeded", "Failed", "Unknown"],
+            phase,
+        );
+        set
+    }
+
+    fn delta(store: &mut SeriesStore) -> Batch {
+        let mut batches = store.take_deltas(1 << 20);
+        assert_eq!(batches.len(), 1, "{batches:?}");
+        batches.remove(0)
+    }
+
+    fn values(batch: &Batch) -> Vec<(SeriesId, f64)> {
+        batch
+            .updates
+            .iter()
+            .map(|(id, v)| (*id, v.as_f64()))
+            .collect()
+    }
+
+    #[test]
+    fn a_new_object_defines_its_series_with_values() {
+        let mut store = SeriesStore::new(1);
+        assert!(store.apply(&pod_key("web"), &phases("web", "Pending")));
+        let batch = delta(&mut store);
+        assert_eq!(batch.series.len(), 5);
+        assert_eq!(
+            batch.series[0].labels,
+            [
+                ("namespace".to_owned(), "default".to_owned()),
+                ("pod".to_owned(), "web".to_owned()),
+                ("uid".to_owned(), "uid-web".to_owned()),
+                ("phase".to_owned(), "Pending".to_owned()),
+            ]
+        );
+        assert_eq!(
+            values(&batch),
+            [(0, 1.0), (1, 0.0), (2, 0.0), (3, 0.0), (4, 0.0)]
+        );
+        assert!(batch.removals.is_empty());
+        assert!(store.take_deltas(1 << 20).is_empty(), "nothing left");
+    }
+
+    #[test]
+    fn a_changed_object_sends_only_changed_values() {
+        let mut store = SeriesStore::new(1);
+        store.apply(&pod_key("web"), &phases("web", "Pending"));
+        delta(&mut store);
+        store.apply(&pod_key("web"), &phases("web", "Running"));
+        let batch = delta(&mut store);
+        assert!(batch.series.is_empty());
+        assert_eq!(values(&batch), [(0, 0.0), (1, 1.0)]);
+        assert!(
+            !store.apply(&pod_key("web"), &phases("web", "Running")),
+            "same set, no change"
+        );
+        assert!(store.take_deltas(1 << 20).is_empty());
+    }
+
+    #[test]
+    fn changes_coalesce_to_the_latest_value() {
+        let mut store = SeriesStore::new(1);
+        store.apply(&pod_key("web"), &phases("web", "Pending"));
+        delta(&mut store);
+        store.apply(&pod_key("web"), &phases("web", "Running"));
+        store.apply(&pod_key("web"), &phases("web", "Failed"));
+        store.apply(&pod_key("web"), &phases("web", "Running"));
+        let batch = delta(&mut store);
+        assert_eq!(values(&batch), [(0, 0.0), (1, 1.0), (3, 0.0)]);
+    }
+
+    #[test]
+    fn a_deleted_object_removes_all_its_series_at_once() {
+        let mut store = SeriesStore::new(1);
+        store.apply(&pod_key("web"), &phases("web", "Running"));
+        store.apply(&pod_key("db"), &phases("db", "Running"));
+        delta(&mut store);
+        assert!(store.remove(&pod_key("web")));
+        assert!(!store.remove(&pod_key("web")), "already gone");
+        let batch = delta(&mut store);
+        assert_eq!(batch.removals, [0, 1, 2, 3, 4]);
+        assert!(batch.updates.is_empty());
+        assert_eq!(store.len(), 5);
+        assert_eq!(store.owners(), 1);
+    }
+
+    #[test]
+    fn a_series_born_and_gone_between_flushes_is_never_sent() {
+        let mut store = SeriesStore::new(1);
+        store.apply(&pod_key("web"), &phases("web", "Running"));
+        store.remove(&pod_key("web"));
+        assert!(store.take_deltas(1 << 20).is_empty());
+        assert!(store.is_empty());
+        assert_eq!(store.distinct_label_values(), 0, "labels freed");
+    }
+
+    #[test]
+    fn replacing_a_label_value_removes_the_old_series_and_defines_a_new_one() {
+        let mut store = SeriesStore::new(1);
+        let key = ObjectKey::new(ObjectKind::Pod, "default", "web");
+        let waiting = |reason: &'static str| {
+            let mut set = SeriesSet::new();
+            set.push(
+                Family::PodContainerStatusWaitingReason,
+                ["default", "web", "u", "app", reason],
+                1.0,
+            );
+            set
+        };
+        store.apply(&key, &waiting("ContainerCreating"));
+        delta(&mut store);
+        store.apply(&key, &waiting("CrashLoopBackOff"));
+        let batch = delta(&mut store);
+        assert_eq!(batch.removals, [0]);
+        assert_eq!(batch.series.len(), 1);
+        assert_eq!(batch.series[0].id, 1);
+        assert_eq!(batch.series[0].labels[4].1, "CrashLoopBackOff");
+        assert_eq!(
+            store.render(),
+            [
+                r#"kube_pod_container_status_waiting_reason{namespace="default",pod="web",uid="u",container="app",reason="CrashLoopBackOff"} 1"#
+            ]
+        );
+    }
+
+    #[test]
+    fn relist_keeps_listed_objects_and_removes_the_rest() {
+        let mut store = SeriesStore::new(1);
+        for pod in ["a", "b", "c"] {
+            store.apply(&pod_key(pod), &phases(pod, "Running"));
+        }
+        store.apply(
+            &ObjectKey::new(ObjectKind::PodUsage, "default", "b"),
+            &phases("b", "Running"),
+        );
+        let removed = store.retain(ObjectKind::Pod, |_, name| name != "b");
+        assert_eq!(removed, [pod_key("b")]);
+        assert_eq!(store.keys(ObjectKind::Pod).len(), 2);
+        assert_eq!(
+            store.keys(ObjectKind::PodUsage).len(),
+            1,
+            "other kinds kept"
+        );
+    }
+
+    #[test]
+    fn value_reads_one_series() {
+        let mut store = SeriesStore::new(1);
+        store.apply(&pod_key("web"), &phases("web", "Running"));
+        let running = ["default", "web", "uid-web", "Running"];
+        assert_eq!(store.value(Family::PodStatusPhase, &running), Some(1.0));
+        assert_eq!(store.value(Family::PodStatusReady, &running), None);
+    }
+
+    #[test]
+    fn deltas_split_below_the_frame_limit_and_really_encode_within_it() {
+        let mut store = SeriesStore::new(1);
+        let names: Vec<String> = (0..200).map(|i| format!("pod-{i:04}")).collect();
+        for name in &names {
+            store.apply(&pod_key(name), &phases(name, "Pending"));
+        }
+        let limit = 4096;
+        let batches = store.take_deltas(limit);
+        assert!(batches.len() > 1);
+        let defined: usize = batches.iter().map(|b| b.series.len()).sum();
+        assert_eq!(defined, 1000);
+        for batch in batches {
+            // Every definition travels with its value.
+            let ids: Vec<SeriesId> = batch.series.iter().map(|s| s.id).collect();
+            let updated: Vec<SeriesId> = batch.updates.iter().map(|(id, _)| *id).collect();
+            assert_eq!(ids, updated);
+            let len = encode_payload(&SenderMessage::Batch(batch))
+                .expect("encode")
+                .len();
+            assert!(len <= limit, "{len} > {limit}");
+        }
+    }
+
+    #[test]
+    fn a_snapshot_defines_families_and_every_series_in_parts() {
+        let mut store = SeriesStore::new(1);
+        let names: Vec<String> = (0..100).map(|i| format!("pod-{i:03}")).collect();
+        for name in &names {
+            store.apply(&pod_key(name), &phases(name, "Running"));
+        }
+        store.begin_snapshot();
+        assert_eq!(store.pending(), 0, "the snapshot supersedes deltas");
+        let mut parts = Vec::new();
+        while let Some(part) = store.next_snapshot_part(8192) {
+            let len = encode_payload(&SenderMessage::Batch(part.clone()))
+                .expect("encode")
+                .len();
+            assert!(len <= 8192, "{len}");
+            parts.push(part);
+        }
+        assert!(parts.len() > 2);
+        let marks: Vec<_> = parts.iter().map(|p| p.snapshot.expect("marked")).collect();
+        assert!(marks[0].first && !marks[0].last);
+        assert!(
+            marks[1..marks.len() - 1]
+                .iter()
+                .all(|m| !m.first && !m.last)
+        );
+        assert!(marks[marks.len() - 1].last);
+        assert_eq!(parts[0].families.len(), Family::ALL.len());
+        assert!(parts[1..].iter().all(|p| p.families.is_empty()));
+        let mut ids: Vec<SeriesId> = parts
+            .iter()
+            .flat_map(|p| p.series.iter().map(|s| s.id))
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (0..500).collect::<Vec<_>>());
+        assert!(!store.snapshot_in_progress());
+    }
+
+    #[test]
+    fn an_empty_store_snapshots_as_one_part_with_families() {
+        let mut store = SeriesStore::new(1);
+        store.begin_snapshot();
+        let part = store.next_snapshot_part(1 << 20).expect("one part");
+        assert_eq!(
+            part.snapshot,
+            Some(SnapshotPart {
+                first: true,
+                last: true
+            })
+        );
+        assert_eq!(part.families.len(), Family::ALL.len());
+        assert!(store.next_snapshot_part(1 << 20).is_none());
+    }
+
+    #[test]
+    fn changes_during_a_snapshot_become_deltas_only_behind_the_cursor() {
+        let mut store = SeriesStore::new(1);
+        let names: Vec<String> = (0..40).map(|i| format!("pod-{i:02}")).collect();
+        for name in &names {
+            store.apply(&pod_key(name), &phases(name, "Pending"));
+        }
+        store.begin_snapshot();
+        let first = store.next_snapshot_part(6000).expect("first part");
+        assert!(!first.snapshot.expect("marked").last);
+        let sent: Vec<String> = first.series.iter().map(|s| s.labels[1].1.clone()).collect();
+        let behind = sent[0].clone();
+        let ahead = names
+            .iter()
+            .find(|n| !sent.contains(n))
+            .expect("a pod not yet sent")
+            .clone();
+        // Both change; one of them is also deleted and re-created.
+        store.apply(&pod_key(&behind), &phases(&behind, "Running"));
+        store.apply(&pod_key(&ahead), &phases(&ahead, "Running"));
+        let mut rest = Vec::new();
+        while let Some(part) = store.next_snapshot_part(6000) {
+            rest.push(part);
+        }
+        // The pod ahead of the cursor went out with its new value in the snapshot...
+        let ahead_running = rest
+            .iter()
+            .flat_map(|p| p.series.iter().map(move |s| (s, p)))
+            .find(|(s, _)| s.labels[1].1 == ahead && s.labels[3].1 == "Running")
+            .map(|(s, p)| {
+                p.updates
+                    .iter()
+                    .find(|(id, _)| *id == s.id)
+                    .map(|(_, v)| v.as_f64())
+            });
+        assert_eq!(ahead_running, Some(Some(1.0)));
+        // ...and only the pod behind it is a delta.
+        let batch = delta(&mut store);
+        assert_eq!(batch.updates.len(), 2);
+        assert!(batch.series.is_empty());
+    }
+
+    #[test]
+    fn removals_during_a_snapshot_ahead_of_the_cursor_are_not_sent() {
+        let mut store = SeriesStore::new(1);
+        let names: Vec<String> = (0..40).map(|i| format!("pod-{i:02}")).collect();
+        for name in &names {
+            store.apply(&pod_key(name), &phases(name, "Pending"));
+        }
+        store.begin_snapshot();
+        let first = store.next_snapshot_part(6000).expect("first part");
+        let sent: Vec<&str> = first
+            .series
+            .iter()
+            .map(|s| s.labels[1].1.as_str())
+            .collect();
+        let ahead = names
+            .iter()
+            .find(|n| !sent.contains(&n.as_str()))
+            .expect("unsent");
+        store.remove(&pod_key(ahead));
+        while store.next_snapshot_part(6000).is_some() {}
+        assert!(store.take_deltas(1 << 20).is_empty());
+    }
+
+    #[test]
+    fn running_out_of_ids_renumbers_under_a_new_epoch() {
+        let mut store = SeriesStore::with_next_id(7, SeriesId::MAX - 6);
+        store.apply(&pod_key("a"), &phases("a", "Running"));
+        assert_eq!(store.epoch(), 7);
+        store.apply(&pod_key("b"), &phases("b", "Running"));
+        assert_eq!(store.epoch(), 8);
+        store.begin_snapshot();
+        let part = store.next_snapshot_part(1 << 20).expect("part");
+        let mut ids: Vec<SeriesId> = part.series.iter().map(|s| s.id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn interned_labels_are_shared_and_freed() {
+        let mut store = SeriesStore::new(1);
+        store.apply(&pod_key("web"), &phases("web", "Running"));
+        // default, web, uid-web and five phases.
+        assert_eq!(store.distinct_label_values(), 8);
+        store.apply(&pod_key("db"), &phases("db", "Running"));
+        assert_eq!(store.distinct_label_values(), 10);
+        store.remove(&pod_key("web"));
+        store.remove(&pod_key("db"));
+        assert_eq!(store.distinct_label_values(), 0);
+    }
+}
