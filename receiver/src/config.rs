@@ -1,0 +1,484 @@
+//! Configuration: the documented defaults ([`ReceiverConfig::default`]), the command line
+//! ([`Cli`], every flag also read from a `KUBE_RELAY_*` environment variable) and an optional
+//! TOML or YAML file (`--config`). Precedence: defaults < file < environment < flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// Default address senders connect to.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9000";
+/// Default address of `/metrics`, `/healthz`, `/readyz` and the status page.
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:9100";
+/// Default time a disconnected cluster's series are kept: 5 minutes.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+/// Default cap on concurrent sender connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 2048;
+/// Default time a new connection has to complete its `Hello`: 5 s.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default heartbeat interval told to senders: 5 s (a link silent for 3 intervals is dead).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Default cap on series per cluster; definitions past it are dropped and counted.
+pub const DEFAULT_MAX_SERIES_PER_CLUSTER: usize = 500_000;
+/// Default bound on draining connections at shutdown: 10 s.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Heartbeat intervals of silence after which a link is declared dead.
+pub const SILENT_INTERVALS: u32 = 3;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything the receiver needs to run. `Default` gives the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiverConfig {
+    /// Address senders connect to (`--listen`).
+    pub listen: SocketAddr,
+    /// Address of the HTTP endpoints (`--http-listen`).
+    pub http_listen: SocketAddr,
+    /// How long a disconnected cluster's series are kept (`--ttl`).
+    pub ttl: Duration,
+    /// Shared secret senders must present, if any (`--token` / `--token-file`).
+    pub token: Option<String>,
+    /// Cap on concurrent sender connections (`--max-connections`).
+    pub max_connections: usize,
+    /// Largest data frame payload accepted, in bytes (`--max-frame-bytes`).
+    pub max_frame_bytes: usize,
+    /// Time a connection has to send an acceptable `Hello` (`--handshake-timeout`).
+    pub handshake_timeout: Duration,
+    /// Heartbeat interval told to senders (`--heartbeat-interval`); silence for
+    /// [`SILENT_INTERVALS`] intervals closes the link.
+    pub heartbeat_interval: Duration,
+    /// Cap on series per cluster (`--max-series-per-cluster`).
+    pub max_series_per_cluster: usize,
+    /// Bound on draining connections at shutdown (`--shutdown-timeout`).
+    pub shutdown_timeout: Duration,
+    /// Log line format (`--log-format`).
+    pub log_format: LogFormat,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            http_listen: DEFAULT_HTTP_LISTEN.parse().expect("valid default address"),
+            ttl: DEFAULT_TTL,
+            token: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_frame_bytes: kube_relay_proto::DEFAULT_MAX_FRAME_BYTES,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            max_series_per_cluster: DEFAULT_MAX_SERIES_PER_CLUSTER,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl ReceiverConfig {
+    /// A configuration for tests: both listeners on `127.0.0.1:0`, other values default.
+    pub fn loopback() -> Self {
+        ReceiverConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..ReceiverConfig::default()
+        }
+    }
+
+    /// Time after which a silent connection is closed.
+    pub fn idle_timeout(&self) -> Duration {
+        self.heartbeat_interval * SILENT_INTERVALS
+    }
+
+    /// Builds the configuration from parsed flags (and their environment variables), reading
+    /// `--config` and `--token-file` if given.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unreadable file or a bad value, [`Error::TokenFile`] when the
+    /// token file cannot be read.
+    pub fn from_cli(cli: &Cli) -> Result<Self> {
+        let file = match &cli.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let mut c = ReceiverConfig::default();
+        // Each setting: the flag (or its env var) if given, else the file, else the default.
+        if let Some(v) = pick(&cli.listen, &file.listen) {
+            c.listen = parse_addr("listen", v)?;
+        }
+        if let Some(v) = pick(&cli.http_listen, &file.http_listen) {
+            c.http_listen = parse_addr("http-listen", v)?;
+        }
+        if let Some(v) = pick(&cli.ttl, &file.ttl) {
+            c.ttl = parse_duration(v).map_err(|e| Error::Config(format!("ttl: {e}")))?;
+        }
+        if let Some(v) = pick(&cli.handshake_timeout, &file.handshake_timeout) {
+            c.handshake_timeout =
+                parse_duration(v).map_err(|e| Error::Config(format!("handshake-timeout: {e}")))?;
+        }
+        if let Some(v) = pick(&cli.heartbeat_interval, &file.heartbeat_interval) {
+            c.heartbeat_interval =
+                parse_duration(v).map_err(|e| Error::Config(format!("heartbeat-interval: {e}")))?;
+        }
+        if let Some(v) = pick(&cli.shutdown_timeout, &file.shutdown_timeout) {
+            c.shutdown_timeout =
+                parse_duration(v).map_err(|e| Error::Config(format!("shutdown-timeout: {e}")))?;
+        }
+        if let Some(v) = cli.max_connections.or(file.max_connections) {
+            c.max_connections = v;
+        }
+        if let Some(v) = cli.max_frame_bytes.or(file.max_frame_bytes) {
+            c.max_frame_bytes = v;
+        }
+        if let Some(v) = cli.max_series_per_cluster.or(file.max_series_per_cluster) {
+            c.max_series_per_cluster = v;
+        }
+        if let Some(v) = cli.log_format.or(file.log_format) {
+            c.log_format = v;
+        }
+        let token_file = cli.token_file.as_ref().or(file.token_file.as_ref());
+        c.token = match (pick(&cli.token, &file.token), token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(path)) => Some(read_token(path)?),
+            (None, None) => None,
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks values that would make the receiver misbehave.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the bad setting.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::Config(format!("{what} must be greater than zero")));
+        if self.max_connections == 0 {
+            return bad("max-connections");
+        }
+        if self.max_frame_bytes == 0 {
+            return bad("max-frame-bytes");
+        }
+        if self.max_frame_bytes > kube_relay_proto::MAX_FRAME_BYTES_CEILING {
+            return Err(Error::Config(format!(
+                "max-frame-bytes must be at most {} bytes",
+                kube_relay_proto::MAX_FRAME_BYTES_CEILING
+            )));
+        }
+        if self.heartbeat_interval.is_zero() {
+            return bad("heartbeat-interval");
+        }
+        if self.handshake_timeout.is_zero() {
+            return bad("handshake-timeout");
+        }
+        if self.heartbeat_interval.as_millis() > u128::from(u32::MAX) {
+            return Err(Error::Config("heartbeat-interval is too long".into()));
+        }
+        if self.token.as_deref() == Some("") {
+            return Err(Error::Config("token must not be empty".into()));
+        }
+        Ok(())
+    }
+}
+
+fn pick<'a>(flag: &'a Option<String>, file: &'a Option<String>) -> Option<&'a String> {
+    flag.as_ref().or(file.as_ref())
+}
+
+fn parse_addr(what: &str, v: &str) -> Result<SocketAddr> {
+    v.parse().map_err(|e| {
+        Error::Config(format!(
+            "{what}: {v:?} is not an address like 0.0.0.0:9000: {e}"
+        ))
+    })
+}
+
+fn read_token(path: &Path) -> Result<String> {
+    let raw = std::fs::read_to_string(path).map_err(|source| Error::TokenFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(raw.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// Parses a humane duration: `500ms`, `30s`, `5m`, `1h`, `1h30m`, or bare seconds (`90`).
+///
+/// # Errors
+/// A message naming what could not be read.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("{s:?}: expected a number before {rest:?}"));
+        }
+        let n: u64 = rest[..digits].parse().map_err(|e| format!("{s:?}: {e}"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
+            other => {
+                return Err(format!(
+                    "{s:?}: unknown unit {other:?} (use ms, s, m, h, d)"
+                ));
+            }
+        };
+        total = total.saturating_add(unit);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// The receiver's command line. Every flag can also be set through the environment variable
+/// shown, or in the `--config` file (same names, `snake_case`).
+#[derive(Debug, Clone, Default, clap::Parser)]
+#[command(
+    name = "receiver",
+    version,
+    about = "Accepts kube-relay senders and serves their clusters' state to Prometheus.",
+    long_about = "Accepts kube-relay senders on --listen and serves every connected cluster's \
+                  metrics on --http-listen: /metrics (OpenMetrics or Prometheus text, every \
+                  series labelled with its cluster), /healthz, /readyz and a status page at /.\n\n\
+                  Precedence: defaults < --config file < environment < flags."
+)]
+pub struct Cli {
+    /// Configuration file (TOML or YAML, by extension) with the same settings in snake_case.
+    #[arg(long, env = "KUBE_RELAY_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Address senders connect to [default: 0.0.0.0:9000].
+    #[arg(long, env = "KUBE_RELAY_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// Address of /metrics, /healthz, /readyz and the status page [default: 0.0.0.0:9100].
+    #[arg(long, env = "KUBE_RELAY_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<String>,
+
+    /// How long a disconnected cluster's series stay before they are removed; its
+    /// relay_cluster_up drops to 0 at once [default: 5m].
+    #[arg(long, env = "KUBE_RELAY_TTL", value_name = "DURATION")]
+    pub ttl: Option<String>,
+
+    /// Shared secret senders must present in their Hello [default: none, any sender is
+    /// accepted].
+    #[arg(
+        long,
+        env = "KUBE_RELAY_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// File holding the shared secret (trailing newline ignored); --token wins if both are
+    /// set.
+    #[arg(long, env = "KUBE_RELAY_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Most concurrent sender connections; more are answered Busy and closed [default: 2048].
+    #[arg(long, env = "KUBE_RELAY_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Largest data frame accepted, in bytes; a larger length prefix closes the connection
+    /// [default: 1048576].
+    #[arg(long, env = "KUBE_RELAY_MAX_FRAME_BYTES", value_name = "BYTES")]
+    pub max_frame_bytes: Option<usize>,
+
+    /// Time a new connection has to send its Hello [default: 5s].
+    #[arg(long, env = "KUBE_RELAY_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
+    pub handshake_timeout: Option<String>,
+
+    /// Heartbeat interval told to senders; a link silent for 3 intervals is closed
+    /// [default: 5s].
+    #[arg(long, env = "KUBE_RELAY_HEARTBEAT_INTERVAL", value_name = "DURATION")]
+    pub heartbeat_interval: Option<String>,
+
+    /// Most series kept per cluster; further definitions are dropped and counted in
+    /// relay_receiver_series_dropped_total [default: 500000].
+    #[arg(long, env = "KUBE_RELAY_MAX_SERIES_PER_CLUSTER", value_name = "N")]
+    pub max_series_per_cluster: Option<usize>,
+
+    /// Bound on draining connections at shutdown [default: 10s].
+    #[arg(long, env = "KUBE_RELAY_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    pub shutdown_timeout: Option<String>,
+
+    /// Log line format; the level comes from RUST_LOG [default: text].
+    #[arg(long, env = "KUBE_RELAY_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The settings a `--config` file may hold, all optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    http_listen: Option<String>,
+    ttl: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    max_connections: Option<usize>,
+    max_frame_bytes: Option<usize>,
+    handshake_timeout: Option<String>,
+    heartbeat_interval: Option<String>,
+    max_series_per_cluster: Option<usize>,
+    shutdown_timeout: Option<String>,
+    log_format: Option<LogFormat>,
+}
+
+impl FileConfig {
+    fn load(path: &Path) -> Result<Self> {
+        config::Config::builder()
+            .add_source(config::File::from(path))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn humane_durations_parse() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn no_flags_give_the_documented_defaults() {
+        let cli = Cli::try_parse_from(["receiver"]).expect("parse");
+        let c = ReceiverConfig::from_cli(&cli).expect("config");
+        assert_eq!(c, ReceiverConfig::default());
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.http_listen.to_string(), "0.0.0.0:9100");
+        assert_eq!(c.ttl, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn help_states_the_real_defaults() {
+        let help = Cli::command().render_long_help().to_string();
+        let d = ReceiverConfig::default();
+        for needle in [
+            format!("[default: {}]", d.listen),
+            format!("[default: {}]", d.http_listen),
+            "[default: 5m]".to_owned(),
+            format!("[default: {}]", d.max_connections),
+            format!("[default: {}]", d.max_frame_bytes),
+            "[default: 5s]".to_owned(),
+            format!("[default: {}]", d.max_series_per_cluster),
+            "[default: 10s]".to_owned(),
+            "KUBE_RELAY_LISTEN".to_owned(),
+            "KUBE_RELAY_TTL".to_owned(),
+        ] {
+            assert!(help.contains(&needle), "help lacks {needle:?}:\n{help}");
+        }
+        assert_eq!(d.ttl, parse_duration("5m").expect("5m"));
+        assert_eq!(d.handshake_timeout, parse_duration("5s").expect("5s"));
+        assert_eq!(d.heartbeat_interval, parse_duration("5s").expect("5s"));
+        assert_eq!(d.shutdown_timeout, parse_duration("10s").expect("10s"));
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("receiver.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7000\"\nttl = \"30s\"\nmax_series_per_cluster = 10\n",
+        )
+        .expect("write");
+        let cli = Cli::try_parse_from([
+            "receiver",
+            "--config",
+            path.to_str().expect("utf-8 path"),
+            "--ttl",
+            "2m",
+        ])
+        .expect("parse");
+        let c = ReceiverConfig::from_cli(&cli).expect("config");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(c.ttl, Duration::from_secs(120));
+        assert_eq!(c.max_series_per_cluster, 10);
+        assert_eq!(c.http_listen, ReceiverConfig::default().http_listen);
+    }
+
+    #[test]
+    fn a_yaml_file_works_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = dir.path().join("r.yaml");
+        std::fs::write(&good, "log_format: json\nheartbeat_interval: 2s\n").expect("write");
+        let cli = Cli {
+            config: Some(good),
+            ..Cli::default()
+        };
+        let c = ReceiverConfig::from_cli(&cli).expect("config");
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.idle_timeout(), Duration::from_secs(6));
+
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, "listn: 1.2.3.4:5\n").expect("write");
+        let cli = Cli {
+            config: Some(bad),
+            ..Cli::default()
+        };
+        let err = ReceiverConfig::from_cli(&cli).expect_err("unknown key");
+        assert!(err.to_string().contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn the_token_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cret\n").expect("write");
+        let cli = Cli {
+            token_file: Some(path),
+            ..Cli::default()
+        };
+        let c = ReceiverConfig::from_cli(&cli).expect("config");
+        assert_eq!(c.token.as_deref(), Some("s3cret"));
+
+        let missing = Cli {
+            token_file: Some(dir.path().join("nope")),
+            ..Cli::default()
+        };
+        assert!(matches!(
+            ReceiverConfig::from_cli(&missing),
+            Err(Error::TokenFile { .. })
+        ));
+    }
+}

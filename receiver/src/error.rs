@@ -1,0 +1,87 @@
+//! The receiver's error type: one enum, "failed to …" messages, sources kept, and a bounded
+//! [`Error::kind`] for metric labels.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in the receiver.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener could not be bound.
+    #[error("failed to bind {what} listener on {addr}")]
+    Bind {
+        /// Which listener (`ingest` or `http`).
+        what: &'static str,
+        /// Requested address.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The configuration is invalid (a bad duration, an unreadable token file, ...).
+    #[error("failed to load the configuration: {0}")]
+    Config(String),
+
+    /// The token file could not be read.
+    #[error("failed to read the token file {path}")]
+    TokenFile {
+        /// Path given.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The wire protocol failed: framing, decoding or a rule violation.
+    #[error("failed to read the sender's stream: {0}")]
+    Protocol(#[from] kube_relay_proto::Error),
+
+    /// The sender sent nothing (or no complete `Hello`) within the handshake timeout.
+    #[error("failed to complete the handshake within {0:?}")]
+    HandshakeTimeout(std::time::Duration),
+
+    /// The sender was silent for longer than the idle timeout (3 heartbeat intervals).
+    #[error("failed to hear from the sender for {0:?} (idle timeout)")]
+    IdleTimeout(std::time::Duration),
+
+    /// The handshake was refused; the sender was told why.
+    #[error("failed the handshake: {reason}: {message}")]
+    Rejected {
+        /// Bounded reason label (see `RejectReason::as_label`).
+        reason: &'static str,
+        /// What the sender was told.
+        message: String,
+    },
+}
+
+impl Error {
+    /// A short, bounded label for this error, fit for a metric label or a log field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Bind { .. } => "bind",
+            Error::Config(_) => "config",
+            Error::TokenFile { .. } => "token_file",
+            Error::Protocol(e) => e.kind(),
+            Error::HandshakeTimeout(_) => "handshake_timeout",
+            Error::IdleTimeout(_) => "idle_timeout",
+            Error::Rejected { .. } => "rejected",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_errors_keep_the_proto_kind() {
+        let err = Error::from(kube_relay_proto::Error::FrameTooLarge { len: 9, max: 1 });
+        assert_eq!(err.kind(), "frame_too_large");
+        assert!(err.to_string().starts_with("failed to"), "{err}");
+    }
+}

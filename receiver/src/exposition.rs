@@ -1,0 +1,354 @@
+//! Exposition: the store and the self-metrics as OpenMetrics or Prometheus text.
+//!
+//! Relayed series are written straight from the store: each series carries its pre-rendered
+//! prefix (`name{cluster="c",...}`, rendered once when the sender defined it), so a scrape
+//! writes one header per family and then, per series, the prefix and the value. Families of
+//! the same name from different clusters are merged under one header (both formats forbid
+//! repeating a family), in name order, clusters in name order.
+//!
+//! The receiver's own metrics live in a prometheus-client `Registry` (see
+//! [`crate::metrics`]), which encodes OpenMetrics; for Prometheus text the few self-metric
+//! lines are rewritten by [`openmetrics_to_text`]. The two formats differ only in headers:
+//! counters are `# TYPE x counter` with samples `x_total` in OpenMetrics, and
+//! `# TYPE x_total counter` in Prometheus text (as kube-state-metrics exposes them), and
+//! OpenMetrics ends with `# EOF`.
+
+use std::collections::BTreeMap;
+
+use kube_relay_proto::MetricKind;
+
+use crate::store::{ClusterData, Family, State};
+
+/// An exposition format, chosen per scrape from the `Accept` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0.0 text.
+    OpenMetrics,
+    /// Prometheus text format 0.0.4.
+    Text,
+}
+
+impl Format {
+    /// Picks the format for an `Accept` header: OpenMetrics when it is asked for with a
+    /// quality at least that of `text/plain` (or `*/*`), Prometheus text otherwise.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let (mut openmetrics, mut text) = (0.0_f32, 0.0_f32);
+        for range in accept.unwrap_or_default().split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or_default().trim();
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
+            if media.eq_ignore_ascii_case("application/openmetrics-text") {
+                openmetrics = openmetrics.max(q);
+            } else if ["text/plain", "text/*", "*/*"]
+                .iter()
+                .any(|m| media.eq_ignore_ascii_case(m))
+            {
+                text = text.max(q);
+            }
+        }
+        if openmetrics > 0.0 && openmetrics >= text {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    /// The `Content-Type` of a response in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// Renders a series' exposition prefix: the sample name (`_total` added for counters), then
+/// `cluster` and the series' labels, values escaped.
+pub(crate) fn render_prefix(
+    out: &mut String,
+    family: &str,
+    kind: MetricKind,
+    cluster: &str,
+    labels: &[(String, String)],
+) {
+    out.push_str(family);
+    if kind == MetricKind::Counter {
+        out.push_str("_total");
+    }
+    out.push_str("{cluster=\"");
+    push_escaped_label_value(out, cluster);
+    out.push('"');
+    for (name, value) in labels {
+        out.push(',');
+        out.push_str(name);
+        out.push_str("=\"");
+        push_escaped_label_value(out, value);
+        out.push('"');
+    }
+    out.push('}');
+}
+
+/// Appends a label value with `\`, `"` and line feeds escaped (same in both formats).
+pub(crate) fn push_escaped_label_value(out: &mut String, value: &str) {
+    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.push_str(value);
+        return;
+    }
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn push_escaped_help(out: &mut String, help: &str, format: Format) {
+    for c in help.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if format == Format::OpenMetrics => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Appends a sample value: integers without a fraction, `NaN`, `+Inf`, `-Inf`, and other
+/// floats in their shortest round-tripping form.
+pub(crate) fn push_value(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        out.push_str(itoa::Buffer::new().format(v as i64));
+    } else {
+        out.push_str(dtoa::Buffer::new().format_finite(v));
+    }
+}
+
+fn push_header(out: &mut String, name: &str, help: &str, kind: MetricKind, format: Format) {
+    let (kind_str, suffix) = match (kind, format) {
+        (MetricKind::Gauge, _) => ("gauge", ""),
+        (MetricKind::Counter, Format::OpenMetrics) => ("counter", ""),
+        (MetricKind::Counter, Format::Text) => ("counter", "_total"),
+    };
+    out.push_str("# HELP ");
+    out.push_str(name);
+    out.push_str(suffix);
+    out.push(' ');
+    push_escaped_help(out, help, format);
+    out.push_str("\n# TYPE ");
+    out.push_str(name);
+    out.push_str(suffix);
+    out.push(' ');
+    out.push_str(kind_str);
+    out.push('\n');
+}
+
+/// Appends every cluster's relayed series (families merged across clusters by name).
+pub(crate) fn encode_clusters(state: &State, format: Format, out: &mut String) {
+    let mut by_name: BTreeMap<&str, Vec<(&ClusterData, &Family)>> = BTreeMap::new();
+    for cluster in state.clusters.values() {
+        for family in cluster.data.families.values() {
+            if !family.members.is_empty() {
+                by_name
+                    .entry(family.name.as_str())
+                    .or_default()
+                    .push((&cluster.data, family));
+            }
+        }
+    }
+    let mut value = String::with_capacity(32);
+    for (name, families) in by_name {
+        let (_, first) = families[0];
+        push_header(out, name, &first.help, first.kind, format);
+        // A family another cluster defines with a different type cannot share the header;
+        // its series are left out rather than mislabelled.
+        for (data, family) in families.iter().filter(|(_, f)| f.kind == first.kind) {
+            for &slot in &family.members {
+                let series = &data.slots[slot as usize];
+                if !series.has_value {
+                    continue;
+                }
+                value.clear();
+                push_value(&mut value, series.value);
+                out.reserve(series.prefix.len() + value.len() + 2);
+                out.push_str(&series.prefix);
+                out.push(' ');
+                out.push_str(&value);
+                out.push('\n');
+            }
+        }
+    }
+}
+
+/// Rewrites OpenMetrics text (as prometheus-client writes it) as Prometheus text 0.0.4:
+/// counter headers name the `_total` sample, `unknown` becomes `untyped`, and `# UNIT` and
+/// `# EOF` lines are dropped. Sample lines are copied unchanged.
+pub fn openmetrics_to_text(openmetrics: &str, out: &mut String) {
+    let mut pending_help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            pending_help = Some((name, help));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "unknown" => (name.to_owned(), "untyped"),
+                other => (name.to_owned(), other),
+            };
+            if let Some((help_name, help)) = pending_help.take() {
+                out.push_str("# HELP ");
+                out.push_str(if help_name == rest.split(' ').next().unwrap_or_default() {
+                    &name
+                } else {
+                    help_name
+                });
+                out.push(' ');
+                // OpenMetrics escapes `"` in help text; Prometheus text does not.
+                out.push_str(&help.replace("\\\"", "\""));
+                out.push('\n');
+            }
+            out.push_str("# TYPE ");
+            out.push_str(&name);
+            out.push(' ');
+            out.push_str(kind);
+            out.push('\n');
+        } else if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_asks_for_openmetrics_and_gets_it() {
+        let prometheus = "application/openmetrics-text;version=1.0.0;q=0.5,\
+                          application/openmetrics-text;version=0.0.1;q=0.4,\
+                          text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text")),
+            Format::OpenMetrics
+        );
+    }
+
+    #[test]
+    fn anything_else_gets_prometheus_text() {
+        assert_eq!(Format::negotiate(None), Format::Text);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
+        assert_eq!(Format::negotiate(Some("text/plain")), Format::Text);
+        assert_eq!(
+            Format::negotiate(Some("text/plain;q=0.9,application/openmetrics-text;q=0.5")),
+            Format::Text
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;q=0")),
+            Format::Text
+        );
+    }
+
+    #[test]
+    fn prefixes_put_cluster_first_and_escape_values() {
+        let mut out = String::new();
+        let labels = vec![
+            ("pod".to_owned(), "a\"b\\c\nd".to_owned()),
+            ("container".to_owned(), "web".to_owned()),
+        ];
+        render_prefix(&mut out, "restarts", MetricKind::Counter, "prod-1", &labels);
+        assert_eq!(
+            out,
+            r#"restarts_total{cluster="prod-1",pod="a\"b\\c\nd",container="web"}"#
+        );
+    }
+
+    #[test]
+    fn values_are_written_like_prometheus_reads_them() {
+        let render = |v: f64| {
+            let mut s = String::new();
+            push_value(&mut s, v);
+            s
+        };
+        assert_eq!(render(1.0), "1");
+        assert_eq!(render(-3.0), "-3");
+        assert_eq!(render(0.25), "0.25");
+        for v in [1e20, 1.5e300, -2.5e-7, 0.1] {
+            assert_eq!(render(v).parse::<f64>().expect("parses"), v);
+        }
+        assert_eq!(render(f64::NAN), "NaN");
+        assert_eq!(render(f64::INFINITY), "+Inf");
+        assert_eq!(render(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(render(1_700_000_000.5), "1700000000.5");
+    }
+
+    #[test]
+    fn counter_headers_differ_between_formats() {
+        let mut om = String::new();
+        push_header(
+            &mut om,
+            "x",
+            "say \"hi\"",
+            MetricKind::Counter,
+            Format::OpenMetrics,
+        );
+        assert_eq!(om, "# HELP x say \\\"hi\\\"\n# TYPE x counter\n");
+        let mut text = String::new();
+        push_header(
+            &mut text,
+            "x",
+            "say \"hi\"\\",
+            MetricKind::Counter,
+            Format::Text,
+        );
+        assert_eq!(
+            text,
+            "# HELP x_total say \"hi\"\\\\\n# TYPE x_total counter\n"
+        );
+    }
+
+    #[test]
+    fn openmetrics_self_metrics_become_prometheus_text() {
+        let om = "# HELP relay_receiver_decode_errors Frames refused.\n\
+                  # TYPE relay_receiver_decode_errors counter\n\
+                  relay_receiver_decode_errors_total{kind=\"decode\"} 2\n\
+                  # HELP relay_receiver_connected_senders Senders.\n\
+                  # TYPE relay_receiver_connected_senders gauge\n\
+                  relay_receiver_connected_senders 3\n\
+                  # HELP d Duration.\n\
+                  # TYPE d histogram\n\
+                  # UNIT d seconds\n\
+                  d_sum 0.5\n\
+                  d_count 1\n\
+                  d_bucket{le=\"+Inf\"} 1\n\
+                  # EOF\n";
+        let mut text = String::new();
+        openmetrics_to_text(om, &mut text);
+        assert_eq!(
+            text,
+            "# HELP relay_receiver_decode_errors_total Frames refused.\n\
+             # TYPE relay_receiver_decode_errors_total counter\n\
+             relay_receiver_decode_errors_total{kind=\"decode\"} 2\n\
+             # HELP relay_receiver_connected_senders Senders.\n\
+             # TYPE relay_receiver_connected_senders gauge\n\
+             relay_receiver_connected_senders 3\n\
+             # HELP d Duration.\n\
+             # TYPE d histogram\n\
+             d_sum 0.5\n\
+             d_count 1\n\
+             d_bucket{le=\"+Inf\"} 1\n"
+        );
+    }
+}

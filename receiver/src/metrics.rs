@@ -1,0 +1,189 @@
+//! The receiver's own metrics (`relay_receiver_*`, `relay_cluster_up`), in a
+//! prometheus-client `Registry`.
+//!
+//! Event counters (decode errors, rejected handshakes) and the scrape duration histogram are
+//! prometheus-client metrics updated as things happen. Everything per cluster is read from
+//! the [`Store`] at scrape time by [`StoreCollector`], so a cluster's self-metrics vanish
+//! with it when its TTL expires.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::exposition::{self, Format};
+use crate::store::{ClusterStatus, LinkState, Store};
+
+type LabelPair = [(&'static str, &'static str); 1];
+
+/// A per-cluster counter: name, help, and how to read it from a cluster's status.
+type ClusterCounter = (&'static str, &'static str, fn(&ClusterStatus) -> u64);
+
+/// Self-metrics and the registry that encodes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    decode_errors: Family<LabelPair, Counter>,
+    handshakes_rejected: Family<LabelPair, Counter>,
+    scrape_duration: Histogram,
+}
+
+impl Metrics {
+    /// Registers the self-metrics and a collector reading `store` at scrape time.
+    pub fn new(store: Store) -> Arc<Self> {
+        let mut registry = Registry::default();
+        let decode_errors = Family::<LabelPair, Counter>::default();
+        registry.register(
+            "relay_receiver_decode_errors",
+            "Connections closed because a frame was too large, did not decode, or broke the protocol, by kind",
+            decode_errors.clone(),
+        );
+        let handshakes_rejected = Family::<LabelPair, Counter>::default();
+        registry.register(
+            "relay_receiver_handshakes_rejected",
+            "Handshakes refused, by reason",
+            handshakes_rejected.clone(),
+        );
+        let scrape_duration = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
+        registry.register(
+            "relay_receiver_scrape_duration_seconds",
+            "Time to encode /metrics (observed after each scrape)",
+            scrape_duration.clone(),
+        );
+        registry.register_collector(Box::new(StoreCollector { store }));
+        Arc::new(Metrics {
+            registry,
+            decode_errors,
+            handshakes_rejected,
+            scrape_duration,
+        })
+    }
+
+    /// Counts a connection closed for a bad frame; `kind` is a bounded error label.
+    pub fn decode_error(&self, kind: &'static str) {
+        self.decode_errors.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    /// Counts a refused handshake; `reason` is a bounded label (`RejectReason::as_label`).
+    pub fn handshake_rejected(&self, reason: &'static str) {
+        self.handshakes_rejected
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    /// Appends the self-metrics in `format` (without `# EOF`).
+    pub fn encode(&self, format: Format, out: &mut String) {
+        let mut om = String::with_capacity(4096);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut om, &self.registry);
+        match format {
+            Format::OpenMetrics => out.push_str(&om),
+            Format::Text => exposition::openmetrics_to_text(&om, out),
+        }
+    }
+
+    /// Records how long a scrape took.
+    pub fn observe_scrape(&self, seconds: f64) {
+        self.scrape_duration.observe(seconds);
+    }
+}
+
+/// Reads per-cluster self-metrics from the store on every scrape.
+#[derive(Debug)]
+struct StoreCollector {
+    store: Store,
+}
+
+impl Collector for StoreCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let clusters = self.store.clusters();
+        let connected = clusters
+            .iter()
+            .filter(|c| matches!(c.link, LinkState::Up { .. }))
+            .count();
+        let gauge = ConstGauge::new(connected as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "relay_receiver_connected_senders",
+            "Senders currently connected.",
+            None,
+            MetricType::Gauge,
+        )?)?;
+
+        let mut up = encoder.encode_descriptor(
+            "relay_cluster_up",
+            "1 while the cluster's sender is connected, 0 from its disconnect until its series expire.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for c in &clusters {
+            let value = i64::from(matches!(c.link, LinkState::Up { .. }));
+            ConstGauge::new(value).encode(up.encode_family(&[("cluster", c.cluster.as_str())])?)?;
+        }
+        let mut last = encoder.encode_descriptor(
+            "relay_receiver_last_update_timestamp_seconds",
+            "Unix time the cluster's last batch was applied.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for c in &clusters {
+            let Some(at) = c.last_update else { continue };
+            let Ok(since_epoch) = at.duration_since(std::time::UNIX_EPOCH) else {
+                continue;
+            };
+            ConstGauge::new(since_epoch.as_secs_f64())
+                .encode(last.encode_family(&[("cluster", c.cluster.as_str())])?)?;
+        }
+        let mut series = encoder.encode_descriptor(
+            "relay_receiver_series",
+            "Series held for the cluster.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for c in &clusters {
+            ConstGauge::new(c.series as i64)
+                .encode(series.encode_family(&[("cluster", c.cluster.as_str())])?)?;
+        }
+
+        let counters: [ClusterCounter; 5] = [
+            (
+                "relay_receiver_frames_received",
+                "Frames received from the cluster's senders.",
+                |c| c.frames,
+            ),
+            (
+                "relay_receiver_bytes_received",
+                "Bytes of frames (header and payload) received from the cluster's senders.",
+                |c| c.bytes,
+            ),
+            (
+                "relay_receiver_updates_received",
+                "Samples changed (updates plus removals) received for the cluster.",
+                |c| c.updates,
+            ),
+            (
+                "relay_receiver_duplicate_batches",
+                "Batches ignored because they had already been applied (replays).",
+                |c| c.duplicates,
+            ),
+            (
+                "relay_receiver_series_dropped",
+                "Series definitions dropped because the cluster reached the series cap.",
+                |c| c.series_dropped,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for c in &clusters {
+                let labels = [("cluster", c.cluster.as_str())];
+                ConstCounter::new(value(c)).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}

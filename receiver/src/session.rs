@@ -1,0 +1,446 @@
+//! One sender connection, from `Hello` to close: handshake checks, batches into the store,
+//! acks, heartbeat echo, idle and handshake timeouts.
+//!
+//! [`Session::run`] is generic over `AsyncRead + AsyncWrite`, so TLS can wrap the TCP stream
+//! without touching this code. Framing is hidden behind `Framed` with the proto crate's
+//! [`ReceiverCodec`]; handshake frames are limited to [`MAX_HANDSHAKE_FRAME_BYTES`] and the
+//! token is checked before any data frame is decoded.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::{SinkExt, StreamExt};
+use kube_relay_proto::{
+    Ack, Hello, MAX_HANDSHAKE_FRAME_BYTES, MAX_NAME_BYTES, PROTOCOL_VERSION, ReceiverCodec,
+    ReceiverMessage, Reject, RejectReason, SenderMessage, Welcome,
+};
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::codec::{Decoder, Encoder, Framed};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::metrics::Metrics;
+use crate::store::{Applied, ApplyError, ClaimError, ConnId, Store};
+use crate::{Error, ReceiverConfig, Result};
+
+/// Longest wait between applying a batch and acknowledging it.
+pub const ACK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Longest time spent writing a `Reject` to a peer before closing anyway.
+const REJECT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What every session shares: the store, the self-metrics, the limits and the shutdown
+/// signal.
+#[derive(Debug, Clone)]
+pub struct Session {
+    store: Store,
+    metrics: Arc<Metrics>,
+    config: Arc<ReceiverConfig>,
+    shutdown: CancellationToken,
+}
+
+/// The proto codec plus the size of each decoded frame, for byte counters.
+#[derive(Debug)]
+struct CountingCodec(ReceiverCodec);
+
+impl Decoder for CountingCodec {
+    type Item = (SenderMessage, usize);
+    type Error = kube_relay_proto::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        let before = src.len();
+        Ok(self.0.decode(src)?.map(|m| (m, before - src.len())))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        let before = src.len();
+        Ok(self.0.decode_eof(src)?.map(|m| (m, before - src.len())))
+    }
+}
+
+impl Encoder<ReceiverMessage> for CountingCodec {
+    type Error = kube_relay_proto::Error;
+
+    fn encode(&mut self, msg: ReceiverMessage, dst: &mut BytesMut) -> Result<(), Self::Error> {
+        self.0.encode(&msg, dst)
+    }
+}
+
+type Conn<S> = Framed<S, CountingCodec>;
+
+/// Why the data loop ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Goodbye,
+    Eof,
+    Replaced,
+    Shutdown,
+}
+
+impl Session {
+    /// Session settings shared by all connections.
+    pub fn new(
+        store: Store,
+        metrics: Arc<Metrics>,
+        config: Arc<ReceiverConfig>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Session {
+            store,
+            metrics,
+            config,
+            shutdown,
+        }
+    }
+
+    /// Serves one connection until the sender leaves, the link dies, a protocol error occurs
+    /// or the receiver shuts down. The cluster is marked down when the session ends.
+    ///
+    /// # Errors
+    /// The reason the connection was closed by the receiver (timeouts, bad frames,
+    /// violations, a refused handshake); the caller logs it with the peer.
+    pub async fn run<S>(&self, io: S, peer: SocketAddr) -> Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let codec = CountingCodec(ReceiverCodec::new(MAX_HANDSHAKE_FRAME_BYTES));
+        let mut conn = Framed::new(io, codec);
+        let Some((hello, hello_bytes)) = self.read_hello(&mut conn).await? else {
+            debug!(peer = %peer, "connection closed before its hello");
+            return Ok(());
+        };
+        self.check_hello(&mut conn, &hello).await?;
+
+        let cancel = self.shutdown.child_token();
+        let claim = match self.store.claim(&hello, Some(peer), cancel.clone()) {
+            Ok(claim) => claim,
+            Err(ClaimError::ClusterInUse { holder }) => {
+                let message = format!(
+                    "cluster {:?} is already reported by live sender {holder:?}",
+                    hello.cluster
+                );
+                return Err(self
+                    .reject(&mut conn, RejectReason::ClusterInUse, message)
+                    .await);
+            }
+        };
+        self.store
+            .count_frame(&hello.cluster, claim.conn, hello_bytes);
+        info!(
+            peer = %peer,
+            cluster = %hello.cluster,
+            sender_id = %hello.sender_id,
+            epoch = hello.epoch,
+            agent = %hello.agent,
+            resume = ?claim.resume,
+            replaced = claim.replaced,
+            "sender connected"
+        );
+        let welcome = ReceiverMessage::Welcome(Welcome {
+            version: PROTOCOL_VERSION,
+            resume: claim.resume,
+            heartbeat_interval_ms: u32::try_from(self.config.heartbeat_interval.as_millis())
+                .unwrap_or(u32::MAX),
+        });
+        let result = match self.send(&mut conn, welcome).await {
+            Ok(()) => {
+                conn.codec_mut()
+                    .0
+                    .set_max_frame_bytes(self.config.max_frame_bytes);
+                self.data_loop(&mut conn, &hello.cluster, hello.epoch, claim.conn, &cancel)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        self.store.release(&hello.cluster, claim.conn);
+        match result {
+            Ok(end) => {
+                info!(peer = %peer, cluster = %hello.cluster, end = ?end, "sender disconnected");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn read_hello<S>(&self, conn: &mut Conn<S>) -> Result<Option<(Hello, usize)>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let first = match timeout(self.config.handshake_timeout, conn.next()).await {
+            Err(_) => {
+                self.metrics.handshake_rejected("handshake_timeout");
+                return Err(Error::HandshakeTimeout(self.config.handshake_timeout));
+            }
+            Ok(None) => return Ok(None),
+            Ok(Some(Err(e))) => {
+                self.metrics.decode_error(e.kind());
+                return Err(e.into());
+            }
+            Ok(Some(Ok(first))) => first,
+        };
+        match first {
+            (SenderMessage::Hello(hello), bytes) => Ok(Some((hello, bytes))),
+            (other, _) => {
+                self.metrics.decode_error("violation");
+                Err(kube_relay_proto::Error::Violation(format!(
+                    "expected Hello as the first message, got {}",
+                    message_name(&other)
+                ))
+                .into())
+            }
+        }
+    }
+
+    /// Version, token, names, shutdown: everything decided before the store is touched.
+    async fn check_hello<S>(&self, conn: &mut Conn<S>, hello: &Hello) -> Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let refusal = if hello.version != PROTOCOL_VERSION {
+            Some((
+                RejectReason::UnsupportedVersion {
+                    supported: vec![PROTOCOL_VERSION],
+                },
+                format!(
+                    "protocol version {} is not supported (this receiver speaks {PROTOCOL_VERSION})",
+                    hello.version
+                ),
+            ))
+        } else if !token_matches(self.config.token.as_deref(), hello.token.as_deref()) {
+            Some((
+                RejectReason::Unauthorized,
+                if hello.token.is_some() {
+                    "wrong token".to_owned()
+                } else {
+                    "this receiver requires a token".to_owned()
+                },
+            ))
+        } else if let Err(problem) = check_name("cluster", &hello.cluster) {
+            Some((RejectReason::InvalidHello, problem))
+        } else if let Err(problem) = check_sender_id(&hello.sender_id) {
+            Some((RejectReason::InvalidHello, problem))
+        } else if hello.agent.len() > MAX_NAME_BYTES {
+            Some((
+                RejectReason::InvalidHello,
+                format!("agent is longer than {MAX_NAME_BYTES} bytes"),
+            ))
+        } else if self.shutdown.is_cancelled() {
+            Some((
+                RejectReason::ShuttingDown,
+                "the receiver is shutting down".to_owned(),
+            ))
+        } else {
+            None
+        };
+        match refusal {
+            Some((reason, message)) => Err(self.reject(conn, reason, message).await),
+            None => Ok(()),
+        }
+    }
+
+    async fn reject<S>(&self, conn: &mut Conn<S>, reason: RejectReason, message: String) -> Error
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let label = reason.as_label();
+        self.metrics.handshake_rejected(label);
+        let reject = ReceiverMessage::Reject(Reject {
+            reason,
+            message: message.clone(),
+        });
+        // Best effort: the peer may already be gone.
+        let _ = timeout(REJECT_WRITE_TIMEOUT, conn.send(reject)).await;
+        Error::Rejected {
+            reason: label,
+            message,
+        }
+    }
+
+    async fn send<S>(&self, conn: &mut Conn<S>, msg: ReceiverMessage) -> Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        // A peer that stops reading cannot stall the session for longer than the idle timeout.
+        match timeout(self.config.idle_timeout(), conn.send(msg)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(Error::IdleTimeout(self.config.idle_timeout())),
+        }
+    }
+
+    async fn data_loop<S>(
+        &self,
+        conn: &mut Conn<S>,
+        cluster: &str,
+        epoch: u64,
+        id: ConnId,
+        cancel: &CancellationToken,
+    ) -> Result<End>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let idle = self.config.idle_timeout();
+        let mut idle_deadline = Instant::now() + idle;
+        // Highest contiguous applied seq not yet acknowledged, and when it must be.
+        let mut pending_ack: Option<(u64, Instant)> = None;
+        let mut epoch_acked: Option<u64> = None;
+        let end = loop {
+            let ack_at = pending_ack.map(|(_, at)| at);
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    break if self.shutdown.is_cancelled() { End::Shutdown } else { End::Replaced };
+                }
+                () = sleep_until(ack_at.unwrap_or(idle_deadline)), if ack_at.is_some() => {
+                    if let Some((seq, _)) = pending_ack.take() {
+                        self.send(conn, ack(epoch, seq)).await?;
+                    }
+                }
+                () = sleep_until(idle_deadline) => {
+                    self.metrics.decode_error("idle_timeout");
+                    return Err(Error::IdleTimeout(idle));
+                }
+                frame = conn.next() => {
+                    let (msg, bytes) = match frame {
+                        None => break End::Eof,
+                        Some(Err(e)) => {
+                            self.metrics.decode_error(e.kind());
+                            return Err(e.into());
+                        }
+                        Some(Ok(frame)) => frame,
+                    };
+                    idle_deadline = Instant::now() + idle;
+                    match msg {
+                        SenderMessage::Batch(batch) => {
+                            match self.store.apply(cluster, id, &batch, bytes) {
+                                Ok(Applied::Batch { acked: Some(seq) }) => {
+                                    epoch_acked = Some(seq);
+                                    let due = pending_ack
+                                        .map_or_else(|| Instant::now() + ACK_INTERVAL, |(_, at)| at);
+                                    pending_ack = Some((seq, due));
+                                }
+                                Ok(Applied::SnapshotComplete { acked }) => {
+                                    epoch_acked = Some(acked);
+                                    pending_ack = None;
+                                    self.send(conn, ack(epoch, acked)).await?;
+                                }
+                                Ok(Applied::Duplicate) => {
+                                    // The sender replays what it thinks unacked: re-ack.
+                                    if let (None, Some(seq)) = (pending_ack, epoch_acked) {
+                                        pending_ack = Some((seq, Instant::now() + ACK_INTERVAL));
+                                    }
+                                }
+                                Ok(Applied::Staged | Applied::Batch { acked: None }) => {}
+                                Err(ApplyError::Superseded) => break End::Replaced,
+                                Err(e @ ApplyError::Violation(_)) => {
+                                    self.metrics.decode_error("violation");
+                                    return Err(kube_relay_proto::Error::Violation(
+                                        e.to_string().trim_start_matches("protocol violation: ").to_owned(),
+                                    )
+                                    .into());
+                                }
+                            }
+                        }
+                        SenderMessage::Heartbeat(hb) => {
+                            self.store.count_frame(cluster, id, bytes);
+                            self.send(conn, ReceiverMessage::Heartbeat(hb)).await?;
+                        }
+                        SenderMessage::Goodbye(goodbye) => {
+                            self.store.count_frame(cluster, id, bytes);
+                            info!(cluster = %cluster, reason = %goodbye.reason, "sender said goodbye");
+                            break End::Goodbye;
+                        }
+                        SenderMessage::Hello(_) => {
+                            self.metrics.decode_error("violation");
+                            return Err(kube_relay_proto::Error::Violation(
+                                "a second Hello on an established session".to_owned(),
+                            )
+                            .into());
+                        }
+                    }
+                }
+            }
+        };
+        // Whatever was applied is acknowledged before the connection closes.
+        if let Some((seq, _)) = pending_ack {
+            let _ = timeout(REJECT_WRITE_TIMEOUT, conn.send(ack(epoch, seq))).await;
+        }
+        Ok(end)
+    }
+}
+
+fn ack(epoch: u64, seq: u64) -> ReceiverMessage {
+    ReceiverMessage::Ack(Ack { epoch, seq })
+}
+
+fn message_name(msg: &SenderMessage) -> &'static str {
+    match msg {
+        SenderMessage::Hello(_) => "Hello",
+        SenderMessage::Batch(_) => "Batch",
+        SenderMessage::Heartbeat(_) => "Heartbeat",
+        SenderMessage::Goodbye(_) => "Goodbye",
+    }
+}
+
+/// Constant-time token check; with no token configured every sender is accepted.
+fn token_matches(required: Option<&str>, given: Option<&str>) -> bool {
+    match (required, given) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(required), Some(given)) => required.as_bytes().ct_eq(given.as_bytes()).into(),
+    }
+}
+
+/// A cluster name: 1 to 253 bytes of `[A-Za-z0-9._-]`.
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(format!("{what} name must be 1 to {MAX_NAME_BYTES} bytes"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "{what} name {name:?} contains {c:?}; use [A-Za-z0-9._-]"
+        ));
+    }
+    Ok(())
+}
+
+fn check_sender_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_NAME_BYTES || id.chars().any(char::is_control) {
+        return Err(format!(
+            "sender_id must be 1 to {MAX_NAME_BYTES} bytes without control characters"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(token_matches(None, None));
+        assert!(token_matches(None, Some("anything")));
+        assert!(token_matches(Some("s3cret"), Some("s3cret")));
+        assert!(!token_matches(Some("s3cret"), Some("s3cre")));
+        assert!(!token_matches(Some("s3cret"), Some("s3cret ")));
+        assert!(!token_matches(Some("s3cret"), None));
+    }
+
+    #[test]
+    fn cluster_names_are_checked() {
+        assert!(check_name("cluster", "prod-eu.1_a").is_ok());
+        assert!(check_name("cluster", "").is_err());
+        assert!(check_name("cluster", "a b").is_err());
+        assert!(check_name("cluster", "a\"b").is_err());
+        assert!(check_name("cluster", &"x".repeat(254)).is_err());
+        assert!(check_sender_id("host-a/1234").is_ok());
+        assert!(check_sender_id("bad\nid").is_err());
+    }
+}
