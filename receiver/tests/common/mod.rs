@@ -141,6 +141,13 @@ impl TestSender {
         Ok(self.conn.send(msg).await?)
     }
 
+    /// Writes raw bytes on the connection, bypassing the codec.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.conn.get_mut().write_all(bytes).await?;
+        Ok(())
+    }
+
     /// Sends a heartbeat.
     pub async fn heartbeat(&mut self, sent_at_ms: u64) -> Result<()> {
         self.send(SenderMessage::Heartbeat(Heartbeat { sent_at_ms }))
