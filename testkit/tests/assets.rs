@@ -19,10 +19,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use clap::{CommandFactory, Parser};
 use k8s_openapi::Resource;
+use kube_relay_receiver::{Receiver, ReceiverConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 // --- helpers ---------------------------------------------------------------------------
 
@@ -310,6 +313,112 @@ fn compose_mounts_are_where_prometheus_and_grafana_read_them() {
         .as_array()
         .expect("ports");
     assert!(prometheus_ports.iter().any(|p| p["target"] == 9090));
+}
+
+/// `KUBE_RELAY_*` variable → long flag, from a binary's clap command.
+fn flags_by_env(command: &clap::Command) -> BTreeMap<String, String> {
+    command
+        .get_arguments()
+        .filter_map(|arg| {
+            let env = arg.get_env()?.to_string_lossy().into_owned();
+            Some((env, format!("--{}", arg.get_long()?)))
+        })
+        .collect()
+}
+
+/// Turns `KUBE_RELAY_*` settings into command-line flags; panics on a setting the binary
+/// does not have. Other variables (`RUST_LOG`) are skipped.
+fn as_flags(settings: &BTreeMap<String, String>, command: &clap::Command) -> Vec<String> {
+    let flags = flags_by_env(command);
+    let mut args = Vec::new();
+    for (env, value) in settings {
+        if !env.starts_with("KUBE_RELAY_") {
+            continue;
+        }
+        let flag = flags
+            .get(env)
+            .unwrap_or_else(|| panic!("{env} is not a setting of {}", command.get_name()));
+        args.push(format!("{flag}={value}"));
+    }
+    args
+}
+
+/// `ENV` settings of a Dockerfile's last stage.
+fn dockerfile_env(path: &str) -> BTreeMap<String, String> {
+    instructions(&read(path))
+        .into_iter()
+        .filter(|(op, _)| op == "ENV")
+        .flat_map(|(_, args)| {
+            args.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn receiver_settings_in_compose_and_its_image_are_valid_receiver_flags() {
+    let config = compose_config();
+    let mut settings = dockerfile_env("receiver/Dockerfile");
+    for (key, value) in config["services"]["receiver"]["environment"]
+        .as_object()
+        .expect("receiver environment")
+    {
+        match value.as_str() {
+            Some(v) => settings.insert(key.clone(), v.to_owned()),
+            // passed through from the host only when set: the name must still be a setting
+            None => settings.insert(key.clone(), "x".to_owned()),
+        };
+    }
+    assert!(settings.contains_key("KUBE_RELAY_TOKEN"));
+    let command = kube_relay_receiver::Cli::command();
+    let mut args = vec!["receiver".to_owned()];
+    args.extend(as_flags(&settings, &command));
+    let cli = kube_relay_receiver::Cli::try_parse_from(&args)
+        .unwrap_or_else(|e| panic!("receiver {args:?}: {e}"));
+    let receiver = ReceiverConfig::from_cli(&cli).expect("a valid receiver configuration");
+    assert_eq!(receiver.listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(receiver.http_listen.to_string(), "0.0.0.0:9100");
+    assert_eq!(receiver.ttl, std::time::Duration::from_secs(300));
+}
+
+#[tokio::test]
+async fn compose_healthcheck_passes_on_a_running_receiver_and_fails_without_one() {
+    let config = compose_config();
+    let test: Vec<&str> = config["services"]["receiver"]["healthcheck"]["test"]
+        .as_array()
+        .expect("healthcheck")
+        .iter()
+        .map(|a| a.as_str().expect("string"))
+        .collect();
+    assert_eq!(test[..3], ["CMD", "bash", "-c"]);
+    assert!(test[3].contains("/dev/tcp/127.0.0.1/9100"), "{}", test[3]);
+
+    let receiver = Receiver::bind(ReceiverConfig::loopback())
+        .await
+        .expect("receiver binds");
+    let port = receiver.http_addr().port();
+    let script = test[3].replace("/9100", &format!("/{port}"));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(receiver.run(shutdown.clone()));
+    let healthcheck = || {
+        tokio::process::Command::new("bash")
+            .args(["-c", &script])
+            .stderr(std::process::Stdio::null())
+            .status()
+    };
+    assert!(
+        healthcheck().await.expect("bash runs").success(),
+        "{script}"
+    );
+
+    shutdown.cancel();
+    task.await.expect("receiver task").expect("clean shutdown");
+    assert!(
+        !healthcheck().await.expect("bash runs").success(),
+        "no receiver, no health"
+    );
 }
 
 // --- Prometheus ------------------------------------------------------------------------
@@ -885,6 +994,75 @@ fn sender_deployment_runs_unprivileged_with_its_settings_from_the_config_map() {
     for key in ["KUBE_RELAY_TARGET", "KUBE_RELAY_CLUSTER"] {
         assert!(data.contains_key(key), "{key} is set");
     }
+}
+
+/// The sender's settings in the rendered manifests: the ConfigMap, the container's
+/// arguments and its other environment variables (values from Secrets become `x`).
+fn sender_command_line(objects: &BTreeMap<String, Object>) -> (Vec<String>, Vec<String>) {
+    let Some(Object::Deployment(sender)) = objects.get("Deployment kube-relay/kube-relay-sender")
+    else {
+        panic!("sender Deployment");
+    };
+    let container = &sender
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec")
+        .containers[0];
+    let mut settings = BTreeMap::new();
+    for object in objects.values() {
+        if let Object::ConfigMap(config_map) = object {
+            settings.extend(config_map.data.clone().unwrap_or_default());
+        }
+    }
+    for var in container.env.iter().flatten() {
+        settings.insert(
+            var.name.clone(),
+            var.value.clone().unwrap_or_else(|| "x".into()),
+        );
+    }
+    let mut args = vec!["sender".to_owned()];
+    args.extend(container.args.clone().unwrap_or_default());
+    args.extend(as_flags(
+        &settings,
+        &kube_relay_sender::config::Cli::command(),
+    ));
+    let mounts = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.clone())
+        .collect();
+    (args, mounts)
+}
+
+#[test]
+fn sender_settings_in_the_manifests_are_valid_sender_flags() {
+    use kube_relay_sender::config::UsageSource;
+
+    let (args, mounts) = sender_command_line(&typed_objects(&kustomize(&root().join("k8s"))));
+    let config = kube_relay_sender::Config::try_from_args(&args)
+        .unwrap_or_else(|e| panic!("sender {args:?}: {e}"));
+    assert_eq!(config.target, "192.0.2.10:9000");
+    assert_eq!(config.cluster.as_deref(), Some("minikube"));
+    assert_eq!(config.usage_source, UsageSource::MetricsApi);
+    assert!(
+        config.token.is_some(),
+        "the token comes from the Secret when it exists"
+    );
+    let state_dir = config.state_dir.expect("a state directory");
+    assert!(
+        mounts.iter().any(|m| Path::new(m) == state_dir),
+        "the state directory {} is a mounted volume ({mounts:?}): the root filesystem is read-only",
+        state_dir.display()
+    );
+
+    let (args, _) = sender_command_line(&typed_objects(&kustomize_with_components(&[
+        "sender/kubelet-usage",
+    ])));
+    let config = kube_relay_sender::Config::try_from_args(&args)
+        .unwrap_or_else(|e| panic!("sender {args:?}: {e}"));
+    assert_eq!(config.usage_source, UsageSource::Kubelet);
 }
 
 // --- Dockerfiles -----------------------------------------------------------------------
