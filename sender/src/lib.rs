@@ -17,12 +17,16 @@
 //! [`SeriesSet`]: series::SeriesSet
 //! [`SeriesStore`]: store::SeriesStore
 
+pub mod backoff;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod family;
+pub mod link;
 pub mod quantity;
 pub mod series;
+pub mod shared;
+pub mod spool;
 pub mod store;
 pub mod translate;
 pub mod usage;

@@ -1,0 +1,203 @@
+//! State shared by the sender's tasks: the [`SeriesStore`], a change signal for the link,
+//! and the counters behind the `relay_sender_*` self-metrics.
+//!
+//! Locks are `std::sync::Mutex`es held only for synchronous work (never across an
+//! `.await`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::family::Family;
+use crate::series::{ObjectKey, ObjectKind, SeriesSet};
+use crate::store::SeriesStore;
+
+/// Counters of the sender's own behaviour (the `relay_sender_*` families) and of its traffic
+/// (for tests and benchmarks).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Successful connections after the first.
+    pub reconnects: AtomicU64,
+    /// Successful handshakes.
+    pub sessions: AtomicU64,
+    /// Samples dropped from the spool because it was full.
+    pub dropped_spool_full: AtomicU64,
+    /// Bytes written to the receiver (frames of every kind).
+    pub bytes_sent: AtomicU64,
+    /// Bytes of delta batches (not snapshots, handshakes or heartbeats).
+    pub delta_bytes_sent: AtomicU64,
+    /// Changed samples (updates and removals) carried by delta batches.
+    pub delta_samples_sent: AtomicU64,
+    /// Snapshots completed (last part sent).
+    pub snapshots_sent: AtomicU64,
+    /// Highest sequence number the receiver acknowledged in the current epoch.
+    pub acked_seq: AtomicU64,
+    /// Highest sequence number sent in the current epoch.
+    pub sent_seq: AtomicU64,
+    /// Samples in the spool (sent, unacknowledged).
+    pub spooled_samples: AtomicU64,
+    /// True while a session is established.
+    pub connected: AtomicBool,
+    /// True when the usage source answered its last poll.
+    pub usage_available: AtomicBool,
+    watch_restarts: Mutex<BTreeMap<&'static str, u64>>,
+    api_errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain counters behind: keep going.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Stats {
+    /// Counts a relist of `resource`'s watch.
+    pub fn watch_restart(&self, resource: &'static str) {
+        *lock(&self.watch_restarts).entry(resource).or_default() += 1;
+    }
+
+    /// Counts an API error of `kind` for `resource`.
+    pub fn api_error(&self, resource: &'static str, kind: &'static str) {
+        *lock(&self.api_errors).entry((resource, kind)).or_default() += 1;
+    }
+
+    /// Relists of `resource`'s watch so far.
+    pub fn watch_restarts(&self, resource: &str) -> u64 {
+        lock(&self.watch_restarts)
+            .get(resource)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// API errors of `resource` so far, all kinds.
+    pub fn api_errors(&self, resource: &str) -> u64 {
+        lock(&self.api_errors)
+            .iter()
+            .filter(|((r, _), _)| *r == resource)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// The `relay_sender_*` series, given the store's pending count and size.
+    pub fn series(&self, pending: usize, series: usize) -> SeriesSet<'static> {
+        let mut set = SeriesSet::new();
+        let none: [&str; 0] = [];
+        for (resource, n) in lock(&self.watch_restarts).iter() {
+            set.push(Family::SenderWatchRestarts, [*resource], *n as f64);
+        }
+        for ((resource, kind), n) in lock(&self.api_errors).iter() {
+            set.push(Family::SenderApiErrors, [*resource, *kind], *n as f64);
+        }
+        let spooled = self.spooled_samples.load(Ordering::Relaxed);
+        set.push(
+            Family::SenderQueueDepth,
+            none,
+            (pending as u64 + spooled) as f64,
+        );
+        set.push(
+            Family::SenderDroppedUpdates,
+            ["spool_full"],
+            self.dropped_spool_full.load(Ordering::Relaxed) as f64,
+        );
+        set.push(
+            Family::SenderReconnects,
+            none,
+            self.reconnects.load(Ordering::Relaxed) as f64,
+        );
+        set.push(
+            Family::SenderUsageAvailable,
+            none,
+            f64::from(u8::from(self.usage_available.load(Ordering::Relaxed))),
+        );
+        set.push(Family::SenderSeries, none, series as f64);
+        set
+    }
+}
+
+/// The key of the sender's own series.
+pub fn self_key() -> ObjectKey {
+    ObjectKey::new(ObjectKind::SelfMetrics, "", "sender")
+}
+
+/// What every task of one sender shares.
+#[derive(Debug)]
+pub struct Shared {
+    store: Mutex<SeriesStore>,
+    changed: Notify,
+    /// Self-metric counters.
+    pub stats: Stats,
+}
+
+impl Shared {
+    /// Shared state around an empty store for `epoch`.
+    pub fn new(epoch: u64) -> Self {
+        Shared {
+            store: Mutex::new(SeriesStore::new(epoch)),
+            changed: Notify::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Locks the store. Do not hold the guard across an `.await`.
+    pub fn store(&self) -> MutexGuard<'_, SeriesStore> {
+        lock(&self.store)
+    }
+
+    /// Runs `f` on the store and wakes the link when it reports a change.
+    pub fn update(&self, f: impl FnOnce(&mut SeriesStore) -> bool) -> bool {
+        let changed = f(&mut self.store());
+        if changed {
+            self.changed.notify_one();
+        }
+        changed
+    }
+
+    /// Resolves after the next change (or at once if one happened since the last wait).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Recomputes the self-metrics series from the counters.
+    pub fn refresh_self_metrics(&self) {
+        self.update(|store| {
+            let set = self.stats.series(store.pending(), store.len());
+            store.apply(&self_key(), &set)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_metrics_cover_the_catalogue() {
+        let shared = Shared::new(1);
+        shared.stats.watch_restart("pods");
+        shared.stats.watch_restart("pods");
+        shared.stats.api_error("pods", "gone");
+        shared.stats.reconnects.store(3, Ordering::Relaxed);
+        shared.stats.dropped_spool_full.store(12, Ordering::Relaxed);
+        shared.stats.spooled_samples.store(4, Ordering::Relaxed);
+        shared.refresh_self_metrics();
+        let lines = shared.store().render();
+        assert_eq!(
+            lines,
+            [
+                r#"relay_sender_api_errors_total{resource="pods",kind="gone"} 1"#,
+                r#"relay_sender_dropped_updates_total{reason="spool_full"} 12"#,
+                "relay_sender_queue_depth 4",
+                "relay_sender_reconnects_total 3",
+                "relay_sender_series 0",
+                "relay_sender_usage_available 0",
+                r#"relay_sender_watch_restarts_total{resource="pods"} 2"#,
+            ]
+        );
+        // The next refresh counts its own series and the pending ones.
+        shared.refresh_self_metrics();
+        assert_eq!(shared.store().value(Family::SenderSeries, &[]), Some(7.0));
+        assert_eq!(shared.stats.watch_restarts("pods"), 2);
+        assert_eq!(shared.stats.api_errors("pods"), 1);
+    }
+}

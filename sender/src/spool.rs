@@ -1,0 +1,189 @@
+//! The outgoing spool: batches sent but not yet acknowledged, kept for replay after a
+//! reconnect (`Welcome{resume: After{acked}}`).
+//!
+//! Bounded in bytes. Overflow policy: when a new batch does not fit, the *oldest* batches are
+//! dropped until it does (a batch larger than the whole bound is dropped itself), and the
+//! samples they carried are counted (`relay_sender_dropped_updates_total{reason="spool_full"}`).
+//! Nothing is lost while the connection lives (those batches were already written); after a
+//! reconnect the sender can only replay from its oldest kept batch, so when the receiver had
+//! not acknowledged the dropped ones it answers with a full snapshot instead.
+//!
+//! [`Spool`] is a trait so that a disk-backed spool can replace [`MemorySpool`].
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+/// A bounded store of unacknowledged batches, in sequence order.
+pub trait Spool: Send {
+    /// Keeps the encoded batch `payload` with sequence number `seq` (greater than any kept)
+    /// carrying `samples` changed samples. Returns the number of samples dropped to make
+    /// room (see the module docs).
+    fn push(&mut self, seq: u64, payload: Bytes, samples: u64) -> u64;
+
+    /// Forgets every batch up to and including `seq`.
+    fn ack(&mut self, seq: u64);
+
+    /// Sequence number of the oldest kept batch.
+    fn oldest(&self) -> Option<u64>;
+
+    /// The kept batches after `seq`, oldest first, for replay.
+    fn after(&self, seq: u64) -> Vec<(u64, Bytes)>;
+
+    /// Forgets everything (a snapshot supersedes it).
+    fn clear(&mut self);
+
+    /// Encoded bytes kept.
+    fn bytes(&self) -> u64;
+
+    /// Samples kept.
+    fn samples(&self) -> u64;
+}
+
+struct Entry {
+    seq: u64,
+    payload: Bytes,
+    samples: u64,
+}
+
+/// An in-memory [`Spool`] bounded by `max_bytes` of encoded batches.
+pub struct MemorySpool {
+    max_bytes: u64,
+    entries: VecDeque<Entry>,
+    bytes: u64,
+    samples: u64,
+}
+
+impl MemorySpool {
+    /// An empty spool holding at most `max_bytes` of encoded batches.
+    pub fn new(max_bytes: u64) -> Self {
+        MemorySpool {
+            max_bytes,
+            entries: VecDeque::new(),
+            bytes: 0,
+            samples: 0,
+        }
+    }
+
+    fn pop_oldest(&mut self) -> Option<Entry> {
+        let e = self.entries.pop_front()?;
+        self.bytes -= e.payload.len() as u64;
+        self.samples -= e.samples;
+        Some(e)
+    }
+}
+
+impl Spool for MemorySpool {
+    fn push(&mut self, seq: u64, payload: Bytes, samples: u64) -> u64 {
+        let len = payload.len() as u64;
+        if len > self.max_bytes {
+            // Cannot be kept at all; older batches stay.
+            return samples;
+        }
+        let mut dropped = 0;
+        while self.bytes + len > self.max_bytes {
+            match self.pop_oldest() {
+                Some(e) => dropped += e.samples,
+                None => break,
+            }
+        }
+        self.bytes += len;
+        self.samples += samples;
+        self.entries.push_back(Entry {
+            seq,
+            payload,
+            samples,
+        });
+        dropped
+    }
+
+    fn ack(&mut self, seq: u64) {
+        while self.entries.front().is_some_and(|e| e.seq <= seq) {
+            self.pop_oldest();
+        }
+    }
+
+    fn oldest(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.seq)
+    }
+
+    fn after(&self, seq: u64) -> Vec<(u64, Bytes)> {
+        self.entries
+            .iter()
+            .filter(|e| e.seq > seq)
+            .map(|e| (e.seq, e.payload.clone()))
+            .collect()
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.samples = 0;
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn samples(&self) -> u64 {
+        self.samples
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(len: usize) -> Bytes {
+        Bytes::from(vec![0u8; len])
+    }
+
+    #[test]
+    fn acks_release_batches_in_order() {
+        let mut spool = MemorySpool::new(1000);
+        for seq in 1..=3 {
+            assert_eq!(spool.push(seq, payload(100), 10), 0);
+        }
+        assert_eq!((spool.bytes(), spool.samples()), (300, 30));
+        spool.ack(2);
+        assert_eq!(spool.oldest(), Some(3));
+        assert_eq!(spool.after(0).len(), 1);
+        spool.ack(9);
+        assert_eq!(
+            (spool.bytes(), spool.samples(), spool.oldest()),
+            (0, 0, None)
+        );
+    }
+
+    #[test]
+    fn overflow_drops_the_oldest_and_counts_their_samples() {
+        let mut spool = MemorySpool::new(250);
+        spool.push(1, payload(100), 7);
+        spool.push(2, payload(100), 5);
+        assert_eq!(spool.push(3, payload(100), 1), 7, "batch 1 dropped");
+        assert_eq!(spool.oldest(), Some(2));
+        assert_eq!(
+            spool.push(4, payload(200), 2),
+            5 + 1,
+            "batches 2 and 3 dropped"
+        );
+        assert_eq!(
+            spool.after(0).iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            [4]
+        );
+        assert_eq!(spool.push(5, payload(300), 9), 9, "too big to keep at all");
+        assert_eq!(spool.oldest(), Some(4));
+    }
+
+    #[test]
+    fn replay_lists_what_follows_the_ack() {
+        let mut spool = MemorySpool::new(1000);
+        for seq in 5..=8 {
+            spool.push(seq, payload(10), 1);
+        }
+        let seqs: Vec<u64> = spool.after(6).iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, [7, 8]);
+        spool.clear();
+        assert_eq!(spool.oldest(), None);
+    }
+}

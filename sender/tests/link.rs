@@ -1,0 +1,510 @@
+//! The link on real sockets: against the real receiver (`/metrics` shows what the store
+//! holds, reconnects after a receiver restart, resumes without a snapshot after a cut), and
+//! against a scripted peer speaking the receiver's side of the protocol where a test must
+//! control acks and silence (spool overflow, dead link, fatal rejections, goodbye).
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use kube_relay_proto::{
+    Ack, Batch, PROTOCOL_VERSION, ReceiverCodec, ReceiverMessage, Reject, RejectReason, Resume,
+    SenderMessage, Welcome,
+};
+use kube_relay_receiver::{Receiver, ReceiverConfig};
+use kube_relay_sender::Error;
+use kube_relay_sender::family::Family;
+use kube_relay_sender::link::{Link, LinkConfig, TcpConnector};
+use kube_relay_sender::series::{ObjectKey, ObjectKind, SeriesSet};
+use kube_relay_sender::shared::Shared;
+use kube_relay_testkit::wait_until;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use support::{CutProxy, metrics_text};
+
+const WAIT: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(20);
+
+fn phases(pod: &str, phase: &str) -> SeriesSet<'static> {
+    let mut set = SeriesSet::new();
+    for p in ["Pending", "Running", "Failed"] {
+        set.push(
+            Family::PodStatusPhase,
+            [
+                "default".to_owned(),
+                pod.to_owned(),
+                format!("uid-{pod}"),
+                p.to_owned(),
+            ],
+            f64::from(u8::from(p == phase)),
+        );
+    }
+    set
+}
+
+fn key(pod: &str) -> ObjectKey {
+    ObjectKey::new(ObjectKind::Pod, "default", pod)
+}
+
+fn link_config(cluster: &str) -> LinkConfig {
+    LinkConfig {
+        flush_interval: Duration::from_millis(10),
+        ..LinkConfig::new(cluster, format!("{cluster}-sender"))
+    }
+}
+
+async fn start_receiver(
+    config: ReceiverConfig,
+) -> (
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let receiver = Receiver::bind(config).await.expect("bind receiver");
+    let (ingest, http) = (receiver.ingest_addr(), receiver.http_addr());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            receiver.run(stop).await.expect("receiver runs");
+        }
+    });
+    (ingest, http, stop, task)
+}
+
+/// Waits until the receiver's `/metrics` has a line starting with `prefix` (and returns it),
+/// or has none when `want` is false.
+async fn wait_line(http: std::net::SocketAddr, prefix: &str, want: bool) -> Option<String> {
+    wait_until(prefix, WAIT, POLL, || async {
+        let text = metrics_text(http).await?;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .map(str::to_owned);
+        Ok(match (want, line) {
+            (true, Some(line)) => Some(Some(line)),
+            (false, None) => Some(None),
+            _ => None,
+        })
+    })
+    .await
+    .expect("metrics line")
+}
+
+#[tokio::test]
+async fn series_appear_change_and_disappear_at_the_receiver() {
+    let (ingest, http, stop, task) = start_receiver(ReceiverConfig::loopback()).await;
+    let shared = Arc::new(Shared::new(7));
+    shared.update(|s| s.apply(&key("web"), &phases("web", "Pending")));
+    let shutdown = CancellationToken::new();
+    let link = Link::new(
+        link_config("c1"),
+        TcpConnector::new(ingest.to_string()),
+        Arc::clone(&shared),
+    );
+    let running = tokio::spawn(link.run(shutdown.clone()));
+
+    let running_line = r#"kube_pod_status_phase{cluster="c1",namespace="default",pod="web",uid="uid-web",phase="Running"}"#;
+    let line = wait_line(http, running_line, true).await.expect("line");
+    assert!(line.ends_with(" 0"), "{line}");
+
+    shared.update(|s| s.apply(&key("web"), &phases("web", "Running")));
+    wait_line(http, &format!("{running_line} 1"), true).await;
+
+    shared.update(|s| s.remove(&key("web")));
+    wait_line(http, running_line, false).await;
+
+    shutdown.cancel();
+    running.await.expect("join").expect("clean shutdown");
+    assert_eq!(shared.stats.snapshots_sent.load(Ordering::Relaxed), 1);
+    assert!(shared.stats.delta_samples_sent.load(Ordering::Relaxed) >= 3 + 2);
+    stop.cancel();
+    task.await.expect("receiver stops");
+}
+
+#[tokio::test]
+async fn the_link_reconnects_after_the_receiver_restarts_and_sends_a_snapshot() {
+    let (ingest, http, stop, task) = start_receiver(ReceiverConfig::loopback()).await;
+    let shared = Arc::new(Shared::new(1));
+    shared.update(|s| s.apply(&key("web"), &phases("web", "Running")));
+    let shutdown = CancellationToken::new();
+    let link = Link::new(
+        link_config("c2"),
+        TcpConnector::new(ingest.to_string()),
+        Arc::clone(&shared),
+    );
+    let running = tokio::spawn(link.run(shutdown.clone()));
+    let line = r#"kube_pod_status_phase{cluster="c2",namespace="default",pod="web",uid="uid-web",phase="Running"} 1"#;
+    wait_line(http, line, true).await;
+
+    // The receiver goes away (losing all state) and comes back on the same ports.
+    stop.cancel();
+    task.await.expect("receiver stops");
+    shared.update(|s| s.apply(&key("db"), &phases("db", "Pending")));
+    let (_, http, stop, task) = start_receiver(ReceiverConfig {
+        listen: ingest,
+        http_listen: http,
+        ..ReceiverConfig::loopback()
+    })
+    .await;
+    wait_line(http, line, true).await;
+    wait_line(
+        http,
+        r#"kube_pod_status_phase{cluster="c2",namespace="default",pod="db",uid="uid-db",phase="Pending"} 1"#,
+        true,
+    )
+    .await;
+    assert_eq!(shared.stats.reconnects.load(Ordering::Relaxed), 1);
+    assert_eq!(shared.stats.snapshots_sent.load(Ordering::Relaxed), 2);
+
+    shutdown.cancel();
+    running.await.expect("join").expect("clean shutdown");
+    stop.cancel();
+    task.await.expect("receiver stops");
+}
+
+#[tokio::test]
+async fn a_cut_link_resumes_from_the_acks_without_a_snapshot() {
+    let (ingest, http, stop, task) = start_receiver(ReceiverConfig::loopback()).await;
+    let proxy = CutProxy::start(ingest).await;
+    let shared = Arc::new(Shared::new(1));
+    shared.update(|s| s.apply(&key("web"), &phases("web", "Pending")));
+    let shutdown = CancellationToken::new();
+    let link = Link::new(
+        link_config("c3"),
+        TcpConnector::new(proxy.addr().to_string()),
+        Arc::clone(&shared),
+    );
+    let running = tokio::spawn(link.run(shutdown.clone()));
+    let pending = r#"kube_pod_status_phase{cluster="c3",namespace="default",pod="web",uid="uid-web",phase="Pending"}"#;
+    wait_line(http, &format!("{pending} 1"), true).await;
+
+    proxy.cut();
+    shared.update(|s| s.apply(&key("web"), &phases("web", "Running")));
+    wait_line(http, &format!("{pending} 0"), true).await;
+    wait_until("second session", WAIT, POLL, || async {
+        Ok((shared.stats.sessions.load(Ordering::Relaxed) >= 2).then_some(()))
+    })
+    .await
+    .expect("reconnected");
+    assert_eq!(
+        shared.stats.snapshots_sent.load(Ordering::Relaxed),
+        1,
+        "resumed, no second snapshot"
+    );
+
+    shutdown.cancel();
+    running.await.expect("join").expect("clean shutdown");
+    stop.cancel();
+    task.await.expect("receiver stops");
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_fatal() {
+    let (ingest, _http, stop, task) = start_receiver(ReceiverConfig {
+        token: Some("right".to_owned()),
+        ..ReceiverConfig::loopback()
+    })
+    .await;
+    let shared = Arc::new(Shared::new(1));
+    let config = LinkConfig {
+        token: Some("wrong".to_owned()),
+        ..link_config("c4")
+    };
+    let link = Link::new(config, TcpConnector::new(ingest.to_string()), shared);
+    let err = tokio::time::timeout(WAIT, link.run(CancellationToken::new()))
+        .await
+        .expect("gives up at once")
+        .expect_err("fatal");
+    assert!(
+        matches!(
+            &err,
+            Error::Rejected {
+                reason: RejectReason::Unauthorized,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.is_fatal());
+    stop.cancel();
+    task.await.expect("receiver stops");
+}
+
+// --- against a scripted peer -----------------------------------------------------------
+
+type PeerConn = Framed<TcpStream, ReceiverCodec>;
+
+async fn accept(listener: &TcpListener) -> (PeerConn, kube_relay_proto::Hello) {
+    let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .expect("sender connects")
+        .expect("accept");
+    let mut conn = Framed::new(stream, ReceiverCodec::new(1 << 20));
+    match next(&mut conn).await {
+        SenderMessage::Hello(hello) => (conn, hello),
+        other => panic!("expected Hello, got {other:?}"),
+    }
+}
+
+async fn next(conn: &mut PeerConn) -> SenderMessage {
+    tokio::time::timeout(WAIT, conn.next())
+        .await
+        .expect("a message in time")
+        .expect("not closed")
+        .expect("decodes")
+}
+
+/// The next batch, skipping heartbeats.
+async fn next_batch(conn: &mut PeerConn) -> Batch {
+    loop {
+        match next(conn).await {
+            SenderMessage::Batch(b) => return b,
+            SenderMessage::Heartbeat(_) => {}
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+}
+
+async fn welcome(conn: &mut PeerConn, resume: Resume, heartbeat_ms: u32) {
+    conn.send(ReceiverMessage::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        resume,
+        heartbeat_interval_ms: heartbeat_ms,
+    }))
+    .await
+    .expect("welcome");
+}
+
+/// Receives a whole snapshot and returns the seq of its last part.
+async fn receive_snapshot(conn: &mut PeerConn) -> u64 {
+    let first = next_batch(conn).await;
+    assert!(first.snapshot.is_some_and(|p| p.first), "{first:?}");
+    let mut last = first;
+    while !last.snapshot.is_some_and(|p| p.last) {
+        last = next_batch(conn).await;
+        assert!(last.snapshot.is_some(), "deltas only after the snapshot");
+    }
+    last.seq
+}
+
+#[tokio::test]
+async fn spool_overflow_counts_dropped_samples_exactly_and_forces_a_snapshot() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let shared = Arc::new(Shared::new(1));
+    shared.update(|s| s.apply(&key("web"), &phases("web", "Pending")));
+    let config = LinkConfig {
+        spool_max_bytes: 200,
+        ..link_config("c5")
+    };
+    let shutdown = CancellationToken::new();
+    let link = Link::new(
+        config,
+        TcpConnector::new(listener.local_addr().expect("addr").to_string()),
+        Arc::clone(&shared),
+    );
+    let running = tokio::spawn(link.run(shutdown.clone()));
+
+    let (mut conn, hello) = accept(&listener).await;
+    assert_eq!(hello.resume_from, None, "nothing to replay yet");
+    welcome(&mut conn, Resume::Snapshot, 60_000).await;
+    let snapshot_seq = receive_snapshot(&mut conn).await;
+    conn.send(ReceiverMessage::Ack(Ack {
+        epoch: hello.epoch,
+        seq: snapshot_seq,
+    }))
+    .await
+    .expect("ack");
+
+    // Many delta batches, never acknowledged: the 200-byte spool must drop the oldest.
+    let mut received = Vec::new();
+    for i in 0..40 {
+        let phase = if i % 2 == 0 { "Running" } else { "Pending" };
+        shared.update(|s| s.apply(&key("web"), &phases("web", phase)));
+        let batch = next_batch(&mut conn).await;
+        received.push((batch.seq, batch.changed_samples() as u64));
+    }
+    let sent: u64 = received.iter().map(|(_, n)| n).sum();
+    let stats = &shared.stats;
+    let dropped = stats.dropped_spool_full.load(Ordering::Relaxed);
+    let kept = stats.spooled_samples.load(Ordering::Relaxed);
+    assert!(dropped > 0, "the spool overflowed");
+    assert_eq!(
+        dropped + kept,
+        sent,
+        "every unacknowledged sample is kept or counted"
+    );
+
+    // The link dies; the receiver only has the snapshot. The oldest batches are gone from
+    // the spool, so the sender must send a snapshot again.
+    drop(conn);
+    let (mut conn, hello) = accept(&listener).await;
+    let oldest = hello.resume_from.expect("something to replay");
+    assert!(
+        oldest > snapshot_seq + 1,
+        "the oldest batches were dropped: {oldest}"
+    );
+    welcome(
+        &mut conn,
+        Resume::After {
+            acked: snapshot_seq,
+        },
+        60_000,
+    )
+    .await;
+    receive_snapshot(&mut conn).await;
+
+    shutdown.cancel();
+    loop {
+        match next(&mut conn).await {
+            SenderMessage::Goodbye(_) => break,
+            SenderMessage::Batch(_) | SenderMessage::Heartbeat(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    running.await.expect("join").expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn unacknowledged_batches_are_replayed_after_a_reconnect() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let shared = Arc::new(Shared::new(1));
+    shared.update(|s| s.apply(&key("web"), &phases("web", "Pending")));
+    let shutdown = CancellationToken::new();
+    let link = Link::new(
+        link_config("c6"),
+        TcpConnector::new(listener.local_addr().expect("addr").to_string()),
+        Arc::clone(&shared),
+    );
+    let running = tokio::spawn(link.run(shutdown.clone()));
+
+    let (mut conn, hello) = accept(&listener).await;
+    welcome(&mut conn, Resume::Snapshot, 60_000).await;
+    let snapshot_seq = receive_snapshot(&mut conn).await;
+    shared.update(|s| s.apply(&key("web"), &phases("web", "Running")));
+    let first = next_batch(&mut conn).await;
+    conn.send(ReceiverMessage::Ack(Ack {
+        epoch: hello.epoch,
+        seq: first.seq,
+    }))
+    .await
+    .expect("ack");
+    shared.update(|s| s.apply(&key("web"), &phases("web", "Failed")));
+    let second = next_batch(&mut conn).await;
+    assert_eq!(second.seq, first.seq + 1);
+    assert!(first.seq > snapshot_seq);
+    // Wait until the ack is processed (the spool holds only the second batch).
+    wait_until("ack applied", WAIT, POLL, || async {
+        Ok((shared.stats.acked_seq.load(Ordering::Relaxed) == first.seq).then_some(()))
+    })
+    .await
+    .expect("acked");
+    drop(conn);
+
+    let (mut conn, hello) = accept(&listener).await;
+    assert_eq!(hello.resume_from, Some(second.seq));
+    welcome(&mut conn, Resume::After { acked: first.seq }, 60_000).await;
+    let replayed = next_batch(&mut conn).await;
+    assert_eq!(replayed, second, "the unacknowledged batch, unchanged");
+
+    shutdown.cancel();
+    running.await.expect("join").expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_silent_receiver_is_a_dead_link_and_idle_senders_send_heartbeats() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let shared = Arc::new(Shared::new(1));
+    let shutdown = CancellationToken::new();
+    let link = Link::new(
+        link_config("c7"),
+        TcpConnector::new(listener.local_addr().expect("addr").to_string()),
+        Arc::clone(&shared),
+    );
+    let running = tokio::spawn(link.run(shutdown.clone()));
+
+    let (mut conn, _) = accept(&listener).await;
+    welcome(&mut conn, Resume::Snapshot, 100).await;
+    receive_snapshot(&mut conn).await;
+    // Idle: heartbeats flow; we never answer.
+    assert!(matches!(next(&mut conn).await, SenderMessage::Heartbeat(_)));
+    // Three silent intervals later the sender gives up on this link and comes back.
+    let (_conn2, hello) = accept(&listener).await;
+    assert_eq!(hello.cluster, "c7");
+    let _ = conn.next().await; // the old link is closed (EOF or reset)
+
+    shutdown.cancel();
+    running.await.expect("join").expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_cluster_in_use_rejection_backs_off_and_retries() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let shared = Arc::new(Shared::new(1));
+    let shutdown = CancellationToken::new();
+    let link = Link::new(
+        link_config("c8"),
+        TcpConnector::new(listener.local_addr().expect("addr").to_string()),
+        Arc::clone(&shared),
+    );
+    let running = tokio::spawn(link.run(shutdown.clone()));
+
+    let (mut conn, _) = accept(&listener).await;
+    conn.send(ReceiverMessage::Reject(Reject {
+        reason: RejectReason::ClusterInUse,
+        message: "another sender holds c8".to_owned(),
+    }))
+    .await
+    .expect("reject");
+    drop(conn);
+    let (mut conn, _) = accept(&listener).await;
+    welcome(&mut conn, Resume::Snapshot, 60_000).await;
+    receive_snapshot(&mut conn).await;
+    assert_eq!(
+        shared.stats.reconnects.load(Ordering::Relaxed),
+        0,
+        "first session"
+    );
+
+    shutdown.cancel();
+    running.await.expect("join").expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn shutdown_flushes_pending_changes_then_says_goodbye() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let shared = Arc::new(Shared::new(1));
+    let config = LinkConfig {
+        flush_interval: Duration::from_secs(3600),
+        ..link_config("c9")
+    };
+    let shutdown = CancellationToken::new();
+    let link = Link::new(
+        config,
+        TcpConnector::new(listener.local_addr().expect("addr").to_string()),
+        Arc::clone(&shared),
+    );
+    let running = tokio::spawn(link.run(shutdown.clone()));
+    let (mut conn, _) = accept(&listener).await;
+    welcome(&mut conn, Resume::Snapshot, 60_000).await;
+    receive_snapshot(&mut conn).await;
+
+    // A change waits for an hour-long flush interval; shutdown must send it anyway.
+    shared.update(|s| s.apply(&key("web"), &phases("web", "Running")));
+    wait_until("change pending", WAIT, POLL, || async {
+        Ok((shared.store().pending() > 0).then_some(()))
+    })
+    .await
+    .expect("pending");
+    shutdown.cancel();
+    let batch = next_batch(&mut conn).await;
+    assert_eq!(batch.series.len(), 3);
+    assert!(matches!(next(&mut conn).await, SenderMessage::Goodbye(_)));
+    running.await.expect("join").expect("clean shutdown");
+}
