@@ -1,0 +1,299 @@
+//! Watch streams: newline-delimited JSON `WatchEvent`s, as the API server sends them.
+//!
+//! - Without a resourceVersion (or with `0`), or with `sendInitialEvents=true`, the stream
+//!   starts with a synthetic `ADDED` per current object (the latter then sends a `BOOKMARK`
+//!   annotated `k8s.io/initial-events-end`).
+//! - Changes are read from the store's history after the watch's resourceVersion; a
+//!   resourceVersion the history no longer holds ends the stream with an `ERROR` event
+//!   carrying a `410 Expired` Status (so does falling behind by more than the history).
+//! - With selectors, an object entering the selection arrives as `ADDED` and one leaving as
+//!   `DELETED`, like the watch cache does.
+//! - `allowWatchBookmarks=true` adds a `BOOKMARK` every bookmark interval and before the
+//!   stream ends at `timeoutSeconds` (default: 30–60 min, randomized).
+//! - A `DropWatches` fault aborts the connection mid-stream (no terminating chunk).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta, Status, WatchEvent};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use crate::api::{Query, Reply, ResourceRequest, Selection};
+use crate::resources::{ResourceDef, Source, View};
+use crate::server::{Body, Shared};
+use crate::store::{ChangeType, Stored};
+
+type Chunk = Result<Frame<Bytes>, std::io::Error>;
+
+#[derive(Serialize)]
+struct BookmarkEvent<'a> {
+    #[serde(rename = "type")]
+    type_: &'static str,
+    object: BookmarkObject<'a>,
+}
+
+#[derive(Serialize)]
+struct BookmarkObject<'a> {
+    kind: &'a str,
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    metadata: ObjectMeta,
+}
+
+fn line<T: Serialize>(event: &T) -> Bytes {
+    let mut v = serde_json::to_vec(event).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+fn object_line(ty: ChangeType, object: &RawValue) -> Bytes {
+    let event = match ty {
+        ChangeType::Added => WatchEvent::Added(object),
+        ChangeType::Modified => WatchEvent::Modified(object),
+        ChangeType::Deleted => WatchEvent::Deleted(object),
+    };
+    line(&event)
+}
+
+fn bookmark_line(def: &ResourceDef, rv: u64, initial_end: bool) -> Bytes {
+    let annotations = initial_end
+        .then(|| BTreeMap::from([("k8s.io/initial-events-end".to_string(), "true".to_string())]));
+    line(&BookmarkEvent {
+        type_: "BOOKMARK",
+        object: BookmarkObject {
+            kind: def.kind,
+            api_version: def.api_version(),
+            metadata: ObjectMeta {
+                resource_version: Some(rv.to_string()),
+                annotations,
+                ..ObjectMeta::default()
+            },
+        },
+    })
+}
+
+fn expired_line(requested: u64, oldest: u64) -> Bytes {
+    let status = Status {
+        code: Some(410),
+        message: Some(format!("too old resource version: {requested} ({oldest})")),
+        reason: Some("Expired".to_string()),
+        status: Some("Failure".to_string()),
+        metadata: ListMeta::default(),
+        details: None,
+    };
+    line(&WatchEvent::<()>::ErrorStatus(status))
+}
+
+/// Decides how a change appears to a watch with `selection` (or not at all).
+fn visible(
+    ty: ChangeType,
+    obj: &Arc<Stored>,
+    prev: Option<&Arc<Stored>>,
+    selection: &Selection,
+) -> Option<ChangeType> {
+    let now = selection.matches(obj);
+    let before = prev.is_some_and(|p| selection.matches(p));
+    match ty {
+        ChangeType::Added => now.then_some(ChangeType::Added),
+        ChangeType::Deleted => (now || before).then_some(ChangeType::Deleted),
+        ChangeType::Modified => match (before, now) {
+            (true, true) => Some(ChangeType::Modified),
+            (false, true) => Some(ChangeType::Added),
+            (true, false) => Some(ChangeType::Deleted),
+            (false, false) => None,
+        },
+    }
+}
+
+/// Starts a watch: answers 200 at once and streams events from a task.
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    r: &ResourceRequest,
+    q: &Query,
+) -> Result<Response<Body>, Reply> {
+    let Source::Store(kind, view) = r.def.source else {
+        return Err(Reply::method_not_allowed());
+    };
+    let selection = Selection::parse(r.def, r.namespace.as_deref(), q)?;
+    let bookmarks = q.flag("allowWatchBookmarks");
+    let send_initial = q.flag("sendInitialEvents");
+    let timeout = match q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()) {
+        Some(t) => Duration::from_secs(t),
+        None => Duration::from_secs(1800 + rand::random_range(0..1800)),
+    };
+    let requested = q.get("resourceVersion").filter(|v| !v.is_empty());
+    let (start_rv, initial, drop_token, bookmark_every) = {
+        let c = shared.lock();
+        let from_now = send_initial || requested.is_none_or(|v| v == "0");
+        let (rv, initial) = if from_now {
+            let initial: Vec<Arc<Stored>> = c
+                .store
+                .objects(kind, selection.namespace.as_deref())
+                .into_iter()
+                .filter(|s| selection.matches(s))
+                .collect();
+            (c.store.rv(), initial)
+        } else {
+            let v = requested.unwrap_or("0");
+            let rv = v
+                .parse::<u64>()
+                .map_err(|_| Reply::bad_request(format!("invalid resource version: {v}")))?;
+            (rv, Vec::new())
+        };
+        (rv, initial, c.watch_drop.clone(), c.cfg.bookmark_interval)
+    };
+    let (tx, rx) = mpsc::channel::<Chunk>(64);
+    let def = r.def;
+    let task_shared = shared.clone();
+    shared.tracker.spawn(async move {
+        let stream = Stream {
+            shared: task_shared,
+            def,
+            kind,
+            view,
+            selection,
+            tx,
+            rv: start_rv,
+        };
+        stream
+            .run(
+                initial,
+                send_initial,
+                bookmarks,
+                bookmark_every,
+                timeout,
+                drop_token,
+            )
+            .await;
+    });
+    let body = StreamBody::new(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    }))
+    .boxed();
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache, private"),
+    );
+    Ok(response)
+}
+
+struct Stream {
+    shared: Arc<Shared>,
+    def: &'static ResourceDef,
+    kind: crate::resources::Kind,
+    view: View,
+    selection: Selection,
+    tx: mpsc::Sender<Chunk>,
+    /// Everything up to here has been sent.
+    rv: u64,
+}
+
+enum Drained {
+    Events(Vec<(ChangeType, Arc<Stored>)>),
+    Expired { oldest: u64 },
+}
+
+impl Stream {
+    async fn send(&self, bytes: Bytes) -> bool {
+        self.tx.send(Ok(Frame::data(bytes))).await.is_ok()
+    }
+
+    fn drain(&mut self) -> Drained {
+        let c = self.shared.lock();
+        match c.store.changes_since(self.kind, self.rv) {
+            Ok(changes) => {
+                let events = changes
+                    .iter()
+                    .filter_map(|ch| {
+                        visible(ch.ty, &ch.obj, ch.prev.as_ref(), &self.selection)
+                            .map(|ty| (ty, ch.obj.clone()))
+                    })
+                    .collect();
+                self.rv = c.store.rv();
+                Drained::Events(events)
+            }
+            Err(e) => Drained::Expired { oldest: e.oldest },
+        }
+    }
+
+    async fn run(
+        mut self,
+        initial: Vec<Arc<Stored>>,
+        send_initial: bool,
+        bookmarks: bool,
+        bookmark_every: Duration,
+        timeout: Duration,
+        drop_token: tokio_util::sync::CancellationToken,
+    ) {
+        let mut changed = self.shared.subscribe();
+        changed.borrow_and_update();
+        for obj in &initial {
+            if !self
+                .send(object_line(ChangeType::Added, obj.view(self.view)))
+                .await
+            {
+                return;
+            }
+        }
+        if send_initial && bookmarks && !self.send(bookmark_line(self.def, self.rv, true)).await {
+            return;
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut ticker = tokio::time::interval(bookmark_every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            let requested = self.rv;
+            match self.drain() {
+                Drained::Events(events) => {
+                    for (ty, obj) in events {
+                        if !self.send(object_line(ty, obj.view(self.view))).await {
+                            return;
+                        }
+                    }
+                }
+                Drained::Expired { oldest } => {
+                    let _ = self.send(expired_line(requested, oldest)).await;
+                    return;
+                }
+            }
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { return },
+                _ = ticker.tick(), if bookmarks => {
+                    if !self.send(bookmark_line(self.def, self.rv, false)).await {
+                        return;
+                    }
+                }
+                _ = &mut deadline => {
+                    if bookmarks {
+                        let _ = self.send(bookmark_line(self.def, self.rv, false)).await;
+                    }
+                    return;
+                }
+                _ = drop_token.cancelled() => {
+                    let _ = self
+                        .tx
+                        .send(Err(std::io::Error::other("watch dropped by an injected fault")))
+                        .await;
+                    return;
+                }
+                _ = self.shared.shutdown.cancelled() => return,
+                _ = self.tx.closed() => return,
+            }
+        }
+    }
+}
