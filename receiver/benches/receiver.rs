@@ -451,7 +451,14 @@ async fn seed_ingest() -> Result<f64> {
 }
 
 fn main() -> Result<()> {
-    // `cargo bench` passes `--bench`; nothing to parse.
+    // `cargo bench ... -- encode` runs only the sections named (encode, ingest, http,
+    // pushgateway, seed); `cargo bench` itself passes `--bench`.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let want =
+        |section: &str| filters.is_empty() || filters.iter().any(|f| section.contains(f.as_str()));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -462,7 +469,12 @@ fn main() -> Result<()> {
     );
 
     let mut encode_100k = 0.0;
-    for (n, runs) in [(10_000, 21), (100_000, 9)] {
+    let sizes: &[(u32, usize)] = if want("encode") {
+        &[(10_000, 21), (100_000, 9)]
+    } else {
+        &[]
+    };
+    for &(n, runs) in sizes {
         let (text, om, len) = bench_encode(n, runs)?;
         println!(
             "encode /metrics, {n:>7} series: text {:>7.2} ms, OpenMetrics {:>7.2} ms ({:.1} MB)",
@@ -475,21 +487,34 @@ fn main() -> Result<()> {
         }
     }
 
-    let (rate, bytes) = bench_ingest(2000, 2000)?;
-    println!(
-        "ingest, decode + apply on one core: {:.2} M updates/s ({bytes:.2} wire bytes/update)",
-        rate / 1e6
-    );
+    let mut rate = f64::NAN;
+    if want("ingest") {
+        let (r, bytes) = bench_ingest(2000, 2000)?;
+        rate = r;
+        println!(
+            "ingest, decode + apply on one core: {:.2} M updates/s ({bytes:.2} wire bytes/update)",
+            rate / 1e6
+        );
+    }
 
-    let (ours_http, ours_len) = rt.block_on(ours_over_http(100_000, 9))?;
-    println!(
-        "GET /metrics over HTTP, 100000 series, kube-relay receiver: {:.2} ms ({:.1} MB)",
-        ours_http * 1e3,
-        ours_len as f64 / 1e6
-    );
+    let mut ours_http = f64::NAN;
+    if want("http") {
+        let (t, len) = rt.block_on(ours_over_http(100_000, 9))?;
+        ours_http = t;
+        println!(
+            "GET /metrics over HTTP, 100000 series, kube-relay receiver: {:.2} ms ({:.1} MB)",
+            ours_http * 1e3,
+            len as f64 / 1e6
+        );
+    }
 
     println!("\nbaselines, same run:");
-    match rt.block_on(pushgateway(100_000, 9)) {
+    let pushgateway = if want("pushgateway") {
+        rt.block_on(pushgateway(100_000, 9))
+    } else {
+        Err(anyhow::anyhow!("not selected"))
+    };
+    match pushgateway {
         Ok((pg, len)) => println!(
             "GET /metrics over HTTP, 100000 series, Pushgateway: {:.2} ms ({:.1} MB)\n  \
              ratio: receiver scrape = {:.3} x Pushgateway (target <= 0.2); \
@@ -501,7 +526,12 @@ fn main() -> Result<()> {
         ),
         Err(e) => println!("Pushgateway baseline unavailable: {e:#}"),
     }
-    match rt.block_on(seed_ingest()) {
+    let seed = if want("seed") {
+        rt.block_on(seed_ingest())
+    } else {
+        Err(anyhow::anyhow!("not selected"))
+    };
+    match seed {
         Ok(seed) => println!(
             "seed design ingest: {:.0} updates/s\n  ratio: receiver ingest per core = {:.0} x seed (target >= 100)",
             seed,

@@ -31,6 +31,7 @@ pub struct Metrics {
     registry: Registry,
     decode_errors: Family<LabelPair, Counter>,
     handshakes_rejected: Family<LabelPair, Counter>,
+    idle_timeouts: Counter,
     scrape_duration: Histogram,
 }
 
@@ -50,6 +51,12 @@ impl Metrics {
             "Handshakes refused, by reason",
             handshakes_rejected.clone(),
         );
+        let idle_timeouts = Counter::default();
+        registry.register(
+            "relay_receiver_idle_timeouts",
+            "Sender connections closed after 3 silent heartbeat intervals",
+            idle_timeouts.clone(),
+        );
         let scrape_duration = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
         registry.register(
             "relay_receiver_scrape_duration_seconds",
@@ -61,6 +68,7 @@ impl Metrics {
             registry,
             decode_errors,
             handshakes_rejected,
+            idle_timeouts,
             scrape_duration,
         })
     }
@@ -75,6 +83,11 @@ impl Metrics {
         self.handshakes_rejected
             .get_or_create(&[("reason", reason)])
             .inc();
+    }
+
+    /// Counts a connection closed because the sender fell silent.
+    pub fn idle_timeout(&self) {
+        self.idle_timeouts.inc();
     }
 
     /// Appends the self-metrics in `format` (without `# EOF`).

@@ -300,7 +300,7 @@ impl Session {
                     }
                 }
                 () = sleep_until(idle_deadline) => {
-                    self.metrics.decode_error("idle_timeout");
+                    self.metrics.idle_timeout();
                     return Err(Error::IdleTimeout(idle));
                 }
                 frame = conn.next() => {

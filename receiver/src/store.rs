@@ -226,7 +226,7 @@ pub(crate) struct ClusterData {
     pub(crate) families: HashMap<FamilyId, Family>,
     pub(crate) slots: Vec<Slot>,
     free: Vec<u32>,
-    ids: HashMap<SeriesId, u32, BuildHasherDefault<IdHasher>>,
+    ids: IdIndex,
     dropped: HashSet<SeriesId, BuildHasherDefault<IdHasher>>,
     live: usize,
 }
@@ -253,6 +253,50 @@ pub(crate) struct Slot {
     pub(crate) has_value: bool,
     /// Labels kept only for series whose increases become scaling events.
     tracked: Option<Box<[(String, String)]>>,
+}
+
+/// Series id → slot. Senders number series densely from 0, so ids below [`DENSE_IDS`] are
+/// looked up in a plain vector (4 bytes per id up to the highest id used); any larger id
+/// goes to a hash map, so a sender with sparse ids costs memory per series, not per id.
+#[derive(Debug, Default)]
+struct IdIndex {
+    /// `slot + 1` per id, 0 for none.
+    dense: Vec<u32>,
+    sparse: HashMap<SeriesId, u32, BuildHasherDefault<IdHasher>>,
+}
+
+/// Ids below this use [`IdIndex`]'s vector (at most 16 MiB of index per cluster).
+const DENSE_IDS: SeriesId = 1 << 22;
+
+impl IdIndex {
+    fn get(&self, id: SeriesId) -> Option<u32> {
+        match self.dense.get(id as usize) {
+            Some(&v) => v.checked_sub(1),
+            None if id < DENSE_IDS => None,
+            None => self.sparse.get(&id).copied(),
+        }
+    }
+
+    fn insert(&mut self, id: SeriesId, slot: u32) {
+        if id < DENSE_IDS {
+            let i = id as usize;
+            if i >= self.dense.len() {
+                self.dense.resize((i + 1).next_power_of_two(), 0);
+            }
+            self.dense[i] = slot + 1;
+        } else {
+            self.sparse.insert(id, slot);
+        }
+    }
+
+    fn remove(&mut self, id: SeriesId) -> Option<u32> {
+        if id < DENSE_IDS {
+            let v = std::mem::take(self.dense.get_mut(id as usize)?);
+            v.checked_sub(1)
+        } else {
+            self.sparse.remove(&id)
+        }
+    }
 }
 
 /// A fast hasher for `u32` series ids (Fibonacci hashing); ids come from the sender, but a
@@ -663,8 +707,8 @@ impl ClusterData {
         }
         for &(id, value) in batch.updates.iter() {
             let value = value.as_f64();
-            match self.ids.get(&id) {
-                Some(&slot) => {
+            match self.ids.get(id) {
+                Some(slot) => {
                     let slot = &mut self.slots[slot as usize];
                     let before = slot.has_value.then_some(slot.value);
                     slot.value = value;
@@ -785,7 +829,7 @@ impl ClusterData {
 
     /// Removes a series; false when the id is unknown.
     fn remove_series(&mut self, id: SeriesId) -> bool {
-        let Some(index) = self.ids.remove(&id) else {
+        let Some(index) = self.ids.remove(id) else {
             return false;
         };
         let slot = &mut self.slots[index as usize];
@@ -1104,10 +1148,8 @@ mod tests {
             .members
             .iter()
             .map(|&slot| {
-                data.ids
-                    .iter()
-                    .find(|(_, s)| **s == slot)
-                    .map(|(id, _)| *id)
+                (0..4)
+                    .find(|&id| data.ids.get(id) == Some(slot))
                     .expect("slot in use")
             })
             .collect();
@@ -1116,6 +1158,29 @@ mod tests {
         for (pos, &slot) in f.members.iter().enumerate() {
             assert_eq!(data.slots[slot as usize].pos as usize, pos);
         }
+    }
+
+    #[test]
+    fn the_id_index_handles_dense_and_sparse_ids() {
+        let mut index = IdIndex::default();
+        for (id, slot) in [
+            (0, 5),
+            (7, 6),
+            (DENSE_IDS - 1, 7),
+            (DENSE_IDS, 8),
+            (u32::MAX, 9),
+        ] {
+            assert_eq!(index.get(id), None);
+            index.insert(id, slot);
+            assert_eq!(index.get(id), Some(slot));
+        }
+        assert_eq!(index.get(1), None);
+        assert_eq!(index.remove(7), Some(6));
+        assert_eq!(index.remove(7), None);
+        assert_eq!(index.remove(u32::MAX), Some(9));
+        assert_eq!(index.get(u32::MAX), None);
+        assert_eq!(index.get(DENSE_IDS), Some(8));
+        assert_eq!(index.remove(123_456), None);
     }
 
     #[test]

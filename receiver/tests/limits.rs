@@ -177,10 +177,7 @@ async fn a_silent_sender_is_closed_after_three_heartbeat_intervals_and_heartbeat
         "{text}"
     );
     assert_eq!(
-        sample(
-            &text,
-            r#"relay_receiver_decode_errors_total{kind="idle_timeout"}"#
-        ),
+        sample(&text, "relay_receiver_idle_timeouts_total"),
         Some(1.0)
     );
 }

@@ -290,3 +290,28 @@ async fn openmetrics_is_served_when_prometheus_asks_for_it() {
     assert!(text.contains("# TYPE kube_pod_container_status_restarts counter\n"));
     assert_eq!(sample(text, RESTARTS_WEB1), Some(2.0));
 }
+
+#[tokio::test]
+async fn shutdown_acks_what_was_applied_closes_sessions_and_stops_listening() {
+    let rx = Running::loopback().await.expect("receiver");
+    let ingest = rx.ingest;
+    let mut sender = TestSender::welcomed(ingest, hello("prod", "host-a"))
+        .await
+        .expect("welcome");
+    sender.batch(small_snapshot(1)).await.expect("send");
+    sender.ack_of(1).await.expect("ack");
+    sender.batch(delta(2, &[(1, 5.0)])).await.expect("send");
+    sender.batch(delta(3, &[(1, 6.0)])).await.expect("send");
+    sender.heartbeat(1).await.expect("send"); // echoed only once 2 and 3 are applied
+    assert!(matches!(
+        sender.recv().await.expect("recv"),
+        Some(ReceiverMessage::Heartbeat(_))
+    ));
+    rx.stop().await.expect("stops within its bound");
+    assert_eq!(sender.ack_of(3).await.expect("final ack"), 3);
+    sender.closed().await.expect("session closed");
+    assert!(
+        tokio::net::TcpStream::connect(ingest).await.is_err(),
+        "no longer listening"
+    );
+}
