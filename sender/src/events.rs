@@ -259,10 +259,11 @@ impl ScalingLedger {
         }
     }
 
-    /// After a relist: forget events not listed (deleted while the watch was down).
-    pub fn retain_events(&mut self, mut listed: impl FnMut(&str) -> bool) {
+    /// After a relist: forget events for which `keep(uid, namespace)` is false (deleted while
+    /// the watch was down).
+    pub fn retain_events(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
         let before = self.events.len();
-        self.events.retain(|uid, _| listed(uid));
+        self.events.retain(|uid, seen| keep(uid, &seen.namespace));
         self.dirty |= self.events.len() != before;
     }
 
@@ -485,7 +486,7 @@ mod tests {
         ledger.observe(&rescale_event("e1", "web", UP, 1, 1_000));
         ledger.observe(&rescale_event("e2", "web", DOWN, 1, 1_100));
         // A 410 relist re-delivers e2 only: e1 expired meanwhile.
-        ledger.retain_events(|uid| uid == "e2");
+        ledger.retain_events(|uid, _| uid == "e2");
         ledger.observe(&rescale_event("e2", "web", DOWN, 1, 1_100));
         ledger.forget_event("e2");
         assert_eq!(ledger.total("default", "web", Direction::Up), 1);

@@ -17,22 +17,30 @@
 //! [`SeriesSet`]: series::SeriesSet
 //! [`SeriesStore`]: store::SeriesStore
 
+pub mod access;
 pub mod backoff;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod family;
+pub mod kubeclient;
 pub mod link;
+pub mod poll;
 pub mod quantity;
+pub mod sender;
 pub mod series;
 pub mod shared;
 pub mod spool;
 pub mod store;
+pub mod telemetry;
 pub mod translate;
 pub mod usage;
+pub mod watch;
 
 #[cfg(test)]
 mod fixtures;
 
+pub use access::{Access, required_access};
 pub use config::Config;
 pub use error::Error;
+pub use sender::Sender;

@@ -1,2 +1,48 @@
-//! `sender`: the binary (wiring lands with the watchers and the connection).
-fn main() {}
+//! `sender`: parses the configuration, sets up logging and Kubernetes access, and runs a
+//! [`Sender`] until SIGTERM or Ctrl-C.
+
+use anyhow::{Context, Result};
+use kube_relay_sender::kubeclient::{self, cluster_name_from_context};
+use kube_relay_sender::{Config, Sender, telemetry};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let config = Config::from_env()?;
+    telemetry::init(config.log_format);
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone())?;
+
+    let access = kubeclient::connect(&config).await?;
+    let cluster = match (&config.cluster, &access.context) {
+        (Some(cluster), _) => cluster.clone(),
+        (None, Some(context)) => cluster_name_from_context(context),
+        (None, None) => anyhow::bail!(
+            "--cluster (KUBE_RELAY_CLUSTER) is required in-cluster: there is no kube context to name it after"
+        ),
+    };
+    let sender = Sender::new(config, access.client, cluster)?;
+    let result = sender.run(shutdown).await;
+    if let Err(e) = &result {
+        error!(cause = %e, "sender failed");
+    }
+    result.context("the sender stopped with an error")
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+fn spawn_signal_handler(shutdown: CancellationToken) -> Result<()> {
+    let mut term =
+        signal(SignalKind::terminate()).context("failed to install a SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("failed to install a SIGINT handler")?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!(signal = name, "shutting down");
+        shutdown.cancel();
+    });
+    Ok(())
+}

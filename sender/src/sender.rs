@@ -1,0 +1,250 @@
+//! [`Sender`]: wires the watchers, the usage poller, the self-metrics and the link around one
+//! shared store, and persists what must survive a restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use kube::Client;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::events::{ScalingLedger, write_atomically};
+use crate::link::{Connector, Link, LinkConfig, TcpConnector};
+use crate::poll::UsagePoller;
+use crate::shared::Shared;
+use crate::usage::UsageTracker;
+use crate::watch::{Applier, WatchScope, watch_all};
+
+/// File in the state directory holding the sender id.
+pub const SENDER_ID_FILE: &str = "sender-id";
+/// File in the state directory holding the scaling ledger.
+pub const LEDGER_FILE: &str = "scaling-ledger.json";
+/// How often self-metrics are refreshed and a changed ledger saved.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One sender: a cluster watched through `client`, streamed to `config.target`.
+pub struct Sender {
+    config: Config,
+    client: Client,
+    cluster: String,
+    sender_id: String,
+    shared: Arc<Shared>,
+    usage: Arc<Mutex<UsageTracker>>,
+    ledger: Arc<Mutex<ScalingLedger>>,
+    ledger_path: Option<PathBuf>,
+}
+
+impl Sender {
+    /// A sender for `cluster`. With a state directory, the sender id and the scaling ledger
+    /// are read from it (and created if missing).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid configuration, [`Error::State`] when the state
+    /// directory cannot be used.
+    pub fn new(
+        config: Config,
+        client: Client,
+        cluster: impl Into<String>,
+    ) -> Result<Sender, Error> {
+        let cluster = cluster.into();
+        Config {
+            cluster: Some(cluster.clone()),
+            ..config.clone()
+        }
+        .validate()?;
+        let (sender_id, ledger, ledger_path) = match &config.state_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| Error::state(dir, e))?;
+                let ledger_path = dir.join(LEDGER_FILE);
+                let ledger = ScalingLedger::load(&ledger_path)?;
+                (load_sender_id(dir)?, ledger, Some(ledger_path))
+            }
+            None => (random_id(), ScalingLedger::new(), None),
+        };
+        // Each run numbers its series afresh: a new epoch.
+        let epoch = rand::rng().random_range(1..u64::MAX);
+        let shared = Arc::new(Shared::new(epoch));
+        // Counts continue from the saved ledger; the HPA watcher's first list drops HPAs that
+        // were deleted meanwhile.
+        let hpas: Vec<(String, String)> = ledger
+            .hpas()
+            .map(|(ns, n)| (ns.to_owned(), n.to_owned()))
+            .collect();
+        for (ns, hpa) in hpas {
+            let (key, set) = ledger.series(&ns, &hpa);
+            shared.update(|s| s.apply(&key, &set));
+        }
+        shared.refresh_self_metrics();
+        Ok(Sender {
+            config,
+            client,
+            cluster,
+            sender_id,
+            shared,
+            usage: Arc::new(Mutex::new(UsageTracker::new())),
+            ledger: Arc::new(Mutex::new(ledger)),
+            ledger_path,
+        })
+    }
+
+    /// The shared state, for tests and diagnostics: the store's series and the counters.
+    pub fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+
+    /// The cluster name sent in the handshake.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// The sender id sent in the handshake.
+    pub fn sender_id(&self) -> &str {
+        &self.sender_id
+    }
+
+    /// Runs over plain TCP until `shutdown`, then flushes and says goodbye.
+    ///
+    /// # Errors
+    /// Fatal link errors (the receiver rejected our token or protocol version).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let connector = TcpConnector::new(self.config.target.clone());
+        self.run_with(connector, shutdown).await
+    }
+
+    /// Runs over the transport `connector` opens (e.g. TLS) until `shutdown`.
+    ///
+    /// # Errors
+    /// Fatal link errors (the receiver rejected our token or protocol version).
+    pub async fn run_with<C: Connector>(
+        self,
+        connector: C,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
+        let scope = WatchScope {
+            namespaces: self.config.namespaces.clone(),
+            selector: self.config.selector.clone(),
+        };
+        info!(
+            cluster = %self.cluster,
+            target = connector.target(),
+            namespaces = ?scope.namespaces,
+            selector = ?scope.selector,
+            usage = %self.config.usage_source,
+            "sender starting"
+        );
+        let tasks = TaskTracker::new();
+        let stop = CancellationToken::new();
+
+        let applier = Applier::new(
+            Arc::clone(&self.shared),
+            Arc::clone(&self.usage),
+            Arc::clone(&self.ledger),
+        );
+        tasks.spawn(applier.run(watch_all(&self.client, &scope), stop.clone()));
+
+        let poller = UsagePoller::new(
+            self.client.clone(),
+            self.config.usage_source,
+            self.config.usage_interval,
+            scope,
+            Arc::clone(&self.shared),
+            Arc::clone(&self.usage),
+        );
+        tasks.spawn(poller.run(stop.clone()));
+
+        tasks.spawn({
+            let shared = Arc::clone(&self.shared);
+            let ledger = Arc::clone(&self.ledger);
+            let path = self.ledger_path.clone();
+            let stop = stop.clone();
+            async move {
+                loop {
+                    shared.refresh_self_metrics();
+                    save_ledger(&ledger, path.as_deref());
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(HOUSEKEEPING_INTERVAL) => {}
+                    }
+                }
+            }
+        });
+        tasks.close();
+
+        let link_config =
+            LinkConfig::from_config(&self.config, self.cluster.clone(), self.sender_id.clone());
+        let result = Link::new(link_config, connector, Arc::clone(&self.shared))
+            .run(shutdown)
+            .await;
+
+        stop.cancel();
+        if tokio::time::timeout(self.config.shutdown_timeout, tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("background tasks did not stop in time");
+        }
+        save_ledger(&self.ledger, self.ledger_path.as_deref());
+        info!(cluster = %self.cluster, "sender stopped");
+        result
+    }
+}
+
+fn save_ledger(ledger: &Mutex<ScalingLedger>, path: Option<&Path>) {
+    let mut ledger = lock(ledger);
+    if !ledger.is_dirty() {
+        return;
+    }
+    match path {
+        Some(path) => {
+            if let Err(e) = ledger.save(path) {
+                warn!(cause = %e, "failed to save the scaling ledger");
+            }
+        }
+        None => ledger.mark_saved(),
+    }
+}
+
+fn random_id() -> String {
+    format!("{:016x}", rand::rng().random::<u64>())
+}
+
+/// The sender id stored in `dir`, created on first use.
+fn load_sender_id(dir: &Path) -> Result<String, Error> {
+    let path = dir.join(SENDER_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        Ok(_) => create_sender_id(&path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_sender_id(&path),
+        Err(e) => Err(Error::state(&path, e)),
+    }
+}
+
+fn create_sender_id(path: &Path) -> Result<String, Error> {
+    let id = random_id();
+    write_atomically(path, id.as_bytes())?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sender_id_persists_in_the_state_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = load_sender_id(dir.path()).expect("created");
+        let second = load_sender_id(dir.path()).expect("read");
+        assert_eq!(first, second);
+        assert_eq!(first.len(), 16);
+        assert_ne!(random_id(), random_id());
+    }
+}

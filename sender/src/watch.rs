@@ -1,0 +1,496 @@
+//! Watchers: one `kube::runtime::watcher` per kind (and per namespace when `--namespace` is
+//! given), with kube's default backoff and bookmarks, merged into one stream of
+//! [`Update`]s (kube's `multi_watcher` example), applied to the store as they come.
+//!
+//! Objects are translated the moment they arrive and dropped: no reflector store of whole
+//! Pods. Relists follow kube-runtime's semantics: `Init` starts one (after a `410 Gone`, a
+//! failed watch or at start), `InitApply` objects are applied at once and remembered by
+//! name, and `InitDone` deletes every object of that watcher's scope that the new list did
+//! not contain. Every `Init` after a watcher's first counts as a watch restart.
+//!
+//! Events are watched with the field selector `reason=SuccessfulRescale` (and filtered again
+//! here) and feed the [`ScalingLedger`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::stream::{BoxStream, SelectAll};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Node, Pod};
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::error::kube_error_kind;
+use crate::events::{RESCALE_REASON, ScalingLedger, rescale_target};
+use crate::series::{ObjectKey, ObjectKind};
+use crate::shared::Shared;
+use crate::translate::hpa::{hpa_key, hpa_series};
+use crate::translate::namespaces::{namespace_key, namespace_series};
+use crate::translate::nodes::{node_key, node_series};
+use crate::translate::pods::{pod_key, pod_series};
+use crate::usage::UsageTracker;
+
+/// A watched resource, also the `resource` label of the watch self-metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Resource {
+    /// `pods`.
+    Pods,
+    /// `horizontalpodautoscalers`.
+    Hpas,
+    /// `nodes`.
+    Nodes,
+    /// `namespaces`.
+    Namespaces,
+    /// `events`.
+    Events,
+}
+
+impl Resource {
+    /// The plural resource name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Pods => "pods",
+            Resource::Hpas => "horizontalpodautoscalers",
+            Resource::Nodes => "nodes",
+            Resource::Namespaces => "namespaces",
+            Resource::Events => "events",
+        }
+    }
+}
+
+/// One watch event of any kind.
+#[derive(Debug)]
+pub enum Watched {
+    /// A pod event.
+    Pod(Box<Event<Pod>>),
+    /// An HPA event.
+    Hpa(Box<Event<HorizontalPodAutoscaler>>),
+    /// A node event.
+    Node(Box<Event<Node>>),
+    /// A namespace event.
+    Namespace(Box<Event<Namespace>>),
+    /// A core/v1 Event event.
+    Event(Box<Event<CoreEvent>>),
+}
+
+/// What the merged stream yields.
+#[derive(Debug)]
+pub struct Update {
+    /// Which resource.
+    pub resource: Resource,
+    /// The watcher's namespace, `None` when it watches all (or a cluster-scoped kind).
+    pub scope: Option<String>,
+    /// The event, or the watcher's error (the watcher retries by itself).
+    pub event: Result<Watched, watcher::Error>,
+}
+
+/// What to watch.
+#[derive(Debug, Clone, Default)]
+pub struct WatchScope {
+    /// Namespaces; empty means all.
+    pub namespaces: Vec<String>,
+    /// Label selector for pods.
+    pub selector: Option<String>,
+}
+
+impl WatchScope {
+    fn scopes(&self) -> Vec<Option<String>> {
+        if self.namespaces.is_empty() {
+            vec![None]
+        } else {
+            self.namespaces.iter().cloned().map(Some).collect()
+        }
+    }
+
+    /// True when `namespace` is watched.
+    pub fn includes(&self, namespace: &str) -> bool {
+        self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace)
+    }
+}
+
+fn stream<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    resource: Resource,
+    scope: Option<String>,
+    wrap: fn(Event<K>) -> Watched,
+) -> BoxStream<'static, Update>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher::watcher(api, config)
+        .default_backoff()
+        .map(move |event| Update {
+            resource,
+            scope: scope.clone(),
+            event: event.map(wrap),
+        })
+        .boxed()
+}
+
+fn api<K>(client: &Client, scope: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Every watcher of the sender, merged.
+pub fn watch_all(client: &Client, scope: &WatchScope) -> SelectAll<BoxStream<'static, Update>> {
+    let mut streams = Vec::new();
+    for ns in scope.scopes() {
+        let mut pods = watcher::Config::default();
+        if let Some(selector) = &scope.selector {
+            pods = pods.labels(selector);
+        }
+        streams.push(stream(
+            api::<Pod>(client, &ns),
+            pods,
+            Resource::Pods,
+            ns.clone(),
+            |e| Watched::Pod(Box::new(e)),
+        ));
+        streams.push(stream(
+            api::<HorizontalPodAutoscaler>(client, &ns),
+            watcher::Config::default(),
+            Resource::Hpas,
+            ns.clone(),
+            |e| Watched::Hpa(Box::new(e)),
+        ));
+        streams.push(stream(
+            api::<CoreEvent>(client, &ns),
+            watcher::Config::default().fields(&format!("reason={RESCALE_REASON}")),
+            Resource::Events,
+            ns.clone(),
+            |e| Watched::Event(Box::new(e)),
+        ));
+        let namespaces = match &ns {
+            Some(name) => watcher::Config::default().fields(&format!("metadata.name={name}")),
+            None => watcher::Config::default(),
+        };
+        streams.push(stream(
+            Api::<Namespace>::all(client.clone()),
+            namespaces,
+            Resource::Namespaces,
+            ns.clone(),
+            |e| Watched::Namespace(Box::new(e)),
+        ));
+    }
+    streams.push(stream(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+        Resource::Nodes,
+        None,
+        |e| Watched::Node(Box::new(e)),
+    ));
+    futures::stream::select_all(streams)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A relist in progress: what the new list contained so far.
+#[derive(Debug, Default)]
+struct Relist {
+    /// (namespace, name) of listed objects; uids for events.
+    seen: HashSet<(String, String)>,
+}
+
+/// Applies watch updates to the store, the usage tracker and the ledger.
+pub struct Applier {
+    shared: Arc<Shared>,
+    usage: Arc<Mutex<UsageTracker>>,
+    ledger: Arc<Mutex<ScalingLedger>>,
+    relists: HashMap<(Resource, Option<String>), Relist>,
+    inits: HashMap<(Resource, Option<String>), u64>,
+}
+
+impl Applier {
+    /// An applier writing to these shared parts.
+    pub fn new(
+        shared: Arc<Shared>,
+        usage: Arc<Mutex<UsageTracker>>,
+        ledger: Arc<Mutex<ScalingLedger>>,
+    ) -> Self {
+        Applier {
+            shared,
+            usage,
+            ledger,
+            relists: HashMap::new(),
+            inits: HashMap::new(),
+        }
+    }
+
+    /// Applies watch updates until the stream ends or `shutdown`.
+    pub async fn run(
+        mut self,
+        mut updates: impl Stream<Item = Update> + Unpin,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let update = tokio::select! {
+                () = shutdown.cancelled() => return,
+                update = updates.next() => update,
+            };
+            match update {
+                Some(update) => self.apply(update),
+                None => return,
+            }
+        }
+    }
+
+    /// Applies one update.
+    pub fn apply(&mut self, update: Update) {
+        let Update {
+            resource,
+            scope,
+            event,
+        } = update;
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                let kind = watch_error_kind(&e);
+                self.shared.stats.api_error(resource.as_str(), kind);
+                warn!(resource = resource.as_str(), kind, cause = %e, "watch failed; retrying with backoff");
+                return;
+            }
+        };
+        match event {
+            Watched::Pod(e) => self.pods(*e, scope),
+            Watched::Hpa(e) => self.hpas(*e, scope),
+            Watched::Node(e) => self.generic(*e, resource, scope, ObjectKind::Node, |n| {
+                Some((node_key(n)?, node_series(n)))
+            }),
+            Watched::Namespace(e) => {
+                self.generic(*e, resource, scope, ObjectKind::Namespace, |n| {
+                    Some((namespace_key(n)?, namespace_series(n)))
+                })
+            }
+            Watched::Event(e) => self.events(*e, scope),
+        }
+    }
+
+    /// Starts a relist; counts it as a restart unless it is the watcher's first.
+    fn init(&mut self, resource: Resource, scope: &Option<String>) {
+        let key = (resource, scope.clone());
+        let n = self.inits.entry(key.clone()).or_default();
+        *n += 1;
+        if *n > 1 {
+            self.shared.stats.watch_restart(resource.as_str());
+            info!(resource = resource.as_str(), scope = ?scope, "relisting");
+        }
+        self.relists.insert(key, Relist::default());
+    }
+
+    fn seen(&mut self, resource: Resource, scope: &Option<String>, ns: &str, name: &str) {
+        if let Some(r) = self.relists.get_mut(&(resource, scope.clone())) {
+            r.seen.insert((ns.to_owned(), name.to_owned()));
+        }
+    }
+
+    fn take_relist(
+        &mut self,
+        resource: Resource,
+        scope: &Option<String>,
+    ) -> HashSet<(String, String)> {
+        self.relists
+            .remove(&(resource, scope.clone()))
+            .map(|r| r.seen)
+            .unwrap_or_default()
+    }
+
+    /// Removes owners of `kind` in `scope` absent from `seen`; returns them.
+    fn sweep(
+        &self,
+        kind: ObjectKind,
+        scope: &Option<String>,
+        seen: &HashSet<(String, String)>,
+    ) -> Vec<ObjectKey> {
+        let mut removed = Vec::new();
+        self.shared.update(|store| {
+            removed = store.retain(kind, |ns, name| {
+                let in_scope = match (kind, scope) {
+                    (_, None) => true,
+                    (ObjectKind::Namespace, Some(s)) => name == s,
+                    (_, Some(s)) => ns == s,
+                };
+                !in_scope || seen.contains(&(ns.to_owned(), name.to_owned()))
+            });
+            !removed.is_empty()
+        });
+        if !removed.is_empty() {
+            debug!(
+                kind = kind.as_str(),
+                removed = removed.len(),
+                "relist removed vanished objects"
+            );
+        }
+        removed
+    }
+
+    fn generic<K>(
+        &mut self,
+        event: Event<K>,
+        resource: Resource,
+        scope: Option<String>,
+        kind: ObjectKind,
+        translate: impl Fn(&K) -> Option<(ObjectKey, crate::series::SeriesSet<'_>)>,
+    ) {
+        match event {
+            Event::Init => self.init(resource, &scope),
+            Event::InitApply(obj) | Event::Apply(obj) => {
+                if let Some((key, set)) = translate(&obj) {
+                    self.seen(resource, &scope, &key.namespace, &key.name);
+                    self.shared.update(|s| s.apply(&key, &set));
+                }
+            }
+            Event::Delete(obj) => {
+                if let Some((key, _)) = translate(&obj) {
+                    self.shared.update(|s| s.remove(&key));
+                }
+            }
+            Event::InitDone => {
+                let seen = self.take_relist(resource, &scope);
+                self.sweep(kind, &scope, &seen);
+            }
+        }
+    }
+
+    fn pods(&mut self, event: Event<Pod>, scope: Option<String>) {
+        let r = Resource::Pods;
+        match event {
+            Event::Init => self.init(r, &scope),
+            Event::InitApply(pod) | Event::Apply(pod) => {
+                let Some(key) = pod_key(&pod) else { return };
+                self.seen(r, &scope, &key.namespace, &key.name);
+                let images = pod
+                    .spec
+                    .iter()
+                    .flat_map(|s| &s.containers)
+                    .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
+                    .collect();
+                lock(&self.usage).set_images(&key.namespace, &key.name, images);
+                let set = pod_series(&pod);
+                self.shared.update(|s| s.apply(&key, &set));
+            }
+            Event::Delete(pod) => {
+                if let Some(key) = pod_key(&pod) {
+                    self.forget_pod(&key);
+                }
+            }
+            Event::InitDone => {
+                let seen = self.take_relist(r, &scope);
+                for key in self.sweep(ObjectKind::Pod, &scope, &seen) {
+                    self.forget_pod(&key);
+                }
+            }
+        }
+    }
+
+    fn forget_pod(&self, key: &ObjectKey) {
+        lock(&self.usage).forget_pod(&key.namespace, &key.name);
+        let usage = ObjectKey::new(ObjectKind::PodUsage, &key.namespace, &key.name);
+        self.shared.update(|s| s.remove(key) | s.remove(&usage));
+    }
+
+    fn hpas(&mut self, event: Event<HorizontalPodAutoscaler>, scope: Option<String>) {
+        let r = Resource::Hpas;
+        match event {
+            Event::Init => self.init(r, &scope),
+            Event::InitApply(hpa) | Event::Apply(hpa) => {
+                let Some(key) = hpa_key(&hpa) else { return };
+                self.seen(r, &scope, &key.namespace, &key.name);
+                let set = hpa_series(&hpa);
+                self.shared.update(|s| s.apply(&key, &set));
+            }
+            Event::Delete(hpa) => {
+                if let Some(key) = hpa_key(&hpa) {
+                    self.forget_hpa(&key);
+                }
+            }
+            Event::InitDone => {
+                let seen = self.take_relist(r, &scope);
+                for key in self.sweep(ObjectKind::Hpa, &scope, &seen) {
+                    self.forget_hpa(&key);
+                }
+                // Counters of HPAs deleted while the sender was down (a persisted ledger).
+                let gone = lock(&self.ledger).retain_hpas(|ns, name| {
+                    scope.as_ref().is_some_and(|s| s != ns)
+                        || seen.contains(&(ns.to_owned(), name.to_owned()))
+                });
+                for (ns, name) in gone {
+                    let key = ObjectKey::new(ObjectKind::ScalingEvents, ns, name);
+                    self.shared.update(|s| s.remove(&key));
+                }
+            }
+        }
+    }
+
+    fn forget_hpa(&self, key: &ObjectKey) {
+        lock(&self.ledger).forget_hpa(&key.namespace, &key.name);
+        let counters = ObjectKey::new(ObjectKind::ScalingEvents, &key.namespace, &key.name);
+        self.shared.update(|s| s.remove(key) | s.remove(&counters));
+    }
+
+    fn events(&mut self, event: Event<CoreEvent>, scope: Option<String>) {
+        let r = Resource::Events;
+        match event {
+            Event::Init => self.init(r, &scope),
+            Event::InitApply(e) | Event::Apply(e) => {
+                if rescale_target(&e).is_none() {
+                    return;
+                }
+                let uid = e.metadata.uid.clone().unwrap_or_default();
+                let ns = e.metadata.namespace.clone().unwrap_or_default();
+                self.seen(r, &scope, &ns, &uid);
+                let mut ledger = lock(&self.ledger);
+                if let Some((ns, hpa)) = ledger.observe(&e) {
+                    let (key, set) = ledger.series(&ns, &hpa);
+                    drop(ledger);
+                    debug!(namespace = %ns, hpa = %hpa, "scaling action counted");
+                    self.shared.update(|s| s.apply(&key, &set));
+                }
+            }
+            Event::Delete(e) => {
+                if let Some(uid) = e.metadata.uid.as_deref() {
+                    lock(&self.ledger).forget_event(uid);
+                }
+            }
+            Event::InitDone => {
+                let seen = self.take_relist(r, &scope);
+                lock(&self.ledger).retain_events(|uid, ns| {
+                    scope.as_ref().is_some_and(|s| s != ns)
+                        || seen.contains(&(ns.to_owned(), uid.to_owned()))
+                });
+            }
+        }
+    }
+}
+
+/// A short, bounded label for a watcher error.
+pub fn watch_error_kind(e: &watcher::Error) -> &'static str {
+    match e {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => kube_error_kind(e),
+        watcher::Error::WatchError(status) => match status.code {
+            410 => "gone",
+            403 => "forbidden",
+            401 => "unauthorized",
+            500..=599 => "server_error",
+            _ => "api_error",
+        },
+        watcher::Error::NoResourceVersion => "no_resource_version",
+    }
+}
