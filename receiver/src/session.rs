@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
 use kube_relay_proto::{
     Ack, Hello, MAX_HANDSHAKE_FRAME_BYTES, MAX_NAME_BYTES, PROTOCOL_VERSION, ReceiverCodec,
-    ReceiverMessage, Reject, RejectReason, SenderMessage, Welcome,
+    ReceiverMessage, Reject, RejectReason, Resume, SenderMessage, Welcome,
 };
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -151,8 +151,13 @@ impl Session {
                 conn.codec_mut()
                     .0
                     .set_max_frame_bytes(self.config.max_frame_bytes);
-                self.data_loop(&mut conn, &hello.cluster, hello.epoch, claim.conn, &cancel)
-                    .await
+                let link = Link {
+                    cluster: &hello.cluster,
+                    epoch: hello.epoch,
+                    id: claim.conn,
+                    resume: claim.resume,
+                };
+                self.data_loop(&mut conn, link, &cancel).await
             }
             Err(e) => Err(e),
         };
@@ -177,7 +182,7 @@ impl Session {
             }
             Ok(None) => return Ok(None),
             Ok(Some(Err(e))) => {
-                self.metrics.decode_error(e.kind());
+                self.count_bad_frame(&e);
                 return Err(e.into());
             }
             Ok(Some(Ok(first))) => first,
@@ -274,19 +279,26 @@ impl Session {
     async fn data_loop<S>(
         &self,
         conn: &mut Conn<S>,
-        cluster: &str,
-        epoch: u64,
-        id: ConnId,
+        link: Link<'_>,
         cancel: &CancellationToken,
     ) -> Result<End>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let Link {
+            cluster,
+            epoch,
+            id,
+            resume,
+        } = link;
         let idle = self.config.idle_timeout();
         let mut idle_deadline = Instant::now() + idle;
         // Highest contiguous applied seq not yet acknowledged, and when it must be.
         let mut pending_ack: Option<(u64, Instant)> = None;
-        let mut epoch_acked: Option<u64> = None;
+        let mut epoch_acked = match resume {
+            Resume::After { acked } => Some(acked),
+            Resume::Snapshot => None,
+        };
         let end = loop {
             let ack_at = pending_ack.map(|(_, at)| at);
             tokio::select! {
@@ -307,7 +319,7 @@ impl Session {
                     let (msg, bytes) = match frame {
                         None => break End::Eof,
                         Some(Err(e)) => {
-                            self.metrics.decode_error(e.kind());
+                            self.count_bad_frame(&e);
                             return Err(e.into());
                         }
                         Some(Ok(frame)) => frame,
@@ -370,6 +382,24 @@ impl Session {
         }
         Ok(end)
     }
+}
+
+impl Session {
+    /// Counts a frame that could not be read; a dropped socket is not a decode error.
+    fn count_bad_frame(&self, e: &kube_relay_proto::Error) {
+        if !matches!(e, kube_relay_proto::Error::Io(_)) {
+            self.metrics.decode_error(e.kind());
+        }
+    }
+}
+
+/// The established session a data loop serves.
+#[derive(Debug, Clone, Copy)]
+struct Link<'a> {
+    cluster: &'a str,
+    epoch: u64,
+    id: ConnId,
+    resume: Resume,
 }
 
 fn ack(epoch: u64, seq: u64) -> ReceiverMessage {

@@ -146,6 +146,9 @@ async fn the_same_sender_reconnecting_replaces_its_old_connection_and_resumes() 
         .expect("same sender is welcome");
     assert_eq!(second.welcome.resume, Resume::After { acked: 2 });
     first.closed().await.expect("old connection closed");
+    // A replay of what was already applied is ignored and acknowledged again.
+    second.batch(delta(2, &[(1, 99.0)])).await.expect("send");
+    assert_eq!(second.ack_of(2).await.expect("re-ack"), 2);
     second.batch(delta(3, &[(1, 8.0)])).await.expect("send");
     assert_eq!(second.ack_of(3).await.expect("ack"), 3);
     let text = rx.metrics().await.expect("scrape");
