@@ -30,6 +30,7 @@ pub mod quantity;
 pub mod sender;
 pub mod series;
 pub mod shared;
+pub mod simulate;
 pub mod spool;
 pub mod store;
 pub mod telemetry;

@@ -2,8 +2,9 @@
 //! [`Sender`] until SIGTERM or Ctrl-C.
 
 use anyhow::{Context, Result};
+use kube_relay_sender::config::defaults;
 use kube_relay_sender::kubeclient::{self, cluster_name_from_context};
-use kube_relay_sender::{Config, Sender, telemetry};
+use kube_relay_sender::{Config, Sender, simulate, telemetry};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -15,16 +16,37 @@ async fn main() -> Result<()> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
 
-    let access = kubeclient::connect(&config).await?;
-    let cluster = match (&config.cluster, &access.context) {
-        (Some(cluster), _) => cluster.clone(),
-        (None, Some(context)) => cluster_name_from_context(context),
-        (None, None) => anyhow::bail!(
-            "--cluster (KUBE_RELAY_CLUSTER) is required in-cluster: there is no kube context to name it after"
-        ),
+    // Keeps the simulated cluster (if any) alive while the sender runs.
+    let mut simulated = None;
+    let (client, cluster) = match &config.simulate {
+        Some(scenario) => {
+            let sim = simulate::start(scenario).await?;
+            let client = sim.client.clone();
+            simulated = Some(sim);
+            let cluster = config
+                .cluster
+                .clone()
+                .unwrap_or_else(|| defaults::SIMULATED_CLUSTER.to_owned());
+            (client, cluster)
+        }
+        None => {
+            let access = kubeclient::connect(&config).await?;
+            let cluster = match (&config.cluster, &access.context) {
+                (Some(cluster), _) => cluster.clone(),
+                (None, Some(context)) => cluster_name_from_context(context),
+                (None, None) => anyhow::bail!(
+                    "--cluster (KUBE_RELAY_CLUSTER) is required in-cluster: \
+                     there is no kube context to name it after"
+                ),
+            };
+            (access.client, cluster)
+        }
     };
-    let sender = Sender::new(config, access.client, cluster)?;
+    let sender = Sender::new(config, client, cluster)?;
     let result = sender.run(shutdown).await;
+    if let Some(sim) = simulated {
+        sim.sim.shutdown().await;
+    }
     if let Err(e) = &result {
         error!(cause = %e, "sender failed");
     }
