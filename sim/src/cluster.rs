@@ -82,6 +82,7 @@ pub(crate) struct FaultState {
 /// Simulator-wide settings derived from the scenario.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
+    pub jitter: f64,
     pub pod_events: bool,
     pub event_ttl_ms: u64,
     pub metrics_enabled: bool,
@@ -188,6 +189,7 @@ impl Cluster {
     pub(crate) fn new(scenario: &Scenario, epoch_ms: i64) -> Result<Self> {
         let spec = &scenario.spec;
         let cfg = Config {
+            jitter: spec.jitter,
             pod_events: spec.events.pod_events,
             event_ttl_ms: spec.events.ttl.ms(),
             metrics_enabled: spec.metrics.enabled,

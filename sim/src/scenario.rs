@@ -6,7 +6,8 @@
 //!
 //! ```yaml
 //! name: demo
-//! seed: 42                      # RNG seed: pod names, uids, noise
+//! seed: 42                      # RNG seed: pod names, uids, noise, jitter
+//! jitter: 0.2                   # ± fraction applied to pod startup/readiness delays
 //! nodes: {count: 3, cpu: "4", memory: 16Gi, pods: 110}
 //! namespaces: [team-a]          # extra (empty) namespaces; used ones are created anyway
 //! deployments:
@@ -156,6 +157,8 @@ pub(crate) struct Spec {
     pub description: String,
     #[serde(default = "default_seed")]
     pub seed: u64,
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
     #[serde(default)]
     pub nodes: NodesSpec,
     #[serde(default)]
@@ -185,6 +188,9 @@ fn default_name() -> String {
 }
 fn default_seed() -> u64 {
     1
+}
+fn default_jitter() -> f64 {
+    0.2
 }
 fn default_namespace() -> String {
     "default".to_string()
@@ -504,6 +510,9 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> Error {
 impl Spec {
     fn validate(&self) -> Result<()> {
         check_name("name", &self.name)?;
+        if !(0.0..=0.5).contains(&self.jitter) {
+            return Err(invalid("jitter", "must be a fraction between 0 and 0.5"));
+        }
         if self.nodes.count == 0 {
             return Err(invalid("nodes.count", "must be at least 1"));
         }

@@ -750,7 +750,12 @@ impl Cluster {
     }
 
     fn jitter(&mut self, ms: u64) -> u64 {
-        let f: f64 = self.rng.random_range(0.8..1.2);
+        let j = self.cfg.jitter;
+        let f: f64 = if j > 0.0 {
+            self.rng.random_range(1.0 - j..1.0 + j)
+        } else {
+            1.0
+        };
         let ms = (ms as f64 * f) as u64;
         ms.div_ceil(TICK_MS).max(1) * TICK_MS
     }
