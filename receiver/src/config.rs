@@ -149,7 +149,9 @@ impl ReceiverConfig {
             c.log_format = v;
         }
         let token_file = cli.token_file.as_ref().or(file.token_file.as_ref());
-        c.token = match (pick(&cli.token, &file.token), token_file) {
+        // An empty token (e.g. `KUBE_RELAY_TOKEN=` in a compose file) means none.
+        let token = pick(&cli.token, &file.token).filter(|t| !t.is_empty());
+        c.token = match (token, token_file) {
             (Some(t), _) => Some(t.clone()),
             (None, Some(path)) => Some(read_token(path)?),
             (None, None) => None,
@@ -286,8 +288,8 @@ pub struct Cli {
     #[arg(long, env = "KUBE_RELAY_TTL", value_name = "DURATION")]
     pub ttl: Option<String>,
 
-    /// Shared secret senders must present in their Hello [default: none, any sender is
-    /// accepted].
+    /// Shared secret senders must present in their Hello; empty means none [default: none,
+    /// any sender is accepted, with a warning at start].
     #[arg(
         long,
         env = "KUBE_RELAY_TOKEN",
@@ -471,6 +473,13 @@ mod tests {
         };
         let c = ReceiverConfig::from_cli(&cli).expect("config");
         assert_eq!(c.token.as_deref(), Some("s3cret"));
+
+        let empty = Cli {
+            token: Some(String::new()),
+            ..Cli::default()
+        };
+        let c = ReceiverConfig::from_cli(&empty).expect("an empty token means none");
+        assert_eq!(c.token, None);
 
         let missing = Cli {
             token_file: Some(dir.path().join("nope")),
