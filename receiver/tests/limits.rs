@@ -145,7 +145,7 @@ async fn garbage_and_a_1_gib_length_prefix_close_only_their_connection_with_a_lo
 #[tokio::test]
 async fn a_silent_sender_is_closed_after_three_heartbeat_intervals_and_heartbeats_keep_it() {
     let config = ReceiverConfig {
-        heartbeat_interval: Duration::from_millis(100),
+        heartbeat_interval: Duration::from_millis(200),
         ..ReceiverConfig::loopback()
     };
     let rx = Running::start(config).await.expect("receiver");
@@ -155,9 +155,9 @@ async fn a_silent_sender_is_closed_after_three_heartbeat_intervals_and_heartbeat
     let mut silent = TestSender::welcomed(rx.ingest, hello("silent", "s"))
         .await
         .expect("welcome");
-    assert_eq!(silent.welcome.heartbeat_interval_ms, 100);
+    assert_eq!(silent.welcome.heartbeat_interval_ms, 200);
     let beating = tokio::spawn(async move {
-        for i in 0..15 {
+        for i in 0..25 {
             alive.heartbeat(i).await.expect("heartbeat");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -305,16 +305,20 @@ async fn a_disconnected_cluster_is_down_at_once_and_expires_after_the_ttl() {
     );
     tokio::time::advance(Duration::from_secs(2)).await;
     settle().await;
-    let clusters: Vec<String> = rx.store.clusters().into_iter().map(|c| c.cluster).collect();
-    assert_eq!(clusters, vec!["stays".to_owned()]);
+    let clusters = rx.store.clusters();
+    assert_eq!(clusters.len(), 1);
+    assert_eq!(
+        (clusters[0].cluster.as_str(), clusters[0].series),
+        ("stays", 2)
+    );
     let text = rx.metrics().await.expect("scrape");
     assert!(
         !text.contains("cluster=\"gone\""),
         "all of gone's series expired:\n{text}"
     );
     // "stays" was silent through the jump, so its link timed out at about 299 s; its own
-    // TTL runs from then, so its series are still here.
-    assert!(text.contains("cluster=\"stays\",namespace=\"default\",pod=\"web-1\""));
+    // TTL runs from then, so its series are still held (checked through the store, since a
+    // paused clock may auto-advance while the test waits on a socket).
     drop(stays);
 }
 
