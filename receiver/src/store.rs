@@ -380,7 +380,9 @@ impl Store {
             Some(acked)
                 if cs.sender_id == hello.sender_id
                     && cs.epoch == hello.epoch
-                    && hello.resume_from.is_none_or(|from| acked + 1 >= from) =>
+                    && hello
+                        .resume_from
+                        .is_none_or(|from| acked.saturating_add(1) >= from) =>
             {
                 Resume::After { acked }
             }
@@ -625,7 +627,7 @@ impl ClusterState {
         } else {
             let expected = match (&self.staging, self.acked) {
                 (Some(staging), _) => staging.next_seq,
-                (None, Some(acked)) => acked + 1,
+                (None, Some(acked)) => acked.saturating_add(1),
                 (None, None) => {
                     return Err(violation(format!(
                         "batch {seq} arrived before the snapshot the receiver asked for"
@@ -661,7 +663,7 @@ impl ClusterState {
             Some(staging) => {
                 let dropped = staging.data.apply(cluster, batch, max_series, None)?;
                 self.series_dropped += dropped;
-                staging.next_seq = seq + 1;
+                staging.next_seq = seq.saturating_add(1);
                 if snapshot.is_some_and(|p| p.last) {
                     if let Some(staging) = self.staging.take() {
                         *garbage = Some(std::mem::replace(&mut self.data, staging.data));
@@ -1157,6 +1159,98 @@ mod tests {
         assert_eq!(ids, vec![1, 3]);
         for (pos, &slot) in f.members.iter().enumerate() {
             assert_eq!(data.slots[slot as usize].pos as usize, pos);
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn arb_batch() -> impl Strategy<Value = Batch> {
+            let seq = prop_oneof![0..6u64, Just(u64::MAX - 1), Just(u64::MAX)];
+            let id = prop_oneof![0..6u32, Just(DENSE_IDS), Just(u32::MAX)];
+            let fam = (
+                0..3u32,
+                prop_oneof![
+                    Just("a"),
+                    Just("b_total"),
+                    Just("relay_cluster_up"),
+                    Just("9x")
+                ],
+                any::<bool>(),
+            )
+                .prop_map(|(id, name, counter)| FamilyDef {
+                    id,
+                    name: name.into(),
+                    help: "h\\\n\"".into(),
+                    kind: if counter {
+                        MetricKind::Counter
+                    } else {
+                        MetricKind::Gauge
+                    },
+                });
+            let labels = proptest::collection::vec(
+                (
+                    prop_oneof![Just("pod"), Just("ns"), Just("cluster"), Just("__x")],
+                    "[a\"\\\\\n]{0,3}",
+                ),
+                0..3,
+            );
+            let series = (id.clone(), 0..4u32, labels).prop_map(|(id, family, labels)| SeriesDef {
+                id,
+                family,
+                labels: labels.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            });
+            let value = prop_oneof![
+                any::<i64>().prop_map(Value::Int),
+                any::<f64>().prop_map(Value::Float)
+            ];
+            (
+                seq,
+                proptest::option::of((any::<bool>(), any::<bool>())),
+                proptest::collection::vec(fam, 0..3),
+                proptest::collection::vec(series, 0..4),
+                proptest::collection::vec((id.clone(), value), 0..4),
+                proptest::collection::vec(id, 0..2),
+            )
+                .prop_map(|(seq, snap, families, series, updates, removals)| Batch {
+                    seq,
+                    snapshot: snap.map(|(first, last)| SnapshotPart { first, last }),
+                    families,
+                    series,
+                    updates: Updates::from_unsorted(updates),
+                    removals,
+                })
+        }
+
+        proptest! {
+            /// Whatever a sender sends, the store neither panics nor exposes a malformed line.
+            #[test]
+            fn any_batches_leave_a_well_formed_exposition(
+                batches in proptest::collection::vec(arb_batch(), 1..12),
+            ) {
+                let store = Store::new(Duration::from_secs(60), 4);
+                let mut claim = connect(&store, "c", "s");
+                for batch in &batches {
+                    if store.apply("c", claim.conn, batch, 0).is_err() {
+                        store.release("c", claim.conn);
+                        claim = connect(&store, "c", "s");
+                    }
+                    let status = &store.clusters()[0];
+                    prop_assert!(status.series <= 4);
+                    for line in text(&store).lines().filter(|l| !l.starts_with('#')) {
+                        let (series, value) = line.rsplit_once(' ').expect("name and value");
+                        prop_assert!(series.contains("{cluster=\"c\""), "{line}");
+                        prop_assert!(series.ends_with('}'), "{line}");
+                        prop_assert!(!series.contains('\n'), "{line}");
+                        prop_assert!(
+                            value.parse::<f64>().is_ok() || ["NaN", "+Inf", "-Inf"].contains(&value),
+                            "{line}"
+                        );
+                    }
+                }
+            }
         }
     }
 
