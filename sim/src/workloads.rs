@@ -1037,12 +1037,11 @@ impl Cluster {
         let mut no_cpu = 0;
         let mut best: Option<(u64, u32, usize)> = None;
         for n in &self.nodes {
-            if u64::from(n.pods) >= cap {
-                too_many += 1;
-                continue;
-            }
-            if n.cpu_requested + request > cpu {
-                no_cpu += 1;
+            let full = u64::from(n.pods) >= cap;
+            let short = n.cpu_requested + request > cpu;
+            too_many += usize::from(full);
+            no_cpu += usize::from(short);
+            if full || short {
                 continue;
             }
             let score = (n.cpu_requested * 1000 / cpu.max(1), n.pods, n.index);
