@@ -36,6 +36,9 @@ pub const SCALING_EVENTS_FAMILY: &str = "kube_horizontalpodautoscaler_scaling_ev
 /// How many recent scaling events the store keeps for the status page.
 pub const SCALING_EVENTS_KEPT: usize = 50;
 
+/// Most metric families one cluster may define (the catalogue has a few dozen).
+pub const MAX_FAMILIES_PER_CLUSTER: usize = 10_000;
+
 /// Family names the receiver uses for its own metrics; senders may not define them.
 const RESERVED_PREFIXES: [&str; 2] = ["relay_receiver_", "relay_cluster_up"];
 
@@ -751,7 +754,13 @@ impl ClusterData {
                 def.name, def.id
             )));
         }
+        let full = self.families.len() >= MAX_FAMILIES_PER_CLUSTER;
         match self.families.entry(def.id) {
+            Entry::Vacant(_) if full => {
+                return Err(violation(format!(
+                    "more than {MAX_FAMILIES_PER_CLUSTER} families defined"
+                )));
+            }
             Entry::Occupied(mut o) => {
                 let f = o.get_mut();
                 if f.name != def.name || f.kind != def.kind {
