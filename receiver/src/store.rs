@@ -669,7 +669,9 @@ impl ClusterState {
                 staging.next_seq = seq.saturating_add(1);
                 if snapshot.is_some_and(|p| p.last) {
                     if let Some(staging) = self.staging.take() {
-                        *garbage = Some(std::mem::replace(&mut self.data, staging.data));
+                        let old = std::mem::replace(&mut self.data, staging.data);
+                        self.data.record_increases_since(&old, cluster, events);
+                        *garbage = Some(old);
                     }
                     self.acked = Some(seq);
                     Ok(Applied::SnapshotComplete { acked: seq })
@@ -836,6 +838,33 @@ impl ClusterData {
         self.ids.insert(def.id, index);
         self.live += 1;
         Ok(true)
+    }
+
+    /// Records scaling events for tracked counters that grew between `old` (the state a
+    /// snapshot replaced) and this data, matching series by their labels.
+    fn record_increases_since(
+        &self,
+        old: &ClusterData,
+        cluster: &str,
+        events: &mut VecDeque<ScalingEvent>,
+    ) {
+        let before: HashMap<&str, f64> =
+            old.tracked_slots().map(|s| (&*s.prefix, s.value)).collect();
+        for slot in self.tracked_slots() {
+            if let (Some(&was), Some(labels)) = (before.get(&*slot.prefix), &slot.tracked) {
+                record_increase(events, cluster, labels, Some(was), slot.value);
+            }
+        }
+    }
+
+    /// Valued series of the families whose increases are scaling events.
+    fn tracked_slots(&self) -> impl Iterator<Item = &Slot> {
+        self.families
+            .values()
+            .filter(|f| f.tracks_scaling)
+            .flat_map(|f| f.members.iter())
+            .map(|&slot| &self.slots[slot as usize])
+            .filter(|s| s.has_value)
     }
 
     /// Removes a series; false when the id is unknown.
@@ -1368,6 +1397,17 @@ mod tests {
             ("web", "up")
         );
         assert_eq!((events[0].increase, events[0].total), (2.0, 4.0));
+
+        // Increases that happened while the sender was away show up when its next snapshot
+        // replaces the state (series matched by labels, whatever their new ids).
+        let mut later = snap.clone();
+        later.seq = 10;
+        later.series[0].id = 5;
+        later.updates = updates(&[(5, 7.0)]);
+        store.apply("c1", claim.conn, &later, 0).expect("snapshot");
+        let events = store.scaling_events();
+        assert_eq!(events.len(), 2);
+        assert_eq!((events[0].increase, events[0].total), (3.0, 7.0));
         assert!(text(&store).contains(
             "kube_horizontalpodautoscaler_scaling_events_total{cluster=\"c1\",namespace=\"shop\""
         ));
