@@ -3,7 +3,7 @@
 //!
 //! Event counters (decode errors, rejected handshakes) and the scrape duration histogram are
 //! prometheus-client metrics updated as things happen. Everything per cluster is read from
-//! the [`Store`] at scrape time by [`StoreCollector`], so a cluster's self-metrics vanish
+//! the [`Store`] at scrape time by a collector (`StoreCollector`), so a cluster's self-metrics vanish
 //! with it when its TTL expires.
 
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The store: every cluster's state in one place, behind one `std::sync::Mutex` that is never
 //! held across an `.await`.
 //!
-//! Per cluster ([`ClusterState`]) it keeps the live metric data (families, series, values), a
+//! Per cluster (`ClusterState`) it keeps the live metric data (families, series, values), a
 //! staging area where a snapshot is assembled before it replaces the live data at once, the
 //! session memory that lets a reconnecting sender resume (sender id, epoch, highest acked
 //! seq), the link state (which connection holds the cluster, or since when it is down) and
