@@ -298,7 +298,7 @@ async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>) -> (Response<Bod
             match parts.method {
                 Method::GET | Method::HEAD if r.name.is_none() => {
                     if query.flag("watch") {
-                        return match crate::watch::start(shared.clone(), &r, &query) {
+                        return match crate::watch::start(shared.clone(), &r, &query, format) {
                             Ok(response) => (response, true),
                             Err(reply) => (respond(reply), true),
                         };

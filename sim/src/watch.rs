@@ -11,6 +11,7 @@
 //! - `allowWatchBookmarks=true` adds a `BOOKMARK` every bookmark interval and before the
 //!   stream ends at `timeoutSeconds` (default: 30–60 min, randomized).
 //! - A `DropWatches` fault aborts the connection mid-stream (no terminating chunk).
+//! - Clients asking for Tables (`kubectl get -w`) get each object as a one-row Table.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use crate::api::{Query, Reply, ResourceRequest, Selection};
+use crate::api::{Format, Query, Reply, ResourceRequest, Selection};
 use crate::resources::{ResourceDef, Source, View};
 use crate::server::{Body, Shared};
 use crate::store::{ChangeType, Stored};
@@ -117,6 +118,7 @@ pub(crate) fn start(
     shared: Arc<Shared>,
     r: &ResourceRequest,
     q: &Query,
+    format: Format,
 ) -> Result<Response<Body>, Reply> {
     let Source::Store(kind, view) = r.def.source else {
         return Err(Reply::method_not_allowed());
@@ -150,6 +152,7 @@ pub(crate) fn start(
         (rv, initial, c.watch_drop.clone(), c.cfg.bookmark_interval)
     };
     let (tx, rx) = mpsc::channel::<Chunk>(64);
+    let table = (format == Format::Table).then(|| q.get("includeObject").map(str::to_string));
     let def = r.def;
     let task_shared = shared.clone();
     shared.tracker.spawn(async move {
@@ -161,6 +164,7 @@ pub(crate) fn start(
             selection,
             tx,
             rv: start_rv,
+            table,
         };
         stream
             .run(
@@ -199,6 +203,8 @@ struct Stream {
     tx: mpsc::Sender<Chunk>,
     /// Everything up to here has been sent.
     rv: u64,
+    /// Render objects as Tables (with this `includeObject`).
+    table: Option<Option<String>>,
 }
 
 enum Drained {
@@ -209,6 +215,35 @@ enum Drained {
 impl Stream {
     async fn send(&self, bytes: Bytes) -> bool {
         self.tx.send(Ok(Frame::data(bytes))).await.is_ok()
+    }
+
+    /// One object's event line, as JSON or as a one-row Table.
+    fn object_line(&self, ty: ChangeType, obj: &Arc<Stored>) -> Bytes {
+        let Some(include) = &self.table else {
+            return object_line(ty, obj.view(self.view));
+        };
+        let now_ms = {
+            let c = self.shared.lock();
+            c.wall_ms(c.now_ms)
+        };
+        let meta = ListMeta {
+            resource_version: Some(obj.rv.to_string()),
+            ..ListMeta::default()
+        };
+        let rendered = crate::table::table(
+            self.def,
+            std::slice::from_ref(obj),
+            self.view,
+            now_ms,
+            meta,
+            include.as_deref(),
+        )
+        .and_then(|t| t.ok())
+        .and_then(|t| serde_json::value::to_raw_value(&t).ok());
+        match rendered {
+            Some(raw) => object_line(ty, &raw),
+            None => object_line(ty, obj.view(self.view)),
+        }
     }
 
     fn drain(&mut self) -> Drained {
@@ -241,10 +276,7 @@ impl Stream {
         let mut changed = self.shared.subscribe();
         changed.borrow_and_update();
         for obj in &initial {
-            if !self
-                .send(object_line(ChangeType::Added, obj.view(self.view)))
-                .await
-            {
+            if !self.send(self.object_line(ChangeType::Added, obj)).await {
                 return;
             }
         }
@@ -261,7 +293,7 @@ impl Stream {
             match self.drain() {
                 Drained::Events(events) => {
                     for (ty, obj) in events {
-                        if !self.send(object_line(ty, obj.view(self.view))).await {
+                        if !self.send(self.object_line(ty, &obj)).await {
                             return;
                         }
                     }

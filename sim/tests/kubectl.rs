@@ -1,5 +1,6 @@
 //! The real `kubectl` against the simulator, unchanged: every command the README and the
-//! seed projects use, with their output checked.
+//! seed projects use (get pods/hpa/deploy/events, get -w, describe, top, delete, scale),
+//! with their output checked.
 //!
 //! Skips (loudly) only when no `kubectl` binary is on PATH; `.ci/run` installs one.
 
@@ -302,6 +303,18 @@ async fn kubectl_works_against_the_simulator_unchanged() {
         .run(&["get", "deploy", "worker", "-n", "jobs"])
         .await;
     assert_eq!(&rows(&out)[1][..4], ["worker", "3/3", "3", "3"], "{out}");
+
+    // kubectl get -w: watch events rendered as table rows until the request times out.
+    let out = kubectl
+        .run(&["get", "deploy", "-n", "jobs", "-w", "--request-timeout=2s"])
+        .await;
+    let table = rows(&out);
+    assert_eq!(
+        table[0],
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        "{out}"
+    );
+    assert_eq!(&table[1][..4], ["worker", "3/3", "3", "3"], "{out}");
 
     sim.shutdown().await;
 }
