@@ -1,0 +1,82 @@
+//! A real Prometheus (Debian's `prometheus`) scraping the receiver: it negotiates the format,
+//! ingests every relayed series with its `cluster` label, and sees the self-metrics.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Running, TestSender, delta, hello, small_snapshot};
+use kube_relay_testkit::Prometheus;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn prometheus_scrapes_every_cluster_with_its_label() {
+    let rx = Running::loopback().await.expect("receiver");
+    let mut prod = TestSender::welcomed(rx.ingest, hello("prod", "a"))
+        .await
+        .expect("welcome");
+    prod.batch(small_snapshot(1)).await.expect("send");
+    prod.batch(delta(2, &[(1, 4.0)])).await.expect("send");
+    prod.ack_of(2).await.expect("ack");
+    let mut staging = TestSender::welcomed(rx.ingest, hello("staging", "b"))
+        .await
+        .expect("welcome");
+    staging.batch(small_snapshot(1)).await.expect("send");
+    staging.ack_of(1).await.expect("ack");
+
+    let prom = match Prometheus::start(&[rx.http]).await {
+        Ok(prom) => prom,
+        Err(e) if format!("{e:#}").contains("install Debian's `prometheus`") => {
+            eprintln!("\n*** SKIPPED: {e:#} ***\n");
+            return;
+        }
+        Err(e) => panic!("prometheus did not start: {e:#}"),
+    };
+    let restarts = prom
+        .wait_for("kube_pod_container_status_restarts_total", WAIT, |s| {
+            s.len() == 2
+        })
+        .await
+        .expect("both clusters scraped");
+    let value_of = |cluster: &str| {
+        restarts
+            .iter()
+            .find(|s| s.label("cluster") == cluster)
+            .map(|s| s.value)
+    };
+    assert_eq!(value_of("prod"), Some(4.0));
+    assert_eq!(value_of("staging"), Some(2.0));
+    assert!(
+        restarts
+            .iter()
+            .all(|s| s.label("pod") == "web-1" && s.label("container") == "app")
+    );
+
+    let up = prom
+        .wait_for("relay_cluster_up", WAIT, |s| s.len() == 2)
+        .await
+        .expect("self-metrics scraped");
+    assert!(up.iter().all(|s| s.value == 1.0), "{up:?}");
+
+    // A change reaches Prometheus on a later scrape.
+    prod.batch(delta(3, &[(1, 9.0)])).await.expect("send");
+    prod.ack_of(3).await.expect("ack");
+    prom.wait_for(
+        "kube_pod_container_status_restarts_total{cluster=\"prod\"}",
+        WAIT,
+        |s| s.first().is_some_and(|s| s.value == 9.0),
+    )
+    .await
+    .expect("update scraped");
+    let scraped = prom
+        .query("up{job=\"kube-relay\"}")
+        .await
+        .expect("query up");
+    assert_eq!(
+        scraped.first().map(|s| s.value),
+        Some(1.0),
+        "{}",
+        prom.log()
+    );
+}
