@@ -542,3 +542,306 @@ async fn every_query_evaluates_on_prometheus() {
         failures.join("\n")
     );
 }
+
+// --- end to end: the HPA demo -----------------------------------------------------------
+
+/// The cluster name the sender announces.
+const CLUSTER: &str = "sim-demo";
+
+/// Simulated seconds per real second: the demo's scale-up and its scale-down back to one
+/// replica (about two simulated minutes) take about 30 s.
+const SPEED: f64 = 4.0;
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// Calls the Prometheus HTTP API and returns `data`.
+async fn api(prometheus: &Prometheus, path_and_query: &str) -> Value {
+    let response = kube_relay_testkit::http::get(prometheus.addr(), path_and_query, &[])
+        .await
+        .unwrap_or_else(|e| panic!("GET {path_and_query}: {e:#}"));
+    let body: Value = serde_json::from_slice(&response.body).expect("JSON from Prometheus");
+    assert_eq!(body["status"], "success", "GET {path_and_query}: {body}");
+    body["data"].clone()
+}
+
+/// Resolves a dashboard's variables as Grafana does on load: each `label_values` query over
+/// the time range, in order (later ones see earlier values); "All" where the variable has
+/// it, else the first value.
+async fn resolve_variables(
+    prometheus: &Prometheus,
+    name: &str,
+    dashboard: &Value,
+    start: f64,
+    end: f64,
+    range: &str,
+) -> BTreeMap<String, String> {
+    use kube_relay_testkit::http::encode_component;
+
+    let mut values = BTreeMap::from([
+        ("__rate_interval".to_owned(), "1m".to_owned()),
+        ("__range".to_owned(), range.to_owned()),
+    ]);
+    for variable in variables(dashboard) {
+        let var = variable["name"].as_str().expect("name").to_owned();
+        let query = variable_query(variable);
+        let inner = query
+            .strip_prefix("label_values(")
+            .and_then(|q| q.strip_suffix(')'))
+            .expect("label_values");
+        let (selector, label) = inner.rsplit_once(',').expect("selector and label");
+        let selector = substitute(selector.trim(), &values);
+        let found = api(
+            prometheus,
+            &format!(
+                "/api/v1/label/{}/values?match[]={}&start={start}&end={end}",
+                label.trim(),
+                encode_component(&selector)
+            ),
+        )
+        .await;
+        let found: Vec<String> = found
+            .as_array()
+            .expect("label values")
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert!(
+            !found.is_empty(),
+            "{name}: variable {var} ({query}) has no values"
+        );
+        if var == "cluster" {
+            assert_eq!(found, [CLUSTER], "{name}: the one relayed cluster");
+        }
+        let value = match variable["allValue"].as_str() {
+            Some(all) if variable["includeAll"] == true => all.to_owned(),
+            _ => found[0].clone(),
+        };
+        values.insert(var, value);
+    }
+    values
+}
+
+/// Seconds of a Grafana duration like `10s` or `1m`.
+fn seconds(duration: &str) -> f64 {
+    let (number, unit) = duration.split_at(duration.len() - 1);
+    let n: f64 = number.parse().expect("duration number");
+    match unit {
+        "s" => n,
+        "m" => n * 60.0,
+        other => panic!("unit {other}"),
+    }
+}
+
+/// The moment a Kubernetes Event says it happened, in Unix seconds.
+fn event_second(event: &k8s_openapi::api::core::v1::Event) -> i64 {
+    event
+        .last_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .or_else(|| event.event_time.as_ref().map(|t| t.0.as_second()))
+        .or_else(|| event.first_timestamp.as_ref().map(|t| t.0.as_second()))
+        .expect("an event time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_returns_data_for_the_hpa_demo() {
+    use std::time::Duration;
+
+    use kube_relay_receiver::{Receiver, ReceiverConfig};
+    use kube_relay_sender::{Config, Sender};
+    use kube_relay_sim::{ClockMode, Scenario, Simulator};
+    use kube_relay_testkit::prometheus::PrometheusConfig;
+    use tokio_util::sync::CancellationToken;
+
+    // host B: the receiver, and Prometheus scraping it every second with our alert rules
+    let shutdown = CancellationToken::new();
+    let receiver = Receiver::bind(ReceiverConfig::loopback())
+        .await
+        .expect("receiver binds");
+    let ingest = receiver.ingest_addr();
+    let prometheus = Prometheus::start_with(PrometheusConfig {
+        rule_files: vec![root().join("prometheus/rules/kube-relay.yml")],
+        ..PrometheusConfig::new(&[receiver.http_addr()])
+    })
+    .await
+    .expect("prometheus starts");
+    let receiver_task = tokio::spawn(receiver.run(shutdown.clone()));
+    prometheus
+        .wait_for_scrape(Duration::from_secs(30))
+        .await
+        .expect("prometheus scrapes the receiver");
+
+    // host A: the simulated cluster playing the HPA demo, and the sender watching it
+    let start = unix_now() - 1.0;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let sim = Simulator::start(
+        Scenario::builtin("demo").expect("the demo scenario"),
+        listener,
+        ClockMode::RealTime { speed: SPEED },
+    )
+    .await
+    .expect("simulated cluster starts");
+    let sim_events = sim.handle();
+    let client = kube_relay_sender::kubeclient::plain_client(&sim.base_url()).expect("kube client");
+    let config = Config {
+        usage_interval: Duration::from_secs(1),
+        ..Config::new(ingest.to_string())
+    };
+    let sender = Sender::new(config, client, CLUSTER).expect("sender");
+    let sender_task = tokio::spawn(sender.run(shutdown.clone()));
+
+    // the HPA scales up, then back down to its minimum, and Prometheus has seen it all
+    let php = format!(
+        r#"cluster="{CLUSTER}", namespace="default", horizontalpodautoscaler="php-apache""#
+    );
+    prometheus
+        .wait_for(
+            &format!(r#"kube_horizontalpodautoscaler_scaling_events_total{{{php}, direction="down"}} > 0"#),
+            Duration::from_secs(90),
+            |s| !s.is_empty(),
+        )
+        .await
+        .expect("the HPA scaled down");
+    prometheus
+        .wait_for(
+            &format!("kube_horizontalpodautoscaler_status_current_replicas{{{php}}} == 1"),
+            Duration::from_secs(60),
+            |s| !s.is_empty(),
+        )
+        .await
+        .expect("back to one replica");
+    let last_event = sim_events
+        .scaling_events()
+        .iter()
+        .map(event_second)
+        .max()
+        .expect("scaling events");
+    prometheus
+        .wait_for(
+            &format!(
+                "max(kube_horizontalpodautoscaler_last_scaling_event_timestamp_seconds{{{php}}})"
+            ),
+            Duration::from_secs(30),
+            |s| s.first().is_some_and(|s| s.value == last_event as f64),
+        )
+        .await
+        .expect("the last scaling event reached Prometheus");
+    let end = unix_now();
+    let range = format!("{}s", (end - start).ceil());
+
+    // every query of every panel, annotation and variable, as Grafana would run it
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    let mut annotation_values = BTreeMap::new();
+    for (name, dashboard) in dashboards() {
+        let values = resolve_variables(&prometheus, &name, &dashboard, start, end, &range).await;
+        let steps: BTreeMap<String, f64> = annotations(&dashboard)
+            .iter()
+            .map(|a| {
+                let step = a["step"].as_str().map_or(60.0, seconds);
+                (format!("annotation {}", a["name"]), step)
+            })
+            .collect();
+        for query in queries(&name, &dashboard) {
+            let expr = substitute(&query.expr, &values);
+            ran += 1;
+            let result = match query.kind {
+                Kind::Variable => continue,
+                Kind::Instant => prometheus.query(&expr).await.map(|s| s.len()),
+                Kind::Range => prometheus
+                    .query_range(&expr, start, end, 1.0)
+                    .await
+                    .map(|s| s.iter().filter(|s| !s.values.is_empty()).count()),
+                Kind::Annotation => {
+                    let step = steps[&query.source];
+                    let grafana = prometheus.query_range(&expr, start, end, step).await;
+                    // every scrape, to see each moment (sped-up time packs events closer
+                    // together than Grafana's step)
+                    let every_scrape = prometheus
+                        .query_range(&expr, start, end, 1.0)
+                        .await
+                        .expect("annotation query");
+                    annotation_values.insert(query.source.clone(), every_scrape);
+                    grafana.map(|s| s.len())
+                }
+            };
+            match result {
+                Ok(0) => failures.push(format!(
+                    "{}: {}: no data: {expr}",
+                    query.dashboard, query.source
+                )),
+                Ok(_) => {}
+                Err(e) => failures.push(format!("{}: {}: {e:#}", query.dashboard, query.source)),
+            }
+        }
+    }
+    assert!(ran > 50, "{ran} queries");
+    assert!(
+        failures.is_empty(),
+        "dashboard queries without data or failing:\n{}",
+        failures.join("\n")
+    );
+
+    // the scaling-event annotation marks exactly the rescale moments the simulator produced
+    let events = sim_events.scaling_events();
+    let produced: BTreeSet<i64> = events.iter().map(event_second).collect();
+    let series = &annotation_values[r#"annotation "Scaling events""#];
+    let mut marked = BTreeSet::new();
+    let mut directions = BTreeSet::new();
+    for s in series {
+        directions.insert(s.metric.get("direction").cloned().unwrap_or_default());
+        for (_, millis) in &s.values {
+            assert_eq!(
+                millis % 1000.0,
+                0.0,
+                "whole seconds, in milliseconds: {millis}"
+            );
+            marked.insert((millis / 1000.0) as i64);
+        }
+    }
+    assert!(
+        produced.len() >= 2,
+        "the demo scales up and down: {events:?}"
+    );
+    assert_eq!(
+        marked, produced,
+        "annotation moments vs the simulator's SuccessfulRescale events"
+    );
+    assert_eq!(
+        directions,
+        BTreeSet::from(["down".to_owned(), "up".to_owned()])
+    );
+
+    // the alert rules evaluate without error on this data
+    let rules = api(&prometheus, "/api/v1/rules").await;
+    let mut evaluated = 0;
+    for group in rules["groups"].as_array().expect("rule groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            evaluated += 1;
+            assert_eq!(
+                rule["health"], "ok",
+                "alert {}: {}",
+                rule["name"], rule["lastError"]
+            );
+        }
+    }
+    assert_eq!(evaluated, 9, "every alert rule is loaded");
+
+    shutdown.cancel();
+    sender_task
+        .await
+        .expect("sender task")
+        .expect("sender stops cleanly");
+    receiver_task
+        .await
+        .expect("receiver task")
+        .expect("receiver stops cleanly");
+    sim.shutdown().await;
+}
