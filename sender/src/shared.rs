@@ -38,6 +38,8 @@ pub struct Stats {
     pub sent_seq: AtomicU64,
     /// Samples in the spool (sent, unacknowledged).
     pub spooled_samples: AtomicU64,
+    /// Lists (initial or relists) completed by the watchers (`InitDone`s).
+    pub lists_done: AtomicU64,
     /// True while a session is established.
     pub connected: AtomicBool,
     /// True when the usage source answered its last poll.

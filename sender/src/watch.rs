@@ -12,6 +12,7 @@
 //! here) and feed the [`ScalingLedger`].
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::stream::{BoxStream, SelectAll};
@@ -304,6 +305,7 @@ impl Applier {
         resource: Resource,
         scope: &Option<String>,
     ) -> HashSet<(String, String)> {
+        self.shared.stats.lists_done.fetch_add(1, Ordering::Relaxed);
         self.relists
             .remove(&(resource, scope.clone()))
             .map(|r| r.seen)
@@ -492,5 +494,155 @@ pub fn watch_error_kind(e: &watcher::Error) -> &'static str {
             _ => "api_error",
         },
         watcher::Error::NoResourceVersion => "no_resource_version",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::family::Family;
+    use crate::fixtures::{pod, rescale_event};
+
+    fn applier() -> (Applier, Arc<Shared>, Arc<Mutex<ScalingLedger>>) {
+        let shared = Arc::new(Shared::new(1));
+        let ledger = Arc::new(Mutex::new(ScalingLedger::new()));
+        let applier = Applier::new(
+            Arc::clone(&shared),
+            Arc::new(Mutex::new(UsageTracker::new())),
+            Arc::clone(&ledger),
+        );
+        (applier, shared, ledger)
+    }
+
+    fn pods(event: Event<Pod>, scope: Option<&str>) -> Update {
+        Update {
+            resource: Resource::Pods,
+            scope: scope.map(str::to_owned),
+            event: Ok(Watched::Pod(Box::new(event))),
+        }
+    }
+
+    fn events(event: Event<CoreEvent>) -> Update {
+        Update {
+            resource: Resource::Events,
+            scope: None,
+            event: Ok(Watched::Event(Box::new(event))),
+        }
+    }
+
+    fn pod_names(shared: &Shared) -> Vec<String> {
+        shared
+            .store()
+            .keys(ObjectKind::Pod)
+            .into_iter()
+            .map(|k| k.name)
+            .collect()
+    }
+
+    #[test]
+    fn a_relist_deletes_what_the_new_list_lacks_and_counts_as_a_restart() {
+        let (mut applier, shared, _) = applier();
+        let running = |name: &str| pod(name).phase("Running").build();
+        applier.apply(pods(Event::Init, None));
+        applier.apply(pods(Event::InitApply(running("a")), None));
+        applier.apply(pods(Event::InitApply(running("b")), None));
+        applier.apply(pods(Event::InitDone, None));
+        applier.apply(pods(Event::Apply(running("c")), None));
+        assert_eq!(pod_names(&shared), ["a", "b", "c"]);
+        assert_eq!(shared.stats.watch_restarts("pods"), 0, "the first list");
+
+        // After a 410: b was deleted while the watch was down.
+        applier.apply(pods(Event::Init, None));
+        applier.apply(pods(Event::InitApply(running("a")), None));
+        applier.apply(pods(Event::InitApply(running("c")), None));
+        assert_eq!(
+            pod_names(&shared).len(),
+            3,
+            "nothing removed before InitDone"
+        );
+        applier.apply(pods(Event::InitDone, None));
+        assert_eq!(pod_names(&shared), ["a", "c"]);
+        assert_eq!(shared.stats.watch_restarts("pods"), 1);
+        assert_eq!(shared.stats.lists_done.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_namespaced_relist_only_sweeps_its_namespace() {
+        let (mut applier, shared, _) = applier();
+        let mut other = pod("x").phase("Running").build();
+        other.metadata.namespace = Some("team-b".to_owned());
+        applier.apply(pods(Event::Apply(other), Some("team-b")));
+        applier.apply(pods(
+            Event::Apply(pod("a").phase("Running").build()),
+            Some("default"),
+        ));
+        applier.apply(pods(Event::Init, Some("default")));
+        applier.apply(pods(Event::InitDone, Some("default")));
+        assert_eq!(pod_names(&shared), ["x"]);
+    }
+
+    #[test]
+    fn a_deleted_pod_takes_its_usage_series_along() {
+        let (mut applier, shared, _) = applier();
+        let p = pod("web").phase("Running").build();
+        applier.apply(pods(Event::Apply(p.clone()), None));
+        let mut usage = crate::series::SeriesSet::new();
+        usage.push(
+            Family::ContainerMemoryWorkingSetBytes,
+            ["default", "web", "app", ""],
+            1.0,
+        );
+        let usage_key = ObjectKey::new(ObjectKind::PodUsage, "default", "web");
+        shared.update(|s| s.apply(&usage_key, &usage));
+        applier.apply(pods(Event::Delete(p), None));
+        assert!(shared.store().is_empty());
+    }
+
+    #[test]
+    fn rescale_events_feed_the_ledger_and_relists_add_nothing() {
+        let (mut applier, shared, ledger) = applier();
+        let up =
+            "New size: 3; reason: cpu resource utilization (percentage of request) above target";
+        let e = rescale_event("e1", "web", up, 2, 1_000);
+        applier.apply(events(Event::Init));
+        applier.apply(events(Event::InitApply(e.clone())));
+        applier.apply(events(Event::InitDone));
+        applier.apply(events(Event::Init));
+        applier.apply(events(Event::InitApply(e.clone())));
+        applier.apply(events(Event::InitDone));
+        let labels = ["default", "web", "up"];
+        assert_eq!(
+            shared.store().value(Family::HpaScalingEvents, &labels),
+            Some(2.0)
+        );
+        // Deleted by TTL: the count stays.
+        applier.apply(events(Event::Delete(e)));
+        assert_eq!(
+            shared.store().value(Family::HpaScalingEvents, &labels),
+            Some(2.0)
+        );
+        assert_eq!(
+            lock(&ledger).total("default", "web", crate::events::Direction::Up),
+            2
+        );
+    }
+
+    #[test]
+    fn watch_errors_are_counted_by_kind() {
+        let (mut applier, shared, _) = applier();
+        let status = kube::core::Status {
+            code: 410,
+            ..kube::core::Status::default()
+        };
+        applier.apply(Update {
+            resource: Resource::Pods,
+            scope: None,
+            event: Err(watcher::Error::WatchError(Box::new(status))),
+        });
+        assert_eq!(shared.stats.api_errors("pods"), 1);
+        let set = shared.stats.series(0, 0);
+        assert!(set.render().contains(
+            &r#"relay_sender_api_errors_total{resource="pods",kind="gone"} 1"#.to_owned()
+        ));
     }
 }

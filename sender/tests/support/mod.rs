@@ -2,16 +2,210 @@
 //!
 //! - [`metrics_text`]: the receiver's `/metrics` as text;
 //! - [`CutProxy`]: a loopback TCP proxy whose live connections can be cut on demand (a link
-//!   failure without restarting either end).
+//!   failure without restarting either end);
+//! - [`Bed`]: the real simulated cluster (manual clock) and the real receiver, with senders
+//!   started against them, and [`value`] to read one sample of the receiver's `/metrics`.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
+use kube_relay_receiver::{Receiver, ReceiverConfig};
+use kube_relay_sender::config::Config;
+use kube_relay_sender::kubeclient::plain_client;
+use kube_relay_sender::shared::Shared;
+use kube_relay_sender::{Error, Sender};
+use kube_relay_sim::{ClockMode, RunningSim, Scenario, SimHandle, Simulator};
+use kube_relay_testkit::wait_until;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for a condition.
+pub const WAIT: Duration = Duration::from_secs(30);
+/// How often it checks.
+pub const POLL: Duration = Duration::from_millis(25);
+
+/// The value of the first sample `name{...}` in exposition `text` carrying every label in
+/// `labels`.
+pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    values(text, name, labels).into_iter().next()
+}
+
+/// The values of every sample `name{...}` in `text` carrying every label in `labels`.
+pub fn values(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+    let prefix = format!("{name}{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// The simulated cluster and the receiver.
+pub struct Bed {
+    /// The simulated cluster.
+    pub sim: RunningSim,
+    /// Its handle (manual clock).
+    pub handle: SimHandle,
+    /// The receiver's ingest address.
+    pub ingest: SocketAddr,
+    /// The receiver's HTTP address.
+    pub http: SocketAddr,
+    stop: CancellationToken,
+    receiver: Option<JoinHandle<()>>,
+}
+
+/// A running sender.
+pub struct Running {
+    /// Its shared state.
+    pub shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), Error>>,
+}
+
+impl Running {
+    /// SIGTERM-like: flush, goodbye, stop.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("sender stops in time")
+            .expect("join")
+            .expect("clean exit");
+    }
+
+    /// Waits until every watcher has listed at least once since this sender started (`n`
+    /// watchers) and the receiver has acknowledged everything sent after that.
+    pub async fn wait_synced(&self, watchers: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let shared = Arc::clone(&self.shared);
+        wait_until("watchers listed", WAIT, POLL, || {
+            let shared = Arc::clone(&shared);
+            async move { Ok((shared.stats.lists_done.load(Relaxed) >= watchers).then_some(())) }
+        })
+        .await
+        .expect("listed");
+        // Changes from the lists reach the store at once; give the link one flush, then wait
+        // for the receiver to acknowledge what was sent by then.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sent = self.shared.stats.sent_seq.load(Relaxed);
+        let shared = Arc::clone(&self.shared);
+        wait_until("acknowledged", WAIT, POLL, || {
+            let shared = Arc::clone(&shared);
+            async move {
+                let acked = shared.stats.acked_seq.load(Relaxed);
+                Ok((sent > 0 && acked >= sent).then_some(()))
+            }
+        })
+        .await
+        .expect("acknowledged");
+    }
+
+    /// Waits until the sender has had `n` sessions with the receiver.
+    pub async fn wait_sessions(&self, n: u64) {
+        let shared = Arc::clone(&self.shared);
+        wait_until("sessions", WAIT, POLL, || {
+            let shared = Arc::clone(&shared);
+            async move {
+                let s = shared
+                    .stats
+                    .sessions
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                Ok((s >= n).then_some(()))
+            }
+        })
+        .await
+        .expect("connected");
+    }
+}
+
+impl Bed {
+    /// Starts `scenario` (manual clock) and a receiver on loopback.
+    pub async fn start(scenario: Scenario) -> Bed {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sim");
+        let sim = Simulator::start(scenario, listener, ClockMode::Manual)
+            .await
+            .expect("sim starts");
+        let handle = sim.handle();
+        let receiver = Receiver::bind(ReceiverConfig::loopback())
+            .await
+            .expect("bind receiver");
+        let (ingest, http) = (receiver.ingest_addr(), receiver.http_addr());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { receiver.run(stop).await.expect("receiver runs") }
+        });
+        Bed {
+            sim,
+            handle,
+            ingest,
+            http,
+            stop,
+            receiver: Some(task),
+        }
+    }
+
+    /// A sender configuration for this bed: fast flushes and usage polls.
+    pub fn config(&self) -> Config {
+        let mut config = Config::new(self.ingest.to_string());
+        config.flush_interval = Duration::from_millis(10);
+        config.usage_interval = Duration::from_secs(1);
+        config
+    }
+
+    /// Starts a sender for cluster `cluster` with `config`.
+    pub fn sender(&self, cluster: &str, config: Config) -> Running {
+        let client = plain_client(&self.sim.base_url()).expect("client");
+        let sender = Sender::new(config, client, cluster).expect("sender");
+        let shared = sender.shared();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(sender.run(shutdown.clone()));
+        Running {
+            shared,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Advances simulated time.
+    pub fn advance(&self, by: Duration) {
+        self.handle.advance(by).expect("advance");
+    }
+
+    /// The receiver's `/metrics`.
+    pub async fn metrics(&self) -> String {
+        metrics_text(self.http).await.expect("metrics")
+    }
+
+    /// Waits until `check` returns `Some` on the receiver's `/metrics` text.
+    pub async fn wait_for<T>(&self, what: &str, check: impl Fn(&str) -> Option<T>) -> T {
+        let http = self.http;
+        let check = &check;
+        wait_until(what, WAIT, POLL, || async move {
+            let text = metrics_text(http).await?;
+            Ok(check(&text))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// Stops the receiver and the simulated cluster.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.receiver.take() {
+            task.await.expect("receiver stops");
+        }
+    }
+}
 
 /// `GET /metrics` from the receiver's HTTP address, as text.
 pub async fn metrics_text(http: SocketAddr) -> Result<String> {
