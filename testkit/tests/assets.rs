@@ -845,30 +845,25 @@ fn demo_follows_the_hpa_walkthrough() {
 /// `(API group, resource, verb)`.
 type Grant = (String, String, String);
 
-/// The access the sender uses, from the sender's watch list (see the sender crate): list +
-/// watch of pods, nodes, namespaces, events and HPAs, plus, by usage source, list of
-/// metrics.k8s.io pods or get of nodes/proxy.
+/// The access the sender uses with `usage_source` (`metrics-api` or `kubelet`), from the
+/// sender's own list ([`kube_relay_sender::required_access`]).
 fn sender_access(usage_source: &str) -> BTreeSet<Grant> {
-    let mut grants = BTreeSet::new();
-    let mut grant = |group: &str, resource: &str, verbs: &[&str]| {
-        for verb in verbs {
-            grants.insert((group.to_owned(), resource.to_owned(), (*verb).to_owned()));
-        }
-    };
-    for resource in ["pods", "nodes", "namespaces", "events"] {
-        grant("", resource, &["list", "watch"]);
-    }
-    grant(
-        "autoscaling",
-        "horizontalpodautoscalers",
-        &["list", "watch"],
-    );
-    match usage_source {
-        "metrics-api" => grant("metrics.k8s.io", "pods", &["list"]),
-        "kubelet" => grant("", "nodes/proxy", &["get"]),
-        _ => {}
-    }
-    grants
+    use clap::ValueEnum;
+    use kube_relay_sender::config::UsageSource;
+
+    let usage = UsageSource::from_str(usage_source, false).expect("a usage source");
+    kube_relay_sender::required_access(usage)
+        .into_iter()
+        .flat_map(|access| {
+            access.verbs.iter().map(move |verb| {
+                (
+                    access.group.to_owned(),
+                    access.resource.to_owned(),
+                    (*verb).to_owned(),
+                )
+            })
+        })
+        .collect()
 }
 
 /// What the ClusterRoles bound to the sender Deployment's service account grant, and the
