@@ -82,6 +82,8 @@ pub(crate) struct FaultState {
 /// Simulator-wide settings derived from the scenario.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
+    /// Readiness flips per second, and the namespace they happen in.
+    pub churn: Option<(f64, Option<String>)>,
     pub jitter: f64,
     pub pod_events: bool,
     pub event_ttl_ms: u64,
@@ -175,6 +177,8 @@ pub(crate) struct Cluster {
     event_expiry: BTreeSet<(u64, ObjKey)>,
     event_dedup: HashMap<DedupKey, ObjKey>,
     event_seq: u64,
+    /// Fractional churn flips carried to the next tick.
+    churn_carry: f64,
     timeline: Vec<(u64, Timed)>,
     next_timed: usize,
     pub faults: FaultState,
@@ -189,6 +193,10 @@ impl Cluster {
     pub(crate) fn new(scenario: &Scenario, epoch_ms: i64) -> Result<Self> {
         let spec = &scenario.spec;
         let cfg = Config {
+            churn: spec
+                .churn
+                .as_ref()
+                .map(|c| (c.ready_flips_per_second, c.namespace.clone())),
             jitter: spec.jitter,
             pod_events: spec.events.pod_events,
             event_ttl_ms: spec.events.ttl.ms(),
@@ -218,6 +226,7 @@ impl Cluster {
             event_expiry: BTreeSet::new(),
             event_dedup: HashMap::new(),
             event_seq: 0,
+            churn_carry: 0.0,
             timeline: Vec::new(),
             next_timed: 0,
             faults: FaultState::default(),
@@ -390,6 +399,7 @@ impl Cluster {
         self.deployment_controller()?;
         self.replicaset_controller()?;
         self.run_agenda()?;
+        self.run_churn()?;
         if self.every(1000) {
             self.integrate_usage();
         }
@@ -402,6 +412,16 @@ impl Cluster {
         self.expire_events()?;
         self.update_statuses()?;
         Ok(())
+    }
+
+    fn run_churn(&mut self) -> Result<()> {
+        let Some((rate, namespace)) = self.cfg.churn.clone() else {
+            return Ok(());
+        };
+        let due = rate * TICK_MS as f64 / 1000.0 + self.churn_carry;
+        let n = due.floor();
+        self.churn_carry = due - n;
+        self.flip_readiness(n as usize, namespace.as_deref())
     }
 
     fn run_timeline(&mut self) -> Result<()> {

@@ -44,6 +44,7 @@
 //! events: {ttl: 1h, pod_events: true}
 //! api: {watch_history: 10000, bookmark_interval: 60s}
 //! bulk: {deployments: 100, replicas: 100}   # 10,000 Running pods for benchmarks
+//! churn: {ready_flips_per_second: 1000, namespace: bulk}   # flapping readiness probes
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -181,6 +182,17 @@ pub(crate) struct Spec {
     pub api: ApiSpec,
     #[serde(default)]
     pub bulk: Option<BulkSpec>,
+    #[serde(default)]
+    pub churn: Option<ChurnSpec>,
+}
+
+/// Background churn: readiness probes flapping at a steady rate (API changes per second).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChurnSpec {
+    pub ready_flips_per_second: f64,
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 fn default_name() -> String {
@@ -615,6 +627,14 @@ impl Spec {
         }
         if self.api.watch_history == 0 {
             return Err(invalid("api.watch_history", "must be at least 1"));
+        }
+        if let Some(c) = &self.churn
+            && !(c.ready_flips_per_second >= 0.0 && c.ready_flips_per_second <= 100_000.0)
+        {
+            return Err(invalid(
+                "churn.ready_flips_per_second",
+                "must be between 0 and 100000",
+            ));
         }
         if let Some(b) = &self.bulk {
             check_name("bulk.namespace", &b.namespace)?;

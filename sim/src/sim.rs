@@ -256,6 +256,16 @@ impl SimHandle {
             .with(|c| c.crash_pod(&ObjKey::new(namespace, name), restarts.max(1)))
     }
 
+    /// Makes a pod's readiness probe fail (`false`) or pass again (`true`): its Ready
+    /// condition changes at once, as with a flapping probe. For freshness measurements.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such pod.
+    pub fn set_pod_ready(&self, namespace: &str, name: &str, ready: bool) -> Result<()> {
+        self.shared
+            .with(|c| c.set_pod_ready(&ObjKey::new(namespace, name), ready))
+    }
+
     /// Fails a pod (phase `Failed`, reason `Evicted`); its ReplicaSet replaces it.
     ///
     /// # Errors

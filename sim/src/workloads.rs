@@ -151,6 +151,8 @@ pub(crate) struct PodState {
     pub last_scrape: Option<(u64, f64, u64)>,
     /// Whether the pod counts against its node's capacity.
     on_node: bool,
+    /// The readiness probe fails (set from outside): the pod does not become Ready.
+    probe_failing: bool,
     events: bool,
 }
 
@@ -838,6 +840,7 @@ impl Cluster {
             memory_bytes: 0,
             last_scrape: None,
             on_node: false,
+            probe_failing: false,
             events: self.cfg.pod_events && !instant,
         };
         let key = ObjKey::new(&rs_key.namespace, &name);
@@ -1269,7 +1272,7 @@ impl Cluster {
         let Some(p) = self.pods.get_mut(key) else {
             return Ok(());
         };
-        if p.stage != Stage::Running || p.ready {
+        if p.stage != Stage::Running || p.ready || p.probe_failing {
             return Ok(());
         }
         p.ready = true;
@@ -1277,6 +1280,50 @@ impl Cluster {
         p.ready_at_ms = None;
         if p.crashes_left == 0 {
             p.consecutive_crashes = 0;
+        }
+        Ok(())
+    }
+
+    /// Makes a pod's readiness probe fail (`ready = false`) or pass again, as a flapping
+    /// probe does: Ready changes at once and is written to the store.
+    pub(crate) fn set_pod_ready(&mut self, key: &ObjKey, ready: bool) -> Result<()> {
+        let now = self.now_ms;
+        let Some(p) = self.pods.get_mut(key) else {
+            return Err(not_found("pod", &key.namespace, &key.name));
+        };
+        p.probe_failing = !ready;
+        if p.stage != Stage::Running || p.ready == ready {
+            return Ok(());
+        }
+        p.ready = ready;
+        p.ready_changed_ms = now;
+        p.ready_at_ms = None;
+        self.write_pod(key)
+    }
+
+    /// Flips the readiness of `n` random Running pods (in `namespace`, if given).
+    pub(crate) fn flip_readiness(&mut self, n: usize, namespace: Option<&str>) -> Result<()> {
+        use rand::seq::IndexedRandom;
+        if n == 0 {
+            return Ok(());
+        }
+        let candidates: Vec<ObjKey> = self
+            .pods
+            .iter()
+            .filter(|(k, p)| {
+                p.stage == Stage::Running
+                    && !p.terminating()
+                    && namespace.is_none_or(|ns| k.namespace == ns)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        let chosen: Vec<ObjKey> = candidates
+            .choose_multiple(&mut self.rng, n)
+            .cloned()
+            .collect();
+        for key in chosen {
+            let ready = self.pods.get(&key).is_some_and(|p| p.ready);
+            self.set_pod_ready(&key, !ready)?;
         }
         Ok(())
     }

@@ -260,3 +260,66 @@ async fn the_bulk_generator_starts_running_pods() {
     handle.advance(Duration::from_secs(30)).expect("advance");
     assert_eq!(handle.pods().len(), 1000, "a steady state");
 }
+
+fn ready(handle: &SimHandle, name: &str) -> bool {
+    handle
+        .pods()
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some(name))
+        .and_then(|p| p.status?.conditions)
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[tokio::test]
+async fn a_failing_readiness_probe_keeps_a_pod_unready_until_it_passes() {
+    let (_sim, handle) = start(SCENARIO, ClockMode::Manual).await;
+    handle.advance(Duration::from_secs(10)).expect("advance");
+    let name = only_pod(&handle, "app-").metadata.name.expect("name");
+    assert!(ready(&handle, &name));
+    handle
+        .set_pod_ready("default", &name, false)
+        .expect("probe fails");
+    assert!(!ready(&handle, &name), "takes effect at once");
+    handle.advance(Duration::from_secs(30)).expect("advance");
+    assert!(
+        !ready(&handle, &name),
+        "stays unready while the probe fails"
+    );
+    let d = handle
+        .deployment("default", "app")
+        .and_then(|d| d.status)
+        .expect("status");
+    assert_eq!(
+        d.ready_replicas, None,
+        "the deployment counts it as not ready"
+    );
+    handle
+        .set_pod_ready("default", &name, true)
+        .expect("probe passes");
+    assert!(ready(&handle, &name));
+}
+
+#[tokio::test]
+async fn churn_flips_readiness_at_the_configured_rate() {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::api::{Api, WatchEvent, WatchParams};
+    let yaml = "seed: 4\nnodes: {count: 10, cpu: \"64\"}\nbulk: {deployments: 10, replicas: 100}\nchurn: {ready_flips_per_second: 250, namespace: bulk}\n";
+    let (sim, handle) = start(yaml, ClockMode::Manual).await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(common::client(&sim), "bulk");
+    let rv = handle.resource_version().to_string();
+    handle.advance(Duration::from_secs(2)).expect("advance");
+    // The server ends this watch after 1 s; by then it has sent every change since `rv`.
+    let mut stream = pods
+        .watch(&WatchParams::default().disable_bookmarks().timeout(1), &rv)
+        .await
+        .expect("watch")
+        .boxed();
+    let mut modified = 0;
+    while let Some(ev) = stream.try_next().await.expect("watch event") {
+        match ev {
+            WatchEvent::Modified(_) => modified += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(modified, 500, "250 flips per second for 2 seconds");
+}
