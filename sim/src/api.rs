@@ -22,6 +22,9 @@ use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{ObjKey, Stored};
 use crate::table;
 
+/// Most replicas the scale subresource accepts (the simulator holds every pod in memory).
+const MAX_REPLICAS: i32 = 100_000;
+
 /// A complete HTTP answer.
 #[derive(Debug)]
 pub(crate) struct Reply {
@@ -462,7 +465,7 @@ pub(crate) fn list(c: &mut Cluster, r: &ResourceRequest, q: &Query, format: Form
         }
     };
     let end = match limit {
-        Some(l) => (offset + l).min(items.len()),
+        Some(l) => offset.saturating_add(l).min(items.len()),
         None => items.len(),
     };
     let offset = offset.min(end);
@@ -785,6 +788,11 @@ pub(crate) fn update_scale(
             "spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"
         ));
     };
+    if replicas > MAX_REPLICAS {
+        return invalid(format!(
+            "spec.replicas: Invalid value: {replicas}: the simulator allows at most {MAX_REPLICAS}"
+        ));
+    }
     let manager = if method == http::Method::PUT {
         "kubectl"
     } else {

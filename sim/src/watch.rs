@@ -33,6 +33,9 @@ use crate::store::{ChangeType, Stored};
 
 type Chunk = Result<Frame<Bytes>, std::io::Error>;
 
+/// Longest watch honoured (a day); longer `timeoutSeconds` are cut to it.
+const MAX_TIMEOUT_SECONDS: u64 = 24 * 3600;
+
 #[derive(Serialize)]
 struct BookmarkEvent<'a> {
     #[serde(rename = "type")]
@@ -127,7 +130,7 @@ pub(crate) fn start(
     let bookmarks = q.flag("allowWatchBookmarks");
     let send_initial = q.flag("sendInitialEvents");
     let timeout = match q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()) {
-        Some(t) => Duration::from_secs(t),
+        Some(t) => Duration::from_secs(t.min(MAX_TIMEOUT_SECONDS)),
         None => Duration::from_secs(1800 + rand::random_range(0..1800)),
     };
     let requested = q.get("resourceVersion").filter(|v| !v.is_empty());

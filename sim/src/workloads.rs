@@ -31,6 +31,8 @@ use crate::load::LoadModel;
 use crate::objects::{self, Template};
 use crate::store::ObjKey;
 
+/// Longest termination grace period honoured (a year).
+const MAX_GRACE_SECONDS: i64 = 365 * 24 * 3600;
 /// Delay from creation to the scheduler binding a pod.
 const SCHEDULE_DELAY_MS: u64 = 200;
 /// Delay from binding to the kubelet's first status update.
@@ -1447,7 +1449,9 @@ impl Cluster {
             .as_ref()
             .and_then(|s| s.termination_grace_period_seconds)
             .unwrap_or(30);
-        let grace = grace_seconds.unwrap_or(default_grace).max(0);
+        let grace = grace_seconds
+            .unwrap_or(default_grace)
+            .clamp(0, MAX_GRACE_SECONDS);
         let immediate =
             grace == 0 || matches!(p.stage, Stage::Unscheduled | Stage::Failed) || p.node.is_none();
         if immediate {

@@ -530,3 +530,72 @@ async fn the_kubelet_resource_endpoint_serves_cumulative_usage() {
     .await;
     assert_eq!(code, 404);
 }
+
+#[tokio::test]
+async fn hostile_parameters_are_answered_not_fatal() {
+    let (sim, handle) = start(SCENARIO, ClockMode::Manual).await;
+    handle.advance(Duration::from_secs(5)).expect("advance");
+    let addr = sim.local_addr();
+    let (_, first) = get_json(addr, "/api/v1/pods?limit=1").await;
+    let token = first["metadata"]["continue"]
+        .as_str()
+        .expect("continue token")
+        .to_string();
+    let id = token.split('.').next().expect("snapshot id");
+    let (code, v) = get_json(
+        addr,
+        &format!("/api/v1/pods?limit=5&continue={id}.18446744073709551615"),
+    )
+    .await;
+    assert_eq!((code, v["items"].as_array().map(Vec::len)), (200, Some(0)));
+    let (code, _) = get_json(addr, "/api/v1/pods?limit=18446744073709551615").await;
+    assert_eq!(code, 200);
+    let r = http::request(
+        addr,
+        "PATCH",
+        "/apis/apps/v1/namespaces/shop/deployments/web/scale",
+        &[("Content-Type", "application/merge-patch+json")],
+        br#"{"spec":{"replicas":1000000000}}"#,
+    )
+    .await
+    .expect("patch");
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    let r = http::request(
+        addr,
+        "PATCH",
+        "/apis/apps/v1/namespaces/shop/deployments/web/scale",
+        &[("Content-Type", "application/merge-patch+json")],
+        b"{not json",
+    )
+    .await
+    .expect("patch");
+    assert_eq!(r.status, 400);
+    let pod = handle.pods()[0].metadata.name.clone().expect("name");
+    let r = http::request(
+        addr,
+        "DELETE",
+        &format!("/api/v1/namespaces/shop/pods/{pod}?gracePeriodSeconds=9223372036854775807"),
+        &[],
+        b"",
+    )
+    .await
+    .expect("delete");
+    assert_eq!(r.status, 200);
+    let r = http::request(
+        addr,
+        "DELETE",
+        "/api/v1/namespaces/shop/pods/ghost",
+        &[],
+        b"",
+    )
+    .await
+    .expect("delete");
+    assert_eq!(r.status, 404);
+    let r = http::request(addr, "POST", "/api/v1/namespaces/shop/pods", &[], b"{}")
+        .await
+        .expect("post");
+    assert_eq!(r.status, 405);
+    // The server still answers.
+    let (code, _) = get_json(addr, "/api/v1/pods").await;
+    assert_eq!(code, 200);
+}
