@@ -14,3 +14,5 @@ step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test --workspace"
 cargo test --workspace
+step "fuzz the wire decoder (short run; ./scripts/fuzz.sh runs 10 million)"
+./scripts/fuzz.sh 300000
