@@ -6,11 +6,16 @@
 //! - [`http`]: a minimal HTTP/1.0 client for loopback tests (no TLS, no redirects);
 //! - [`wait`]: poll a condition until a deadline instead of sleeping;
 //! - [`process`]: locate the workspace's binaries and run them as child processes that are
-//!   killed when dropped.
+//!   killed when dropped;
+//! - [`netns`]: a second host in a network namespace behind a veth link that can be cut or
+//!   made lossy;
+//! - [`proxy`]: a TCP proxy adding latency, stalling or resetting connections.
 
 pub mod http;
+pub mod netns;
 pub mod process;
 pub mod prometheus;
+pub mod proxy;
 pub mod wait;
 
 pub use prometheus::Prometheus;

@@ -55,6 +55,25 @@ impl ChildProcess {
         S: AsRef<OsStr>,
     {
         let path = bin_path(name)?;
+        Self::spawn_program(name, path, args, env)
+    }
+
+    /// Starts any `program` (e.g. `ip netns exec … binary`), logging under `name`.
+    ///
+    /// # Errors
+    /// When the program cannot start.
+    pub fn spawn_program<P, I, S>(
+        name: &str,
+        program: P,
+        args: I,
+        env: &[(&str, &str)],
+    ) -> Result<ChildProcess>
+    where
+        P: AsRef<OsStr>,
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let path = PathBuf::from(program.as_ref());
         let log_dir = tempfile::tempdir()?;
         let log_path = log_dir.path().join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path)?;
