@@ -212,12 +212,26 @@ struct Stream {
 
 enum Drained {
     Events(Vec<(ChangeType, Arc<Stored>)>),
-    Expired { oldest: u64 },
+    Expired {
+        oldest: u64,
+    },
+    /// A `DropWatches` fault cut this stream: nothing written after it may be sent.
+    Dropped,
 }
 
 impl Stream {
     async fn send(&self, bytes: Bytes) -> bool {
         self.tx.send(Ok(Frame::data(bytes))).await.is_ok()
+    }
+
+    /// Cuts the connection mid-stream (no terminating chunk), as a network failure would.
+    async fn abort(&self) {
+        let _ = self
+            .tx
+            .send(Err(std::io::Error::other(
+                "watch dropped by an injected fault",
+            )))
+            .await;
     }
 
     /// One object's event line, as JSON or as a one-row Table.
@@ -249,8 +263,13 @@ impl Stream {
         }
     }
 
-    fn drain(&mut self) -> Drained {
+    /// Takes the changes since the last drain. Faults are injected under the same lock, so a
+    /// stream cut by one never carries a change made after it.
+    fn drain(&mut self, drop_token: &tokio_util::sync::CancellationToken) -> Drained {
         let c = self.shared.lock();
+        if drop_token.is_cancelled() {
+            return Drained::Dropped;
+        }
         match c.store.changes_since(self.kind, self.rv) {
             Ok(changes) => {
                 let events = changes
@@ -293,7 +312,7 @@ impl Stream {
         ticker.tick().await;
         loop {
             let requested = self.rv;
-            match self.drain() {
+            match self.drain(&drop_token) {
                 Drained::Events(events) => {
                     for (ty, obj) in events {
                         if !self.send(self.object_line(ty, &obj)).await {
@@ -305,8 +324,11 @@ impl Stream {
                     let _ = self.send(expired_line(requested, oldest)).await;
                     return;
                 }
+                Drained::Dropped => return self.abort().await,
             }
             tokio::select! {
+                biased;
+                _ = drop_token.cancelled() => return self.abort().await,
                 r = changed.changed() => if r.is_err() { return },
                 _ = ticker.tick(), if bookmarks => {
                     if !self.send(bookmark_line(self.def, self.rv, false)).await {
@@ -317,13 +339,6 @@ impl Stream {
                     if bookmarks {
                         let _ = self.send(bookmark_line(self.def, self.rv, false)).await;
                     }
-                    return;
-                }
-                _ = drop_token.cancelled() => {
-                    let _ = self
-                        .tx
-                        .send(Err(std::io::Error::other("watch dropped by an injected fault")))
-                        .await;
                     return;
                 }
                 _ = self.shared.shutdown.cancelled() => return,

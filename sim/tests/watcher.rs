@@ -313,7 +313,8 @@ async fn a_dropped_watch_resumes_without_losing_or_repeating_events() {
     let watches = handle.requests().iter().filter(|r| r.watch).count();
     assert!(
         watches >= 4,
-        "re-watched after each of the 3 drops ({watches} watches)"
+        "re-watched after each of the 3 drops ({watches} watches): {:#?}",
+        handle.requests()
     );
     let seen: BTreeSet<_> = view.changes.iter().collect();
     assert_eq!(seen.len(), view.changes.len(), "no change seen twice");
