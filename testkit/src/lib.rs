@@ -3,6 +3,7 @@
 //! One place for what several crates' tests need, so no test copies another's helpers:
 //! - [`prometheus`]: starts Debian's real `prometheus` on loopback, scraping given targets,
 //!   and queries its HTTP API;
+//! - [`exposition`]: parse what a `/metrics` endpoint serves into samples;
 //! - [`http`]: a minimal HTTP/1.0 client for loopback tests (no TLS, no redirects);
 //! - [`wait`]: poll a condition until a deadline instead of sleeping;
 //! - [`process`]: locate the workspace's binaries and run them as child processes that are
@@ -11,6 +12,7 @@
 //!   made lossy;
 //! - [`proxy`]: a TCP proxy adding latency, stalling or resetting connections.
 
+pub mod exposition;
 pub mod http;
 pub mod netns;
 pub mod process;
