@@ -41,63 +41,37 @@ fn parse_line(line: &str) -> Option<ExposedSample> {
     if line.starts_with('#') || line.trim().is_empty() {
         return None;
     }
-    let (name, rest) = match line.find(['{', ' ']) {
-        Some(i) => line.split_at(i),
-        None => return None,
-    };
+    let name_end = line.find(['{', ' '])?;
+    let name = &line[..name_end];
     let mut labels = BTreeMap::new();
-    let rest = if let Some(body) = rest.strip_prefix('{') {
-        let mut chars = body.char_indices().peekable();
-        let mut end = None;
+    let mut rest = &line[name_end..];
+    if let Some(mut body) = rest.strip_prefix('{') {
         loop {
-            // label name up to '='
-            let start = chars.peek()?.0;
-            if body[start..].starts_with('}') {
-                end = Some(start + 1);
+            body = body.trim_start_matches([',', ' ']);
+            if let Some(after) = body.strip_prefix('}') {
+                rest = after;
                 break;
             }
-            let eq = body[start..].find('=')? + start;
-            let key = body[start..eq].trim_start_matches(',').trim().to_owned();
-            while chars.peek().is_some_and(|(i, _)| *i <= eq) {
-                chars.next();
-            }
-            if chars.next()?.1 != '"' {
-                return None;
-            }
+            let eq = body.find('=')?;
+            let key = body[..eq].trim().to_owned();
+            let mut chars = body[eq + 1..].strip_prefix('"')?.char_indices();
             let mut value = String::new();
-            loop {
-                let (_, c) = chars.next()?;
+            let close = loop {
+                let (i, c) = chars.next()?;
                 match c {
                     '\\' => match chars.next()?.1 {
                         'n' => value.push('\n'),
                         other => value.push(other),
                     },
-                    '"' => break,
+                    '"' => break i,
                     c => value.push(c),
                 }
-            }
+            };
             labels.insert(key, value);
-            match chars.peek() {
-                Some((_, ',')) => {
-                    chars.next();
-                }
-                Some((i, '}')) => {
-                    end = Some(i + 1);
-                    break;
-                }
-                _ => return None,
-            }
-            if chars.peek().is_some_and(|(_, c)| *c == '}') {
-                end = chars.peek().map(|(i, _)| i + 1);
-                break;
-            }
+            body = &body[eq + 2 + close + 1..];
         }
-        &body[end?..]
-    } else {
-        rest
-    };
-    let value = rest.split_whitespace().next()?;
-    let value = match value {
+    }
+    let value = match rest.split_whitespace().next()? {
         "NaN" => f64::NAN,
         "+Inf" => f64::INFINITY,
         "-Inf" => f64::NEG_INFINITY,
