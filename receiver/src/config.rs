@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::security::BasicAuth;
+use crate::tls::TlsFiles;
 use crate::{Error, Result};
 
 /// Default address senders connect to.
@@ -42,7 +44,9 @@ pub enum LogFormat {
 }
 
 /// Everything the receiver needs to run. `Default` gives the documented defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` shows whether a token is set, never the token itself.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ReceiverConfig {
     /// Address senders connect to (`--listen`).
     pub listen: SocketAddr,
@@ -52,8 +56,21 @@ pub struct ReceiverConfig {
     pub ttl: Duration,
     /// Shared secret senders must present, if any (`--token` / `--token-file`).
     pub token: Option<String>,
+    /// TLS on the ingest port (`--tls-cert`, `--tls-key`); `None` is plain TCP.
+    pub tls: Option<TlsFiles>,
+    /// CA that must have signed every sender's client certificate (`--tls-client-ca`,
+    /// mutual TLS); requires [`ReceiverConfig::tls`].
+    pub tls_client_ca: Option<PathBuf>,
+    /// TLS on the HTTP port (`--http-tls-cert`, `--http-tls-key`).
+    pub http_tls: Option<TlsFiles>,
+    /// Credentials required on `/metrics` and the status page (`--http-basic-auth-user`,
+    /// `--http-basic-auth-password-file`); `/healthz` and `/readyz` stay open.
+    pub http_basic_auth: Option<BasicAuth>,
     /// Cap on concurrent sender connections (`--max-connections`).
     pub max_connections: usize,
+    /// Cap on connections from one IP address that have not yet authenticated
+    /// (`--max-handshakes-per-ip`); `None` means half of `max_connections`.
+    pub max_handshakes_per_ip: Option<usize>,
     /// Largest data frame payload accepted, in bytes (`--max-frame-bytes`).
     pub max_frame_bytes: usize,
     /// Time a connection has to send an acceptable `Hello` (`--handshake-timeout`).
@@ -76,7 +93,12 @@ impl Default for ReceiverConfig {
             http_listen: DEFAULT_HTTP_LISTEN.parse().expect("valid default address"),
             ttl: DEFAULT_TTL,
             token: None,
+            tls: None,
+            tls_client_ca: None,
+            http_tls: None,
+            http_basic_auth: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_handshakes_per_ip: None,
             max_frame_bytes: kube_relay_proto::DEFAULT_MAX_FRAME_BYTES,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
@@ -84,6 +106,29 @@ impl Default for ReceiverConfig {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             log_format: LogFormat::Text,
         }
+    }
+}
+
+impl std::fmt::Debug for ReceiverConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiverConfig")
+            .field("listen", &self.listen)
+            .field("http_listen", &self.http_listen)
+            .field("ttl", &self.ttl)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .field("tls_client_ca", &self.tls_client_ca)
+            .field("http_tls", &self.http_tls)
+            .field("http_basic_auth", &self.http_basic_auth)
+            .field("max_connections", &self.max_connections)
+            .field("max_handshakes_per_ip", &self.max_handshakes_per_ip)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("max_series_per_cluster", &self.max_series_per_cluster)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("log_format", &self.log_format)
+            .finish()
     }
 }
 
@@ -95,6 +140,14 @@ impl ReceiverConfig {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             ..ReceiverConfig::default()
         }
+    }
+
+    /// The effective cap on not-yet-authenticated connections per IP address: the
+    /// configured value, or half of `max_connections` (at least 1).
+    pub fn handshakes_per_ip_limit(&self) -> usize {
+        self.max_handshakes_per_ip
+            .unwrap_or(self.max_connections / 2)
+            .clamp(1, self.max_connections.max(1))
     }
 
     /// Time after which a silent connection is closed.
@@ -139,6 +192,9 @@ impl ReceiverConfig {
         if let Some(v) = cli.max_connections.or(file.max_connections) {
             c.max_connections = v;
         }
+        if let Some(v) = cli.max_handshakes_per_ip.or(file.max_handshakes_per_ip) {
+            c.max_handshakes_per_ip = Some(v);
+        }
         if let Some(v) = cli.max_frame_bytes.or(file.max_frame_bytes) {
             c.max_frame_bytes = v;
         }
@@ -155,6 +211,36 @@ impl ReceiverConfig {
             (Some(t), _) => Some(t.clone()),
             (None, Some(path)) => Some(read_token(path)?),
             (None, None) => None,
+        };
+        c.tls = tls_files(
+            "tls",
+            pick_path(&cli.tls_cert, &file.tls_cert),
+            pick_path(&cli.tls_key, &file.tls_key),
+        )?;
+        c.tls_client_ca = pick_path(&cli.tls_client_ca, &file.tls_client_ca).cloned();
+        c.http_tls = tls_files(
+            "http-tls",
+            pick_path(&cli.http_tls_cert, &file.http_tls_cert),
+            pick_path(&cli.http_tls_key, &file.http_tls_key),
+        )?;
+        let user = pick(&cli.http_basic_auth_user, &file.http_basic_auth_user);
+        let password_file = pick_path(
+            &cli.http_basic_auth_password_file,
+            &file.http_basic_auth_password_file,
+        );
+        c.http_basic_auth = match (user, password_file) {
+            (None, None) => None,
+            (Some(user), Some(path)) => Some(BasicAuth {
+                user: user.clone(),
+                password: read_password(path)?,
+            }),
+            _ => {
+                return Err(Error::Config(
+                    "http-basic-auth-user and http-basic-auth-password-file must be given \
+                     together"
+                        .into(),
+                ));
+            }
         };
         c.validate()?;
         Ok(c)
@@ -190,12 +276,62 @@ impl ReceiverConfig {
         if self.token.as_deref() == Some("") {
             return Err(Error::Config("token must not be empty".into()));
         }
+        if self.max_handshakes_per_ip == Some(0) {
+            return bad("max-handshakes-per-ip");
+        }
+        if self.tls_client_ca.is_some() && self.tls.is_none() {
+            return Err(Error::Config(
+                "tls-client-ca requires tls-cert and tls-key (mutual TLS needs TLS)".into(),
+            ));
+        }
+        if let Some(auth) = &self.http_basic_auth {
+            if auth.user.is_empty() || auth.user.contains(':') {
+                return Err(Error::Config(
+                    "http-basic-auth-user must be non-empty and contain no ':'".into(),
+                ));
+            }
+            if auth.password.is_empty() {
+                return Err(Error::Config(
+                    "the http basic auth password must not be empty".into(),
+                ));
+            }
+        }
         Ok(())
     }
 }
 
 fn pick<'a>(flag: &'a Option<String>, file: &'a Option<String>) -> Option<&'a String> {
     flag.as_ref().or(file.as_ref())
+}
+
+fn pick_path<'a>(flag: &'a Option<PathBuf>, file: &'a Option<PathBuf>) -> Option<&'a PathBuf> {
+    flag.as_ref().or(file.as_ref())
+}
+
+/// A certificate and key given together, or neither.
+fn tls_files(
+    what: &str,
+    cert: Option<&PathBuf>,
+    key: Option<&PathBuf>,
+) -> Result<Option<TlsFiles>> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        })),
+        _ => Err(Error::Config(format!(
+            "{what}-cert and {what}-key must be given together"
+        ))),
+    }
+}
+
+fn read_password(path: &Path) -> Result<String> {
+    let raw = std::fs::read_to_string(path).map_err(|source| Error::PasswordFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(raw.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 fn parse_addr(what: &str, v: &str) -> Result<SocketAddr> {
@@ -268,6 +404,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     long_about = "Accepts kube-relay senders on --listen and serves every connected cluster's \
                   metrics on --http-listen: /metrics (OpenMetrics or Prometheus text, every \
                   series labelled with its cluster), /healthz, /readyz and a status page at /.\n\n\
+                  Security: --token (or --token-file) is checked in constant time before any \
+                  data is decoded; --tls-cert/--tls-key put the sender port under TLS and \
+                  --tls-client-ca requires client certificates (mutual TLS). /metrics and the \
+                  status page take --http-tls-cert/--http-tls-key and HTTP basic auth; \
+                  /healthz and /readyz stay open. Without TLS and token any client reaching \
+                  --listen can report any cluster: fine for a lab, logged as a warning.\n\n\
                   Precedence: defaults < --config file < environment < flags."
 )]
 pub struct Cli {
@@ -303,9 +445,51 @@ pub struct Cli {
     #[arg(long, env = "KUBE_RELAY_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
 
+    /// PEM certificate chain for TLS on the sender port; with --tls-key, senders must speak
+    /// TLS [default: none, plain TCP].
+    #[arg(long, env = "KUBE_RELAY_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "KUBE_RELAY_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): senders must present a client certificate signed by one of
+    /// them (mutual TLS); requires --tls-cert [default: none, no client certificates].
+    #[arg(long, env = "KUBE_RELAY_TLS_CLIENT_CA", value_name = "PATH")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// PEM certificate chain for HTTPS on --http-listen (with --http-tls-key)
+    /// [default: none, plain HTTP].
+    #[arg(long, env = "KUBE_RELAY_HTTP_TLS_CERT", value_name = "PATH")]
+    pub http_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --http-tls-cert.
+    #[arg(long, env = "KUBE_RELAY_HTTP_TLS_KEY", value_name = "PATH")]
+    pub http_tls_key: Option<PathBuf>,
+
+    /// User name for HTTP basic auth on /metrics and the status page (with
+    /// --http-basic-auth-password-file); /healthz and /readyz stay open [default: none].
+    #[arg(long, env = "KUBE_RELAY_HTTP_BASIC_AUTH_USER", value_name = "USER")]
+    pub http_basic_auth_user: Option<String>,
+
+    /// File holding the basic auth password in clear (trailing newline ignored; the same
+    /// file can serve Prometheus' basic_auth.password_file).
+    #[arg(
+        long,
+        env = "KUBE_RELAY_HTTP_BASIC_AUTH_PASSWORD_FILE",
+        value_name = "PATH"
+    )]
+    pub http_basic_auth_password_file: Option<PathBuf>,
+
     /// Most concurrent sender connections; more are answered Busy and closed [default: 2048].
     #[arg(long, env = "KUBE_RELAY_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+
+    /// Most connections from one IP address still in their handshake (TLS and Hello, not
+    /// yet authenticated); more are closed at once [default: half of --max-connections].
+    #[arg(long, env = "KUBE_RELAY_MAX_HANDSHAKES_PER_IP", value_name = "N")]
+    pub max_handshakes_per_ip: Option<usize>,
 
     /// Largest data frame accepted, in bytes; a larger length prefix closes the connection
     /// [default: 1048576].
@@ -344,7 +528,15 @@ struct FileConfig {
     ttl: Option<String>,
     token: Option<String>,
     token_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    http_tls_cert: Option<PathBuf>,
+    http_tls_key: Option<PathBuf>,
+    http_basic_auth_user: Option<String>,
+    http_basic_auth_password_file: Option<PathBuf>,
     max_connections: Option<usize>,
+    max_handshakes_per_ip: Option<usize>,
     max_frame_bytes: Option<usize>,
     handshake_timeout: Option<String>,
     heartbeat_interval: Option<String>,

@@ -37,6 +37,58 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The HTTP basic auth password file could not be read.
+    #[error("failed to read the password file {path}")]
+    PasswordFile {
+        /// Path given.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A certificate, key or CA file could not be read, or held nothing of the kind.
+    #[error("failed to read the {what} from {path}")]
+    Pem {
+        /// What the file should hold (`certificate chain`, `private key`, `CA certificate`).
+        what: &'static str,
+        /// Path given.
+        path: PathBuf,
+        /// What the PEM reader said.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+
+    /// rustls refused a TLS setup (a key that does not fit its certificate, ...).
+    #[error("failed to set up TLS ({what})")]
+    Tls {
+        /// Which setup (`ingest`, `http`, `client`, `CA`).
+        what: &'static str,
+        /// What rustls said.
+        #[source]
+        source: rustls::Error,
+    },
+
+    /// The client CA for mutual TLS is unusable.
+    #[error("failed to build the client certificate verifier from {path}")]
+    ClientCa {
+        /// Path given.
+        path: PathBuf,
+        /// What rustls said.
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
+
+    /// A client failed the TLS handshake (or, under mutual TLS, the certificate check).
+    #[error("failed to complete the TLS handshake ({kind})")]
+    TlsHandshake {
+        /// Bounded label (see `tls::HandshakeFailure::as_label`).
+        kind: &'static str,
+        /// What tokio-rustls reported.
+        #[source]
+        source: io::Error,
+    },
+
     /// The wire protocol failed: framing, decoding or a rule violation.
     #[error("failed to read the sender's stream: {0}")]
     Protocol(#[from] kube_relay_proto::Error),
@@ -66,10 +118,15 @@ impl Error {
             Error::Bind { .. } => "bind",
             Error::Config(_) => "config",
             Error::TokenFile { .. } => "token_file",
+            Error::PasswordFile { .. } => "password_file",
+            Error::Pem { .. } => "pem",
+            Error::Tls { .. } => "tls_setup",
+            Error::ClientCa { .. } => "client_ca",
+            Error::TlsHandshake { kind, .. } => kind,
             Error::Protocol(e) => e.kind(),
             Error::HandshakeTimeout(_) => "handshake_timeout",
             Error::IdleTimeout(_) => "idle_timeout",
-            Error::Rejected { .. } => "rejected",
+            Error::Rejected { reason, .. } => reason,
         }
     }
 }

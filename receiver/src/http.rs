@@ -1,10 +1,18 @@
 //! The HTTP side: `GET /metrics`, `/healthz`, `/readyz` and the status page at `/`.
 //!
-//! [`HttpApp::respond`] maps a request to a response without any socket, so routing is unit
-//! tested directly; [`serve`] runs it with hyper on a bound listener, shutting connections
-//! down gracefully when the shutdown token fires.
+//! [`HttpApp::respond`] maps a request to a response without any socket, so routing and
+//! basic auth are unit tested directly; [`serve`] runs it with hyper on a bound listener
+//! (optionally under TLS, the handshake in each connection's task), at most
+//! [`MAX_HTTP_CONNECTIONS`] at once, shutting connections down gracefully when the shutdown
+//! token fires.
+//!
+//! With [`BasicAuth`] configured, `/metrics` and `/` answer `401` with
+//! `WWW-Authenticate: Basic realm="kube-relay"` unless the request carries the credentials
+//! (counted in `relay_receiver_auth_failures_total{kind="http_basic_auth"}`); `/healthz` and
+//! `/readyz` stay open for probes.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,17 +23,23 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::exposition::Format;
 use crate::metrics::Metrics;
+use crate::security::{BASIC_AUTH_CHALLENGE, BasicAuth, RefusalLog};
 use crate::status;
 use crate::store::Store;
 
 /// Longest time a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most HTTP connections served at once; further ones are closed on accept. Prometheus
+/// keeps one connection per target, so this only bounds abuse.
+pub const MAX_HTTP_CONNECTIONS: usize = 256;
 
 /// Everything the HTTP endpoints read. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -34,6 +48,8 @@ pub struct HttpApp {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     last_len: Arc<AtomicUsize>,
+    basic_auth: Option<Arc<BasicAuth>>,
+    refusals: Arc<RefusalLog>,
 }
 
 impl HttpApp {
@@ -44,13 +60,48 @@ impl HttpApp {
             metrics,
             ready,
             last_len: Arc::new(AtomicUsize::new(0)),
+            basic_auth: None,
+            refusals: Arc::new(RefusalLog::default()),
         }
+    }
+
+    /// Logs refused requests through `refusals` (shared with the sender port).
+    pub fn with_refusal_log(mut self, refusals: Arc<RefusalLog>) -> Self {
+        self.refusals = refusals;
+        self
+    }
+
+    /// Requires `auth` on `/metrics` and the status page.
+    pub fn with_basic_auth(mut self, auth: BasicAuth) -> Self {
+        self.basic_auth = Some(Arc::new(auth));
+        self
     }
 
     /// Answers one request (the body is never read).
     pub fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        if let Some(auth) = &self.basic_auth
+            && matches!(path, "/metrics" | "/")
+            && !auth.accepts(
+                req.headers()
+                    .get(header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+            )
+        {
+            self.metrics.auth_failure("http_basic_auth");
+            let mut r = reply(
+                StatusCode::UNAUTHORIZED,
+                TEXT,
+                "authentication required\n".into(),
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(BASIC_AUTH_CHALLENGE),
+            );
+            return r;
+        }
         let get = req.method() == Method::GET || req.method() == Method::HEAD;
-        match (get, req.uri().path()) {
+        match (get, path) {
             (true, "/metrics") => {
                 let accept = req
                     .headers()
@@ -120,14 +171,17 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
     r
 }
 
-/// Serves `app` on `listener` until `shutdown` fires; open connections finish their current
-/// request and close. Connection tasks are spawned on `tracker`.
+/// Serves `app` on `listener` (over TLS when `tls` is set) until `shutdown` fires; open
+/// connections finish their current request and close. Connection tasks are spawned on
+/// `tracker`.
 pub async fn serve(
     listener: TcpListener,
     app: HttpApp,
+    tls: Option<TlsAcceptor>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -140,30 +194,59 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            debug!(peer = %peer, "HTTP connection limit reached; closing");
+            continue;
+        };
         let app = app.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
-            let service = service_fn(move |req| {
-                let response = app.respond(&req);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            match tls {
+                None => serve_connection(stream, peer, app, shutdown).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, peer, app, shutdown).await,
+                        Ok(Err(e)) => {
+                            debug!(peer = %peer, cause = %e, "HTTPS handshake failed");
+                        }
+                        Err(_) => debug!(peer = %peer, "HTTPS handshake timed out"),
+                    }
                 }
-            };
-            if let Err(e) = result {
-                debug!(peer = %peer, cause = %e, "HTTP connection ended with an error");
             }
+            drop(permit);
         });
+    }
+}
+
+/// Serves HTTP/1.1 on one connection until it closes or shutdown.
+async fn serve_connection<S>(stream: S, peer: SocketAddr, app: HttpApp, shutdown: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let response = app.respond(&req);
+        if response.status() == StatusCode::UNAUTHORIZED {
+            let cause = format!("{} without valid basic auth credentials", req.uri().path());
+            app.refusals.refused(peer, "http_basic_auth", &cause);
+        }
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(peer = %peer, cause = %e, "HTTP connection ended with an error");
     }
 }
 

@@ -42,14 +42,18 @@ pub mod error;
 pub mod exposition;
 pub mod http;
 pub mod metrics;
+pub mod security;
 pub mod server;
 pub mod session;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::{Cli, LogFormat, ReceiverConfig};
 pub use error::{Error, Result};
 pub use exposition::Format;
+pub use security::BasicAuth;
 pub use server::Receiver;
 pub use store::Store;
+pub use tls::TlsFiles;

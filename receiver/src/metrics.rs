@@ -31,6 +31,7 @@ pub struct Metrics {
     registry: Registry,
     decode_errors: Family<LabelPair, Counter>,
     handshakes_rejected: Family<LabelPair, Counter>,
+    auth_failures: Family<LabelPair, Counter>,
     idle_timeouts: Counter,
     scrape_duration: Histogram,
 }
@@ -51,6 +52,13 @@ impl Metrics {
             "Handshakes refused, by reason",
             handshakes_rejected.clone(),
         );
+        let auth_failures = Family::<LabelPair, Counter>::default();
+        registry.register(
+            "relay_receiver_auth_failures",
+            "Peers that failed authentication, by kind: no_token, wrong_token, not_tls, \
+             client_certificate, tls_alert, tls (sender port), http_basic_auth (HTTP port)",
+            auth_failures.clone(),
+        );
         let idle_timeouts = Counter::default();
         registry.register(
             "relay_receiver_idle_timeouts",
@@ -68,6 +76,7 @@ impl Metrics {
             registry,
             decode_errors,
             handshakes_rejected,
+            auth_failures,
             idle_timeouts,
             scrape_duration,
         })
@@ -83,6 +92,12 @@ impl Metrics {
         self.handshakes_rejected
             .get_or_create(&[("reason", reason)])
             .inc();
+    }
+
+    /// Counts a failed authentication; `kind` is a bounded label (`no_token`, `wrong_token`,
+    /// a `tls::HandshakeFailure` label, `http_basic_auth`).
+    pub fn auth_failure(&self, kind: &'static str) {
+        self.auth_failures.get_or_create(&[("kind", kind)]).inc();
     }
 
     /// Counts a connection closed because the sender fell silent.

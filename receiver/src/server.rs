@@ -1,29 +1,54 @@
 //! [`Receiver`]: binds both listeners, then runs the sender accept loop, the HTTP server
 //! and the TTL expiry until shutdown, draining connections within a bound.
+//!
+//! # Admission
+//! The accept loop only accepts and admits; everything slow (the TLS handshake, the `Hello`)
+//! happens in the connection's own task under one handshake deadline. Two limits hold:
+//! - `max_connections` connections in total (a semaphore); more are answered `Busy` (on a
+//!   TLS port, closed) at once;
+//! - [`ReceiverConfig::handshakes_per_ip_limit`] connections per IP address that have not
+//!   authenticated yet, so one address opening thousands of idle or trickling connections
+//!   cannot take every slot from the other senders.
+//!
+//! Refused connections are always counted (`relay_receiver_handshakes_rejected_total`,
+//! `relay_receiver_auth_failures_total`) and logged through a rate-limited [`RefusalLog`],
+//! whose summary of suppressed lines is written every [`REFUSAL_LOG_WINDOW`].
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube_relay_proto::{
     MAX_HANDSHAKE_FRAME_BYTES, ReceiverCodec, ReceiverMessage, Reject, RejectReason,
 };
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, timeout_at};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::http::{self, HttpApp};
 use crate::metrics::Metrics;
+use crate::security::{REFUSAL_LOG_WINDOW, RefusalLog};
 use crate::session::Session;
 use crate::store::Store;
+use crate::tls::{self, HandshakeFailure, TLS_HANDSHAKE_RECORD};
 use crate::{Error, ReceiverConfig, Result};
 
 /// Longest pause after failing accepts (for example when out of file descriptors).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Label of `relay_receiver_handshakes_rejected_total` for a failed TLS handshake.
+pub const REJECTED_TLS: &str = "tls";
+
+/// Label of `relay_receiver_handshakes_rejected_total` for a connection refused because its
+/// IP address already has `max_handshakes_per_ip` unauthenticated connections.
+pub const REJECTED_PER_IP: &str = "per_ip_limit";
 
 /// A receiver with both listeners bound, ready to [`run`](Receiver::run).
 #[derive(Debug)]
@@ -31,19 +56,37 @@ pub struct Receiver {
     config: Arc<ReceiverConfig>,
     ingest: TcpListener,
     http: TcpListener,
+    ingest_tls: Option<Arc<rustls::ServerConfig>>,
+    http_tls: Option<Arc<rustls::ServerConfig>>,
     store: Store,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
 }
 
 impl Receiver {
-    /// Binds the sender listener (`config.listen`) and the HTTP listener
-    /// (`config.http_listen`); port 0 picks a free port (see [`Receiver::ingest_addr`]).
+    /// Loads the TLS files, then binds the sender listener (`config.listen`) and the HTTP
+    /// listener (`config.http_listen`); port 0 picks a free port (see
+    /// [`Receiver::ingest_addr`]).
     ///
     /// # Errors
-    /// [`Error::Config`] for invalid limits, [`Error::Bind`] when an address cannot be bound.
+    /// [`Error::Config`] for invalid limits, [`Error::Pem`], [`Error::Tls`] or
+    /// [`Error::ClientCa`] for unusable TLS files, [`Error::Bind`] when an address cannot be
+    /// bound.
     pub async fn bind(config: ReceiverConfig) -> Result<Receiver> {
         config.validate()?;
+        let ingest_tls = match &config.tls {
+            Some(files) => Some(tls::server_config(
+                "ingest",
+                files,
+                config.tls_client_ca.as_deref(),
+                &[],
+            )?),
+            None => None,
+        };
+        let http_tls = match &config.http_tls {
+            Some(files) => Some(tls::server_config("http", files, None, &[b"http/1.1"])?),
+            None => None,
+        };
         let bind = |what: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -57,6 +100,8 @@ impl Receiver {
             config: Arc::new(config),
             ingest,
             http,
+            ingest_tls,
+            http_tls,
             store,
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
@@ -82,21 +127,21 @@ impl Receiver {
     /// what they applied) and waits at most `shutdown_timeout` for connections to finish.
     ///
     /// # Errors
-    /// Currently none after a successful bind; the `Result` leaves room for listener setup
-    /// that can fail (TLS).
+    /// Currently none after a successful bind (TLS files are loaded by
+    /// [`Receiver::bind`]).
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        if self.config.token.is_none() {
-            warn!(
-                "NO TOKEN CONFIGURED: any client that reaches {} can report any cluster; \
-                 set --token or --token-file",
-                self.ingest_addr()
-            );
-        }
+        self.warn_about_exposure();
         info!(
             ingest = %self.ingest_addr(),
             http = %self.http_addr(),
+            tls = self.ingest_tls.is_some(),
+            mutual_tls = self.config.tls_client_ca.is_some(),
+            token = self.config.token.is_some(),
+            http_tls = self.http_tls.is_some(),
+            http_basic_auth = self.config.http_basic_auth.is_some(),
             ttl = ?self.config.ttl,
             max_connections = self.config.max_connections,
+            max_handshakes_per_ip = self.config.handshakes_per_ip_limit(),
             max_frame_bytes = self.config.max_frame_bytes,
             "receiver listening"
         );
@@ -105,10 +150,18 @@ impl Receiver {
         let expiry_shutdown = shutdown.clone();
         tracker.spawn(async move { store.run_expiry(expiry_shutdown).await });
 
-        let app = HttpApp::new(self.store.clone(), self.metrics.clone(), self.ready.clone());
+        let refusals = Arc::new(RefusalLog::default());
+        tracker.spawn(summarize_refusals(refusals.clone(), shutdown.clone()));
+
+        let mut app = HttpApp::new(self.store.clone(), self.metrics.clone(), self.ready.clone())
+            .with_refusal_log(refusals.clone());
+        if let Some(auth) = &self.config.http_basic_auth {
+            app = app.with_basic_auth(auth.clone());
+        }
         tracker.spawn(http::serve(
             self.http,
             app,
+            self.http_tls.map(TlsAcceptor::from),
             tracker.clone(),
             shutdown.clone(),
         ));
@@ -117,13 +170,18 @@ impl Receiver {
             self.store.clone(),
             self.metrics.clone(),
             self.config.clone(),
+            refusals.clone(),
             shutdown.clone(),
         );
         let listener = Listener {
             listener: self.ingest,
             limit: Arc::new(Semaphore::new(self.config.max_connections)),
+            handshakes: Arc::new(HandshakeSlots::new(self.config.handshakes_per_ip_limit())),
+            tls: self.ingest_tls.map(TlsAcceptor::from),
+            handshake_timeout: self.config.handshake_timeout,
             session,
             metrics: self.metrics.clone(),
+            refusals,
             tracker: tracker.clone(),
         };
         tracker.spawn(listener.run(shutdown.clone()));
@@ -145,14 +203,112 @@ impl Receiver {
         info!("receiver stopped");
         Ok(())
     }
+
+    /// One warning per exposure at start: who can report data, and what travels in clear.
+    fn warn_about_exposure(&self) {
+        let ingest = self.ingest_addr();
+        let tls = self.ingest_tls.is_some();
+        let token = self.config.token.is_some();
+        let client_certs = self.config.tls_client_ca.is_some();
+        match (tls, token, client_certs) {
+            (false, false, _) => warn!(
+                "NO TOKEN CONFIGURED AND NO TLS on {ingest}: any client that reaches it can \
+                 report any cluster and overwrite its series, and everything travels in clear; \
+                 fine for a lab only. Set --token or --token-file, and --tls-cert/--tls-key"
+            ),
+            (false, true, _) => warn!(
+                "no TLS on {ingest}: the token and all data travel in clear, so anyone on the \
+                 path can read the token and replay it; set --tls-cert and --tls-key"
+            ),
+            (true, false, false) => warn!(
+                "TLS without a token or client certificates on {ingest}: traffic is \
+                 encrypted, but any client that reaches it can report any cluster; set \
+                 --token or --tls-client-ca"
+            ),
+            (true, _, _) => {}
+        }
+        if self.config.http_basic_auth.is_some() && self.http_tls.is_none() {
+            warn!(
+                http = %self.http_addr(),
+                "HTTP basic auth without TLS: the password travels in clear; set \
+                 --http-tls-cert and --http-tls-key"
+            );
+        }
+    }
 }
 
-/// The sender accept loop: caps connections with a semaphore and spawns one session each.
+/// Writes the refusal log's summary of suppressed lines once per window until shutdown.
+async fn summarize_refusals(refusals: Arc<RefusalLog>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(REFUSAL_LOG_WINDOW);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => refusals.summarize(),
+        }
+    }
+}
+
+/// Counts unauthenticated connections per IP address against a limit.
+#[derive(Debug)]
+struct HandshakeSlots {
+    limit: usize,
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One unauthenticated connection's place in [`HandshakeSlots`]; given back on drop.
+#[derive(Debug)]
+struct HandshakeSlot {
+    slots: Arc<HandshakeSlots>,
+    ip: IpAddr,
+}
+
+impl HandshakeSlots {
+    fn new(limit: usize) -> Self {
+        HandshakeSlots {
+            limit,
+            by_ip: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn try_take(self: &Arc<Self>, ip: IpAddr) -> Option<HandshakeSlot> {
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let taken = by_ip.entry(ip).or_insert(0);
+        if *taken >= self.limit {
+            return None;
+        }
+        *taken += 1;
+        Some(HandshakeSlot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut by_ip = self.slots.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(taken) = by_ip.get_mut(&self.ip) {
+            *taken = taken.saturating_sub(1);
+            if *taken == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The sender accept loop: admits connections (total cap, per-IP handshake cap) and spawns
+/// one task each, which does the TLS handshake, if any, and runs the session.
 struct Listener {
     listener: TcpListener,
     limit: Arc<Semaphore>,
+    handshakes: Arc<HandshakeSlots>,
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
     session: Session,
     metrics: Arc<Metrics>,
+    refusals: Arc<RefusalLog>,
     tracker: TaskTracker,
 }
 
@@ -180,34 +336,171 @@ impl Listener {
                 }
             };
             let _ = stream.set_nodelay(true);
-            match self.limit.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let session = self.session.clone();
-                    self.tracker.spawn(async move {
-                        if let Err(e) = session.run(stream, peer).await {
-                            warn!(peer = %peer, kind = e.kind(), cause = %e, "closed sender connection");
-                        }
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    self.metrics
-                        .handshake_rejected(RejectReason::Busy.as_label());
-                    warn!(peer = %peer, "rejected sender connection: at the connection limit");
-                    self.tracker.spawn(reject_busy(stream));
-                }
-            }
+            let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+                self.refuse_busy(
+                    stream,
+                    peer,
+                    RejectReason::Busy.as_label(),
+                    "the receiver is at its connection limit; retry later",
+                );
+                continue;
+            };
+            let Some(slot) = self.handshakes.try_take(peer.ip()) else {
+                self.refuse_busy(
+                    stream,
+                    peer,
+                    REJECTED_PER_IP,
+                    "too many unauthenticated connections from this address; retry later",
+                );
+                continue;
+            };
+            let conn = Connection {
+                session: self.session.clone(),
+                tls: self.tls.clone(),
+                metrics: self.metrics.clone(),
+                refusals: self.refusals.clone(),
+                deadline: Instant::now() + self.handshake_timeout,
+                handshake_timeout: self.handshake_timeout,
+            };
+            self.tracker.spawn(conn.run(stream, peer, permit, slot));
+        }
+    }
+
+    /// Counts, logs (rate-limited) and answers a connection refused at admission: a `Busy`
+    /// reject on plain TCP, a bare close on a TLS port (a plain frame would be noise there).
+    fn refuse_busy(&self, stream: TcpStream, peer: SocketAddr, label: &'static str, why: &str) {
+        self.metrics.handshake_rejected(label);
+        self.refusals.refused(peer, label, &why);
+        if self.tls.is_none() {
+            self.tracker.spawn(reject_busy(stream, why.to_owned()));
         }
     }
 }
 
+/// One admitted connection: TLS handshake (if configured), then the session.
+struct Connection {
+    session: Session,
+    tls: Option<TlsAcceptor>,
+    metrics: Arc<Metrics>,
+    refusals: Arc<RefusalLog>,
+    deadline: Instant,
+    handshake_timeout: Duration,
+}
+
+impl Connection {
+    async fn run(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+        slot: HandshakeSlot,
+    ) {
+        let deadline = self.deadline;
+        // Errors are logged by the session (rate-limited before authentication).
+        let _ = match &self.tls {
+            None => {
+                self.session
+                    .run_admitted(stream, peer, deadline, slot)
+                    .await
+            }
+            Some(acceptor) => match self.tls_handshake(acceptor, stream, peer).await {
+                Some(tls) => self.session.run_admitted(tls, peer, deadline, slot).await,
+                None => Ok(()),
+            },
+        };
+        drop(permit);
+    }
+
+    /// Runs the TLS handshake by the deadline; `None` (counted and logged) when it fails.
+    async fn tls_handshake(
+        &self,
+        acceptor: &TlsAcceptor,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+        // A peek tells a TCP probe (connect, close) from a client, and plain bytes from TLS,
+        // before rustls reads anything.
+        let mut first = [0u8; 1];
+        match timeout_at(self.deadline, stream.peek(&mut first)).await {
+            Err(_) => {
+                self.timed_out(peer);
+                return None;
+            }
+            Ok(Ok(0) | Err(_)) => {
+                debug!(peer = %peer, "connection closed before its TLS handshake");
+                return None;
+            }
+            Ok(Ok(_)) => {}
+        }
+        if first[0] != TLS_HANDSHAKE_RECORD {
+            self.tls_failed(
+                peer,
+                HandshakeFailure::NotTls,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("first byte {:#04x} is not a TLS handshake record", first[0]),
+                ),
+            );
+            return None;
+        }
+        match timeout_at(self.deadline, acceptor.accept(stream)).await {
+            Err(_) => {
+                self.timed_out(peer);
+                None
+            }
+            Ok(Err(e)) => {
+                self.tls_failed(peer, HandshakeFailure::classify(&e), e);
+                None
+            }
+            Ok(Ok(tls)) => Some(tls),
+        }
+    }
+
+    fn timed_out(&self, peer: SocketAddr) {
+        self.metrics.handshake_rejected("handshake_timeout");
+        let err = Error::HandshakeTimeout(self.handshake_timeout);
+        self.refusals.refused(peer, err.kind(), &err);
+    }
+
+    fn tls_failed(&self, peer: SocketAddr, failure: HandshakeFailure, source: std::io::Error) {
+        let kind = failure.as_label();
+        self.metrics.handshake_rejected(REJECTED_TLS);
+        self.metrics.auth_failure(kind);
+        self.refusals
+            .refused(peer, kind, &Error::TlsHandshake { kind, source });
+    }
+}
+
 /// Tells a peer the receiver is at its connection limit, then closes.
-async fn reject_busy(stream: TcpStream) {
+async fn reject_busy(stream: TcpStream, message: String) {
     use futures::SinkExt;
     let mut out = FramedWrite::new(stream, ReceiverCodec::new(MAX_HANDSHAKE_FRAME_BYTES));
     let reject = ReceiverMessage::Reject(Reject {
         reason: RejectReason::Busy,
-        message: "the receiver is at its connection limit; retry later".into(),
+        message,
     });
     let _ = tokio::time::timeout(Duration::from_secs(1), out.send(&reject)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_slots_are_capped_per_address_and_given_back_on_drop() {
+        let slots = Arc::new(HandshakeSlots::new(2));
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let first = slots.try_take(a).expect("first");
+        let _second = slots.try_take(a).expect("second");
+        assert!(slots.try_take(a).is_none(), "a third from one address");
+        let _other = slots.try_take(b).expect("another address is not affected");
+        drop(first);
+        let _again = slots.try_take(a).expect("a slot came back");
+        drop((_second, _other, _again));
+        assert!(
+            slots.by_ip.lock().expect("lock").is_empty(),
+            "no entry is kept for addresses without connections"
+        );
+    }
 }

@@ -1,10 +1,18 @@
 //! One sender connection, from `Hello` to close: handshake checks, batches into the store,
 //! acks, heartbeat echo, idle and handshake timeouts.
 //!
-//! [`Session::run`] is generic over `AsyncRead + AsyncWrite`, so TLS can wrap the TCP stream
+//! [`Session::run`] is generic over `AsyncRead + AsyncWrite`, so TLS wraps the TCP stream
 //! without touching this code. Framing is hidden behind `Framed` with the proto crate's
-//! [`ReceiverCodec`]; handshake frames are limited to [`MAX_HANDSHAKE_FRAME_BYTES`] and the
-//! token is checked before any data frame is decoded.
+//! [`ReceiverCodec`].
+//!
+//! # Before authentication
+//! The `Hello` is the only message decoded before the peer is authenticated: the frame
+//! limit stays at [`MAX_HANDSHAKE_FRAME_BYTES`] until the version and token checks pass
+//! (constant time, [`token_matches`]), and the whole handshake (TLS included) must finish
+//! within one deadline, so a peer trickling bytes cannot extend it. Anything else first, a
+//! larger frame, or a wrong token closes the connection; bytes the peer pipelined after its
+//! `Hello` are never decoded. Failures before authentication are logged through the
+//! [`RefusalLog`] (rate-limited per peer IP); after it, every close is logged.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,14 +24,14 @@ use kube_relay_proto::{
     Ack, Hello, MAX_HANDSHAKE_FRAME_BYTES, MAX_NAME_BYTES, PROTOCOL_VERSION, ReceiverCodec,
     ReceiverMessage, Reject, RejectReason, Resume, SenderMessage, Welcome,
 };
-use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tokio_util::codec::{Decoder, Encoder, Framed};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
+use crate::security::{RefusalLog, token_matches};
 use crate::store::{Applied, ApplyError, ClaimError, ConnId, Store};
 use crate::{Error, ReceiverConfig, Result};
 
@@ -40,6 +48,7 @@ pub struct Session {
     store: Store,
     metrics: Arc<Metrics>,
     config: Arc<ReceiverConfig>,
+    refusals: Arc<RefusalLog>,
     shutdown: CancellationToken,
 }
 
@@ -82,37 +91,97 @@ enum End {
 }
 
 impl Session {
-    /// Session settings shared by all connections.
+    /// Session settings shared by all connections; refusals before authentication are
+    /// logged through `refusals`.
     pub fn new(
         store: Store,
         metrics: Arc<Metrics>,
         config: Arc<ReceiverConfig>,
+        refusals: Arc<RefusalLog>,
         shutdown: CancellationToken,
     ) -> Self {
         Session {
             store,
             metrics,
             config,
+            refusals,
             shutdown,
         }
     }
 
     /// Serves one connection until the sender leaves, the link dies, a protocol error occurs
-    /// or the receiver shuts down. The cluster is marked down when the session ends.
+    /// or the receiver shuts down. The cluster is marked down when the session ends. The
+    /// `Hello` must arrive within the handshake timeout from now.
     ///
     /// # Errors
     /// The reason the connection was closed by the receiver (timeouts, bad frames,
-    /// violations, a refused handshake); the caller logs it with the peer.
+    /// violations, a refused handshake). It is already logged with the peer: at once after
+    /// authentication, rate-limited before.
     pub async fn run<S>(&self, io: S, peer: SocketAddr) -> Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let deadline = Instant::now() + self.config.handshake_timeout;
+        self.run_admitted(io, peer, deadline, ()).await
+    }
+
+    /// [`Session::run`] for a connection admitted by the accept loop: the `Hello` must
+    /// arrive by `handshake_deadline` (which may have started before a TLS handshake), and
+    /// `handshake_slot` is dropped as soon as the peer is authenticated.
+    ///
+    /// # Errors
+    /// As [`Session::run`].
+    pub async fn run_admitted<S, G>(
+        &self,
+        io: S,
+        peer: SocketAddr,
+        handshake_deadline: Instant,
+        handshake_slot: G,
+    ) -> Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut authenticated = false;
+        let result = self
+            .serve(
+                io,
+                peer,
+                handshake_deadline,
+                handshake_slot,
+                &mut authenticated,
+            )
+            .await;
+        if let Err(e) = &result {
+            if authenticated {
+                warn!(peer = %peer, kind = e.kind(), cause = %e, "closed sender connection");
+            } else {
+                self.refusals.refused(peer, e.kind(), e);
+            }
+        }
+        result
+    }
+
+    async fn serve<S, G>(
+        &self,
+        io: S,
+        peer: SocketAddr,
+        handshake_deadline: Instant,
+        handshake_slot: G,
+        authenticated: &mut bool,
+    ) -> Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let codec = CountingCodec(ReceiverCodec::new(MAX_HANDSHAKE_FRAME_BYTES));
         let mut conn = Framed::new(io, codec);
-        let Some((hello, hello_bytes)) = self.read_hello(&mut conn).await? else {
+        let Some((hello, hello_bytes)) = self.read_hello(&mut conn, handshake_deadline).await?
+        else {
             debug!(peer = %peer, "connection closed before its hello");
             return Ok(());
         };
+        self.authenticate(&mut conn, &hello).await?;
+        *authenticated = true;
+        drop(handshake_slot);
         self.check_hello(&mut conn, &hello).await?;
 
         let cancel = self.shutdown.child_token();
@@ -171,11 +240,15 @@ impl Session {
         }
     }
 
-    async fn read_hello<S>(&self, conn: &mut Conn<S>) -> Result<Option<(Hello, usize)>>
+    async fn read_hello<S>(
+        &self,
+        conn: &mut Conn<S>,
+        deadline: Instant,
+    ) -> Result<Option<(Hello, usize)>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let first = match timeout(self.config.handshake_timeout, conn.next()).await {
+        let first = match timeout_at(deadline, conn.next()).await {
             Err(_) => {
                 self.metrics.handshake_rejected("handshake_timeout");
                 return Err(Error::HandshakeTimeout(self.config.handshake_timeout));
@@ -200,8 +273,8 @@ impl Session {
         }
     }
 
-    /// Version, token, names, shutdown: everything decided before the store is touched.
-    async fn check_hello<S>(&self, conn: &mut Conn<S>, hello: &Hello) -> Result<()>
+    /// Version and token: the checks that make a peer trusted.
+    async fn authenticate<S>(&self, conn: &mut Conn<S>, hello: &Hello) -> Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -216,15 +289,28 @@ impl Session {
                 ),
             ))
         } else if !token_matches(self.config.token.as_deref(), hello.token.as_deref()) {
-            Some((
-                RejectReason::Unauthorized,
-                if hello.token.is_some() {
-                    "wrong token".to_owned()
-                } else {
-                    "this receiver requires a token".to_owned()
-                },
-            ))
-        } else if let Err(problem) = check_name("cluster", &hello.cluster) {
+            let (kind, message) = if hello.token.is_some() {
+                ("wrong_token", "wrong token")
+            } else {
+                ("no_token", "this receiver requires a token")
+            };
+            self.metrics.auth_failure(kind);
+            Some((RejectReason::Unauthorized, message.to_owned()))
+        } else {
+            None
+        };
+        match refusal {
+            Some((reason, message)) => Err(self.reject(conn, reason, message).await),
+            None => Ok(()),
+        }
+    }
+
+    /// Names and shutdown: everything else decided before the store is touched.
+    async fn check_hello<S>(&self, conn: &mut Conn<S>, hello: &Hello) -> Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let refusal = if let Err(problem) = check_name("cluster", &hello.cluster) {
             Some((RejectReason::InvalidHello, problem))
         } else if let Err(problem) = check_sender_id(&hello.sender_id) {
             Some((RejectReason::InvalidHello, problem))
@@ -415,15 +501,6 @@ fn message_name(msg: &SenderMessage) -> &'static str {
     }
 }
 
-/// Constant-time token check; with no token configured every sender is accepted.
-fn token_matches(required: Option<&str>, given: Option<&str>) -> bool {
-    match (required, given) {
-        (None, _) => true,
-        (Some(_), None) => false,
-        (Some(required), Some(given)) => required.as_bytes().ct_eq(given.as_bytes()).into(),
-    }
-}
-
 /// A cluster name: 1 to 253 bytes of `[A-Za-z0-9._-]`.
 fn check_name(what: &str, name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_NAME_BYTES {
@@ -452,16 +529,6 @@ fn check_sender_id(id: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_compare_exactly() {
-        assert!(token_matches(None, None));
-        assert!(token_matches(None, Some("anything")));
-        assert!(token_matches(Some("s3cret"), Some("s3cret")));
-        assert!(!token_matches(Some("s3cret"), Some("s3cre")));
-        assert!(!token_matches(Some("s3cret"), Some("s3cret ")));
-        assert!(!token_matches(Some("s3cret"), None));
-    }
 
     #[test]
     fn cluster_names_are_checked() {

@@ -4,67 +4,20 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::{Running, TestSender, delta, hello, sample, small_snapshot, snapshot_of};
+use common::{
+    Running, TestSender, capture_logs, delta, hello, logged, sample, small_snapshot, snapshot_of,
+    wait_closed,
+};
 use kube_relay_proto::RejectReason;
 use kube_relay_receiver::ReceiverConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-/// Log lines written by the receiver in this test binary.
-fn logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || LogWriter(writer.clone()))
-            .with_env_filter("kube_relay_receiver=debug")
-            .init();
-        buf
-    })
-    .clone()
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logged() -> String {
-    String::from_utf8_lossy(&logs().lock().unwrap_or_else(|p| p.into_inner())).into_owned()
-}
-
-/// Reads until EOF or an error (a reset also means closed).
-async fn wait_closed(stream: &mut TcpStream) {
-    let mut buf = [0u8; 1024];
-    loop {
-        match tokio::time::timeout(common::WAIT, stream.read(&mut buf)).await {
-            Err(_) => panic!("the receiver did not close the connection"),
-            Ok(Ok(0) | Err(_)) => return,
-            Ok(Ok(_)) => {}
-        }
-    }
-}
 
 #[tokio::test]
 async fn garbage_and_a_1_gib_length_prefix_close_only_their_connection_with_a_logged_reason() {
-    let logs = logs();
+    capture_logs();
     let rx = Running::loopback().await.expect("receiver");
     let mut good = TestSender::welcomed(rx.ingest, hello("prod", "host-a"))
         .await
@@ -78,7 +31,7 @@ async fn garbage_and_a_1_gib_length_prefix_close_only_their_connection_with_a_lo
         .write_all(&[0, 0, 0, 8, 0xff, 0xfe, 0xfd, 0xfc, 0xfb, 0xfa, 0xf9, 0xf8])
         .await
         .expect("write");
-    wait_closed(&mut garbage).await;
+    wait_closed(&mut garbage).await.expect("closed");
 
     // A length prefix announcing 1 GiB, sent after a valid handshake.
     let mut big = TestSender::welcomed(rx.ingest, hello("big", "host-b"))
@@ -89,7 +42,7 @@ async fn garbage_and_a_1_gib_length_prefix_close_only_their_connection_with_a_lo
         .write_all(&[0x40, 0, 0, 0, 1, 2, 3])
         .await
         .expect("write");
-    wait_closed(&mut oversized).await;
+    wait_closed(&mut oversized).await.expect("closed");
     big.send_raw(&[0x40, 0, 0, 0]).await.expect("write");
     big.closed()
         .await
@@ -130,7 +83,6 @@ async fn garbage_and_a_1_gib_length_prefix_close_only_their_connection_with_a_lo
         text.contains("relay_cluster_up{cluster=\"big\"} 0\n"),
         "{text}"
     );
-    drop(logs);
     let log = logged();
     assert!(
         log.contains("closed sender connection")
@@ -190,7 +142,7 @@ async fn a_connection_without_hello_is_closed_after_the_handshake_timeout() {
     };
     let rx = Running::start(config).await.expect("receiver");
     let mut mute = TcpStream::connect(rx.ingest).await.expect("connect");
-    wait_closed(&mut mute).await;
+    wait_closed(&mut mute).await.expect("closed");
     let text = rx.metrics().await.expect("scrape");
     assert_eq!(
         sample(

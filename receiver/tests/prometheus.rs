@@ -80,3 +80,70 @@ async fn prometheus_scrapes_every_cluster_with_its_label() {
         prom.log()
     );
 }
+
+#[tokio::test]
+async fn prometheus_scrapes_over_tls_with_basic_auth() {
+    use common::pki::Pki;
+    use kube_relay_receiver::{BasicAuth, ReceiverConfig};
+    use kube_relay_testkit::prometheus::{self, PrometheusConfig, TlsConfig};
+
+    let pki = Pki::generate();
+    let password_file = pki.dir().join("scrape-password");
+    std::fs::write(&password_file, "s3cret scrape pass\n").expect("write");
+    let rx = common::Running::start(ReceiverConfig {
+        http_tls: Some(pki.server.clone()),
+        http_basic_auth: Some(BasicAuth {
+            user: "prometheus".into(),
+            password: "s3cret scrape pass".into(),
+        }),
+        ..ReceiverConfig::loopback()
+    })
+    .await
+    .expect("receiver");
+    let mut prod = TestSender::welcomed(rx.ingest, hello("prod", "a"))
+        .await
+        .expect("welcome");
+    prod.batch(small_snapshot(1)).await.expect("send");
+    prod.ack_of(1).await.expect("ack");
+
+    let config = PrometheusConfig {
+        scheme: "https".into(),
+        basic_auth: Some(prometheus::BasicAuth {
+            username: "prometheus".into(),
+            password_file,
+        }),
+        tls_config: Some(TlsConfig {
+            ca_file: Some(pki.ca.clone()),
+            ..TlsConfig::default()
+        }),
+        ..PrometheusConfig::new(&[rx.http])
+    };
+    let prom = match Prometheus::start_with(config).await {
+        Ok(prom) => prom,
+        Err(e) if format!("{e:#}").contains("install Debian's `prometheus`") => {
+            eprintln!("\n*** SKIPPED: {e:#} ***\n");
+            return;
+        }
+        Err(e) => panic!("prometheus did not start: {e:#}"),
+    };
+    let restarts = prom
+        .wait_for(
+            "kube_pod_container_status_restarts_total{cluster=\"prod\"}",
+            WAIT,
+            |s| s.len() == 1,
+        )
+        .await
+        .expect("scraped over HTTPS with basic auth");
+    assert_eq!(restarts[0].value, 2.0);
+    let up = prom
+        .query("up{job=\"kube-relay\"}")
+        .await
+        .expect("query up");
+    assert_eq!(up.first().map(|s| s.value), Some(1.0), "{}", prom.log());
+    // Every scrape carried the credentials: no 401 was ever answered.
+    let failures = prom
+        .query("sum(relay_receiver_auth_failures_total) or vector(0)")
+        .await
+        .expect("query");
+    assert_eq!(failures.first().map(|s| s.value), Some(0.0), "{failures:?}");
+}

@@ -3,8 +3,10 @@
 //! [`Prometheus::start`] writes a config scraping the given targets every second, starts the
 //! server on a free loopback port with its own TSDB in a temporary directory, and waits until
 //! it is ready. Queries go through the HTTP API (`/api/v1/query`, `/api/v1/query_range`).
-//! The process is killed when the value is dropped. Prometheus 2.42 takes a few seconds to its
-//! first scrape: use [`Prometheus::wait_for`], never a sleep.
+//! Targets may be scraped over HTTPS with basic auth ([`PrometheusConfig::scheme`],
+//! [`BasicAuth`], [`TlsConfig`]). The process is killed when the value is dropped.
+//! Prometheus 2.42 takes a few seconds to its first scrape: use [`Prometheus::wait_for`],
+//! never a sleep.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -29,6 +31,35 @@ pub struct PrometheusConfig {
     pub interval: Duration,
     /// Rule files to load (e.g. the project's alert rules).
     pub rule_files: Vec<PathBuf>,
+    /// `http` (the default) or `https`.
+    pub scheme: String,
+    /// Credentials sent with every scrape (`basic_auth`).
+    pub basic_auth: Option<BasicAuth>,
+    /// How scrapes verify the target's certificate and which client certificate they
+    /// present (`tls_config`).
+    pub tls_config: Option<TlsConfig>,
+}
+
+/// A scrape job's `basic_auth` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// User name.
+    pub username: String,
+    /// File holding the password (Prometheus reads it at every scrape).
+    pub password_file: PathBuf,
+}
+
+/// A scrape job's `tls_config` section.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsConfig {
+    /// CA certificate(s) the target's certificate must chain to.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate to present.
+    pub cert_file: Option<PathBuf>,
+    /// Key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Name checked against the target's certificate instead of the target's host.
+    pub server_name: Option<String>,
 }
 
 impl PrometheusConfig {
@@ -38,6 +69,9 @@ impl PrometheusConfig {
             targets: targets.to_vec(),
             interval: Duration::from_secs(1),
             rule_files: Vec::new(),
+            scheme: "http".to_owned(),
+            basic_auth: None,
+            tls_config: None,
         }
     }
 
@@ -53,6 +87,33 @@ impl PrometheusConfig {
             }
         }
         y.push_str("scrape_configs:\n  - job_name: kube-relay\n");
+        if self.scheme != "http" {
+            let _ = writeln!(y, "    scheme: {:?}", self.scheme);
+        }
+        if let Some(auth) = &self.basic_auth {
+            let _ = writeln!(
+                y,
+                "    basic_auth:\n      username: {:?}\n      password_file: {:?}",
+                auth.username,
+                auth.password_file.display().to_string()
+            );
+        }
+        if let Some(tls) = &self.tls_config {
+            y.push_str("    tls_config:\n");
+            let files = [
+                ("ca_file", &tls.ca_file),
+                ("cert_file", &tls.cert_file),
+                ("key_file", &tls.key_file),
+            ];
+            for (key, path) in files {
+                if let Some(path) = path {
+                    let _ = writeln!(y, "      {key}: {:?}", path.display().to_string());
+                }
+            }
+            if let Some(name) = &tls.server_name {
+                let _ = writeln!(y, "      server_name: {name:?}");
+            }
+        }
         y.push_str("    static_configs:\n      - targets: [");
         let targets: Vec<String> = self.targets.iter().map(|t| format!("\"{t}\"")).collect();
         y.push_str(&targets.join(", "));
@@ -396,6 +457,34 @@ mod tests {
             y.contains(r#"targets: ["127.0.0.1:9100", "127.0.0.1:9101"]"#),
             "{y}"
         );
+        assert!(!y.contains("scheme") && !y.contains("basic_auth") && !y.contains("tls_config"));
+    }
+
+    #[test]
+    fn config_carries_scheme_basic_auth_and_tls() {
+        let a: SocketAddr = "127.0.0.1:9100".parse().expect("addr");
+        let y = PrometheusConfig {
+            scheme: "https".into(),
+            basic_auth: Some(BasicAuth {
+                username: "prom".into(),
+                password_file: "/tmp/pw".into(),
+            }),
+            tls_config: Some(TlsConfig {
+                ca_file: Some("/tmp/ca.crt".into()),
+                server_name: Some("localhost".into()),
+                ..TlsConfig::default()
+            }),
+            ..PrometheusConfig::new(&[a])
+        }
+        .to_yaml();
+        for needle in [
+            "    scheme: \"https\"\n",
+            "    basic_auth:\n      username: \"prom\"\n      password_file: \"/tmp/pw\"\n",
+            "    tls_config:\n      ca_file: \"/tmp/ca.crt\"\n      server_name: \"localhost\"\n",
+        ] {
+            assert!(y.contains(needle), "{needle:?} missing from:\n{y}");
+        }
+        assert!(!y.contains("cert_file"), "{y}");
     }
 
     #[test]

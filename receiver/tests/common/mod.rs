@@ -1,9 +1,13 @@
 //! Test support for the receiver's integration tests: a running receiver on loopback ports
-//! and a test sender that speaks the real protocol through `kube_relay_proto`'s codec (a
-//! client, not a mock of anything), plus batch fixtures.
+//! (in this process, or the real binary as a child process), a test sender that speaks the
+//! real protocol through `kube_relay_proto`'s codec over TCP or TLS (a client, not a mock of
+//! anything), batch fixtures, and certificates generated at test time ([`pki`]).
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod pki;
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -15,6 +19,9 @@ use kube_relay_proto::{
 };
 use kube_relay_receiver::{Receiver, ReceiverConfig};
 use kube_relay_testkit::http;
+use kube_relay_testkit::process::ChildProcess;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
@@ -104,17 +111,91 @@ pub fn hello(cluster: &str, sender_id: &str) -> Hello {
     }
 }
 
-/// A sender speaking the real protocol over TCP.
-#[derive(Debug)]
+/// A byte stream a test sender can speak over: TCP or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A boxed [`Io`].
+pub type BoxIo = Box<dyn Io>;
+
+/// How a test client reaches a TLS port: whom it trusts, what it presents, which name it
+/// checks.
+#[derive(Clone)]
+pub struct TlsClient {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: ServerName<'static>,
+}
+
+impl TlsClient {
+    /// Trusts the CA in `ca`, presents `identity` if given, checks the name `127.0.0.1`.
+    pub fn new(ca: &std::path::Path, identity: Option<&kube_relay_receiver::TlsFiles>) -> Self {
+        TlsClient {
+            config: kube_relay_receiver::tls::client_config(ca, identity).expect("client TLS"),
+            server_name: kube_relay_receiver::tls::server_name("127.0.0.1").expect("name"),
+        }
+    }
+
+    /// Connects and completes the TLS handshake.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<BoxIo> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("failed to connect to {addr}"))?;
+        let tls = tokio_rustls::TlsConnector::from(self.config.clone())
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .context("TLS handshake failed")?;
+        Ok(Box::new(tls))
+    }
+}
+
+/// A sender speaking the real protocol over TCP or TLS.
 pub struct TestSender {
-    conn: Framed<TcpStream, SenderCodec>,
+    conn: Framed<BoxIo, SenderCodec>,
     pub welcome: Welcome,
+}
+
+impl std::fmt::Debug for TestSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestSender")
+            .field("welcome", &self.welcome)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TestSender {
     /// Connects and says `hello`; `Err` carries the `Reject` if the receiver refused.
     pub async fn connect(addr: SocketAddr, hello: Hello) -> Result<Result<TestSender, Reject>> {
-        let mut conn = raw(addr).await?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("failed to connect to {addr}"))?;
+        TestSender::handshake(Box::new(stream), hello).await
+    }
+
+    /// Connects over TLS and says `hello`.
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        tls: &TlsClient,
+        hello: Hello,
+    ) -> Result<Result<TestSender, Reject>> {
+        TestSender::handshake(tls.connect(addr).await?, hello).await
+    }
+
+    /// Connects over TLS, expecting a `Welcome`.
+    pub async fn welcomed_tls(
+        addr: SocketAddr,
+        tls: &TlsClient,
+        hello: Hello,
+    ) -> Result<TestSender> {
+        match TestSender::connect_tls(addr, tls, hello).await? {
+            Ok(sender) => Ok(sender),
+            Err(reject) => bail!("expected a Welcome, got {reject:?}"),
+        }
+    }
+
+    /// Says `hello` on an open stream.
+    pub async fn handshake(io: BoxIo, hello: Hello) -> Result<Result<TestSender, Reject>> {
+        let mut conn = Framed::new(io, SenderCodec::new(DEFAULT_MAX_FRAME_BYTES));
         conn.send(SenderMessage::Hello(hello)).await?;
         match next(&mut conn).await? {
             Some(ReceiverMessage::Welcome(welcome)) => Ok(Ok(TestSender { conn, welcome })),
@@ -143,8 +224,8 @@ impl TestSender {
 
     /// Writes raw bytes on the connection, bypassing the codec.
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
-        use tokio::io::AsyncWriteExt;
         self.conn.get_mut().write_all(bytes).await?;
+        self.conn.get_mut().flush().await?;
         Ok(())
     }
 
@@ -201,7 +282,9 @@ pub async fn raw(addr: SocketAddr) -> Result<Framed<TcpStream, SenderCodec>> {
     ))
 }
 
-async fn next(conn: &mut Framed<TcpStream, SenderCodec>) -> Result<Option<ReceiverMessage>> {
+async fn next<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Framed<S, SenderCodec>,
+) -> Result<Option<ReceiverMessage>> {
     match tokio::time::timeout(WAIT, conn.next()).await {
         Err(_) => bail!("no message from the receiver within {WAIT:?}"),
         Ok(None) => Ok(None),
@@ -306,4 +389,205 @@ pub fn sample(exposition: &str, prefix: &str) -> Option<f64> {
         let rest = line.strip_prefix(prefix)?.strip_prefix(' ')?;
         rest.parse().ok()
     })
+}
+
+/// A `Hello` carrying `token`.
+pub fn hello_with_token(cluster: &str, sender_id: &str, token: Option<&str>) -> Hello {
+    Hello {
+        token: token.map(str::to_owned),
+        ..hello(cluster, sender_id)
+    }
+}
+
+/// Lines of an exposition that are samples of relayed (non-`relay_`) series.
+pub fn relayed_series(exposition: &str) -> Vec<&str> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("relay_") && !l.is_empty())
+        .collect()
+}
+
+/// Sum of every sample whose line starts with `name` (any labels).
+pub fn sum_of(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Reads until EOF or an error (a reset also means closed); `Err` if still open after
+/// [`WAIT`].
+pub async fn wait_closed<S: AsyncRead + Unpin>(stream: &mut S) -> Result<()> {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(WAIT, stream.read(&mut buf)).await {
+            Err(_) => bail!("the receiver did not close the connection within {WAIT:?}"),
+            Ok(Ok(0) | Err(_)) => return Ok(()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 GET over TLS: `(status, lower-cased headers, body)`.
+pub async fn https_get(
+    addr: SocketAddr,
+    tls: &TlsClient,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, Vec<(String, String)>, String)> {
+    let mut stream = tls.connect(addr).await?;
+    let mut head = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    stream.flush().await?;
+    let mut raw = Vec::new();
+    // A TLS peer closing without close_notify is an error after the body; keep what came.
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut raw)).await;
+    let text = String::from_utf8(raw).context("response is not UTF-8")?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no end of headers in {text:?}"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad status line in {head:?}"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok((status, headers, body.to_owned()))
+}
+
+/// The real `receiver` binary as a child process, its addresses read from its log.
+pub struct ChildReceiver {
+    pub child: ChildProcess,
+    pub ingest: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl ChildReceiver {
+    /// Starts `receiver` on loopback port 0 with extra `args` and waits until it is ready.
+    pub async fn start(args: &[&str]) -> Result<ChildReceiver> {
+        let mut all = vec!["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let child = ChildProcess::spawn(
+            "receiver",
+            &all,
+            &[("RUST_LOG", "info"), ("KUBE_RELAY_LOG_FORMAT", "text")],
+        )?;
+        let (ingest, http) = kube_relay_testkit::wait_until(
+            "the receiver's listening log line",
+            WAIT,
+            Duration::from_millis(20),
+            || {
+                let log = child.log();
+                let addrs = logged_addr(&log, "ingest").zip(logged_addr(&log, "http"));
+                async move { Ok(addrs) }
+            },
+        )
+        .await
+        .with_context(|| format!("receiver log:\n{}", child.log()))?;
+        kube_relay_testkit::wait_until("ready", WAIT, Duration::from_millis(20), || async move {
+            Ok((http::get(http, "/readyz", &[]).await?.status == 200).then_some(()))
+        })
+        .await?;
+        Ok(ChildReceiver {
+            child,
+            ingest,
+            http,
+        })
+    }
+
+    /// The process' resident set size (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> Result<u64> {
+        proc_status_kib(self.child.pid().context("exited")?, "VmRSS:")
+    }
+
+    /// `GET /metrics` as Prometheus text.
+    pub async fn metrics(&self) -> Result<String> {
+        let r = http::get(self.http, "/metrics", &[]).await?;
+        if r.status != 200 {
+            bail!("GET /metrics answered {}", r.status);
+        }
+        Ok(r.text()?.to_owned())
+    }
+}
+
+/// A `/proc/<pid>/status` field in KiB (e.g. `VmRSS:`, `VmHWM:`).
+pub fn proc_status_kib(pid: u32, field: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+/// Finds `field=ADDR` in the "receiver listening" log line.
+pub fn logged_addr(log: &str, field: &str) -> Option<SocketAddr> {
+    let line = log.lines().find(|l| l.contains("receiver listening"))?;
+    let start = line.find(&format!(" {field}="))? + field.len() + 2;
+    line[start..].split_whitespace().next()?.parse().ok()
+}
+
+/// Captures this test binary's log lines (receiver at debug) for [`logged`]; idempotent.
+pub fn capture_logs() {
+    logs();
+}
+
+fn logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOGS: std::sync::OnceLock<&'static std::sync::Mutex<Vec<u8>>> =
+        std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf: &'static std::sync::Mutex<Vec<u8>> =
+            Box::leak(Box::new(std::sync::Mutex::new(Vec::new())));
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || LogWriter(buf))
+            .with_env_filter("kube_relay_receiver=debug")
+            .init();
+        buf
+    })
+}
+
+struct LogWriter(&'static std::sync::Mutex<Vec<u8>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Everything logged since [`capture_logs`].
+pub fn logged() -> String {
+    String::from_utf8_lossy(&logs().lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (any of 127.0.0.0/8), so a
+/// test can play several peers.
+pub async fn connect_from(from: [u8; 4], addr: SocketAddr) -> Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((from, 0)))?;
+    socket
+        .connect(addr)
+        .await
+        .with_context(|| format!("failed to connect to {addr} from {from:?}"))
 }

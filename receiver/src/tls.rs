@@ -1,0 +1,278 @@
+//! TLS for the ingest port and the HTTP port (rustls with the `ring` provider).
+//!
+//! - [`server_config`] loads a PEM certificate chain and key and, for mutual TLS, a CA whose
+//!   signature every client certificate must carry. TLS 1.2 and 1.3 only, rustls' safe
+//!   defaults.
+//! - [`client_config`] is the sender's side of the same files: trust a CA, optionally present
+//!   a client certificate. The receiver's tests use it; a sender builds the same
+//!   `rustls::ClientConfig` (see the protocol documentation's "Security" section).
+//! - [`HandshakeFailure`] classifies a failed handshake into a bounded metric label.
+//!
+//! The handshake runs inside each connection's task, under the handshake timeout, so a slow
+//! or hostile client never blocks the accept loop. Nothing of the kube-relay protocol is read
+//! before the handshake (and, under mutual TLS, the client certificate check) succeeds.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::{Error, Result};
+
+/// First byte of every TLS connection: a handshake record (`ContentType::Handshake`).
+pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first (`--tls-cert`, `--http-tls-cert`).
+    pub cert: PathBuf,
+    /// Private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (`--tls-key`, `--http-tls-key`).
+    pub key: PathBuf,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds a server configuration from `files`; with `client_ca`, clients must present a
+/// certificate signed by that CA (mutual TLS). `alpn` lists the application protocols to
+/// offer (e.g. `http/1.1`), empty for none.
+///
+/// # Errors
+/// [`Error::Pem`] when a file cannot be read or holds no certificate or key,
+/// [`Error::ClientCa`] for an unusable CA, [`Error::Tls`] when the key does not fit the
+/// certificate or rustls refuses the setup.
+pub fn server_config(
+    what: &'static str,
+    files: &TlsFiles,
+    client_ca: Option<&Path>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>> {
+    let chain = read_certs("certificate chain", &files.cert)?;
+    let key = read_key(&files.key)?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| Error::Tls { what, source })?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let roots = root_store(path)?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+                .build()
+                .map_err(|source| Error::ClientCa {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|source| Error::Tls { what, source })?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// Builds the client side: trust the CA in `ca` (PEM, one or more certificates) and, for
+/// mutual TLS, present `identity`.
+///
+/// # Errors
+/// [`Error::Pem`] for unreadable files, [`Error::Tls`] when rustls refuses the setup (a key
+/// that does not fit its certificate, a CA that is no certificate).
+pub fn client_config(ca: &Path, identity: Option<&TlsFiles>) -> Result<Arc<ClientConfig>> {
+    let roots = root_store(ca)?;
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| Error::Tls {
+            what: "client",
+            source,
+        })?
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(files) => builder
+            .with_client_auth_cert(
+                read_certs("certificate chain", &files.cert)?,
+                read_key(&files.key)?,
+            )
+            .map_err(|source| Error::Tls {
+                what: "client",
+                source,
+            })?,
+    };
+    Ok(Arc::new(config))
+}
+
+/// The name a client checks the receiver's certificate against: the host part of
+/// `host:port` (a DNS name or an IP address, `[v6]` brackets removed).
+///
+/// # Errors
+/// [`Error::Config`] when `host` is neither a DNS name nor an IP address.
+pub fn server_name(host: &str) -> Result<ServerName<'static>> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_owned())
+        .map_err(|e| Error::Config(format!("{host:?} is not a valid TLS server name: {e}")))
+}
+
+fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let pem_error = |source| Error::Pem {
+        what,
+        path: path.to_owned(),
+        source,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(pem_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_error)?;
+    if certs.is_empty() {
+        return Err(pem_error(rustls::pki_types::pem::Error::NoItemsFound));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path).map_err(|source| Error::Pem {
+        what: "private key",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn root_store(path: &Path) -> Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs("CA certificate", path)? {
+        roots
+            .add(cert)
+            .map_err(|source| Error::Tls { what: "CA", source })?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// Why a TLS handshake failed, as a bounded label for
+/// `relay_receiver_auth_failures_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The client spoke something other than TLS (for example a plain-TCP sender).
+    NotTls,
+    /// Mutual TLS: the client presented no certificate, or one not signed by the client CA
+    /// (or expired, or otherwise invalid).
+    ClientCertificate,
+    /// The client aborted with an alert: usually it does not trust the receiver's
+    /// certificate (wrong CA, wrong server name).
+    PeerAlert,
+    /// Anything else: no common protocol version or cipher suite, a malformed message, the
+    /// connection closed mid-handshake.
+    Other,
+}
+
+impl HandshakeFailure {
+    /// Classifies the error tokio-rustls returned from `accept`.
+    pub fn classify(err: &io::Error) -> Self {
+        let Some(tls) = err
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        else {
+            return HandshakeFailure::Other;
+        };
+        match tls {
+            rustls::Error::NoCertificatesPresented
+            | rustls::Error::InvalidCertificate(_)
+            | rustls::Error::InvalidCertRevocationList(_) => HandshakeFailure::ClientCertificate,
+            rustls::Error::AlertReceived(_) => HandshakeFailure::PeerAlert,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+                HandshakeFailure::NotTls
+            }
+            _ => HandshakeFailure::Other,
+        }
+    }
+
+    /// The metric label.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            HandshakeFailure::NotTls => "not_tls",
+            HandshakeFailure::ClientCertificate => "client_certificate",
+            HandshakeFailure::PeerAlert => "tls_alert",
+            HandshakeFailure::Other => "tls",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_accept_dns_names_and_ip_addresses() {
+        assert!(matches!(
+            server_name("receiver.example").expect("dns"),
+            ServerName::DnsName(_)
+        ));
+        assert!(matches!(
+            server_name("127.0.0.1").expect("ip"),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            server_name("[::1]").expect("ip"),
+            ServerName::IpAddress(_)
+        ));
+        assert!(server_name("not a name").is_err());
+    }
+
+    #[test]
+    fn handshake_errors_map_to_bounded_labels() {
+        let wrap = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        let cases = [
+            (
+                wrap(rustls::Error::NoCertificatesPresented),
+                "client_certificate",
+            ),
+            (
+                wrap(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::UnknownIssuer,
+                )),
+                "client_certificate",
+            ),
+            (
+                wrap(rustls::Error::AlertReceived(
+                    rustls::AlertDescription::UnknownCA,
+                )),
+                "tls_alert",
+            ),
+            (
+                wrap(rustls::Error::InvalidMessage(
+                    rustls::InvalidMessage::InvalidContentType,
+                )),
+                "not_tls",
+            ),
+            (
+                io::Error::new(io::ErrorKind::UnexpectedEof, "tls handshake eof"),
+                "tls",
+            ),
+        ];
+        for (err, label) in cases {
+            assert_eq!(HandshakeFailure::classify(&err).as_label(), label, "{err}");
+        }
+    }
+
+    #[test]
+    fn missing_files_name_the_file() {
+        let files = TlsFiles {
+            cert: "/nonexistent/cert.pem".into(),
+            key: "/nonexistent/key.pem".into(),
+        };
+        let err = server_config("ingest", &files, None, &[]).expect_err("missing");
+        assert!(matches!(err, Error::Pem { .. }), "{err}");
+        assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no pem here\n").expect("write");
+        let err = client_config(&empty, None).expect_err("no certificate");
+        assert!(err.to_string().contains("empty.pem"), "{err}");
+    }
+}
