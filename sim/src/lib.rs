@@ -30,6 +30,19 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # What it does not do
+//! - Writes other than pod deletion and the deployment scale subresource (`GET`/`PUT`/
+//!   `PATCH` with merge, strategic-merge, JSON or apply patches) answer `405`: the scenario
+//!   and [`SimHandle`] shape the cluster, not API clients.
+//! - JSON only (no protobuf, `406` when a client accepts nothing else); legacy discovery only
+//!   (kubectl falls back from aggregated discovery); no OpenAPI documents, logs, exec,
+//!   rolling updates, services or authentication.
+//! - Timestamps are the simulation clock: wall-clock time at start plus simulated time. In
+//!   [`ClockMode::Manual`] or at `speed > 1` they run ahead of the wall clock, so ages that
+//!   clients compute themselves (`kubectl describe`) can read `<invalid>`.
+//! - Memory: every object is held typed and serialized; 10,000 pods take about 230 MB, so
+//!   memory benchmarks of a client should run the `kube-sim` binary out of process.
+//!
 //! # Layout
 //! - [`scenario`]: the YAML format and the built-in scenarios (`sim/scenarios/*.yaml`).
 //! - `sim`: [`Simulator`], [`RunningSim`], [`SimHandle`], [`ClockMode`].
