@@ -599,3 +599,46 @@ async fn hostile_parameters_are_answered_not_fatal() {
     let (code, _) = get_json(addr, "/api/v1/pods").await;
     assert_eq!(code, 200);
 }
+
+#[tokio::test]
+async fn scenario_timelines_inject_faults_and_crashes_on_time() {
+    let yaml = format!(
+        "{SCENARIO}\nfaults: [{{at: 10s, kind: errors, requests: 1, resource: pods}}]\ncrashes: [{{at: 12s, namespace: shop, deployment: web, action: crash}}]\n"
+    );
+    let (sim, handle) = start(&yaml, ClockMode::Manual).await;
+    let addr = sim.local_addr();
+    handle
+        .advance(Duration::from_millis(9_900))
+        .expect("advance");
+    assert_eq!(get_json(addr, "/api/v1/pods").await.0, 200, "not yet");
+    handle.advance(Duration::from_millis(100)).expect("advance");
+    assert_eq!(get_json(addr, "/api/v1/pods").await.0, 500, "at 10 s");
+    assert_eq!(
+        get_json(addr, "/api/v1/pods").await.0,
+        200,
+        "for one request"
+    );
+    let restarts = |h: &kube_relay_sim::SimHandle| -> i32 {
+        h.pods()
+            .iter()
+            .filter_map(|p| {
+                p.status
+                    .as_ref()?
+                    .container_statuses
+                    .as_ref()?
+                    .first()
+                    .map(|c| c.restart_count)
+            })
+            .sum()
+    };
+    handle
+        .advance(Duration::from_millis(1_900))
+        .expect("advance");
+    assert_eq!(restarts(&handle), 0);
+    handle.advance(Duration::from_secs(5)).expect("advance");
+    assert_eq!(
+        restarts(&handle),
+        1,
+        "one pod crashed at 12 s and was restarted"
+    );
+}
