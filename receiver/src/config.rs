@@ -655,6 +655,96 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_basic_auth_come_from_flags_or_the_file_and_come_in_pairs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let password = dir.path().join("password");
+        std::fs::write(&password, "pa ss\n").expect("write");
+        let file = dir.path().join("receiver.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "tls_cert: /etc/relay/tls.crt\ntls_key: /etc/relay/tls.key\n\
+                 tls_client_ca: /etc/relay/ca.crt\nhttp_basic_auth_user: prom\n\
+                 http_basic_auth_password_file: {}\nmax_handshakes_per_ip: 7\n",
+                password.display()
+            ),
+        )
+        .expect("write");
+        let cli = Cli::try_parse_from([
+            "receiver",
+            "--config",
+            file.to_str().expect("utf-8"),
+            "--http-tls-cert",
+            "/h.crt",
+            "--http-tls-key",
+            "/h.key",
+        ])
+        .expect("parse");
+        let c = ReceiverConfig::from_cli(&cli).expect("config");
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: "/etc/relay/tls.crt".into(),
+                key: "/etc/relay/tls.key".into(),
+            })
+        );
+        assert_eq!(c.tls_client_ca, Some(PathBuf::from("/etc/relay/ca.crt")));
+        assert_eq!(
+            c.http_tls.as_ref().map(|t| t.cert.clone()),
+            Some(PathBuf::from("/h.crt"))
+        );
+        assert_eq!(
+            c.http_basic_auth,
+            Some(BasicAuth {
+                user: "prom".into(),
+                password: "pa ss".into(),
+            })
+        );
+        assert_eq!(c.handshakes_per_ip_limit(), 7);
+
+        for args in [
+            &["receiver", "--tls-cert", "/c"][..],
+            &["receiver", "--http-tls-key", "/k"],
+            &["receiver", "--http-basic-auth-user", "prom"],
+            &["receiver", "--tls-client-ca", "/ca"],
+            &["receiver", "--max-handshakes-per-ip", "0"],
+        ] {
+            let cli = Cli::try_parse_from(args).expect("parse");
+            let err = ReceiverConfig::from_cli(&cli).expect_err("incomplete");
+            assert!(matches!(err, Error::Config(_)), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_handshake_cap_per_address_defaults_to_half_the_connection_cap() {
+        let mut c = ReceiverConfig::default();
+        assert_eq!(c.handshakes_per_ip_limit(), DEFAULT_MAX_CONNECTIONS / 2);
+        c.max_connections = 1;
+        assert_eq!(c.handshakes_per_ip_limit(), 1);
+        c.max_handshakes_per_ip = Some(10_000);
+        assert_eq!(
+            c.handshakes_per_ip_limit(),
+            1,
+            "never above the connection cap"
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let c = ReceiverConfig {
+            token: Some("s3cret-token".into()),
+            http_basic_auth: Some(BasicAuth {
+                user: "prom".into(),
+                password: "s3cret-password".into(),
+            }),
+            ..ReceiverConfig::default()
+        };
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+    }
+
+    #[test]
     fn the_token_file_is_read_and_trimmed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("token");

@@ -303,6 +303,42 @@ mod tests {
     }
 
     #[test]
+    fn basic_auth_guards_metrics_and_status_and_leaves_health_open() {
+        use base64::Engine as _;
+        let app = app().with_basic_auth(BasicAuth {
+            user: "u".into(),
+            password: "p".into(),
+        });
+        let good = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("u:p")
+        );
+        let with = |path: &str, auth: Option<&str>| {
+            let mut req = Request::get(path);
+            if let Some(auth) = auth {
+                req = req.header(header::AUTHORIZATION, auth);
+            }
+            app.respond(&req.body(()).expect("request"))
+        };
+        for path in ["/metrics", "/"] {
+            let r = with(path, None);
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+            assert_eq!(
+                r.headers()[header::WWW_AUTHENTICATE],
+                "Basic realm=\"kube-relay\""
+            );
+            assert_eq!(with(path, Some(&good)).status(), StatusCode::OK, "{path}");
+        }
+        assert_eq!(with("/healthz", None).status(), StatusCode::OK);
+        assert_eq!(with("/readyz", None).status(), StatusCode::OK);
+        let text = app.render_metrics(Format::Text);
+        assert!(
+            text.contains("relay_receiver_auth_failures_total{kind=\"http_basic_auth\"} 2\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn health_readiness_and_unknown_paths() {
         let app = app();
         assert_eq!(get(&app, "/healthz", None).status(), StatusCode::OK);

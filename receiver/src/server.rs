@@ -20,14 +20,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use kube_relay_proto::{
     MAX_HANDSHAKE_FRAME_BYTES, ReceiverCodec, ReceiverMessage, Reject, RejectReason,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsAcceptor;
-use tokio_util::codec::FramedWrite;
+use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
@@ -42,6 +43,10 @@ use crate::{Error, ReceiverConfig, Result};
 
 /// Longest pause after failing accepts (for example when out of file descriptors).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Listen backlog of both listeners (the kernel caps it at `net.core.somaxconn`): room for a
+/// connection burst to wait for the accept loop instead of being dropped by the kernel.
+pub const LISTEN_BACKLOG: u32 = 4096;
 
 /// Label of `relay_receiver_handshakes_rejected_total` for a failed TLS handshake.
 pub const REJECTED_TLS: &str = "tls";
@@ -87,13 +92,8 @@ impl Receiver {
             Some(files) => Some(tls::server_config("http", files, None, &[b"http/1.1"])?),
             None => None,
         };
-        let bind = |what: &'static str, addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| Error::Bind { what, addr, source })
-        };
-        let ingest = bind("ingest", config.listen).await?;
-        let http = bind("http", config.http_listen).await?;
+        let ingest = bind("ingest", config.listen)?;
+        let http = bind("http", config.http_listen)?;
         let store = Store::new(config.ttl, config.max_series_per_cluster);
         let metrics = Metrics::new(store.clone());
         Ok(Receiver {
@@ -237,6 +237,21 @@ impl Receiver {
     }
 }
 
+/// Binds `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as `TcpListener::bind` does).
+fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| Error::Bind { what, addr, source })
+}
+
 /// Writes the refusal log's summary of suppressed lines once per window until shutdown.
 async fn summarize_refusals(refusals: Arc<RefusalLog>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(REFUSAL_LOG_WINDOW);
@@ -314,6 +329,14 @@ struct Listener {
 
 impl Listener {
     async fn run(self, shutdown: CancellationToken) {
+        let at_limit = Refusal::new(
+            RejectReason::Busy.as_label(),
+            "the receiver is at its connection limit; retry later",
+        );
+        let per_ip = Refusal::new(
+            REJECTED_PER_IP,
+            "too many unauthenticated connections from this address; retry later",
+        );
         let mut backoff = Duration::from_millis(5);
         loop {
             let accepted = tokio::select! {
@@ -337,21 +360,11 @@ impl Listener {
             };
             let _ = stream.set_nodelay(true);
             let Ok(permit) = self.limit.clone().try_acquire_owned() else {
-                self.refuse_busy(
-                    stream,
-                    peer,
-                    RejectReason::Busy.as_label(),
-                    "the receiver is at its connection limit; retry later",
-                );
+                self.refuse_busy(stream, peer, &at_limit);
                 continue;
             };
             let Some(slot) = self.handshakes.try_take(peer.ip()) else {
-                self.refuse_busy(
-                    stream,
-                    peer,
-                    REJECTED_PER_IP,
-                    "too many unauthenticated connections from this address; retry later",
-                );
+                self.refuse_busy(stream, peer, &per_ip);
                 continue;
             };
             let conn = Connection {
@@ -368,11 +381,16 @@ impl Listener {
 
     /// Counts, logs (rate-limited) and answers a connection refused at admission: a `Busy`
     /// reject on plain TCP, a bare close on a TLS port (a plain frame would be noise there).
-    fn refuse_busy(&self, stream: TcpStream, peer: SocketAddr, label: &'static str, why: &str) {
-        self.metrics.handshake_rejected(label);
-        self.refusals.refused(peer, label, &why);
-        if self.tls.is_none() {
-            self.tracker.spawn(reject_busy(stream, why.to_owned()));
+    /// The answer is written without waiting (a fresh socket's send buffer has room) and the
+    /// socket closed at once, so a burst of refusals holds no descriptors and spawns no tasks.
+    fn refuse_busy(&self, stream: TcpStream, peer: SocketAddr, refusal: &Refusal) {
+        self.metrics.handshake_rejected(refusal.label);
+        self.refusals.refused(peer, refusal.label, &refusal.why);
+        if self.tls.is_none()
+            && let Ok(mut std) = stream.into_std()
+        {
+            // Best effort: on a full buffer the peer just sees the close.
+            let _ = std::io::Write::write(&mut std, &refusal.frame);
         }
     }
 }
@@ -471,15 +489,26 @@ impl Connection {
     }
 }
 
-/// Tells a peer the receiver is at its connection limit, then closes.
-async fn reject_busy(stream: TcpStream, message: String) {
-    use futures::SinkExt;
-    let mut out = FramedWrite::new(stream, ReceiverCodec::new(MAX_HANDSHAKE_FRAME_BYTES));
-    let reject = ReceiverMessage::Reject(Reject {
-        reason: RejectReason::Busy,
-        message,
-    });
-    let _ = tokio::time::timeout(Duration::from_secs(1), out.send(&reject)).await;
+/// A refusal at admission: its metric label, its log text and its pre-encoded
+/// `Reject{Busy}` frame.
+struct Refusal {
+    label: &'static str,
+    why: &'static str,
+    frame: BytesMut,
+}
+
+impl Refusal {
+    fn new(label: &'static str, why: &'static str) -> Self {
+        let mut frame = BytesMut::new();
+        let reject = ReceiverMessage::Reject(Reject {
+            reason: RejectReason::Busy,
+            message: why.to_owned(),
+        });
+        // A short Reject always fits the handshake limit; an empty frame would only mean
+        // the peer sees a bare close.
+        let _ = ReceiverCodec::new(MAX_HANDSHAKE_FRAME_BYTES).encode(&reject, &mut frame);
+        Refusal { label, why, frame }
+    }
 }
 
 #[cfg(test)]

@@ -193,6 +193,15 @@ impl TestSender {
         }
     }
 
+    /// Connects from loopback address `from` (see [`connect_from`]) and says `hello`.
+    pub async fn connect_from(
+        from: [u8; 4],
+        addr: SocketAddr,
+        hello: Hello,
+    ) -> Result<Result<TestSender, Reject>> {
+        TestSender::handshake(Box::new(connect_from(from, addr).await?), hello).await
+    }
+
     /// Says `hello` on an open stream.
     pub async fn handshake(io: BoxIo, hello: Hello) -> Result<Result<TestSender, Reject>> {
         let mut conn = Framed::new(io, SenderCodec::new(DEFAULT_MAX_FRAME_BYTES));
@@ -590,4 +599,84 @@ pub async fn connect_from(from: [u8; 4], addr: SocketAddr) -> Result<TcpStream> 
         .connect(addr)
         .await
         .with_context(|| format!("failed to connect to {addr} from {from:?}"))
+}
+
+/// A sender streaming full updates of `series` series, batch after batch, as fast as the
+/// receiver takes them (acks are read when it stops).
+pub struct Streamer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: JoinHandle<(TestSender, u64)>,
+}
+
+impl Streamer {
+    /// Connects from loopback address `from` as `cluster`, sends a snapshot and starts
+    /// streaming.
+    pub async fn start(
+        ingest: SocketAddr,
+        from: [u8; 4],
+        cluster: &str,
+        token: Option<&str>,
+        series: u32,
+    ) -> Result<Streamer> {
+        let hello = hello_with_token(cluster, cluster, token);
+        let mut sender = match TestSender::connect_from(from, ingest, hello).await? {
+            Ok(sender) => sender,
+            Err(reject) => bail!("streamer refused: {reject:?}"),
+        };
+        sender.batch(snapshot_of(1, series)).await?;
+        sender.ack_of(1).await?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut seq = 1;
+            let mut value = 0.0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                seq += 1;
+                value += 1.0;
+                let pairs: Vec<_> = (0..series).map(|id| (id, value)).collect();
+                sender.batch(delta(seq, &pairs)).await.expect("stream");
+            }
+            (sender, seq)
+        });
+        Ok(Streamer { stop, task })
+    }
+
+    /// Stops streaming and waits for the ack of the last batch: proof the session stayed
+    /// healthy. Returns that sequence number.
+    pub async fn stop(self) -> Result<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut sender, last) = self.task.await?;
+        sender.ack_of(last).await
+    }
+}
+
+/// Updates applied for `cluster` so far, from the receiver's counter at `http`.
+pub async fn updates_of(http_addr: SocketAddr, cluster: &str) -> Result<f64> {
+    let r = http::get(http_addr, "/metrics", &[]).await?;
+    let text = r.text()?;
+    Ok(sample(
+        text,
+        &format!("relay_receiver_updates_received_total{{cluster=\"{cluster}\"}}"),
+    )
+    .unwrap_or(0.0))
+}
+
+/// Runs `work` and returns its output with `cluster`'s applied updates per second meanwhile.
+pub async fn rate_during<T>(
+    http_addr: SocketAddr,
+    cluster: &str,
+    work: impl std::future::Future<Output = T>,
+) -> Result<(f64, T)> {
+    let (before, started) = (
+        updates_of(http_addr, cluster).await?,
+        std::time::Instant::now(),
+    );
+    let out = work.await;
+    let secs = started.elapsed().as_secs_f64();
+    Ok(((updates_of(http_addr, cluster).await? - before) / secs, out))
+}
+
+/// Open file descriptors of process `pid`.
+pub fn fd_count(pid: u32) -> Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }
