@@ -93,6 +93,13 @@ pub enum Error {
     #[error("failed to read the sender's stream: {0}")]
     Protocol(#[from] kube_relay_proto::Error),
 
+    /// A peer started a TLS handshake on a port configured for plain TCP.
+    #[error(
+        "failed to read a Hello: the peer started a TLS handshake, but this port is plain TCP \
+         (set --tls-cert and --tls-key here, or turn TLS off on the sender)"
+    )]
+    UnexpectedTls,
+
     /// The sender sent nothing (or no complete `Hello`) within the handshake timeout.
     #[error("failed to complete the handshake within {0:?}")]
     HandshakeTimeout(std::time::Duration),
@@ -124,6 +131,7 @@ impl Error {
             Error::ClientCa { .. } => "client_ca",
             Error::TlsHandshake { kind, .. } => kind,
             Error::Protocol(e) => e.kind(),
+            Error::UnexpectedTls => "unexpected_tls",
             Error::HandshakeTimeout(_) => "handshake_timeout",
             Error::IdleTimeout(_) => "idle_timeout",
             Error::Rejected { reason, .. } => reason,

@@ -10,6 +10,13 @@
 //! `relay_cluster_up` drops to 0 at once and its series are removed after a TTL unless it
 //! comes back; a returning sender resumes where its acks left off.
 //!
+//! Nobody is let in by accident: the ingest port can require TLS and client certificates,
+//! the sender's token is checked in constant time before anything but its `Hello` is
+//! decoded, unauthenticated connections are capped per address and bounded by one
+//! handshake deadline, and every refusal is counted and logged (rate-limited) with the peer.
+//! `/metrics` can be served over TLS behind basic auth. Plain TCP without a token still
+//! works for a lab, with a loud warning at start.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), kube_relay_receiver::Error> {
 //! use kube_relay_receiver::{Receiver, ReceiverConfig};
@@ -26,15 +33,21 @@
 //! - [`config`]: [`ReceiverConfig`] and its defaults, the command line ([`Cli`]) and the
 //!   config file.
 //! - [`server`]: [`Receiver`]: binds both listeners; the sender accept loop (connection cap,
-//!   accept backoff) and shutdown.
+//!   per-address handshake cap, accept backoff), the TLS handshake in each connection's
+//!   task, start-up warnings, shutdown.
 //! - [`session`]: one connection: handshake checks (version, token, cluster name, cluster in
 //!   use), batches into the store, acks, heartbeat echo, timeouts. Generic over
-//!   `AsyncRead + AsyncWrite`.
+//!   `AsyncRead + AsyncWrite`, so it runs the same over TCP and TLS.
+//! - [`tls`]: rustls server (and, for senders and tests, client) configurations from PEM
+//!   files; handshake failures as bounded labels.
+//! - [`security`]: constant-time secret comparison, HTTP basic auth, the rate-limited log
+//!   of refused connections.
 //! - [`store`]: per-cluster state behind one mutex: pre-rendered series, snapshot staging,
 //!   session memory for resumption, link state and TTL expiry, scaling events.
 //! - [`exposition`]: OpenMetrics and Prometheus text encoding, content negotiation.
 //! - [`metrics`]: the receiver's self-metrics in a prometheus-client registry.
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the [`status`] page at `/`.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the [`status`] page at `/`, over
+//!   plain HTTP or TLS, optionally behind basic auth.
 //! - [`telemetry`]: logging setup for the binary.
 
 pub mod config;

@@ -33,10 +33,14 @@ use tracing::{debug, info, warn};
 use crate::metrics::Metrics;
 use crate::security::{RefusalLog, token_matches};
 use crate::store::{Applied, ApplyError, ClaimError, ConnId, Store};
+use crate::tls::TLS_HANDSHAKE_RECORD;
 use crate::{Error, ReceiverConfig, Result};
 
 /// Longest wait between applying a batch and acknowledging it.
 pub const ACK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Label of `relay_receiver_decode_errors_total` for a TLS handshake on a plain-TCP port.
+pub const UNEXPECTED_TLS: &str = "unexpected_tls";
 
 /// Longest time spent writing a `Reject` to a peer before closing anyway.
 const REJECT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -255,6 +259,13 @@ impl Session {
             }
             Ok(None) => return Ok(None),
             Ok(Some(Err(e))) => {
+                // A TLS ClientHello read as a frame header claims ~369 MB: say what it is.
+                if matches!(e, kube_relay_proto::Error::FrameTooLarge { .. })
+                    && conn.read_buffer().starts_with(&[TLS_HANDSHAKE_RECORD, 3])
+                {
+                    self.metrics.decode_error(UNEXPECTED_TLS);
+                    return Err(Error::UnexpectedTls);
+                }
                 self.count_bad_frame(&e);
                 return Err(e.into());
             }

@@ -286,6 +286,45 @@ async fn plain_tcp_on_a_tls_port_is_refused_before_decode() {
 }
 
 #[tokio::test]
+async fn a_tls_client_on_a_plain_port_is_told_apart_from_garbage() {
+    capture_logs();
+    let pki = Pki::generate();
+    let rx = Running::start(ReceiverConfig {
+        token: Some(TOKEN.into()),
+        ..ReceiverConfig::loopback()
+    })
+    .await
+    .expect("receiver");
+    let socket = connect_from([127, 0, 0, 9], rx.ingest)
+        .await
+        .expect("connect");
+    let connector = tokio_rustls::TlsConnector::from(TlsClient::new(&pki.ca, None).config);
+    let name = kube_relay_receiver::tls::server_name("127.0.0.1").expect("name");
+    assert!(connector.connect(name, socket).await.is_err());
+    let text = rx
+        .metrics_until("counted", |t| {
+            sample(
+                t,
+                r#"relay_receiver_decode_errors_total{kind="unexpected_tls"}"#,
+            )
+            .is_some()
+        })
+        .await
+        .expect("counted");
+    assert_eq!(
+        sum_of(&text, "relay_receiver_decode_errors_total"),
+        1.0,
+        "{text}"
+    );
+    let log = logged();
+    let line = log
+        .lines()
+        .find(|l| l.contains("peer=127.0.0.9:"))
+        .unwrap_or_else(|| panic!("no line for the peer:\n{log}"));
+    assert!(line.contains("but this port is plain TCP"), "{line}");
+}
+
+#[tokio::test]
 async fn only_a_hello_within_the_handshake_limit_is_decoded_before_authentication() {
     let rx = Running::start(ReceiverConfig {
         token: Some(TOKEN.into()),
