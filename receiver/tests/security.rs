@@ -433,6 +433,58 @@ async fn refusals_are_counted_every_time_but_logged_once_per_peer_and_kind() {
 }
 
 #[tokio::test]
+async fn stalled_tls_handshakes_block_no_one_and_end_at_the_handshake_timeout() {
+    let pki = Pki::generate();
+    let rx = Running::start(ReceiverConfig {
+        handshake_timeout: std::time::Duration::from_secs(2),
+        ..tls_config(&pki, false)
+    })
+    .await
+    .expect("receiver");
+    // Fifty clients stall: half send nothing, half the first bytes of a TLS record.
+    let mut stalled = Vec::new();
+    for i in 0..50 {
+        let mut stream = tokio::net::TcpStream::connect(rx.ingest)
+            .await
+            .expect("connect");
+        if i % 2 == 1 {
+            stream
+                .write_all(&[0x16, 0x03, 0x01, 0x00, 0x50, 0x01])
+                .await
+                .expect("write");
+        }
+        stalled.push(stream);
+    }
+    // A real sender is served meanwhile: the handshakes run in their own tasks.
+    let client = TlsClient::new(&pki.ca, None);
+    let mut sender = TestSender::welcomed_tls(
+        rx.ingest,
+        &client,
+        hello_with_token("prod", "a", Some(TOKEN)),
+    )
+    .await
+    .expect("welcome while others stall");
+    sender.batch(small_snapshot(1)).await.expect("send");
+    sender.ack_of(1).await.expect("ack");
+    let text = rx.metrics().await.expect("scrape");
+    assert_eq!(
+        rejected(&text, "handshake_timeout"),
+        None,
+        "served before any stalled handshake ended:\n{text}"
+    );
+    for stream in &mut stalled {
+        wait_closed(stream).await.expect("closed at the timeout");
+    }
+    let text = rx.metrics().await.expect("scrape");
+    assert_eq!(rejected(&text, "handshake_timeout"), Some(50.0), "{text}");
+    assert_eq!(
+        sum_of(&text, "relay_receiver_auth_failures_total"),
+        0.0,
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn a_trickled_hello_does_not_extend_the_handshake_deadline() {
     let rx = Running::start(ReceiverConfig {
         handshake_timeout: std::time::Duration::from_millis(300),
