@@ -222,9 +222,10 @@ async fn hostile_lengths_are_closed_at_once_without_memory_growth_or_slowing_oth
          max {max:?}; receiver RSS {rss_before} KiB -> {rss_after} KiB ({rss_growth:+} KiB), \
          peak {rss_peak} KiB; legitimate sender {rate_before:.0} updates/s alone, \
          {rate_during_abuse:.0} during the abuse (ratio {ratio:.2}), {rate_churn:.0} during as many \
-         well-behaved sessions ({churn_secs:.2} s, ratio {:.2}); debug build, clients and \
+         well-behaved sessions ({churn_secs:.2} s, ratio {:.2}); {} build, clients and \
          receiver on the same 2 shared cores\n",
-        rate_churn / rate_before
+        rate_churn / rate_before,
+        common::PROFILE
     );
 
     assert!(

@@ -204,8 +204,10 @@ async fn a_thousand_idle_or_trickling_connections_hold_the_cap_and_time_out() {
          the {handshake_timeout:?} handshake timeout, the longest open {longest:?}; a new \
          sender was refused {newcomer_refusals} times and admitted {admitted_after:?} after \
          the flood began; the established sender streamed {rate_before:.0} updates/s before \
-         and {rate_flood:.0} during (ratio {:.2}); debug build, 2 shared cores\n",
-        rate_flood / rate_before
+         and {rate_flood:.0} during (ratio {:.2}); {} build, clients and receiver on the \
+         same 2 shared cores\n",
+        rate_flood / rate_before,
+        common::PROFILE
     );
     assert!(
         peak <= baseline_fds + CAP + 32,
@@ -420,10 +422,12 @@ async fn a_ten_thousand_connection_burst_holds_the_limits_and_a_sender_still_str
          before (the newcomer and {} admitted burst connections); a new sender from another \
          address was welcomed in {welcomed_in:?} with {opened_by_then} burst connections \
          opened, and streamed; the established sender streamed {rate_before:.0} updates/s \
-         before and {rate_burst:.0} during (ratio {:.2}); debug build, 2 shared cores\n",
+         before and {rate_burst:.0} during (ratio {:.2}); {} build, clients and receiver on \
+         the same 2 shared cores\n",
         BURST as f64 / burst_secs,
         ADDRESSES * PER_IP,
-        rate_burst / rate_before
+        rate_burst / rate_before,
+        common::PROFILE
     );
     // Exactly PER_IP per address were admitted; the rest were refused by the receiver,
     // except what the kernel dropped before the receiver could see it.

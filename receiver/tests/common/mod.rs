@@ -27,6 +27,13 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
+/// The build profile of these tests and of the binaries they start, for printed figures.
+pub const PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
+
 /// How long a test waits for any single thing the receiver should do.
 pub const WAIT: Duration = Duration::from_secs(10);
 
