@@ -27,7 +27,8 @@ use crate::wait::wait_until;
 pub struct PrometheusConfig {
     /// `host:port` targets scraped at `/metrics` under job `kube-relay`.
     pub targets: Vec<SocketAddr>,
-    /// Scrape and rule evaluation interval.
+    /// Scrape and rule evaluation interval (whole milliseconds, at least 100 ms; Prometheus
+    /// accepts sub-second intervals, which fast tests use to catch short-lived states).
     pub interval: Duration,
     /// Rule files to load (e.g. the project's alert rules).
     pub rule_files: Vec<PathBuf>,
@@ -76,9 +77,9 @@ impl PrometheusConfig {
     }
 
     fn to_yaml(&self) -> String {
-        let secs = self.interval.as_secs().max(1);
+        let ms = self.interval.as_millis().max(100);
         let mut y = format!(
-            "global:\n  scrape_interval: {secs}s\n  evaluation_interval: {secs}s\n  scrape_timeout: {secs}s\n"
+            "global:\n  scrape_interval: {ms}ms\n  evaluation_interval: {ms}ms\n  scrape_timeout: {ms}ms\n"
         );
         if !self.rule_files.is_empty() {
             y.push_str("rule_files:\n");
@@ -452,7 +453,10 @@ mod tests {
         let a: SocketAddr = "127.0.0.1:9100".parse().expect("addr");
         let b: SocketAddr = "127.0.0.1:9101".parse().expect("addr");
         let y = PrometheusConfig::new(&[a, b]).to_yaml();
-        assert!(y.contains("scrape_interval: 1s"), "{y}");
+        assert!(y.contains("scrape_interval: 1000ms"), "{y}");
+        let mut fast = PrometheusConfig::new(&[a]);
+        fast.interval = Duration::from_millis(250);
+        assert!(fast.to_yaml().contains("scrape_interval: 250ms"));
         assert!(
             y.contains(r#"targets: ["127.0.0.1:9100", "127.0.0.1:9101"]"#),
             "{y}"
