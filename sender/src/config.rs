@@ -26,8 +26,9 @@ pub mod defaults {
     pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
     /// How often pending changes are flushed as a delta batch.
     pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
-    /// Unacknowledged batches kept for replay, in encoded bytes.
-    pub const SPOOL_MAX_BYTES: u64 = 16 << 20;
+    /// Unacknowledged batches kept for replay, in encoded bytes (also the most a sender has
+    /// in flight: about 40 MiB/s at the receiver's 100 ms ack interval).
+    pub const SPOOL_MAX_BYTES: u64 = 4 << 20;
     /// Largest frame payload sent (the receiver's default limit).
     pub const MAX_FRAME_BYTES: usize = kube_relay_proto::DEFAULT_MAX_FRAME_BYTES;
     /// Cluster name under `--simulate` when none is given.
@@ -164,7 +165,8 @@ impl fmt::Display for LogFormat {
                   (flag > environment > file > default)."
 )]
 pub struct Cli {
-    /// Configuration file (TOML or YAML; keys are the long flag names, e.g. `usage-interval`).
+    /// Configuration file (TOML or YAML; keys are the long flag names, e.g. `usage-interval`,
+    /// or snake_case `usage_interval`).
     #[arg(long, env = "KUBE_RELAY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -232,9 +234,10 @@ pub struct Cli {
     #[arg(long, env = "KUBE_RELAY_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// Most bytes of sent-but-unacknowledged batches kept for replay after a reconnect; when
-    /// full the oldest is dropped (counted in relay_sender_dropped_updates_total) and the next
-    /// connection starts with a full snapshot.
+    /// Most bytes of sent-but-unacknowledged batches kept for replay after a reconnect. When
+    /// full, new deltas wait briefly for acks (changes keep coalescing); if none come, the
+    /// oldest batch is dropped (counted in relay_sender_dropped_updates_total) and a reconnect
+    /// that needs it starts with a full snapshot.
     #[arg(long, env = "KUBE_RELAY_SPOOL_MAX_BYTES", value_name = "BYTES",
           default_value_t = defaults::SPOOL_MAX_BYTES)]
     pub spool_max_bytes: u64,
@@ -260,7 +263,8 @@ pub struct Cli {
     pub log_format: LogFormat,
 }
 
-/// The `--config` file: every key optional, named like the long flags.
+/// The `--config` file: every key optional, named like the long flags (`usage-interval`), or
+/// in snake_case like the receiver's file (`usage_interval`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct FileConfig {
@@ -272,15 +276,24 @@ struct FileConfig {
     namespace: Option<Vec<String>>,
     selector: Option<String>,
     simulate: Option<String>,
+    #[serde(alias = "usage_source")]
     usage_source: Option<UsageSource>,
+    #[serde(alias = "usage_interval")]
     usage_interval: Option<DurationArg>,
     token: Option<String>,
+    #[serde(alias = "token_file")]
     token_file: Option<PathBuf>,
+    #[serde(alias = "state_dir")]
     state_dir: Option<PathBuf>,
+    #[serde(alias = "spool_max_bytes")]
     spool_max_bytes: Option<u64>,
+    #[serde(alias = "heartbeat_interval")]
     heartbeat_interval: Option<DurationArg>,
+    #[serde(alias = "flush_interval")]
     flush_interval: Option<DurationArg>,
+    #[serde(alias = "max_frame_bytes")]
     max_frame_bytes: Option<usize>,
+    #[serde(alias = "log_format")]
     log_format: Option<LogFormat>,
 }
 
@@ -607,10 +620,19 @@ mod tests {
     fn yaml_files_work_and_unknown_keys_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sender.yaml");
-        std::fs::write(&path, "target: y:1\nspool-max-bytes: 2048\n").expect("write");
+        std::fs::write(
+            &path,
+            "target: y:1\nspool-max-bytes: 2048\nusage_interval: 30s\n",
+        )
+        .expect("write");
         let config = Config::try_from_args(["sender", "--config", path.to_str().expect("utf8")])
             .expect("config");
         assert_eq!(config.spool_max_bytes, 2048);
+        assert_eq!(
+            config.usage_interval,
+            Duration::from_secs(30),
+            "snake_case works too"
+        );
         std::fs::write(&path, "target: y:1\nspool-bytes: 2048\n").expect("write");
         let err = Config::try_from_args(["sender", "--config", path.to_str().expect("utf8")])
             .expect_err("unknown key");
@@ -669,7 +691,7 @@ mod tests {
             "[default: 15s]",
             "[default: metrics-api]",
             "[default: 3s]",
-            "[default: 16777216]",
+            "[default: 4194304]",
             "[default: 50ms]",
             "--state-dir",
             "--simulate",

@@ -25,6 +25,7 @@ pub mod events;
 pub mod family;
 pub mod kubeclient;
 pub mod link;
+pub mod malloc;
 pub mod poll;
 pub mod quantity;
 pub mod sender;

@@ -10,7 +10,9 @@
 //!    unacknowledged is still in the [`Spool`]: replay the spool after `acked`; otherwise a
 //!    full snapshot, one frame at a time, from the [`SeriesStore`](crate::store::SeriesStore);
 //! 3. deltas: changes wait `flush_interval` to coalesce, then go as batches with consecutive
-//!    sequence numbers, kept in the spool until acknowledged;
+//!    sequence numbers, kept in the spool until acknowledged; while the spool is full, deltas
+//!    wait up to `ack_patience` for acks to make room (changes keep coalescing meanwhile), and
+//!    only then is the oldest batch dropped (see [`crate::spool`]);
 //! 4. a heartbeat after one silent interval; no frame from the receiver within three
 //!    intervals means a dead link;
 //! 5. on shutdown: pending deltas, then `Goodbye`, within the shutdown bound.
@@ -46,6 +48,9 @@ use crate::config::{Config, defaults};
 use crate::error::Error;
 use crate::shared::Shared;
 use crate::spool::{MemorySpool, Spool};
+
+/// Default [`LinkConfig::ack_patience`]: a few of the receiver's ack intervals (100 ms).
+pub const ACK_PATIENCE: Duration = Duration::from_millis(500);
 
 /// Opens transports to the receiver.
 pub trait Connector: Send + Sync + 'static {
@@ -147,6 +152,9 @@ pub struct LinkConfig {
     pub shutdown_timeout: Duration,
     /// Spool bound in bytes.
     pub spool_max_bytes: u64,
+    /// How long deltas wait for acknowledgements to make room in a full spool before the
+    /// oldest batches are dropped to make it.
+    pub ack_patience: Duration,
 }
 
 impl LinkConfig {
@@ -162,6 +170,7 @@ impl LinkConfig {
             connect_timeout: config.connect_timeout,
             shutdown_timeout: config.shutdown_timeout,
             spool_max_bytes: config.spool_max_bytes,
+            ack_patience: ACK_PATIENCE,
         }
     }
 
@@ -177,6 +186,7 @@ impl LinkConfig {
             connect_timeout: defaults::CONNECT_TIMEOUT,
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
             spool_max_bytes: defaults::SPOOL_MAX_BYTES,
+            ack_patience: ACK_PATIENCE,
         }
     }
 }
@@ -426,7 +436,19 @@ impl<C: Connector, S: Spool> Link<C, S> {
         let mut last_sent = Instant::now();
         // Changes may have been signalled to the previous session and never flushed.
         let mut flush_at = Some(Instant::now());
+        let mut flushing = false;
+        // Set while deltas wait for acks to make room in a full spool.
+        let mut room_wait: Option<Instant> = None;
         loop {
+            let room = self.spool.bytes() == 0
+                || self.spool.bytes() + self.config.max_frame_bytes as u64
+                    <= self.config.spool_max_bytes;
+            if room {
+                room_wait = None;
+            } else if flushing && room_wait.is_none() {
+                room_wait = Some(Instant::now() + self.config.ack_patience);
+            }
+            let may_send = room || room_wait.is_some_and(|at| Instant::now() >= at);
             let dead_at = last_heard + heartbeat * 3;
             let heartbeat_at = last_sent + heartbeat;
             tokio::select! {
@@ -452,7 +474,9 @@ impl<C: Connector, S: Spool> Link<C, S> {
                         None => return Err(Error::Session("the receiver closed the connection".to_owned())),
                     }
                 }
-                () = sleep_until(dead_at) => {
+                // The receiver acknowledges a snapshot only once it has it whole: no silence
+                // verdict while one is being written (writes themselves time out).
+                () = sleep_until(dead_at), if !snapshotting => {
                     return Err(Error::Session(format!(
                         "no frame from the receiver for {:?} (3 heartbeat intervals)", heartbeat * 3
                     )));
@@ -466,6 +490,7 @@ impl<C: Connector, S: Spool> Link<C, S> {
                             last_sent = Instant::now();
                             if last {
                                 snapshotting = false;
+                                last_heard = Instant::now();
                                 self.snapshot_done = Some(seq);
                                 self.shared.stats.snapshots_sent.fetch_add(1, Ordering::Relaxed);
                                 debug!(seq, "snapshot sent");
@@ -474,17 +499,29 @@ impl<C: Connector, S: Spool> Link<C, S> {
                         None => snapshotting = false,
                     }
                 }
-                () = self.shared.changed(), if flush_at.is_none() && !snapshotting => {
+                () = self.shared.changed(), if flush_at.is_none() && !snapshotting && !flushing => {
                     flush_at = Some(Instant::now() + self.config.flush_interval);
                 }
-                () = sleep_until(flush_at.unwrap_or(dead_at)), if flush_at.is_some() && !snapshotting => {
+                () = sleep_until(flush_at.unwrap_or(dead_at)), if flush_at.is_some() && !snapshotting && !flushing => {
                     flush_at = None;
                     if self.shared.store().epoch() != self.epoch {
                         self.goodbye(conn, true, heartbeat).await;
                         return Ok(SessionEnd::EpochChanged);
                     }
-                    if self.flush(conn, heartbeat).await? {
-                        last_sent = Instant::now();
+                    flushing = true;
+                }
+                // One batch per turn, so acks and heartbeats are read between batches of a
+                // large backlog.
+                () = sleep_until(room_wait.unwrap_or(dead_at)), if flushing && !snapshotting && !may_send => {}
+                () = std::future::ready(()), if flushing && !snapshotting && may_send => {
+                    let batch = self.shared.store().take_delta(self.config.max_frame_bytes);
+                    match batch {
+                        Some(batch) => {
+                            self.send_batch(conn, batch, true, heartbeat).await?;
+                            last_sent = Instant::now();
+                            room_wait = None;
+                        }
+                        None => flushing = false,
                     }
                 }
                 () = sleep_until(heartbeat_at) => {
@@ -510,17 +547,20 @@ impl<C: Connector, S: Spool> Link<C, S> {
             .store(self.spool.samples(), Ordering::Relaxed);
     }
 
-    /// Sends pending deltas; true when anything was sent.
-    async fn flush<T>(&mut self, conn: &mut Conn<T>, heartbeat: Duration) -> Result<bool, Error>
+    /// Sends every pending delta.
+    async fn flush<T>(&mut self, conn: &mut Conn<T>, heartbeat: Duration) -> Result<(), Error>
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
-        let batches = self.shared.store().take_deltas(self.config.max_frame_bytes);
-        let any = !batches.is_empty();
-        for batch in batches {
-            self.send_batch(conn, batch, true, heartbeat).await?;
+        loop {
+            let batch = self.shared.store().take_delta(self.config.max_frame_bytes);
+            match batch {
+                Some(batch) => {
+                    self.send_batch(conn, batch, true, heartbeat).await?;
+                }
+                None => return Ok(()),
+            }
         }
-        Ok(any)
     }
 
     /// Numbers, sends and (for deltas) spools a batch; returns its seq.

@@ -4,15 +4,25 @@
 use anyhow::{Context, Result};
 use kube_relay_sender::config::defaults;
 use kube_relay_sender::kubeclient::{self, cluster_name_from_context};
-use kube_relay_sender::{Config, Sender, simulate, telemetry};
+use kube_relay_sender::{Config, Sender, malloc, simulate, telemetry};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    // Before any thread exists: glibc reads its tunables only at start-up.
+    let malloc = malloc::tune_and_reexec();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?
+        .block_on(run(malloc))
+}
+
+async fn run(malloc: &'static str) -> Result<()> {
     let config = Config::from_env()?;
     telemetry::init(config.log_format);
+    tracing::debug!(malloc, "allocator settings");
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
 

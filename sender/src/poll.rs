@@ -13,9 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_metrics::v1beta1::PodMetrics;
 use kube::Client;
-use kube::api::{Api, ListParams};
+use kube::api::ListParams;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -23,7 +22,7 @@ use crate::config::UsageSource;
 use crate::error::{Error, kube_error_kind};
 use crate::series::{ObjectKey, ObjectKind};
 use crate::shared::Shared;
-use crate::usage::{UsageTracker, parse_resource_metrics};
+use crate::usage::{PodUsageList, UsageTracker, parse_resource_metrics};
 use crate::watch::WatchScope;
 
 /// Kubelets fetched at once with `--usage-source kubelet`.
@@ -131,11 +130,17 @@ impl UsagePoller {
                 .collect()
         };
         for ns in scopes {
-            let api: Api<PodMetrics> = match ns {
-                Some(ns) => Api::namespaced(self.client.clone(), ns),
-                None => Api::all(self.client.clone()),
+            let path = match ns {
+                Some(ns) => format!("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods"),
+                None => "/apis/metrics.k8s.io/v1beta1/pods".to_owned(),
             };
-            match api.list(&params).await {
+            let request = kube::core::Request::new(path).list(&params).map_err(|e| {
+                Error::kube(
+                    "list metrics.k8s.io/v1beta1 pods",
+                    kube::Error::BuildRequest(e),
+                )
+            })?;
+            match self.client.request::<PodUsageList>(request).await {
                 Ok(list) => items.extend(list.items),
                 Err(e) => {
                     self.shared.stats.api_error(RESOURCE, kube_error_kind(&e));
@@ -143,18 +148,25 @@ impl UsagePoller {
                 }
             }
         }
-        let mut listed = HashSet::with_capacity(items.len());
         let mut tracker = lock(&self.tracker);
+        tracker.begin_poll();
+        let mut pods = 0;
         for pm in &items {
-            if let Some((key, set)) = tracker.from_pod_metrics(pm) {
-                listed.insert((key.namespace.clone(), key.name.clone()));
+            if let Some((key, set)) = tracker.from_usage(pm) {
+                pods += 1;
                 self.shared.update(|s| s.apply(&key, &set));
             }
         }
-        tracker.retain_counters(&listed);
-        drop(tracker);
-        self.retain(&listed);
-        Ok(listed.len())
+        let scope = &self.scope;
+        self.shared.update(|store| {
+            !store
+                .retain(ObjectKind::PodUsage, |ns, name| {
+                    !scope.includes(ns) || tracker.listed(ns, name)
+                })
+                .is_empty()
+        });
+        tracker.end_poll();
+        Ok(pods)
     }
 
     async fn poll_kubelets(&mut self) -> Result<usize, Error> {

@@ -2,6 +2,7 @@
 //! shared store, and persists what must survive a restart.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -193,7 +194,15 @@ impl Sender {
             warn!("background tasks did not stop in time");
         }
         save_ledger(&self.ledger, self.ledger_path.as_deref());
-        info!(cluster = %self.cluster, "sender stopped");
+        let stats = &self.shared.stats;
+        info!(
+            cluster = %self.cluster,
+            bytes_sent = stats.bytes_sent.load(Ordering::Relaxed),
+            delta_bytes = stats.delta_bytes_sent.load(Ordering::Relaxed),
+            delta_samples = stats.delta_samples_sent.load(Ordering::Relaxed),
+            snapshots = stats.snapshots_sent.load(Ordering::Relaxed),
+            "sender stopped"
+        );
         result
     }
 }

@@ -138,6 +138,25 @@ impl<'a> SeriesSet<'a> {
         }
     }
 
+    /// The same set with every label owned.
+    pub fn into_owned(self) -> SeriesSet<'static> {
+        SeriesSet {
+            samples: self
+                .samples
+                .into_iter()
+                .map(|s| Sample {
+                    family: s.family,
+                    labels: s
+                        .labels
+                        .into_iter()
+                        .map(|l| Cow::Owned(l.into_owned()))
+                        .collect(),
+                    value: s.value,
+                })
+                .collect(),
+        }
+    }
+
     /// The samples.
     pub fn samples(&self) -> &[Sample<'a>] {
         &self.samples

@@ -1,12 +1,15 @@
 //! The outgoing spool: batches sent but not yet acknowledged, kept for replay after a
 //! reconnect (`Welcome{resume: After{acked}}`).
 //!
-//! Bounded in bytes. Overflow policy: when a new batch does not fit, the *oldest* batches are
-//! dropped until it does (a batch larger than the whole bound is dropped itself), and the
-//! samples they carried are counted (`relay_sender_dropped_updates_total{reason="spool_full"}`).
-//! Nothing is lost while the connection lives (those batches were already written); after a
-//! reconnect the sender can only replay from its oldest kept batch, so when the receiver had
-//! not acknowledged the dropped ones it answers with a full snapshot instead.
+//! Bounded in bytes, which also bounds what is in flight: the link holds new deltas back
+//! while the spool is full and acks are due (changes keep coalescing in the store, latest
+//! value per series), so on a healthy link nothing is ever dropped. Overflow policy, when acks
+//! do not come: the *oldest* batches are dropped until the new one fits (a batch larger than
+//! the whole bound is dropped itself), and the samples they carried are counted
+//! (`relay_sender_dropped_updates_total{reason="spool_full"}`). Nothing is lost while the
+//! connection lives (those batches were already written); after a reconnect the sender can
+//! only replay from its oldest kept batch, so when the receiver had not acknowledged the
+//! dropped ones the sender sends a full snapshot instead.
 //!
 //! [`Spool`] is a trait so that a disk-backed spool can replace [`MemorySpool`].
 

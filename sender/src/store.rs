@@ -150,6 +150,9 @@ enum Cursor {
     After(Key),
 }
 
+/// Pending tables larger than this many slots are shrunk once drained.
+const SHRINK_ABOVE: usize = 4096;
+
 /// Upper bounds of encoded sizes (bincode varints take at most 5 bytes for a `u32`
 /// and 9 for a `u64`), used to split batches below the frame limit.
 mod size {
@@ -275,6 +278,11 @@ impl SeriesStore {
             self.renumber();
         }
         let existing = self.find_key(key).filter(|k| self.owners.contains_key(k));
+        if let Some(k) = existing
+            && let Some(changed) = self.update_in_place(k, set)
+        {
+            return changed;
+        }
         let k = match existing {
             Some(k) => k,
             None => self.key_of(key),
@@ -343,6 +351,40 @@ impl SeriesStore {
         old.labels.iter().for_each(|&a| self.atoms.release(a));
         self.owners.insert(k, new);
         changed
+    }
+
+    /// The common case: the owner's series are the same (families and labels, in order) and
+    /// only values may have changed. Updates them where they are, allocating nothing, and
+    /// returns whether any value changed; `None` when the structure differs.
+    fn update_in_place(&mut self, k: Key, set: &SeriesSet<'_>) -> Option<bool> {
+        let records = self.records(k);
+        let owner = self.owners.get(&k)?;
+        if owner.series.len() != set.len() {
+            return None;
+        }
+        let same = owner.series.iter().zip(set.samples()).all(|(s, sample)| {
+            s.family == sample.family
+                && owner
+                    .labels_of(s)
+                    .iter()
+                    .zip(&sample.labels)
+                    .all(|(&atom, label)| self.atoms.text(atom) == label.as_ref())
+        });
+        if !same {
+            return None;
+        }
+        let owner = self.owners.get_mut(&k)?;
+        let mut changed = false;
+        for (s, sample) in owner.series.iter_mut().zip(set.samples()) {
+            if s.value.to_bits() != sample.value.to_bits() {
+                s.value = sample.value;
+                changed = true;
+                if records {
+                    self.pending.entry(s.id).or_insert(Pending::Update(k));
+                }
+            }
+        }
+        Some(changed)
     }
 
     /// Records that series `id` is gone.
@@ -445,43 +487,57 @@ impl SeriesStore {
         lines
     }
 
-    /// Takes the pending changes as delta batches (sequence numbers left at 0 for the link to
-    /// assign), each estimated to encode within `max_frame_bytes`. Definitions come with
-    /// their values in the same batch. Returns no batch when nothing changed.
-    pub fn take_deltas(&mut self, max_frame_bytes: usize) -> Vec<Batch> {
-        if self.pending.is_empty() {
-            return Vec::new();
-        }
-        let mut ids: Vec<(SeriesId, Pending)> = self.pending.drain().collect();
-        ids.sort_unstable_by_key(|(id, _)| *id);
-        let mut batches = Vec::new();
+    /// Takes pending changes as one delta batch (sequence number left at 0 for the link to
+    /// assign), estimated to encode within `max_frame_bytes`, or `None` when nothing is
+    /// pending. A definition travels with its value. Call it until `None` to send everything;
+    /// only one batch is ever materialised, so a backlog of 300,000 new series (the first
+    /// list of a big cluster) costs one frame's worth of memory at a time.
+    pub fn take_delta(&mut self, max_frame_bytes: usize) -> Option<Batch> {
         let mut batch = BatchBuilder::new();
-        for (id, change) in ids {
-            let item = match change {
-                Pending::Remove => Item::Remove(id),
-                Pending::Update(k) | Pending::Define(k) => {
-                    let Some(owner) = self.owners.get(&k) else {
-                        continue;
-                    };
-                    let Some(s) = owner.series.iter().find(|s| s.id == id) else {
-                        continue;
-                    };
-                    if matches!(change, Pending::Define(_)) {
-                        Item::Define(self.series_def(owner, s), s.value)
-                    } else {
-                        Item::Update(id, s.value)
-                    }
+        while batch.is_empty() && !self.pending.is_empty() {
+            let mut taken = Vec::new();
+            for (&id, &change) in &self.pending {
+                let Some(item) = self.item(id, change) else {
+                    // Its owner changed since: nothing to send.
+                    taken.push(id);
+                    continue;
+                };
+                if !batch.fits(&item, max_frame_bytes) && !batch.is_empty() {
+                    break;
                 }
-            };
-            if !batch.fits(&item, max_frame_bytes) && !batch.is_empty() {
-                batches.push(std::mem::replace(&mut batch, BatchBuilder::new()).finish());
+                batch.push(item);
+                taken.push(id);
             }
-            batch.push(item);
+            for id in taken {
+                self.pending.remove(&id);
+            }
         }
-        if !batch.is_empty() {
-            batches.push(batch.finish());
+        // A burst must not keep its table allocated.
+        if self.pending.is_empty() && self.pending.capacity() > SHRINK_ABOVE {
+            self.pending = HashMap::new();
         }
-        batches
+        (!batch.is_empty()).then(|| batch.finish())
+    }
+
+    /// Every pending change as delta batches (see [`SeriesStore::take_delta`]).
+    pub fn take_deltas(&mut self, max_frame_bytes: usize) -> Vec<Batch> {
+        std::iter::from_fn(|| self.take_delta(max_frame_bytes)).collect()
+    }
+
+    /// The batch item for a pending change, if its series still exists.
+    fn item(&self, id: SeriesId, change: Pending) -> Option<Item> {
+        match change {
+            Pending::Remove => Some(Item::Remove(id)),
+            Pending::Update(k) | Pending::Define(k) => {
+                let owner = self.owners.get(&k)?;
+                let s = owner.series.iter().find(|s| s.id == id)?;
+                Some(if matches!(change, Pending::Define(_)) {
+                    Item::Define(self.series_def(owner, s), s.value)
+                } else {
+                    Item::Update(id, s.value)
+                })
+            }
+        }
     }
 
     fn series_def(&self, owner: &Owner, s: &Stored) -> SeriesDef {
@@ -501,7 +557,7 @@ impl SeriesStore {
     /// Starts a full snapshot: pending deltas are dropped (the snapshot carries current
     /// values), and from now on only owners the snapshot has passed record deltas.
     pub fn begin_snapshot(&mut self) {
-        self.pending.clear();
+        self.pending = HashMap::new();
         self.snapshot = Some(Cursor::Start);
     }
 
@@ -649,7 +705,9 @@ impl BatchBuilder {
         }
     }
 
-    fn finish(self) -> Batch {
+    fn finish(mut self) -> Batch {
+        self.series.sort_unstable_by_key(|d| d.id);
+        self.removals.sort_unstable();
         Batch {
             seq: 0,
             snapshot: None,

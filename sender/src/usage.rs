@@ -20,9 +20,12 @@
 //! The `image` label is the container's image from the pod spec, learnt from the pod
 //! watcher ([`UsageTracker::set_images`]); it is empty for a pod the sender does not watch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use k8s_metrics::v1beta1::PodMetrics;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::Deserialize;
 
 use crate::family::Family;
 use crate::quantity::parse_quantity;
@@ -39,11 +42,70 @@ struct CpuCounter {
     at: f64,
 }
 
+/// A pod's counters and the poll that last reported them.
+#[derive(Debug, Default)]
+struct PodCounters {
+    poll: u64,
+    containers: Vec<CpuCounter>,
+}
+
+/// Values per (namespace, pod), looked up by `&str` without allocating.
+#[derive(Debug)]
+struct ByPod<T>(HashMap<String, HashMap<String, T>>);
+
+impl<T> Default for ByPod<T> {
+    fn default() -> Self {
+        ByPod(HashMap::new())
+    }
+}
+
+impl<T> ByPod<T> {
+    fn get(&self, namespace: &str, pod: &str) -> Option<&T> {
+        self.0.get(namespace)?.get(pod)
+    }
+
+    fn get_mut(&mut self, namespace: &str, pod: &str) -> Option<&mut T> {
+        self.0.get_mut(namespace)?.get_mut(pod)
+    }
+
+    fn insert(&mut self, namespace: &str, pod: &str, value: T) {
+        match self.0.get_mut(namespace) {
+            Some(pods) => {
+                pods.insert(pod.to_owned(), value);
+            }
+            None => {
+                self.0.insert(
+                    namespace.to_owned(),
+                    HashMap::from([(pod.to_owned(), value)]),
+                );
+            }
+        }
+    }
+
+    fn remove(&mut self, namespace: &str, pod: &str) {
+        if let Some(pods) = self.0.get_mut(namespace) {
+            pods.remove(pod);
+            if pods.is_empty() {
+                self.0.remove(namespace);
+            }
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        for pods in self.0.values_mut() {
+            pods.retain(|_, v| keep(v));
+        }
+        self.0.retain(|_, pods| !pods.is_empty());
+    }
+}
+
 /// Per-container usage state: the integrated CPU counters and the image of each container.
+/// Updated in place: a poll of 10,000 pods allocates nothing that outlives it.
 #[derive(Debug, Default)]
 pub struct UsageTracker {
-    images: HashMap<PodRef, Vec<(String, String)>>,
-    counters: HashMap<PodRef, Vec<CpuCounter>>,
+    images: ByPod<Vec<(String, String)>>,
+    counters: ByPod<PodCounters>,
+    poll: u64,
 }
 
 /// One container's usage from the kubelet's `/metrics/resource`.
@@ -61,97 +123,252 @@ pub struct KubeletContainerUsage {
     pub memory_bytes: Option<f64>,
 }
 
+/// The parts of a metrics.k8s.io `PodMetrics` the sender uses. Listing 10,000 PodMetrics as
+/// full `k8s_metrics` objects (labels, managed metadata) costs about 20 MiB for a moment every
+/// poll; this costs a tenth of that.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PodUsage {
+    /// Name and namespace.
+    pub metadata: UsageMeta,
+    /// End of the window the rates are averaged over.
+    pub timestamp: Time,
+    /// Length of that window (a Go duration: `15s`, `1m0.5s`).
+    pub window: String,
+    /// Per-container usage.
+    #[serde(default)]
+    pub containers: Vec<ContainerUsage>,
+}
+
+/// The metadata of a [`PodUsage`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct UsageMeta {
+    /// Pod name.
+    pub name: Option<String>,
+    /// Namespace.
+    pub namespace: Option<String>,
+}
+
+/// One container of a [`PodUsage`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ContainerUsage {
+    /// Container name.
+    pub name: String,
+    /// `cpu` (cores, a rate) and `memory` (working set bytes) quantities.
+    pub usage: ContainerQuantities,
+}
+
+/// CPU and memory quantities.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ContainerQuantities {
+    /// CPU rate in cores, e.g. `123456789n`.
+    pub cpu: Quantity,
+    /// Working set, e.g. `24576Ki`.
+    pub memory: Quantity,
+}
+
+/// A `PodMetricsList` of [`PodUsage`]s.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PodUsageList {
+    /// The items.
+    #[serde(default)]
+    pub items: Vec<PodUsage>,
+}
+
+impl From<&PodMetrics> for PodUsage {
+    fn from(pm: &PodMetrics) -> Self {
+        PodUsage {
+            metadata: UsageMeta {
+                name: pm.metadata.name.clone(),
+                namespace: pm.metadata.namespace.clone(),
+            },
+            timestamp: pm.timestamp.clone(),
+            window: format!("{}ns", pm.window.as_nanos()),
+            containers: pm
+                .containers
+                .iter()
+                .map(|c| ContainerUsage {
+                    name: c.name.clone(),
+                    usage: ContainerQuantities {
+                        cpu: c.usage.cpu.clone(),
+                        memory: c.usage.memory.clone(),
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Parses a Go duration (`15s`, `1m0.5s`, `500ms`, `1h2m`, `0`) into seconds.
+pub fn parse_go_duration(text: &str) -> Option<f64> {
+    let mut rest = text.trim();
+    if rest == "0" {
+        return Some(0.0);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0.0;
+    while !rest.is_empty() {
+        let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let number: f64 = rest[..end].parse().ok()?;
+        rest = &rest[end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        // Sub-second units divide, so `15000000000ns` is exactly 15.
+        total += match &rest[..unit_end] {
+            "h" => number * 3600.0,
+            "m" => number * 60.0,
+            "s" => number,
+            "ms" => number / 1e3,
+            "us" | "\u{b5}s" | "\u{3bc}s" => number / 1e6,
+            "ns" => number / 1e9,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+    }
+    Some(total)
+}
+
 impl UsageTracker {
     /// An empty tracker.
     pub fn new() -> Self {
         UsageTracker::default()
     }
 
-    /// Records the images of a pod's containers (from its spec).
-    pub fn set_images(&mut self, namespace: &str, pod: &str, images: Vec<(String, String)>) {
-        let key = (namespace.to_owned(), pod.to_owned());
-        match self.images.get_mut(&key) {
-            Some(known) if *known == images => {}
-            Some(known) => *known = images,
-            None => {
-                self.images.insert(key, images);
+    /// Records the images of a pod's containers (from its spec): `(container, image)`.
+    pub fn set_images<'a>(
+        &mut self,
+        namespace: &str,
+        pod: &str,
+        images: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    ) {
+        if let Some(known) = self.images.get_mut(namespace, pod) {
+            let same = known.len() == images.clone().count()
+                && known
+                    .iter()
+                    .zip(images.clone())
+                    .all(|((c, i), (c2, i2))| c == c2 && i == i2);
+            if !same {
+                *known = images.map(|(c, i)| (c.to_owned(), i.to_owned())).collect();
             }
+            return;
         }
+        let images = images.map(|(c, i)| (c.to_owned(), i.to_owned())).collect();
+        self.images.insert(namespace, pod, images);
     }
 
     /// Forgets a deleted pod: its images and counters.
     pub fn forget_pod(&mut self, namespace: &str, pod: &str) {
-        let key = (namespace.to_owned(), pod.to_owned());
-        self.images.remove(&key);
-        self.counters.remove(&key);
+        self.images.remove(namespace, pod);
+        self.counters.remove(namespace, pod);
     }
 
     /// True when the pod watcher has reported this pod.
     pub fn knows_pod(&self, namespace: &str, pod: &str) -> bool {
-        self.images
-            .contains_key(&(namespace.to_owned(), pod.to_owned()))
+        self.images.get(namespace, pod).is_some()
     }
 
-    /// Forgets the counters of pods not in `listed` (a poll no longer reports them).
-    pub fn retain_counters(&mut self, listed: &HashSet<PodRef>) {
-        self.counters.retain(|k, _| listed.contains(k));
+    /// Starts a poll: pods reported by [`UsageTracker::from_usage`] from now on are marked
+    /// as listed by it.
+    pub fn begin_poll(&mut self) {
+        self.poll += 1;
     }
 
-    fn image(&self, key: &PodRef, container: &str) -> String {
+    /// True when the current poll reported this pod.
+    pub fn listed(&self, namespace: &str, pod: &str) -> bool {
+        self.counters
+            .get(namespace, pod)
+            .is_some_and(|c| c.poll == self.poll)
+    }
+
+    /// Ends a poll: forgets the counters of pods it did not report.
+    pub fn end_poll(&mut self) {
+        let poll = self.poll;
+        self.counters.retain(|c| c.poll == poll);
+    }
+
+    fn image(&self, namespace: &str, pod: &str, container: &str) -> &str {
         self.images
-            .get(key)
+            .get(namespace, pod)
             .and_then(|cs| cs.iter().find(|(c, _)| c == container))
-            .map(|(_, image)| image.clone())
+            .map(|(_, image)| image.as_str())
             .unwrap_or_default()
     }
 
     /// Integrates one PodMetrics sample (see the [module docs](self)) and returns the pod's
-    /// usage series, or `None` for a PodMetrics without a name or timestamp-less garbage.
-    /// Containers whose quantities do not parse are skipped.
+    /// usage series, or `None` for a PodMetrics without a name.
     pub fn from_pod_metrics(&mut self, pm: &PodMetrics) -> Option<(ObjectKey, SeriesSet<'static>)> {
+        let usage = PodUsage::from(pm);
+        self.from_usage(&usage)
+            .map(|(key, set)| (key, set.into_owned()))
+    }
+
+    /// Integrates one PodMetrics sample given as a [`PodUsage`] (see the
+    /// [module docs](self)) and returns the pod's usage series, or `None` without a name or
+    /// with an unreadable window. Containers whose quantities do not parse are skipped.
+    pub fn from_usage<'a>(&'a mut self, pm: &'a PodUsage) -> Option<(ObjectKey, SeriesSet<'a>)> {
         let name = pm.metadata.name.as_deref()?;
         let namespace = pm.metadata.namespace.as_deref().unwrap_or_default();
-        let key = (namespace.to_owned(), name.to_owned());
         let at = pm.timestamp.0.as_nanosecond() as f64 / 1e9;
-        let window = pm.window.as_secs_f64();
-        let previous = self.counters.remove(&key).unwrap_or_default();
-        let mut counters = Vec::with_capacity(pm.containers.len());
-        let mut set = SeriesSet::new();
+        let window = parse_go_duration(&pm.window)?;
+        let poll = self.poll;
+        if self.counters.get(namespace, name).is_none() {
+            self.counters
+                .insert(namespace, name, PodCounters::default());
+        }
+        let counters = self.counters.get_mut(namespace, name)?;
+        counters.poll = poll;
+        // Containers no longer reported lose their counters.
+        counters
+            .containers
+            .retain(|c| pm.containers.iter().any(|u| u.name == c.container));
+        let mut seconds = Vec::with_capacity(pm.containers.len());
         for c in &pm.containers {
             let Some(cores) = parse_quantity(&c.usage.cpu.0) else {
+                seconds.push(None);
                 continue;
             };
             let cores = cores.max(0.0);
-            let counter = match previous.iter().find(|p| p.container == c.name) {
-                None => CpuCounter {
+            match counters
+                .containers
+                .iter_mut()
+                .find(|p| p.container == c.name)
+            {
+                None => counters.containers.push(CpuCounter {
                     container: c.name.clone(),
                     seconds: cores * window,
                     at,
-                },
-                Some(p) if at > p.at => CpuCounter {
-                    container: c.name.clone(),
-                    seconds: p.seconds + cores * (at - p.at),
-                    at,
-                },
-                Some(p) => p.clone(),
-            };
-            let labels = [
-                namespace.to_owned(),
-                name.to_owned(),
-                c.name.clone(),
-                self.image(&key, &c.name),
-            ];
-            set.push(
-                Family::ContainerCpuUsageSeconds,
-                labels.clone(),
-                counter.seconds,
+                }),
+                Some(p) if at > p.at => {
+                    p.seconds += cores * (at - p.at);
+                    p.at = at;
+                }
+                Some(_) => {}
+            }
+            seconds.push(
+                counters
+                    .containers
+                    .iter()
+                    .find(|p| p.container == c.name)
+                    .map(|p| p.seconds),
             );
+        }
+        let this: &'a Self = self;
+        let mut set = SeriesSet::new();
+        for (c, seconds) in pm.containers.iter().zip(seconds) {
+            let Some(seconds) = seconds else { continue };
+            let labels = [
+                namespace,
+                name,
+                c.name.as_str(),
+                this.image(namespace, name, &c.name),
+            ];
+            set.push(Family::ContainerCpuUsageSeconds, labels, seconds);
             if let Some(bytes) = parse_quantity(&c.usage.memory.0) {
                 set.push(Family::ContainerMemoryWorkingSetBytes, labels, bytes);
             }
-            counters.push(counter);
         }
-        self.counters.insert(key, counters);
         Some((ObjectKey::new(ObjectKind::PodUsage, namespace, name), set))
     }
 
@@ -168,7 +385,7 @@ impl UsageTracker {
                 s.namespace.clone(),
                 s.pod.clone(),
                 s.container.clone(),
-                self.image(&key, &s.container),
+                self.image(&s.namespace, &s.pod, &s.container).to_owned(),
             ];
             let set = by_pod.entry(key).or_default();
             if let Some(cpu) = s.cpu_seconds {
@@ -288,8 +505,7 @@ mod tests {
     use std::time::Duration;
 
     use k8s_metrics::v1beta1::{Container, Usage};
-    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
@@ -324,11 +540,7 @@ mod tests {
     #[test]
     fn the_counter_starts_at_rate_times_window_and_labels_carry_the_image() {
         let mut t = UsageTracker::new();
-        t.set_images(
-            "default",
-            "web-1",
-            vec![("app".into(), "nginx:1.25".into())],
-        );
+        t.set_images("default", "web-1", [("app", "nginx:1.25")].into_iter());
         let (key, set) = t
             .from_pod_metrics(&pod_metrics(1_000, 15, "500m", "64Mi"))
             .expect("series");
@@ -408,6 +620,37 @@ mod tests {
     }
 
     #[test]
+    fn the_lean_pod_metrics_reads_metrics_server_json() {
+        let json = r#"{"kind":"PodMetricsList","apiVersion":"metrics.k8s.io/v1beta1","metadata":{},
+            "items":[{"metadata":{"name":"web-1","namespace":"default","labels":{"app":"web"},
+            "creationTimestamp":"2026-01-01T00:00:16Z"},"timestamp":"2026-01-01T00:00:15Z",
+            "window":"15.5s","containers":[{"name":"app","usage":{"cpu":"250m","memory":"1Ki"}}]}]}"#;
+        let list: PodUsageList = serde_json::from_str(json).expect("parses");
+        let mut t = UsageTracker::new();
+        let (_, set) = t.from_usage(&list.items[0]).expect("series");
+        assert_eq!(
+            set.render(),
+            [
+                r#"container_cpu_usage_seconds_total{namespace="default",pod="web-1",container="app",image=""} 3.875"#,
+                r#"container_memory_working_set_bytes{namespace="default",pod="web-1",container="app",image=""} 1024"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(parse_go_duration("15s"), Some(15.0));
+        assert_eq!(parse_go_duration("1m0.5s"), Some(60.5));
+        assert_eq!(parse_go_duration("500ms"), Some(0.5));
+        assert_eq!(parse_go_duration("1h2m"), Some(3720.0));
+        assert_eq!(parse_go_duration("0"), Some(0.0));
+        assert_eq!(parse_go_duration("15000000000ns"), Some(15.0));
+        assert_eq!(parse_go_duration(""), None);
+        assert_eq!(parse_go_duration("15x"), None);
+        assert_eq!(parse_go_duration("s"), None);
+    }
+
+    #[test]
     fn kubelet_text_is_parsed_and_relayed() {
         let text = r#"
 # HELP container_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the container in core-seconds
@@ -442,11 +685,7 @@ container_cpu_usage_seconds_total{container="app",namespace="default",pod="bad"}
             ]
         );
         let mut t = UsageTracker::new();
-        t.set_images(
-            "default",
-            "web-1",
-            vec![("app".into(), "nginx:1.25".into())],
-        );
+        t.set_images("default", "web-1", [("app", "nginx:1.25")].into_iter());
         let pods = t.from_kubelet(&usage);
         assert_eq!(pods.len(), 1);
         assert_eq!(

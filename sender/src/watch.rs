@@ -380,8 +380,7 @@ impl Applier {
                     .spec
                     .iter()
                     .flat_map(|s| &s.containers)
-                    .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
-                    .collect();
+                    .map(|c| (c.name.as_str(), c.image.as_deref().unwrap_or_default()));
                 lock(&self.usage).set_images(&key.namespace, &key.name, images);
                 let set = pod_series(&pod);
                 self.shared.update(|s| s.apply(&key, &set));

@@ -54,6 +54,17 @@ async fn simulate_relays_pod_phases_and_hpa_gauges_and_sigterm_says_goodbye() {
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", sender.log()));
 
+    // glibc's malloc runs with the footprint settings (the binary re-executed itself).
+    let pid = sender.pid().expect("running");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let environ = String::from_utf8_lossy(&environ);
+    for (name, value) in kube_relay_sender::malloc::TUNABLES {
+        assert!(
+            environ.contains(&format!("{name}={value}")),
+            "{name} in {environ}"
+        );
+    }
+
     let status = sender.terminate().await.expect("terminate");
     assert!(status.success(), "exit {status:?}\n{}", sender.log());
     let log = sender.log();

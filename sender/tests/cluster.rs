@@ -75,13 +75,8 @@ async fn every_family_appears_changes_and_disappears_with_its_object() {
     let c = ("cluster", "demo");
 
     // At once: nodes, namespaces, pods with their spec, the HPA's spec.
-    let text = bed
-        .wait_for("initial state", |t| {
-            (values(t, "kube_pod_info", &[c]).len() >= 3
-                && value(t, "kube_horizontalpodautoscaler_spec_max_replicas", &[c]).is_some())
-            .then(|| t.to_owned())
-        })
-        .await;
+    sender.wait_synced(5).await;
+    let text = bed.metrics().await;
     assert_eq!(values(&text, "kube_node_info", &[c]).len(), 3);
     assert_eq!(
         value(

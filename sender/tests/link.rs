@@ -206,6 +206,55 @@ async fn a_cut_link_resumes_from_the_acks_without_a_snapshot() {
 }
 
 #[tokio::test]
+async fn a_full_spool_waits_for_acks_instead_of_dropping() {
+    let (ingest, http, stop, task) = start_receiver(ReceiverConfig::loopback()).await;
+    let shared = Arc::new(Shared::new(1));
+    let config = LinkConfig {
+        spool_max_bytes: 64 << 10,
+        max_frame_bytes: 16 << 10,
+        ..link_config("c10")
+    };
+    let shutdown = CancellationToken::new();
+    let link = Link::new(
+        config,
+        TcpConnector::new(ingest.to_string()),
+        Arc::clone(&shared),
+    );
+    let running = tokio::spawn(link.run(shutdown.clone()));
+    wait_until("connected", WAIT, POLL, || async {
+        Ok((shared.stats.snapshots_sent.load(Ordering::Relaxed) == 1).then_some(()))
+    })
+    .await
+    .expect("snapshot sent");
+
+    // A burst of about 400 KiB of definitions through a 64 KiB spool.
+    let names: Vec<String> = (0..2000).map(|i| format!("pod-{i:04}")).collect();
+    for name in &names {
+        shared.update(|s| s.apply(&key(name), &phases(name, "Running")));
+    }
+    wait_until("every series delivered", WAIT, POLL, || async {
+        let text = metrics_text(http).await?;
+        let n = text
+            .lines()
+            .filter(|l| l.starts_with(r#"kube_pod_status_phase{cluster="c10""#))
+            .count();
+        Ok((n == 6000).then_some(()))
+    })
+    .await
+    .expect("delivered");
+    assert_eq!(shared.stats.dropped_spool_full.load(Ordering::Relaxed), 0);
+    assert!(
+        shared.stats.delta_bytes_sent.load(Ordering::Relaxed) > 4 * (64 << 10),
+        "the burst was several spools long"
+    );
+
+    shutdown.cancel();
+    running.await.expect("join").expect("clean shutdown");
+    stop.cancel();
+    task.await.expect("receiver stops");
+}
+
+#[tokio::test]
 async fn a_wrong_token_is_fatal() {
     let (ingest, _http, stop, task) = start_receiver(ReceiverConfig {
         token: Some("right".to_owned()),
@@ -301,6 +350,7 @@ async fn spool_overflow_counts_dropped_samples_exactly_and_forces_a_snapshot() {
     shared.update(|s| s.apply(&key("web"), &phases("web", "Pending")));
     let config = LinkConfig {
         spool_max_bytes: 200,
+        ack_patience: Duration::from_millis(1),
         ..link_config("c5")
     };
     let shutdown = CancellationToken::new();

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Sender benchmark: RSS and CPU of the `sender` process watching 1,000 and 10,000 simulated
+# pods under churn, and bytes on the wire per changed sample.
+#
+#   sender/bench/sender.sh                 # PODS="1000 10000" FLIPS=200 WARMUP=30 WINDOW=60
+#   PODS=10000 FLIPS=1000 sender/bench/sender.sh
+#   NO_BUILD=1 ...                         # use the release binaries already in target/
+#
+# Each size runs three processes (release builds): `kube-sim` (the simulated cluster, its own
+# process so the sender's RSS is the sender's alone) with a bulk scenario of N Running pods in
+# namespace `bulk` whose readiness flaps FLIPS times per second, `receiver`, and `sender`
+# pointed at both. After the first snapshot and WARMUP seconds, it measures for WINDOW seconds:
+#   - RSS: VmRSS of the sender, peak and at the end, and VmHWM (peak since start, which covers
+#     the initial list and snapshot);
+#   - CPU: utime + stime of the sender over the window, in cores;
+#   - wire: bytes the receiver read from this sender (every frame: batches, heartbeats) over
+#     changed samples it applied (updates + removals), from relay_receiver_bytes_received_total
+#     and relay_receiver_updates_received_total;
+#   - baseline, same run: the seed design's JSON line ({"name","labels","value"}) for the same
+#     kinds of samples (pod readiness and usage series of the run, averaged), as a ratio.
+# Figures go to stdout as a table; logs stay in the temporary directory printed at the start.
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+PODS=${PODS:-"1000 10000"}
+FLIPS=${FLIPS:-200}
+WARMUP=${WARMUP:-30}
+WINDOW=${WINDOW:-60}
+
+if [ -z "${NO_BUILD:-}" ]; then
+    cargo build --release -q -p kube-relay-sender -p kube-relay-receiver -p kube-relay-sim --bins
+fi
+BIN=$PWD/target/release
+TMP=$(mktemp -d /tmp/sender-bench.XXXXXX)
+echo "logs in $TMP" >&2
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# metric NAME LABEL_FILTER -> the value of the first matching sample (or 0)
+metric() {
+    curl -sf "http://127.0.0.1:$HTTP/metrics" | python3 -c '
+import sys
+name, needle = sys.argv[1], sys.argv[2]
+for line in sys.stdin:
+    if line.startswith(name + "{") and needle in line:
+        print(line.rsplit(" ", 1)[1].strip()); break
+else:
+    print(0)' "$1" "$2"
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+
+RESULTS=()
+for n in $PODS; do
+    deployments=$(( (n + 99) / 100 ))
+    scenario=$TMP/bench-$n.yaml
+    cat > "$scenario" <<EOF
+name: bench-$n
+seed: 1
+nodes: {count: $deployments, cpu: "32", memory: 128Gi, pods: 110}
+bulk: {deployments: $deployments, replicas: 100, namespace: bulk, requests: {cpu: 10m, memory: 16Mi}}
+churn: {ready_flips_per_second: $FLIPS, namespace: bulk}
+events: {pod_events: false}
+api: {watch_history: 50000}
+EOF
+    SIM=$(free_port); INGEST=$(free_port); HTTP=$(free_port)
+    "$BIN/kube-sim" --listen "127.0.0.1:$SIM" --scenario "$scenario" \
+        --kubeconfig-out "$TMP/kubeconfig-$n" > "$TMP/sim-$n.log" 2>&1 &
+    sim_pid=$!; PIDS+=("$sim_pid")
+    "$BIN/receiver" --listen "127.0.0.1:$INGEST" --http-listen "127.0.0.1:$HTTP" \
+        > "$TMP/receiver-$n.log" 2>&1 &
+    receiver_pid=$!; PIDS+=("$receiver_pid")
+    for _ in $(seq 100); do [ -s "$TMP/kubeconfig-$n" ] && break; sleep 0.2; done
+    start=$(date +%s.%N)
+    "$BIN/sender" --kubeconfig "$TMP/kubeconfig-$n" --target "127.0.0.1:$INGEST" \
+        --cluster bench > "$TMP/sender-$n.log" 2>&1 &
+    sender_pid=$!; PIDS+=("$sender_pid")
+
+    # Synced: every pod's info series relayed.
+    for _ in $(seq 600); do
+        pods=$(curl -sf "http://127.0.0.1:$HTTP/metrics" | grep -c '^kube_pod_info{cluster="bench"' || true)
+        [ "$pods" -ge "$n" ] && break
+        sleep 0.5
+    done
+    synced=$(python3 -c "import time; print(round(time.time() - $start, 1))")
+    sleep "$WARMUP"
+
+    bytes0=$(metric relay_receiver_bytes_received_total 'cluster="bench"')
+    updates0=$(metric relay_receiver_updates_received_total 'cluster="bench"')
+    ticks0=$(cpu_ticks "$sender_pid")
+    peak=0
+    for _ in $(seq "$WINDOW"); do
+        rss=$(rss_kib "$sender_pid"); [ "$rss" -gt "$peak" ] && peak=$rss
+        sleep 1
+    done
+    ticks1=$(cpu_ticks "$sender_pid")
+    bytes1=$(metric relay_receiver_bytes_received_total 'cluster="bench"')
+    updates1=$(metric relay_receiver_updates_received_total 'cluster="bench"')
+    rss_end=$(rss_kib "$sender_pid")
+    hwm=$(hwm_kib "$sender_pid")
+    series=$(metric relay_sender_series 'cluster="bench"')
+
+    # The seed design's JSON line for the same kinds of samples (readiness and usage of the
+    # bulk pods), averaged over every such series of this run.
+    baseline=$(curl -sf "http://127.0.0.1:$HTTP/metrics" | python3 -c '
+import json, re, sys
+families = ("kube_pod_status_ready", "kube_pod_container_status_ready",
+            "container_cpu_usage_seconds_total", "container_memory_working_set_bytes")
+sizes = []
+for line in sys.stdin:
+    name = line.split("{", 1)[0]
+    if name not in families or "namespace=\"bulk\"" not in line:
+        continue
+    body, value = line.rsplit(" ", 1)
+    labels = dict(re.findall(r"(\w+)=\"((?:[^\"\\\\]|\\\\.)*)\"", body.split("{", 1)[1]))
+    labels.pop("cluster", None)
+    sizes.append(len(json.dumps({"name": name, "labels": labels, "value": float(value)})) + 1)
+print(round(sum(sizes) / max(len(sizes), 1), 1))')
+
+    kill -TERM "$sender_pid"; wait "$sender_pid" || true
+    kill "$receiver_pid" "$sim_pid" 2>/dev/null || true
+    wait "$receiver_pid" "$sim_pid" 2>/dev/null || true
+    PIDS=()
+
+    RESULTS+=("$(python3 -c "
+n, flips, window = $n, $FLIPS, $WINDOW
+db, du = $bytes1 - $bytes0, $updates1 - $updates0
+cpu = ($ticks1 - $ticks0) / 100 / window
+bps = db / du if du else float('nan')
+print(f'{n:>6} | {int(float($series)):>7} | {$synced:>7} | {$hwm/1024:>8.1f} | {$peak/1024:>8.1f} | {$rss_end/1024:>7.1f} | {cpu:>6.3f} | {du/window:>9.0f} | {bps:>7.2f} | {$baseline:>8.1f} | {$baseline/bps:>6.1f}x')
+")")
+done
+
+echo
+echo "sender benchmark: churn $FLIPS readiness flips/s, warm-up ${WARMUP}s, window ${WINDOW}s"
+echo "  pods | series  | sync s  | HWM MiB  | peak MiB | end MiB | cores  | samples/s | B/sample | seed B/s | ratio"
+for r in "${RESULTS[@]}"; do echo "$r"; done
