@@ -1,6 +1,21 @@
 //! The kube-relay sender: watches a Kubernetes cluster and streams its state, as metrics, to
 //! a kube-relay receiver.
 //!
+//! Objects arrive from watches, are translated at once into the series they stand for and
+//! dropped; the [`SeriesStore`] keeps only those series and what the receiver has not seen
+//! yet; the link sends a snapshot after every (re)connect and coalesced deltas after that.
+//!
+//! ```no_run
+//! # async fn demo(client: kube::Client) -> Result<(), kube_relay_sender::Error> {
+//! use kube_relay_sender::{Config, Sender};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let sender = Sender::new(Config::new("hostb:9000"), client, "prod-eu")?;
+//! let shared = sender.shared(); // the store and counters, for tests and diagnostics
+//! sender.run(CancellationToken::new()).await?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Layout
 //! - [`translate`]: pure functions from one Kubernetes object to its [`SeriesSet`]: pods,
 //!   HPAs, nodes, namespaces, with kube-state-metrics' names and labels ([`family`] is the
@@ -11,8 +26,15 @@
 //!   from PodMetrics' rate and window) or relayed from the kubelet's `/metrics/resource`.
 //! - [`store`]: the derived state. [`SeriesStore`] assigns series ids, diffs an object's new
 //!   series set against its previous one, coalesces changes into delta batches and produces
-//!   full snapshots one frame at a time. No Kubernetes object is kept.
-//! - [`config`]: flags, `KUBE_RELAY_*` environment and config file, defaults defined once.
+//!   full snapshots, one frame at a time. No Kubernetes object is kept.
+//! - [`watch`]: one kube-runtime watcher per kind merged into one stream, with relist
+//!   semantics; [`poll`]: the usage poller; [`shared`]: the store and the self-metric
+//!   counters shared by the tasks.
+//! - [`link`]: the connection: handshake, snapshot, deltas, acks, heartbeats, backoff,
+//!   replay from the [`spool`], goodbye; generic over the transport.
+//! - [`sender`]: [`Sender`] wires it all; [`config`]: flags, `KUBE_RELAY_*` environment and
+//!   config file; [`kubeclient`]: kubectl-like access; [`simulate`]: `--simulate`;
+//!   [`access`]: the RBAC rules the sender needs; [`malloc`], [`telemetry`]: process set-up.
 //!
 //! [`SeriesSet`]: series::SeriesSet
 //! [`SeriesStore`]: store::SeriesStore
