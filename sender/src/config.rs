@@ -24,8 +24,10 @@ pub mod defaults {
     pub const USAGE_INTERVAL: Duration = Duration::from_secs(15);
     /// Heartbeat interval until the receiver's `Welcome` says otherwise.
     pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
-    /// How often pending changes are flushed as a delta batch.
-    pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+    /// How long changes coalesce before a delta batch: short enough for the freshness
+    /// target (API change to `/metrics` p99 ≤ 20 ms at 1,000 changes/s), long enough that a
+    /// burst shares one batch.
+    pub const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
     /// Unacknowledged batches kept for replay, in encoded bytes (also the most a sender has
     /// in flight: about 40 MiB/s at the receiver's 100 ms ack interval).
     pub const SPOOL_MAX_BYTES: u64 = 4 << 20;
@@ -692,7 +694,7 @@ mod tests {
             "[default: metrics-api]",
             "[default: 3s]",
             "[default: 4194304]",
-            "[default: 50ms]",
+            "[default: 10ms]",
             "--state-dir",
             "--simulate",
             "--kubeconfig",
