@@ -384,12 +384,12 @@ mod tests {
         );
         let err = def(vec![("cluster", "x")])
             .validate()
-            .unwrap_err()
+            .expect_err("the cluster label is the receiver's")
             .to_string();
         assert!(err.contains("cluster"), "{err}");
         let err = def(vec![("pod", "a"), ("pod", "b")])
             .validate()
-            .unwrap_err()
+            .expect_err("a repeated label is refused")
             .to_string();
         assert!(err.contains("repeats"), "{err}");
         let long = "x".repeat(MAX_LABEL_VALUE_BYTES + 1);
