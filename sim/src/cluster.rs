@@ -119,6 +119,9 @@ pub(crate) struct NodeState {
     pub next_ip: u32,
     /// Cumulative CPU seconds of the node's system processes.
     pub system_cpu_seconds: f64,
+    /// Set once the node was deleted: the scheduler skips it and its kubelet is gone. (The
+    /// entry stays so that node indices held by pods keep their meaning.)
+    pub deleted: bool,
 }
 
 /// An HPA and the controller's memory of it.
@@ -258,6 +261,7 @@ impl Cluster {
                 cpu_requested: 0,
                 next_ip: 2,
                 system_cpu_seconds: 0.0,
+                deleted: false,
             });
         }
         for d in &spec.deployments {
@@ -708,6 +712,74 @@ impl Cluster {
             },
         );
         Ok(())
+    }
+
+    /// Deletes an HPA, as `kubectl delete hpa` does: it stops scaling its target (which keeps
+    /// its current replicas); its events stay until their TTL.
+    pub(crate) fn delete_hpa(&mut self, namespace: &str, name: &str) -> Result<()> {
+        let key = ObjKey::new(namespace, name);
+        let Some(mut h) = self.hpas.remove(&key) else {
+            return Err(not_found("horizontalpodautoscaler", namespace, name));
+        };
+        h.obj.metadata.deletion_timestamp = Some(self.now()?);
+        self.store.delete(&mut h.obj)?;
+        debug!(hpa = %key, "hpa deleted");
+        Ok(())
+    }
+
+    /// Deletes a node, as `kubectl delete node` does: the Node object goes, the pod garbage
+    /// collector force-deletes the pods bound to it, and their ReplicaSets replace them on the
+    /// remaining nodes.
+    pub(crate) fn delete_node(&mut self, name: &str) -> Result<()> {
+        let Some(index) = self.nodes.iter().position(|n| n.name == name && !n.deleted) else {
+            return Err(not_found("node", "", name));
+        };
+        self.nodes[index].deleted = true;
+        let bound: Vec<ObjKey> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| p.node == Some(index))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in bound {
+            self.remove_pod(&key)?;
+        }
+        let mut node = self.nodes[index].node.clone();
+        node.metadata.deletion_timestamp = Some(self.now()?);
+        self.store.delete(&mut node)?;
+        debug!(node = name, "node deleted");
+        Ok(())
+    }
+
+    /// Deletes a namespace. An empty one (no deployments, ReplicaSets, pods or HPAs) goes at
+    /// once. One that still holds workloads turns `Terminating` and stays so: the simulator
+    /// has no namespace controller to delete its contents (a real cluster with a stuck
+    /// finalizer looks the same). Returns whether the namespace is gone.
+    pub(crate) fn delete_namespace(&mut self, name: &str) -> Result<bool> {
+        let Some(mut ns) = self.namespaces.get(name).cloned() else {
+            return Err(not_found("namespace", "", name));
+        };
+        let holds = |key: &ObjKey| key.namespace == name;
+        let occupied = self.deployments.keys().any(holds)
+            || self.replicasets.keys().any(holds)
+            || self.pods.keys().any(holds)
+            || self.hpas.keys().any(holds);
+        if ns.metadata.deletion_timestamp.is_none() {
+            ns.metadata.deletion_timestamp = Some(self.now()?);
+        }
+        if occupied {
+            if let Some(status) = ns.status.as_mut() {
+                status.phase = Some("Terminating".to_string());
+            }
+            self.store.upsert(&mut ns)?;
+            self.namespaces.insert(name.to_string(), ns);
+            debug!(namespace = name, "namespace terminating (not empty)");
+            return Ok(false);
+        }
+        self.namespaces.remove(name);
+        self.store.delete(&mut ns)?;
+        debug!(namespace = name, "namespace deleted");
+        Ok(true)
     }
 
     /// Picks up to `n` running, non-terminating pods of a deployment (seeded choice).

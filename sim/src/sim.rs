@@ -247,6 +247,33 @@ impl SimHandle {
             .map(|_| ())
     }
 
+    /// Deletes an HPA, as `kubectl delete hpa` does; its target keeps its replicas.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such HPA.
+    pub fn delete_hpa(&self, namespace: &str, name: &str) -> Result<()> {
+        self.shared.with(|c| c.delete_hpa(namespace, name))
+    }
+
+    /// Deletes a node, as `kubectl delete node` does; the pods bound to it are deleted too
+    /// (the pod garbage collector) and replaced on the other nodes.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such node.
+    pub fn delete_node(&self, name: &str) -> Result<()> {
+        self.shared.with(|c| c.delete_node(name))
+    }
+
+    /// Deletes a namespace: an empty one goes at once (returns `true`); one still holding
+    /// workloads turns `Terminating` and stays (returns `false`; the simulator has no
+    /// namespace controller to empty it).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such namespace.
+    pub fn delete_namespace(&self, name: &str) -> Result<bool> {
+        self.shared.with(|c| c.delete_namespace(name))
+    }
+
     /// Crashes a pod's container now and `restarts - 1` more times after it restarts.
     ///
     /// # Errors

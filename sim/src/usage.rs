@@ -166,7 +166,7 @@ impl Cluster {
         let window = self.cfg.resolution_ms;
         let ts = objects::time(self.wall_ms(self.now_ms - self.now_ms % window))?;
         let mut out = Vec::new();
-        for n in &self.nodes {
+        for n in self.nodes.iter().filter(|n| !n.deleted) {
             let mut nanos = (SYSTEM_CPU_MILLIS * 1e6) as u64;
             let mut memory = SYSTEM_MEMORY_BYTES;
             for (k, s) in &self.pod_metrics {
@@ -200,7 +200,7 @@ impl Cluster {
 
     /// The kubelet's `/metrics/resource` for one node, or `None` for an unknown node.
     pub(crate) fn kubelet_resource_metrics(&self, node: &str) -> Option<String> {
-        let n = self.nodes.iter().find(|n| n.name == node)?;
+        let n = self.nodes.iter().find(|n| n.name == node && !n.deleted)?;
         let ts = self.wall_ms(self.now_ms);
         let pods: Vec<_> = self
             .pods
