@@ -11,11 +11,16 @@
 //! only replay from its oldest kept batch, so when the receiver had not acknowledged the
 //! dropped ones the sender sends a full snapshot instead.
 //!
-//! [`Spool`] is a trait so that a disk-backed spool can replace [`MemorySpool`].
+//! [`Spool`] is a trait: [`MemorySpool`] by default, [`DiskSpool`] (`--spool-dir`, or
+//! `<state-dir>/spool`) when unacknowledged batches must survive a sender restart.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
+
+pub mod disk;
+
+pub use disk::DiskSpool;
 
 /// A bounded store of unacknowledged batches, in sequence order.
 pub trait Spool: Send {
@@ -30,17 +35,65 @@ pub trait Spool: Send {
     /// Sequence number of the oldest kept batch.
     fn oldest(&self) -> Option<u64>;
 
+    /// Sequence number of the newest kept batch.
+    fn newest(&self) -> Option<u64>;
+
     /// The kept batches after `seq`, oldest first, for replay.
     fn after(&self, seq: u64) -> Vec<(u64, Bytes)>;
 
     /// Forgets everything (a snapshot supersedes it).
     fn clear(&mut self);
 
+    /// Forgets everything and files what follows under a new `epoch` (whose sequence
+    /// numbers start again). A durable spool records the epoch.
+    fn reset(&mut self, epoch: u64) {
+        let _ = epoch;
+        self.clear();
+    }
+
     /// Encoded bytes kept.
     fn bytes(&self) -> u64;
 
     /// Samples kept.
     fn samples(&self) -> u64;
+}
+
+impl<S: Spool + ?Sized> Spool for Box<S> {
+    fn push(&mut self, seq: u64, payload: Bytes, samples: u64) -> u64 {
+        (**self).push(seq, payload, samples)
+    }
+
+    fn ack(&mut self, seq: u64) {
+        (**self).ack(seq);
+    }
+
+    fn oldest(&self) -> Option<u64> {
+        (**self).oldest()
+    }
+
+    fn newest(&self) -> Option<u64> {
+        (**self).newest()
+    }
+
+    fn after(&self, seq: u64) -> Vec<(u64, Bytes)> {
+        (**self).after(seq)
+    }
+
+    fn clear(&mut self) {
+        (**self).clear();
+    }
+
+    fn reset(&mut self, epoch: u64) {
+        (**self).reset(epoch);
+    }
+
+    fn bytes(&self) -> u64 {
+        (**self).bytes()
+    }
+
+    fn samples(&self) -> u64 {
+        (**self).samples()
+    }
 }
 
 struct Entry {
@@ -108,6 +161,10 @@ impl Spool for MemorySpool {
 
     fn oldest(&self) -> Option<u64> {
         self.entries.front().map(|e| e.seq)
+    }
+
+    fn newest(&self) -> Option<u64> {
+        self.entries.back().map(|e| e.seq)
     }
 
     fn after(&self, seq: u64) -> Vec<(u64, Bytes)> {
