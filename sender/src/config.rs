@@ -236,6 +236,11 @@ pub struct Cli {
     #[arg(long, env = "KUBE_RELAY_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// Keep unacknowledged batches on disk in this directory, so a restarted sender can
+    /// replay them [default: <state-dir>/spool with --state-dir, else in memory].
+    #[arg(long, env = "KUBE_RELAY_SPOOL_DIR", value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+
     /// Most bytes of sent-but-unacknowledged batches kept for replay after a reconnect. When
     /// full, new deltas wait briefly for acks (changes keep coalescing); if none come, the
     /// oldest batch is dropped (counted in relay_sender_dropped_updates_total) and a reconnect
@@ -287,6 +292,8 @@ struct FileConfig {
     token_file: Option<PathBuf>,
     #[serde(alias = "state_dir")]
     state_dir: Option<PathBuf>,
+    #[serde(alias = "spool_dir")]
+    spool_dir: Option<PathBuf>,
     #[serde(alias = "spool_max_bytes")]
     spool_max_bytes: Option<u64>,
     #[serde(alias = "heartbeat_interval")]
@@ -324,6 +331,8 @@ pub struct Config {
     pub token: Option<String>,
     /// Durable state directory.
     pub state_dir: Option<PathBuf>,
+    /// Disk spool directory (see [`Config::spool_path`]).
+    pub spool_dir: Option<PathBuf>,
     /// Spool bound in bytes.
     pub spool_max_bytes: u64,
     /// Heartbeat interval until the receiver says otherwise.
@@ -355,6 +364,7 @@ impl Config {
             usage_interval: defaults::USAGE_INTERVAL,
             token: None,
             state_dir: None,
+            spool_dir: None,
             spool_max_bytes: defaults::SPOOL_MAX_BYTES,
             heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
             flush_interval: defaults::FLUSH_INTERVAL,
@@ -441,6 +451,7 @@ impl Config {
             .0,
             token,
             state_dir: cli.state_dir.or(file.state_dir),
+            spool_dir: cli.spool_dir.or(file.spool_dir),
             spool_max_bytes: pick(
                 explicit("spool_max_bytes"),
                 cli.spool_max_bytes,
@@ -468,6 +479,14 @@ impl Config {
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// Where the disk spool lives: `spool_dir`, else `<state_dir>/spool`; `None` means the
+    /// spool is kept in memory.
+    pub fn spool_path(&self) -> Option<PathBuf> {
+        self.spool_dir
+            .clone()
+            .or_else(|| self.state_dir.as_ref().map(|dir| dir.join("spool")))
     }
 
     /// Checks values that parse but make no sense.
@@ -630,6 +649,7 @@ mod tests {
         let config = Config::try_from_args(["sender", "--config", path.to_str().expect("utf8")])
             .expect("config");
         assert_eq!(config.spool_max_bytes, 2048);
+        assert_eq!(config.spool_path(), None, "in memory without a directory");
         assert_eq!(
             config.usage_interval,
             Duration::from_secs(30),
@@ -639,6 +659,27 @@ mod tests {
         let err = Config::try_from_args(["sender", "--config", path.to_str().expect("utf8")])
             .expect_err("unknown key");
         assert!(err.to_string().contains("spool-bytes"), "{err}");
+    }
+
+    #[test]
+    fn the_spool_goes_to_disk_with_a_spool_or_state_dir() {
+        let state = Config::try_from_args(["sender", "--target=b:1", "--state-dir=/var/lib/kr"])
+            .expect("config");
+        assert_eq!(state.spool_path(), Some(PathBuf::from("/var/lib/kr/spool")));
+        let both = Config::try_from_args([
+            "sender",
+            "--target=b:1",
+            "--state-dir=/var/lib/kr",
+            "--spool-dir=/fast/spool",
+        ])
+        .expect("config");
+        assert_eq!(both.spool_path(), Some(PathBuf::from("/fast/spool")));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sender.yaml");
+        std::fs::write(&path, "target: y:1\nspool_dir: /from/file\n").expect("write");
+        let file = Config::try_from_args(["sender", "--config", path.to_str().expect("utf8")])
+            .expect("config");
+        assert_eq!(file.spool_path(), Some(PathBuf::from("/from/file")));
     }
 
     #[test]
@@ -703,6 +744,8 @@ mod tests {
             "--selector",
             "--token-file",
             "--spool-max-bytes",
+            "--spool-dir",
+            "KUBE_RELAY_SPOOL_DIR",
             "--log-format",
         ] {
             assert!(help.contains(needle), "help lacks {needle}:\n{help}");

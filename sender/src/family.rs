@@ -201,6 +201,12 @@ catalogue! {
     /// `relay_sender_series`.
     SenderSeries => ("relay_sender_series", Gauge, "Series the sender currently holds.",
         []),
+    /// `relay_sender_spool_replayed_batches_total`.
+    SenderSpoolReplayedBatches => ("relay_sender_spool_replayed_batches", Counter, "Unacknowledged batches sent again from the spool after a reconnect or a restart.",
+        []),
+    /// `relay_sender_spool_superseded_updates_total`.
+    SenderSpoolSupersededUpdates => ("relay_sender_spool_superseded_updates", Counter, "Samples of unacknowledged batches made redundant by a snapshot (not lost: the snapshot carries every current value).",
+        []),
 }
 
 impl Family {

@@ -215,6 +215,9 @@ pub struct Link<C: Connector, S: Spool = MemorySpool> {
     snapshot_done: Option<u64>,
     /// Highest seq the receiver acknowledged in `epoch`.
     acked: u64,
+    /// The spool came with batches of a previous run (a restarted sender): offered for
+    /// replay at the first `Welcome`, then a snapshot follows.
+    restored: bool,
     backoff: Backoff,
 }
 
@@ -228,17 +231,32 @@ impl<C: Connector> Link<C, MemorySpool> {
 
 impl<C: Connector, S: Spool> Link<C, S> {
     /// A link with the given spool.
-    pub fn with_spool(config: LinkConfig, connector: C, shared: Arc<Shared>, spool: S) -> Self {
+    ///
+    /// A spool that already holds batches (a [`DiskSpool`](crate::spool::DiskSpool)
+    /// reopened after a restart) must hold them for the store's epoch: the link numbers on
+    /// after the newest, offers them for replay in its first `Hello` and sends a snapshot
+    /// after them (see `docs/protocol.md`, "Sender restarts"). An empty spool is reset to
+    /// the store's epoch.
+    pub fn with_spool(config: LinkConfig, connector: C, shared: Arc<Shared>, mut spool: S) -> Self {
         let epoch = shared.store().epoch();
+        let restored = spool.newest();
+        if restored.is_none() {
+            spool.reset(epoch);
+        }
+        shared
+            .stats
+            .spooled_samples
+            .store(spool.samples(), Ordering::Relaxed);
         Link {
             config,
             connector,
             shared,
             spool,
             epoch,
-            next_seq: 1,
+            next_seq: restored.map_or(1, |newest| newest + 1),
             snapshot_done: None,
             acked: 0,
+            restored: restored.is_some(),
             backoff: Backoff::new(),
         }
     }
@@ -322,7 +340,8 @@ impl<C: Connector, S: Spool> Link<C, S> {
             self.next_seq = 1;
             self.acked = 0;
             self.snapshot_done = None;
-            self.spool.clear();
+            self.restored = false;
+            self.spool.reset(epoch);
             self.shared.stats.acked_seq.store(0, Ordering::Relaxed);
         }
     }
@@ -337,9 +356,12 @@ impl<C: Connector, S: Spool> Link<C, S> {
         T: AsyncRead + AsyncWrite + Unpin,
     {
         self.sync_epoch();
-        let resume_from = self
-            .snapshot_done
-            .map(|_| self.spool.oldest().unwrap_or(self.next_seq));
+        let resume_from = if self.restored {
+            self.spool.oldest()
+        } else {
+            self.snapshot_done
+                .map(|_| self.spool.oldest().unwrap_or(self.next_seq))
+        };
         let hello = SenderMessage::Hello(Hello {
             version: PROTOCOL_VERSION,
             cluster: self.config.cluster.clone(),
@@ -395,7 +417,8 @@ impl<C: Connector, S: Spool> Link<C, S> {
 
         // Resume or snapshot.
         let resumable = |acked: u64| {
-            self.snapshot_done.is_some_and(|done| acked >= done)
+            !self.restored
+                && self.snapshot_done.is_some_and(|done| acked >= done)
                 && acked < self.next_seq
                 && acked + 1 >= self.spool.oldest().unwrap_or(self.next_seq)
         };
@@ -414,16 +437,43 @@ impl<C: Connector, S: Spool> Link<C, S> {
                     let msg: SenderMessage = decode_payload(&payload)?;
                     debug!(seq, "replaying");
                     self.send(conn, msg, heartbeat).await?;
+                    self.shared
+                        .stats
+                        .replayed_batches
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 false
             }
             resume => {
+                if let Resume::After { acked } = resume
+                    && self.restored
+                    && self
+                        .spool
+                        .oldest()
+                        .is_some_and(|o| acked.saturating_add(1) >= o)
+                {
+                    self.replay_restored(conn, acked, heartbeat).await?;
+                }
+                self.restored = false;
+                let stats = &self.shared.stats;
                 info!(
                     cluster = %self.config.cluster,
                     ?resume,
                     heartbeat_ms = heartbeat.as_millis() as u64,
                     "connected; sending a snapshot"
                 );
+                let superseded = self.spool.samples();
+                if superseded > 0 {
+                    stats
+                        .superseded_samples
+                        .fetch_add(superseded, Ordering::Relaxed);
+                    info!(
+                        oldest = self.spool.oldest(),
+                        newest = self.spool.newest(),
+                        samples = superseded,
+                        "unacknowledged batches superseded by the snapshot"
+                    );
+                }
                 self.spool.clear();
                 stats.spooled_samples.store(0, Ordering::Relaxed);
                 self.snapshot_done = None;
@@ -533,6 +583,46 @@ impl<C: Connector, S: Spool> Link<C, S> {
                 }
             }
         }
+    }
+
+    /// Replays a restarted sender's spooled batches after `acked`: they name series ids the
+    /// receiver still holds for this epoch. A batch that does not decode ends the replay
+    /// (the snapshot that follows carries every current value anyway). Empties the spool.
+    async fn replay_restored<T>(
+        &mut self,
+        conn: &mut Conn<T>,
+        acked: u64,
+        heartbeat: Duration,
+    ) -> Result<(), Error>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.on_ack(acked);
+        let replay = self.spool.after(acked);
+        info!(
+            cluster = %self.config.cluster,
+            acked,
+            replay = replay.len(),
+            "connected after a restart; replaying the spool, then a snapshot"
+        );
+        for (seq, payload) in replay {
+            let msg: SenderMessage = match decode_payload(&payload) {
+                Ok(msg) => msg,
+                Err(e) => {
+                    warn!(seq, cause = %e, "a spooled batch does not decode; replay ends");
+                    break;
+                }
+            };
+            self.send(conn, msg, heartbeat).await?;
+            self.shared
+                .stats
+                .replayed_batches
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        // Delivered (acks will tell), and the snapshot that follows covers them: they are
+        // neither dropped nor superseded.
+        self.spool.clear();
+        Ok(())
     }
 
     fn on_ack(&mut self, seq: u64) {

@@ -1,5 +1,7 @@
 //! [`Sender`]: wires the watchers, the usage poller, the self-metrics and the link around one
-//! shared store, and persists what must survive a restart.
+//! shared store, and persists what must survive a restart: the sender id, the scaling
+//! ledger and (with a spool directory) the unacknowledged batches, whose epoch a restarted
+//! sender resumes so the receiver can take their replay.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -18,6 +20,7 @@ use crate::events::{ScalingLedger, write_atomically};
 use crate::link::{Connector, Link, LinkConfig, TcpConnector};
 use crate::poll::UsagePoller;
 use crate::shared::Shared;
+use crate::spool::{DiskSpool, MemorySpool, Spool};
 use crate::usage::UsageTracker;
 use crate::watch::{Applier, WatchScope, watch_all};
 
@@ -42,15 +45,19 @@ pub struct Sender {
     usage: Arc<Mutex<UsageTracker>>,
     ledger: Arc<Mutex<ScalingLedger>>,
     ledger_path: Option<PathBuf>,
+    spool: Box<dyn Spool + Sync>,
 }
 
 impl Sender {
     /// A sender for `cluster`. With a state directory, the sender id and the scaling ledger
-    /// are read from it (and created if missing).
+    /// are read from it (and created if missing). With a spool directory
+    /// ([`Config::spool_path`]) the spool is reopened: if it holds unacknowledged batches of
+    /// this sender id, the sender continues their epoch, so the link can replay them (a
+    /// sender without a state directory takes its id from the spool).
     ///
     /// # Errors
-    /// [`Error::Config`] for an invalid configuration, [`Error::State`] when the state
-    /// directory cannot be used.
+    /// [`Error::Config`] for an invalid configuration, [`Error::State`] when the state or
+    /// spool directory cannot be used.
     pub fn new(
         config: Config,
         client: Client,
@@ -62,6 +69,7 @@ impl Sender {
             ..config.clone()
         }
         .validate()?;
+        let spool_path = config.spool_path();
         let (sender_id, ledger, ledger_path) = match &config.state_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| Error::state(dir, e))?;
@@ -69,11 +77,52 @@ impl Sender {
                 let ledger = ScalingLedger::load(&ledger_path)?;
                 (load_sender_id(dir)?, ledger, Some(ledger_path))
             }
-            None => (random_id(), ScalingLedger::new(), None),
+            None => {
+                let id = spool_path.as_deref().and_then(DiskSpool::stored_sender_id);
+                (id.unwrap_or_else(random_id), ScalingLedger::new(), None)
+            }
         };
-        // Each run numbers its series afresh: a new epoch.
-        let epoch = rand::rng().random_range(1..u64::MAX);
+        let (spool, recovered_epoch, recovery): (Box<dyn Spool + Sync>, _, _) = match &spool_path {
+            Some(dir) => {
+                let (spool, recovery) = DiskSpool::open(dir, config.spool_max_bytes, &sender_id)?;
+                (Box::new(spool), recovery.epoch, Some(recovery))
+            }
+            None => (
+                Box::new(MemorySpool::new(config.spool_max_bytes)),
+                None,
+                None,
+            ),
+        };
+        // Each run numbers its series afresh under a new epoch, unless unacknowledged
+        // batches of the previous run's epoch wait in the spool: then the receiver may still
+        // hold that epoch's series ids and take their replay before our snapshot.
+        let epoch = recovered_epoch.unwrap_or_else(|| rand::rng().random_range(1..u64::MAX));
         let shared = Arc::new(Shared::new(epoch));
+        if let Some(r) = &recovery {
+            let stats = &shared.stats;
+            stats
+                .dropped_spool_corrupt
+                .fetch_add(r.corrupt_samples, Ordering::Relaxed);
+            stats
+                .dropped_spool_full
+                .fetch_add(r.dropped_samples, Ordering::Relaxed);
+            if r.corrupt_records > 0 {
+                warn!(
+                    corrupt_records = r.corrupt_records,
+                    lost_samples = r.corrupt_samples,
+                    skipped_bytes = r.skipped_bytes,
+                    "the spool had a torn or corrupt tail; cut off"
+                );
+            }
+            if let Some(epoch) = recovered_epoch {
+                info!(
+                    epoch,
+                    batches = r.batches,
+                    samples = r.samples,
+                    "resuming the previous run's epoch to replay its spool"
+                );
+            }
+        }
         // Counts continue from the saved ledger; the HPA watcher's first list drops HPAs that
         // were deleted meanwhile.
         let hpas: Vec<(String, String)> = ledger
@@ -94,6 +143,7 @@ impl Sender {
             usage: Arc::new(Mutex::new(UsageTracker::new())),
             ledger: Arc::new(Mutex::new(ledger)),
             ledger_path,
+            spool,
         })
     }
 
@@ -182,7 +232,7 @@ impl Sender {
 
         let link_config =
             LinkConfig::from_config(&self.config, self.cluster.clone(), self.sender_id.clone());
-        let result = Link::new(link_config, connector, Arc::clone(&self.shared))
+        let result = Link::with_spool(link_config, connector, Arc::clone(&self.shared), self.spool)
             .run(shutdown)
             .await;
 

@@ -24,6 +24,13 @@ pub struct Stats {
     pub sessions: AtomicU64,
     /// Samples dropped from the spool because it was full.
     pub dropped_spool_full: AtomicU64,
+    /// Samples of valid spooled batches discarded on reopen because they followed a
+    /// corrupt record.
+    pub dropped_spool_corrupt: AtomicU64,
+    /// Batches replayed from the spool (after a reconnect or a restart).
+    pub replayed_batches: AtomicU64,
+    /// Samples of spooled batches a snapshot superseded.
+    pub superseded_samples: AtomicU64,
     /// Bytes written to the receiver (frames of every kind).
     pub bytes_sent: AtomicU64,
     /// Bytes of delta batches (not snapshots, handshakes or heartbeats).
@@ -101,6 +108,21 @@ impl Stats {
             Family::SenderDroppedUpdates,
             ["spool_full"],
             self.dropped_spool_full.load(Ordering::Relaxed) as f64,
+        );
+        set.push(
+            Family::SenderDroppedUpdates,
+            ["spool_corrupt"],
+            self.dropped_spool_corrupt.load(Ordering::Relaxed) as f64,
+        );
+        set.push(
+            Family::SenderSpoolReplayedBatches,
+            none,
+            self.replayed_batches.load(Ordering::Relaxed) as f64,
+        );
+        set.push(
+            Family::SenderSpoolSupersededUpdates,
+            none,
+            self.superseded_samples.load(Ordering::Relaxed) as f64,
         );
         set.push(
             Family::SenderReconnects,
@@ -188,17 +210,20 @@ mod tests {
             lines,
             [
                 r#"relay_sender_api_errors_total{resource="pods",kind="gone"} 1"#,
+                r#"relay_sender_dropped_updates_total{reason="spool_corrupt"} 0"#,
                 r#"relay_sender_dropped_updates_total{reason="spool_full"} 12"#,
                 "relay_sender_queue_depth 4",
                 "relay_sender_reconnects_total 3",
                 "relay_sender_series 0",
+                "relay_sender_spool_replayed_batches_total 0",
+                "relay_sender_spool_superseded_updates_total 0",
                 "relay_sender_usage_available 0",
                 r#"relay_sender_watch_restarts_total{resource="pods"} 2"#,
             ]
         );
         // The next refresh counts its own series and the pending ones.
         shared.refresh_self_metrics();
-        assert_eq!(shared.store().value(Family::SenderSeries, &[]), Some(7.0));
+        assert_eq!(shared.store().value(Family::SenderSeries, &[]), Some(10.0));
         assert_eq!(shared.stats.watch_restarts("pods"), 2);
         assert_eq!(shared.stats.api_errors("pods"), 1);
     }

@@ -1,0 +1,206 @@
+//! A restarted link and its disk spool, against a scripted peer speaking the receiver's side
+//! of the protocol (so the test decides what the receiver still holds).
+//!
+//! A first link sends a snapshot and deltas that are never acknowledged, then dies without
+//! any clean-up. A second link opened on the same spool directory continues the epoch, offers
+//! the oldest unacknowledged batch in its `Hello`, and then either replays exactly the
+//! batches after the receiver's ack, byte for byte, followed by a fresh snapshot
+//! (`Welcome{After}`), or supersedes them with a snapshot (`Welcome{Snapshot}`), counting
+//! them as superseded, not dropped.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use kube_relay_proto::{
+    Ack, Batch, Hello, PROTOCOL_VERSION, ReceiverCodec, ReceiverMessage, Resume, SenderMessage,
+    Welcome,
+};
+use kube_relay_sender::family::Family;
+use kube_relay_sender::link::{Link, LinkConfig, TcpConnector};
+use kube_relay_sender::series::{ObjectKey, ObjectKind, SeriesSet};
+use kube_relay_sender::shared::Shared;
+use kube_relay_sender::spool::DiskSpool;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(20);
+const SENDER_ID: &str = "restart-sender";
+const EPOCH: u64 = 4242;
+const DELTAS: usize = 6;
+
+type PeerConn = Framed<TcpStream, ReceiverCodec>;
+
+fn pod(name: &'static str, phase: &str) -> (ObjectKey, SeriesSet<'static>) {
+    let mut set = SeriesSet::new();
+    for p in ["Pending", "Running", "Failed"] {
+        set.push(
+            Family::PodStatusPhase,
+            ["default", name, "uid-1", p],
+            f64::from(u8::from(p == phase)),
+        );
+    }
+    (ObjectKey::new(ObjectKind::Pod, "default", name), set)
+}
+
+fn set_phase(shared: &Shared, phase: &str) {
+    let (key, set) = pod("web", phase);
+    shared.update(|s| s.apply(&key, &set));
+}
+
+async fn accept(listener: &TcpListener) -> (PeerConn, Hello) {
+    let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .expect("the sender connects")
+        .expect("accept");
+    let mut conn = Framed::new(stream, ReceiverCodec::new(1 << 20));
+    match next(&mut conn).await {
+        SenderMessage::Hello(hello) => (conn, hello),
+        other => panic!("expected Hello, got {other:?}"),
+    }
+}
+
+async fn next(conn: &mut PeerConn) -> SenderMessage {
+    tokio::time::timeout(WAIT, conn.next())
+        .await
+        .expect("a message in time")
+        .expect("not closed")
+        .expect("decodes")
+}
+
+async fn next_batch(conn: &mut PeerConn) -> Batch {
+    loop {
+        match next(conn).await {
+            SenderMessage::Batch(b) => return b,
+            SenderMessage::Heartbeat(_) => {}
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+}
+
+async fn welcome(conn: &mut PeerConn, resume: Resume) {
+    conn.send(ReceiverMessage::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        resume,
+        heartbeat_interval_ms: 60_000,
+    }))
+    .await
+    .expect("welcome");
+}
+
+/// Receives a whole snapshot; returns its first and last seq.
+async fn receive_snapshot(conn: &mut PeerConn) -> (u64, u64) {
+    let first = next_batch(conn).await;
+    assert!(first.snapshot.is_some_and(|p| p.first), "{first:?}");
+    let mut last = first.clone();
+    while !last.snapshot.is_some_and(|p| p.last) {
+        last = next_batch(conn).await;
+        assert!(last.snapshot.is_some(), "deltas only after the snapshot");
+    }
+    (first.seq, last.seq)
+}
+
+fn start_link(dir: &Path, listener: &TcpListener) -> (Arc<Shared>, JoinHandle<()>) {
+    let (spool, recovery) = DiskSpool::open(dir, 1 << 20, SENDER_ID).expect("spool");
+    // What `Sender::new` does: continue the spooled epoch if there is one.
+    let shared = Arc::new(Shared::new(recovery.epoch.unwrap_or(EPOCH)));
+    set_phase(&shared, "Pending");
+    let config = LinkConfig {
+        flush_interval: Duration::from_millis(5),
+        ..LinkConfig::new("restart", SENDER_ID)
+    };
+    let connector = TcpConnector::new(listener.local_addr().expect("addr").to_string());
+    let link = Link::with_spool(config, connector, Arc::clone(&shared), spool);
+    let task = tokio::spawn(async move {
+        let _ = link.run(CancellationToken::new()).await;
+    });
+    (shared, task)
+}
+
+/// A first run: snapshot acked, then `DELTAS` delta batches never acked; the link is then
+/// aborted (no goodbye, no flush). Returns the deltas as the peer received them.
+async fn first_run(dir: &Path, listener: &TcpListener) -> Vec<Batch> {
+    let (shared, task) = start_link(dir, listener);
+    let (mut conn, hello) = accept(listener).await;
+    assert_eq!((hello.epoch, hello.resume_from), (EPOCH, None));
+    welcome(&mut conn, Resume::Snapshot).await;
+    let (_, snapshot_last) = receive_snapshot(&mut conn).await;
+    conn.send(ReceiverMessage::Ack(Ack {
+        epoch: EPOCH,
+        seq: snapshot_last,
+    }))
+    .await
+    .expect("ack");
+    let mut deltas = Vec::new();
+    for i in 0..DELTAS {
+        set_phase(&shared, if i % 2 == 0 { "Running" } else { "Failed" });
+        deltas.push(next_batch(&mut conn).await);
+    }
+    task.abort();
+    let _ = task.await;
+    deltas
+}
+
+#[tokio::test]
+async fn a_restarted_link_replays_the_unacked_spool_then_sends_a_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let deltas = first_run(dir.path(), &listener).await;
+    let first = deltas[0].seq;
+
+    let (shared, task) = start_link(dir.path(), &listener);
+    let (mut conn, hello) = accept(&listener).await;
+    assert_eq!(hello.epoch, EPOCH, "the spooled epoch continues");
+    assert_eq!(hello.resume_from, Some(first), "the oldest unacked batch");
+    // The receiver had applied the first two deltas (their acks were lost).
+    let acked = first + 1;
+    welcome(&mut conn, Resume::After { acked }).await;
+    for want in &deltas[2..] {
+        let got = next_batch(&mut conn).await;
+        assert_eq!(&got, want, "replayed byte for byte");
+    }
+    let (snapshot_first, _) = receive_snapshot(&mut conn).await;
+    let newest = deltas[DELTAS - 1].seq;
+    assert_eq!(
+        snapshot_first,
+        newest + 1,
+        "numbering goes on after the spool"
+    );
+    let stats = &shared.stats;
+    assert_eq!(
+        stats.replayed_batches.load(Ordering::Relaxed),
+        (DELTAS - 2) as u64
+    );
+    assert_eq!(stats.superseded_samples.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.dropped_spool_full.load(Ordering::Relaxed), 0);
+    task.abort();
+    let _ = task.await;
+    // The snapshot superseded the spool: a third run has nothing to replay.
+    let (_, recovery) = DiskSpool::open(dir.path(), 1 << 20, SENDER_ID).expect("spool");
+    assert_eq!(recovery.batches, 0);
+}
+
+#[tokio::test]
+async fn a_receiver_that_lost_the_epoch_gets_a_snapshot_and_the_spool_counts_as_superseded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let deltas = first_run(dir.path(), &listener).await;
+    let spooled: u64 = deltas.iter().map(|b| b.changed_samples() as u64).sum();
+
+    let (shared, task) = start_link(dir.path(), &listener);
+    let (mut conn, hello) = accept(&listener).await;
+    assert_eq!(hello.resume_from, Some(deltas[0].seq));
+    welcome(&mut conn, Resume::Snapshot).await;
+    let (snapshot_first, _) = receive_snapshot(&mut conn).await;
+    assert!(snapshot_first > deltas[DELTAS - 1].seq);
+    let stats = &shared.stats;
+    assert_eq!(stats.replayed_batches.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.superseded_samples.load(Ordering::Relaxed), spooled);
+    assert_eq!(stats.dropped_spool_full.load(Ordering::Relaxed), 0);
+    task.abort();
+    let _ = task.await;
+}
