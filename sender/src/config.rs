@@ -230,6 +230,25 @@ pub struct Cli {
     )]
     pub token_file: Option<PathBuf>,
 
+    /// Switch the link to TLS and trust only the CA certificate(s) in this PEM file to sign
+    /// the receiver's certificate [default: plain TCP].
+    #[arg(long, env = "KUBE_RELAY_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate chain (PEM) presented to the receiver for mutual TLS; needs
+    /// --tls-client-key and --tls-ca.
+    #[arg(long, env = "KUBE_RELAY_TLS_CLIENT_CERT", value_name = "FILE")]
+    pub tls_client_cert: Option<PathBuf>,
+
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-client-cert.
+    #[arg(long, env = "KUBE_RELAY_TLS_CLIENT_KEY", value_name = "FILE")]
+    pub tls_client_key: Option<PathBuf>,
+
+    /// Name the receiver's certificate must be valid for (a DNS name or an IP address)
+    /// [default: the host part of --target].
+    #[arg(long, env = "KUBE_RELAY_TLS_SERVER_NAME", value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+
     /// Directory for durable state: the sender id and the scaling-event ledger, so counts
     /// continue exactly across restarts [default: none; events still in the API (about an
     /// hour) are recounted after a restart].
@@ -290,6 +309,14 @@ struct FileConfig {
     token: Option<String>,
     #[serde(alias = "token_file")]
     token_file: Option<PathBuf>,
+    #[serde(alias = "tls_ca")]
+    tls_ca: Option<PathBuf>,
+    #[serde(alias = "tls_client_cert")]
+    tls_client_cert: Option<PathBuf>,
+    #[serde(alias = "tls_client_key")]
+    tls_client_key: Option<PathBuf>,
+    #[serde(alias = "tls_server_name")]
+    tls_server_name: Option<String>,
     #[serde(alias = "state_dir")]
     state_dir: Option<PathBuf>,
     #[serde(alias = "spool_dir")]
@@ -329,6 +356,14 @@ pub struct Config {
     pub usage_interval: Duration,
     /// Shared secret.
     pub token: Option<String>,
+    /// CA file that switches the link to TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate chain for mutual TLS.
+    pub tls_client_cert: Option<PathBuf>,
+    /// Key of the client certificate.
+    pub tls_client_key: Option<PathBuf>,
+    /// Name checked in the receiver's certificate; `None` means the host part of `target`.
+    pub tls_server_name: Option<String>,
     /// Durable state directory.
     pub state_dir: Option<PathBuf>,
     /// Disk spool directory (see [`Config::spool_path`]).
@@ -363,6 +398,10 @@ impl Config {
             usage_source: UsageSource::MetricsApi,
             usage_interval: defaults::USAGE_INTERVAL,
             token: None,
+            tls_ca: None,
+            tls_client_cert: None,
+            tls_client_key: None,
+            tls_server_name: None,
             state_dir: None,
             spool_dir: None,
             spool_max_bytes: defaults::SPOOL_MAX_BYTES,
@@ -450,6 +489,10 @@ impl Config {
             )
             .0,
             token,
+            tls_ca: cli.tls_ca.or(file.tls_ca),
+            tls_client_cert: cli.tls_client_cert.or(file.tls_client_cert),
+            tls_client_key: cli.tls_client_key.or(file.tls_client_key),
+            tls_server_name: cli.tls_server_name.or(file.tls_server_name),
             state_dir: cli.state_dir.or(file.state_dir),
             spool_dir: cli.spool_dir.or(file.spool_dir),
             spool_max_bytes: pick(
@@ -534,6 +577,20 @@ impl Config {
         }
         if self.namespaces.iter().any(String::is_empty) {
             return Err(Error::Config("--namespace must not be empty".to_owned()));
+        }
+        if self.tls_client_cert.is_some() != self.tls_client_key.is_some() {
+            return Err(Error::Config(
+                "--tls-client-cert and --tls-client-key go together".to_owned(),
+            ));
+        }
+        if self.tls_ca.is_none()
+            && (self.tls_client_cert.is_some() || self.tls_server_name.is_some())
+        {
+            return Err(Error::Config(
+                "--tls-client-cert, --tls-client-key and --tls-server-name need --tls-ca \
+                 (the CA that signed the receiver's certificate)"
+                    .to_owned(),
+            ));
         }
         Ok(())
     }
@@ -749,6 +806,78 @@ mod tests {
             "--log-format",
         ] {
             assert!(help.contains(needle), "help lacks {needle}:\n{help}");
+        }
+    }
+
+    #[test]
+    fn tls_settings_come_from_flags_or_the_file_and_must_fit_together() {
+        let config = Config::try_from_args([
+            "sender",
+            "--target=relay.example:9000",
+            "--tls-ca=/etc/kr/ca.pem",
+            "--tls-client-cert=/etc/kr/sender.pem",
+            "--tls-client-key=/etc/kr/sender.key",
+            "--tls-server-name=relay.internal",
+        ])
+        .expect("config");
+        assert_eq!(config.tls_ca, Some(PathBuf::from("/etc/kr/ca.pem")));
+        assert_eq!(
+            config.tls_client_cert,
+            Some(PathBuf::from("/etc/kr/sender.pem"))
+        );
+        assert_eq!(
+            config.tls_client_key,
+            Some(PathBuf::from("/etc/kr/sender.key"))
+        );
+        assert_eq!(config.tls_server_name.as_deref(), Some("relay.internal"));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sender.yaml");
+        std::fs::write(
+            &path,
+            "target: b:1\ntls-ca: /a/ca.pem\ntls_server_name: b.example\n",
+        )
+        .expect("write");
+        let config = Config::try_from_args(["sender", "--config", path.to_str().expect("utf8")])
+            .expect("config");
+        assert_eq!(config.tls_ca, Some(PathBuf::from("/a/ca.pem")));
+        assert_eq!(config.tls_server_name.as_deref(), Some("b.example"));
+
+        for (args, needle) in [
+            (
+                vec![
+                    "sender",
+                    "--target=b:1",
+                    "--tls-ca=ca",
+                    "--tls-client-cert=c",
+                ],
+                "go together",
+            ),
+            (
+                vec![
+                    "sender",
+                    "--target=b:1",
+                    "--tls-client-cert=c",
+                    "--tls-client-key=k",
+                ],
+                "need --tls-ca",
+            ),
+            (
+                vec!["sender", "--target=b:1", "--tls-server-name=b.example"],
+                "need --tls-ca",
+            ),
+        ] {
+            let err = Config::try_from_args(args.clone()).expect_err("refused");
+            assert!(err.to_string().contains(needle), "{args:?}: {err}");
+        }
+        let help = Cli::command().render_long_help().to_string();
+        for needle in [
+            "KUBE_RELAY_TLS_CA",
+            "KUBE_RELAY_TLS_CLIENT_CERT",
+            "KUBE_RELAY_TLS_CLIENT_KEY",
+            "KUBE_RELAY_TLS_SERVER_NAME",
+        ] {
+            assert!(help.contains(needle), "help lacks {needle}");
         }
     }
 

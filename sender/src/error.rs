@@ -52,6 +52,18 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// A TLS file (`--tls-ca`, `--tls-client-cert`, `--tls-client-key`) could not be used.
+    #[error("failed to load the TLS {what} from {path}: {source}")]
+    TlsFile {
+        /// What the file should hold, e.g. `CA certificate`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What rustls reported.
+        #[source]
+        source: BoxError,
+    },
+
     /// The receiver could not be reached.
     #[error("failed to connect to {target}: {source}")]
     Connect {
@@ -97,15 +109,18 @@ impl Error {
         }
     }
 
-    /// True when retrying cannot help: a wrong token or an unsupported protocol version.
+    /// True when retrying cannot help: an unsupported protocol version or a bad
+    /// configuration. A refused token or certificate is not fatal: the operator may fix the
+    /// receiver, so the link keeps retrying with backoff.
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
             Error::Rejected {
-                reason: RejectReason::Unauthorized | RejectReason::UnsupportedVersion { .. },
+                reason: RejectReason::UnsupportedVersion { .. },
                 ..
             } | Error::Config(_)
                 | Error::ConfigFile { .. }
+                | Error::TlsFile { .. }
         )
     }
 
@@ -117,7 +132,11 @@ impl Error {
             Error::Kube { source, .. } => kube_error_kind(source),
             Error::Simulator(_) => "simulator",
             Error::State { .. } => "state",
-            Error::Connect { .. } => "connect",
+            Error::TlsFile { .. } => "tls_config",
+            Error::Connect { source, .. } => crate::tls::failure_kind(source).unwrap_or("connect"),
+            Error::Protocol(kube_relay_proto::Error::Io(source)) => {
+                crate::tls::failure_kind(source).unwrap_or("io")
+            }
             Error::Protocol(e) => e.kind(),
             Error::Rejected { reason, .. } => reason.as_label(),
             Error::Session(_) => "session",

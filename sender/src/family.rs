@@ -207,6 +207,9 @@ catalogue! {
     /// `relay_sender_spool_superseded_updates_total`.
     SenderSpoolSupersededUpdates => ("relay_sender_spool_superseded_updates", Counter, "Samples of unacknowledged batches made redundant by a snapshot (not lost: the snapshot carries every current value).",
         []),
+    /// `relay_sender_connect_errors_total`.
+    SenderConnectErrors => ("relay_sender_connect_errors", Counter, "Attempts to reach the receiver that failed before a session began, by kind (connect, tls_certificate, tls_refused, tls, unauthorized, ...).",
+        [&["kind"]]),
 }
 
 impl Family {

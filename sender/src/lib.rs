@@ -31,7 +31,8 @@
 //!   semantics; [`poll`]: the usage poller; [`shared`]: the store and the self-metric
 //!   counters shared by the tasks.
 //! - [`link`]: the connection: handshake, snapshot, deltas, acks, heartbeats, backoff,
-//!   replay from the [`spool`], goodbye; generic over the transport.
+//!   replay from the [`spool`], goodbye; generic over the transport; [`tls`]: the TLS
+//!   transport (`--tls-ca`, mutual TLS), its failure labels and the start-up warnings.
 //! - [`sender`]: [`Sender`] wires it all; [`config`]: flags, `KUBE_RELAY_*` environment and
 //!   config file; [`kubeclient`]: kubectl-like access; [`simulate`]: `--simulate`;
 //!   [`access`]: the RBAC rules the sender needs; [`malloc`], [`telemetry`]: process set-up.
@@ -57,6 +58,7 @@ pub mod simulate;
 pub mod spool;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod translate;
 pub mod usage;
 pub mod watch;

@@ -2,10 +2,11 @@
 //! reconnects.
 //!
 //! [`Link::run`] keeps one session at a time over any `AsyncRead + AsyncWrite` transport a
-//! [`Connector`] opens (plain TCP here; TLS can be layered in a connector). A session:
+//! [`Connector`] opens (plain TCP here, TLS in [`crate::tls`]). A session:
 //! 1. `Hello` (version, cluster, sender id, epoch, token, the oldest batch it could replay);
-//!    `Reject` ends it (`Unauthorized` and `UnsupportedVersion` are fatal, anything else
-//!    backs off), `Welcome` carries the heartbeat interval, which wins over ours;
+//!    `Reject` ends it (`UnsupportedVersion` is fatal; anything else, `Unauthorized`
+//!    included, is logged and backs off), `Welcome` carries the heartbeat interval, which
+//!    wins over ours;
 //! 2. `Welcome{After{acked}}` when the receiver applied our latest snapshot and everything
 //!    unacknowledged is still in the [`Spool`]: replay the spool after `acked`; otherwise a
 //!    full snapshot, one frame at a time, from the [`SeriesStore`](crate::store::SeriesStore);
@@ -41,7 +42,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::backoff::{Backoff, HEALTHY_AFTER};
 use crate::config::{Config, defaults};
@@ -91,6 +92,26 @@ impl Connector for TcpConnector {
     fn target(&self) -> &str {
         &self.target
     }
+}
+
+/// What an operator should check when `e` is a refusal of our credentials or of the
+/// receiver's certificate (retrying alone will not help until one side is fixed).
+fn refusal_hint(e: &Error) -> Option<&'static str> {
+    let io = match e {
+        Error::Connect { source, .. } => source,
+        Error::Protocol(kube_relay_proto::Error::Io(source)) => source,
+        Error::Rejected {
+            reason: kube_relay_proto::RejectReason::Unauthorized,
+            ..
+        } => {
+            return Some(
+                "the receiver refused our token: --token / --token-file must match the \
+                 receiver's --token / --token-file",
+            );
+        }
+        _ => return None,
+    };
+    crate::tls::failure(io).map(crate::tls::TlsFailure::hint)
 }
 
 /// Counts bytes written through it.
@@ -264,7 +285,7 @@ impl<C: Connector, S: Spool> Link<C, S> {
     /// Keeps a session to the receiver until `shutdown`, reconnecting with backoff.
     ///
     /// # Errors
-    /// Only fatal ones: the receiver rejected our token or protocol version.
+    /// Only fatal ones: the receiver does not speak our protocol version.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), Error> {
         let mut first = true;
         loop {
@@ -272,8 +293,15 @@ impl<C: Connector, S: Spool> Link<C, S> {
                 return Ok(());
             }
             let started = Instant::now();
+            let sessions = self.shared.stats.sessions.load(Ordering::Relaxed);
             let result = self.connect_and_serve(&shutdown, &mut first).await;
             self.shared.stats.connected.store(false, Ordering::Relaxed);
+            let established = self.shared.stats.sessions.load(Ordering::Relaxed) != sessions;
+            if let Err(e) = &result
+                && !established
+            {
+                self.shared.stats.connect_error(e.kind());
+            }
             match result {
                 Ok(SessionEnd::Shutdown) => return Ok(()),
                 Ok(SessionEnd::EpochChanged) => {
@@ -289,12 +317,26 @@ impl<C: Connector, S: Spool> Link<C, S> {
                         self.backoff.reset();
                     }
                     let delay = self.backoff.next_delay();
-                    warn!(
-                        target = self.connector.target(),
-                        cause = %e,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "connection to the receiver failed"
-                    );
+                    let retry_in_ms = delay.as_millis() as u64;
+                    let target = self.connector.target();
+                    // Refusals a retry alone will not cure: say what to check.
+                    match refusal_hint(&e) {
+                        Some(hint) => error!(
+                            target,
+                            kind = e.kind(),
+                            cause = %e,
+                            hint,
+                            retry_in_ms,
+                            "the receiver cannot be trusted or refused us; retrying"
+                        ),
+                        None => warn!(
+                            target,
+                            kind = e.kind(),
+                            cause = %e,
+                            retry_in_ms,
+                            "connection to the receiver failed"
+                        ),
+                    }
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
                         () = sleep(delay) => {}

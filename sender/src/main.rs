@@ -4,10 +4,10 @@
 use anyhow::{Context, Result};
 use kube_relay_sender::config::defaults;
 use kube_relay_sender::kubeclient::{self, cluster_name_from_context};
-use kube_relay_sender::{Config, Sender, malloc, simulate, telemetry};
+use kube_relay_sender::{Config, Sender, malloc, simulate, telemetry, tls};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 fn main() -> Result<()> {
     // Before any thread exists: glibc reads its tunables only at start-up.
@@ -23,6 +23,23 @@ async fn run(malloc: &'static str) -> Result<()> {
     let config = Config::from_env()?;
     telemetry::init(config.log_format);
     tracing::debug!(malloc, "allocator settings");
+    // TLS files are read now: a bad one stops the start-up with its name.
+    let connector = tls::connector(&config)?;
+    match &connector {
+        tls::LinkConnector::Tls(c) => info!(
+            target = %config.target,
+            server_name = %c.server_name(),
+            ca = %config.tls_ca.as_deref().unwrap_or_else(|| std::path::Path::new("")).display(),
+            client_certificate = config.tls_client_cert.is_some(),
+            token = config.token.is_some(),
+            "the link to the receiver uses TLS"
+        ),
+        tls::LinkConnector::Plain(_) => {
+            for warning in tls::security_warnings(&config) {
+                warn!(target = %config.target, "{warning}");
+            }
+        }
+    }
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
 
@@ -53,7 +70,7 @@ async fn run(malloc: &'static str) -> Result<()> {
         }
     };
     let sender = Sender::new(config, client, cluster)?;
-    let result = sender.run(shutdown).await;
+    let result = sender.run_with(connector, shutdown).await;
     if let Some(sim) = simulated {
         sim.sim.shutdown().await;
     }

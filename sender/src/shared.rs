@@ -53,6 +53,7 @@ pub struct Stats {
     pub usage_available: AtomicBool,
     watch_restarts: Mutex<BTreeMap<&'static str, u64>>,
     api_errors: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    connect_errors: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -69,6 +70,17 @@ impl Stats {
     /// Counts an API error of `kind` for `resource`.
     pub fn api_error(&self, resource: &'static str, kind: &'static str) {
         *lock(&self.api_errors).entry((resource, kind)).or_default() += 1;
+    }
+
+    /// Counts a failed attempt to reach the receiver (before a session began), by the
+    /// error's bounded kind.
+    pub fn connect_error(&self, kind: &'static str) {
+        *lock(&self.connect_errors).entry(kind).or_default() += 1;
+    }
+
+    /// Failed attempts of `kind` so far.
+    pub fn connect_errors(&self, kind: &str) -> u64 {
+        lock(&self.connect_errors).get(kind).copied().unwrap_or(0)
     }
 
     /// Relists of `resource`'s watch so far.
@@ -97,6 +109,9 @@ impl Stats {
         }
         for ((resource, kind), n) in lock(&self.api_errors).iter() {
             set.push(Family::SenderApiErrors, [*resource, *kind], *n as f64);
+        }
+        for (kind, n) in lock(&self.connect_errors).iter() {
+            set.push(Family::SenderConnectErrors, [*kind], *n as f64);
         }
         let spooled = self.spooled_samples.load(Ordering::Relaxed);
         set.push(
@@ -201,6 +216,7 @@ mod tests {
         shared.stats.watch_restart("pods");
         shared.stats.watch_restart("pods");
         shared.stats.api_error("pods", "gone");
+        shared.stats.connect_error("tls_certificate");
         shared.stats.reconnects.store(3, Ordering::Relaxed);
         shared.stats.dropped_spool_full.store(12, Ordering::Relaxed);
         shared.stats.spooled_samples.store(4, Ordering::Relaxed);
@@ -210,6 +226,7 @@ mod tests {
             lines,
             [
                 r#"relay_sender_api_errors_total{resource="pods",kind="gone"} 1"#,
+                r#"relay_sender_connect_errors_total{kind="tls_certificate"} 1"#,
                 r#"relay_sender_dropped_updates_total{reason="spool_corrupt"} 0"#,
                 r#"relay_sender_dropped_updates_total{reason="spool_full"} 12"#,
                 "relay_sender_queue_depth 4",
@@ -223,7 +240,7 @@ mod tests {
         );
         // The next refresh counts its own series and the pending ones.
         shared.refresh_self_metrics();
-        assert_eq!(shared.store().value(Family::SenderSeries, &[]), Some(10.0));
+        assert_eq!(shared.store().value(Family::SenderSeries, &[]), Some(11.0));
         assert_eq!(shared.stats.watch_restarts("pods"), 2);
         assert_eq!(shared.stats.api_errors("pods"), 1);
     }

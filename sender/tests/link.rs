@@ -1,7 +1,8 @@
 //! The link on real sockets: against the real receiver (`/metrics` shows what the store
 //! holds, reconnects after a receiver restart, resumes without a snapshot after a cut), and
 //! against a scripted peer speaking the receiver's side of the protocol where a test must
-//! control acks and silence (spool overflow, dead link, fatal rejections, goodbye).
+//! control acks and silence (spool overflow, dead link, rejections, goodbye). A refused token
+//! is counted and retried; an unsupported protocol version is fatal.
 
 mod support;
 
@@ -14,68 +15,26 @@ use kube_relay_proto::{
     Ack, Batch, PROTOCOL_VERSION, ReceiverCodec, ReceiverMessage, Reject, RejectReason, Resume,
     SenderMessage, Welcome,
 };
-use kube_relay_receiver::{Receiver, ReceiverConfig};
+use kube_relay_receiver::ReceiverConfig;
 use kube_relay_sender::Error;
-use kube_relay_sender::family::Family;
 use kube_relay_sender::link::{Link, LinkConfig, TcpConnector};
-use kube_relay_sender::series::{ObjectKey, ObjectKind, SeriesSet};
 use kube_relay_sender::shared::Shared;
+use kube_relay_testkit::proxy::LinkProxy;
 use kube_relay_testkit::wait_until;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use support::{CutProxy, metrics_text};
+use support::{RunningReceiver, metrics_text, phases, pod_key, value};
 
 const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(20);
-
-fn phases(pod: &str, phase: &str) -> SeriesSet<'static> {
-    let mut set = SeriesSet::new();
-    for p in ["Pending", "Running", "Failed"] {
-        set.push(
-            Family::PodStatusPhase,
-            [
-                "default".to_owned(),
-                pod.to_owned(),
-                format!("uid-{pod}"),
-                p.to_owned(),
-            ],
-            f64::from(u8::from(p == phase)),
-        );
-    }
-    set
-}
-
-fn key(pod: &str) -> ObjectKey {
-    ObjectKey::new(ObjectKind::Pod, "default", pod)
-}
 
 fn link_config(cluster: &str) -> LinkConfig {
     LinkConfig {
         flush_interval: Duration::from_millis(10),
         ..LinkConfig::new(cluster, format!("{cluster}-sender"))
     }
-}
-
-async fn start_receiver(
-    config: ReceiverConfig,
-) -> (
-    std::net::SocketAddr,
-    std::net::SocketAddr,
-    CancellationToken,
-    tokio::task::JoinHandle<()>,
-) {
-    let receiver = Receiver::bind(config).await.expect("bind receiver");
-    let (ingest, http) = (receiver.ingest_addr(), receiver.http_addr());
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            receiver.run(stop).await.expect("receiver runs");
-        }
-    });
-    (ingest, http, stop, task)
 }
 
 /// Waits until the receiver's `/metrics` has a line starting with `prefix` (and returns it),
@@ -99,9 +58,10 @@ async fn wait_line(http: std::net::SocketAddr, prefix: &str, want: bool) -> Opti
 
 #[tokio::test]
 async fn series_appear_change_and_disappear_at_the_receiver() {
-    let (ingest, http, stop, task) = start_receiver(ReceiverConfig::loopback()).await;
+    let rx = RunningReceiver::start(ReceiverConfig::loopback()).await;
+    let (ingest, http) = (rx.ingest, rx.http);
     let shared = Arc::new(Shared::new(7));
-    shared.update(|s| s.apply(&key("web"), &phases("web", "Pending")));
+    shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Pending")));
     let shutdown = CancellationToken::new();
     let link = Link::new(
         link_config("c1"),
@@ -114,25 +74,25 @@ async fn series_appear_change_and_disappear_at_the_receiver() {
     let line = wait_line(http, running_line, true).await.expect("line");
     assert!(line.ends_with(" 0"), "{line}");
 
-    shared.update(|s| s.apply(&key("web"), &phases("web", "Running")));
+    shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Running")));
     wait_line(http, &format!("{running_line} 1"), true).await;
 
-    shared.update(|s| s.remove(&key("web")));
+    shared.update(|s| s.remove(&pod_key("web")));
     wait_line(http, running_line, false).await;
 
     shutdown.cancel();
     running.await.expect("join").expect("clean shutdown");
     assert_eq!(shared.stats.snapshots_sent.load(Ordering::Relaxed), 1);
     assert!(shared.stats.delta_samples_sent.load(Ordering::Relaxed) >= 3 + 2);
-    stop.cancel();
-    task.await.expect("receiver stops");
+    rx.stop().await;
 }
 
 #[tokio::test]
 async fn the_link_reconnects_after_the_receiver_restarts_and_sends_a_snapshot() {
-    let (ingest, http, stop, task) = start_receiver(ReceiverConfig::loopback()).await;
+    let rx = RunningReceiver::start(ReceiverConfig::loopback()).await;
+    let (ingest, http) = (rx.ingest, rx.http);
     let shared = Arc::new(Shared::new(1));
-    shared.update(|s| s.apply(&key("web"), &phases("web", "Running")));
+    shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Running")));
     let shutdown = CancellationToken::new();
     let link = Link::new(
         link_config("c2"),
@@ -144,15 +104,15 @@ async fn the_link_reconnects_after_the_receiver_restarts_and_sends_a_snapshot() 
     wait_line(http, line, true).await;
 
     // The receiver goes away (losing all state) and comes back on the same ports.
-    stop.cancel();
-    task.await.expect("receiver stops");
-    shared.update(|s| s.apply(&key("db"), &phases("db", "Pending")));
-    let (_, http, stop, task) = start_receiver(ReceiverConfig {
+    rx.stop().await;
+    shared.update(|s| s.apply(&pod_key("db"), &phases("db", "Pending")));
+    let rx = RunningReceiver::start(ReceiverConfig {
         listen: ingest,
         http_listen: http,
         ..ReceiverConfig::loopback()
     })
     .await;
+    let http = rx.http;
     wait_line(http, line, true).await;
     wait_line(
         http,
@@ -165,16 +125,16 @@ async fn the_link_reconnects_after_the_receiver_restarts_and_sends_a_snapshot() 
 
     shutdown.cancel();
     running.await.expect("join").expect("clean shutdown");
-    stop.cancel();
-    task.await.expect("receiver stops");
+    rx.stop().await;
 }
 
 #[tokio::test]
 async fn a_cut_link_resumes_from_the_acks_without_a_snapshot() {
-    let (ingest, http, stop, task) = start_receiver(ReceiverConfig::loopback()).await;
-    let proxy = CutProxy::start(ingest).await;
+    let rx = RunningReceiver::start(ReceiverConfig::loopback()).await;
+    let (ingest, http) = (rx.ingest, rx.http);
+    let proxy = LinkProxy::start(ingest).await.expect("proxy");
     let shared = Arc::new(Shared::new(1));
-    shared.update(|s| s.apply(&key("web"), &phases("web", "Pending")));
+    shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Pending")));
     let shutdown = CancellationToken::new();
     let link = Link::new(
         link_config("c3"),
@@ -185,8 +145,8 @@ async fn a_cut_link_resumes_from_the_acks_without_a_snapshot() {
     let pending = r#"kube_pod_status_phase{cluster="c3",namespace="default",pod="web",uid="uid-web",phase="Pending"}"#;
     wait_line(http, &format!("{pending} 1"), true).await;
 
-    proxy.cut();
-    shared.update(|s| s.apply(&key("web"), &phases("web", "Running")));
+    proxy.reset_all();
+    shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Running")));
     wait_line(http, &format!("{pending} 0"), true).await;
     wait_until("second session", WAIT, POLL, || async {
         Ok((shared.stats.sessions.load(Ordering::Relaxed) >= 2).then_some(()))
@@ -201,13 +161,13 @@ async fn a_cut_link_resumes_from_the_acks_without_a_snapshot() {
 
     shutdown.cancel();
     running.await.expect("join").expect("clean shutdown");
-    stop.cancel();
-    task.await.expect("receiver stops");
+    rx.stop().await;
 }
 
 #[tokio::test]
 async fn a_full_spool_waits_for_acks_instead_of_dropping() {
-    let (ingest, http, stop, task) = start_receiver(ReceiverConfig::loopback()).await;
+    let rx = RunningReceiver::start(ReceiverConfig::loopback()).await;
+    let (ingest, http) = (rx.ingest, rx.http);
     let shared = Arc::new(Shared::new(1));
     let config = LinkConfig {
         spool_max_bytes: 64 << 10,
@@ -230,7 +190,7 @@ async fn a_full_spool_waits_for_acks_instead_of_dropping() {
     // A burst of about 400 KiB of definitions through a 64 KiB spool.
     let names: Vec<String> = (0..2000).map(|i| format!("pod-{i:04}")).collect();
     for name in &names {
-        shared.update(|s| s.apply(&key(name), &phases(name, "Running")));
+        shared.update(|s| s.apply(&pod_key(name), &phases(name, "Running")));
     }
     wait_until("every series delivered", WAIT, POLL, || async {
         let text = metrics_text(http).await?;
@@ -250,40 +210,87 @@ async fn a_full_spool_waits_for_acks_instead_of_dropping() {
 
     shutdown.cancel();
     running.await.expect("join").expect("clean shutdown");
-    stop.cancel();
-    task.await.expect("receiver stops");
+    rx.stop().await;
 }
 
 #[tokio::test]
-async fn a_wrong_token_is_fatal() {
-    let (ingest, _http, stop, task) = start_receiver(ReceiverConfig {
+async fn a_wrong_token_is_refused_counted_and_retried_until_fixed() {
+    let rx = RunningReceiver::start(ReceiverConfig {
         token: Some("right".to_owned()),
         ..ReceiverConfig::loopback()
     })
     .await;
     let shared = Arc::new(Shared::new(1));
+    shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Running")));
     let config = LinkConfig {
         token: Some("wrong".to_owned()),
         ..link_config("c4")
     };
-    let link = Link::new(config, TcpConnector::new(ingest.to_string()), shared);
-    let err = tokio::time::timeout(WAIT, link.run(CancellationToken::new()))
+    let shutdown = CancellationToken::new();
+    let link = Link::new(
+        config,
+        TcpConnector::new(rx.ingest.to_string()),
+        Arc::clone(&shared),
+    );
+    let running = tokio::spawn(link.run(shutdown.clone()));
+    // Refused, counted and retried (the operator may fix the receiver's token).
+    wait_until("two refusals", WAIT, POLL, || async {
+        Ok((shared.stats.connect_errors("unauthorized") >= 2).then_some(()))
+    })
+    .await
+    .expect("retried");
+    assert!(!running.is_finished(), "a refused token is not fatal");
+    assert_eq!(shared.stats.sessions.load(Ordering::Relaxed), 0);
+    let text = rx.metrics().await;
+    assert!(
+        value(
+            &text,
+            "relay_receiver_auth_failures_total",
+            &[("kind", "wrong_token")]
+        )
+        .is_some_and(|n| n >= 2.0),
+        "{text}"
+    );
+
+    shutdown.cancel();
+    running.await.expect("join").expect("clean shutdown");
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn an_unsupported_protocol_version_is_fatal() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let link = Link::new(
+        link_config("c11"),
+        TcpConnector::new(listener.local_addr().expect("addr").to_string()),
+        Arc::new(Shared::new(1)),
+    );
+    let running = tokio::spawn(link.run(CancellationToken::new()));
+    let (mut conn, _) = accept(&listener).await;
+    conn.send(ReceiverMessage::Reject(Reject {
+        reason: RejectReason::UnsupportedVersion {
+            supported: vec![PROTOCOL_VERSION + 1],
+        },
+        message: "speak v2".to_owned(),
+    }))
+    .await
+    .expect("reject");
+    let err = tokio::time::timeout(WAIT, running)
         .await
         .expect("gives up at once")
+        .expect("join")
         .expect_err("fatal");
     assert!(
         matches!(
             &err,
             Error::Rejected {
-                reason: RejectReason::Unauthorized,
+                reason: RejectReason::UnsupportedVersion { .. },
                 ..
             }
         ),
         "{err}"
     );
     assert!(err.is_fatal());
-    stop.cancel();
-    task.await.expect("receiver stops");
 }
 
 // --- against a scripted peer -----------------------------------------------------------
@@ -347,7 +354,7 @@ async fn receive_snapshot(conn: &mut PeerConn) -> u64 {
 async fn spool_overflow_counts_dropped_samples_exactly_and_forces_a_snapshot() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let shared = Arc::new(Shared::new(1));
-    shared.update(|s| s.apply(&key("web"), &phases("web", "Pending")));
+    shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Pending")));
     let config = LinkConfig {
         spool_max_bytes: 200,
         ack_patience: Duration::from_millis(1),
@@ -376,7 +383,7 @@ async fn spool_overflow_counts_dropped_samples_exactly_and_forces_a_snapshot() {
     let mut received = Vec::new();
     for i in 0..40 {
         let phase = if i % 2 == 0 { "Running" } else { "Pending" };
-        shared.update(|s| s.apply(&key("web"), &phases("web", phase)));
+        shared.update(|s| s.apply(&pod_key("web"), &phases("web", phase)));
         let batch = next_batch(&mut conn).await;
         received.push((batch.seq, batch.changed_samples() as u64));
     }
@@ -425,7 +432,7 @@ async fn spool_overflow_counts_dropped_samples_exactly_and_forces_a_snapshot() {
 async fn unacknowledged_batches_are_replayed_after_a_reconnect() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let shared = Arc::new(Shared::new(1));
-    shared.update(|s| s.apply(&key("web"), &phases("web", "Pending")));
+    shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Pending")));
     let shutdown = CancellationToken::new();
     let link = Link::new(
         link_config("c6"),
@@ -437,7 +444,7 @@ async fn unacknowledged_batches_are_replayed_after_a_reconnect() {
     let (mut conn, hello) = accept(&listener).await;
     welcome(&mut conn, Resume::Snapshot, 60_000).await;
     let snapshot_seq = receive_snapshot(&mut conn).await;
-    shared.update(|s| s.apply(&key("web"), &phases("web", "Running")));
+    shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Running")));
     let first = next_batch(&mut conn).await;
     conn.send(ReceiverMessage::Ack(Ack {
         epoch: hello.epoch,
@@ -445,7 +452,7 @@ async fn unacknowledged_batches_are_replayed_after_a_reconnect() {
     }))
     .await
     .expect("ack");
-    shared.update(|s| s.apply(&key("web"), &phases("web", "Failed")));
+    shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Failed")));
     let second = next_batch(&mut conn).await;
     assert_eq!(second.seq, first.seq + 1);
     assert!(first.seq > snapshot_seq);
@@ -546,7 +553,7 @@ async fn shutdown_flushes_pending_changes_then_says_goodbye() {
     receive_snapshot(&mut conn).await;
 
     // A change waits for an hour-long flush interval; shutdown must send it anyway.
-    shared.update(|s| s.apply(&key("web"), &phases("web", "Running")));
+    shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Running")));
     wait_until("change pending", WAIT, POLL, || async {
         Ok((shared.store().pending() > 0).then_some(()))
     })

@@ -1,26 +1,28 @@
 //! Test support for the sender's integration tests.
 //!
 //! - [`metrics_text`]: the receiver's `/metrics` as text;
-//! - [`CutProxy`]: a loopback TCP proxy whose live connections can be cut on demand (a link
-//!   failure without restarting either end);
+//! - [`RunningReceiver`]: the real receiver in this process, for any configuration (TLS,
+//!   tokens); [`phases`] and [`pod_key`]: a pod's series for link tests;
 //! - [`Bed`]: the real simulated cluster (manual clock) and the real receiver, with senders
 //!   started against them, and [`value`] to read one sample of the receiver's `/metrics`.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 use kube_relay_receiver::{Receiver, ReceiverConfig};
 use kube_relay_sender::config::Config;
+use kube_relay_sender::family::Family;
 use kube_relay_sender::kubeclient::plain_client;
+use kube_relay_sender::series::{ObjectKey, ObjectKind, SeriesSet};
 use kube_relay_sender::shared::Shared;
 use kube_relay_sender::{Error, Sender};
 use kube_relay_sim::{ClockMode, RunningSim, Scenario, SimHandle, Simulator};
 use kube_relay_testkit::wait_until;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +49,29 @@ pub fn values(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect()
+}
+
+/// One pod's `kube_pod_status_phase` series, one-hot on `phase`.
+pub fn phases(pod: &str, phase: &str) -> SeriesSet<'static> {
+    let mut set = SeriesSet::new();
+    for p in ["Pending", "Running", "Failed"] {
+        set.push(
+            Family::PodStatusPhase,
+            [
+                "default".to_owned(),
+                pod.to_owned(),
+                format!("uid-{pod}"),
+                p.to_owned(),
+            ],
+            f64::from(u8::from(p == phase)),
+        );
+    }
+    set
+}
+
+/// The store key of pod `default/{pod}`.
+pub fn pod_key(pod: &str) -> ObjectKey {
+    ObjectKey::new(ObjectKind::Pod, "default", pod)
 }
 
 /// The simulated cluster and the receiver.
@@ -207,6 +232,46 @@ impl Bed {
     }
 }
 
+/// A receiver running in this process.
+pub struct RunningReceiver {
+    /// Where senders connect.
+    pub ingest: SocketAddr,
+    /// Its HTTP address (`/metrics`).
+    pub http: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl RunningReceiver {
+    /// Binds `config` (use `ReceiverConfig::loopback()` as the base) and runs it.
+    pub async fn start(config: ReceiverConfig) -> RunningReceiver {
+        let receiver = Receiver::bind(config).await.expect("bind receiver");
+        let (ingest, http) = (receiver.ingest_addr(), receiver.http_addr());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { receiver.run(stop).await.expect("receiver runs") }
+        });
+        RunningReceiver {
+            ingest,
+            http,
+            stop,
+            task,
+        }
+    }
+
+    /// Its `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        metrics_text(self.http).await.expect("metrics")
+    }
+
+    /// Stops it and waits until it has.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.expect("receiver stops");
+    }
+}
+
 /// `GET /metrics` from the receiver's HTTP address, as text.
 pub async fn metrics_text(http: SocketAddr) -> Result<String> {
     let response = kube_relay_testkit::http::get(http, "/metrics", &[]).await?;
@@ -214,67 +279,4 @@ pub async fn metrics_text(http: SocketAddr) -> Result<String> {
         bail!("GET /metrics: {}", response.status);
     }
     Ok(response.text()?.to_owned())
-}
-
-/// A TCP proxy on `127.0.0.1:0` forwarding to one upstream; [`CutProxy::cut`] aborts every
-/// connection it carries (new ones are still accepted).
-pub struct CutProxy {
-    addr: SocketAddr,
-    live: Arc<Mutex<CancellationToken>>,
-    stop: CancellationToken,
-}
-
-impl CutProxy {
-    /// Starts forwarding to `upstream`.
-    pub async fn start(upstream: SocketAddr) -> CutProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy addr");
-        let live = Arc::new(Mutex::new(CancellationToken::new()));
-        let stop = CancellationToken::new();
-        tokio::spawn({
-            let live = Arc::clone(&live);
-            let stop = stop.clone();
-            async move {
-                loop {
-                    let accepted = tokio::select! {
-                        () = stop.cancelled() => return,
-                        accepted = listener.accept() => accepted,
-                    };
-                    let Ok((mut client, _)) = accepted else {
-                        continue;
-                    };
-                    let cut = live.lock().expect("lock").clone();
-                    tokio::spawn(async move {
-                        let Ok(mut server) = TcpStream::connect(upstream).await else {
-                            return;
-                        };
-                        tokio::select! {
-                            () = cut.cancelled() => {}
-                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        }
-                    });
-                }
-            }
-        });
-        CutProxy { addr, live, stop }
-    }
-
-    /// Where senders connect.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Aborts every connection carried so far.
-    pub fn cut(&self) {
-        let mut live = self.live.lock().expect("lock");
-        live.cancel();
-        *live = CancellationToken::new();
-    }
-}
-
-impl Drop for CutProxy {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        self.live.lock().map(|l| l.cancel()).ok();
-    }
 }

@@ -1,0 +1,502 @@
+//! TLS on the link to the receiver (rustls with the `ring` provider, as the receiver uses).
+//!
+//! `--tls-ca FILE` switches the link to TLS: [`TlsConnector`] trusts the CA certificate(s) in
+//! that PEM file and nothing else (no system roots), checks the receiver's certificate
+//! against `--tls-server-name` or the host part of `--target` (a DNS name or an IP address,
+//! which must then be in the certificate's IP SANs), and with `--tls-client-cert` and
+//! `--tls-client-key` presents a client certificate for mutual TLS. The files are read once,
+//! at start-up: a missing or malformed file is an [`Error::TlsFile`] naming it.
+//!
+//! The TLS handshake is part of [`Connector::connect`], so it runs under the link's connect
+//! timeout, and the `Hello` follows at once (the receiver's handshake deadline covers both).
+//! Closing the link (`Goodbye`) shuts the TLS stream down, which sends `close_notify`.
+//!
+//! A failed handshake is an I/O error carrying a [`HandshakeError`] that names the CA file
+//! and the server name; [`failure_kind`] turns it (or a TLS alert read later, as TLS 1.3
+//! delivers a refused client certificate) into a bounded label for
+//! `relay_sender_connect_errors_total{kind}`: `tls_certificate` (we do not trust the
+//! receiver's certificate), `tls_refused` (the receiver aborted the handshake, e.g. it wants
+//! a client certificate we lack or do not trust ours), `tls` (anything else). None of these
+//! is fatal: the link keeps retrying with backoff, since the operator may fix the receiver.
+//!
+//! [`connector`] picks TLS or plain TCP from the configuration and [`security_warnings`]
+//! says what is unsafe about it (a token in clear, or no protection at all).
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::link::{Connector, TcpConnector};
+
+/// Why a TLS handshake with the receiver failed, as a bounded label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// We refused the receiver's certificate: not signed by `--tls-ca`, not valid for the
+    /// server name, expired, or otherwise invalid.
+    Certificate,
+    /// The receiver aborted the handshake with an alert: usually it requires a client
+    /// certificate we did not present, or does not trust the one we did.
+    Refused,
+    /// Anything else: the receiver closed the connection mid-handshake (a plain-TCP port),
+    /// no common protocol version, a malformed message.
+    Other,
+}
+
+impl TlsFailure {
+    /// Classifies an error rustls reported.
+    pub fn classify(err: &rustls::Error) -> Self {
+        match err {
+            rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+                TlsFailure::Certificate
+            }
+            rustls::Error::AlertReceived(_) => TlsFailure::Refused,
+            _ => TlsFailure::Other,
+        }
+    }
+
+    /// The `kind` label.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            TlsFailure::Certificate => "tls_certificate",
+            TlsFailure::Refused => "tls_refused",
+            TlsFailure::Other => "tls",
+        }
+    }
+
+    /// What an operator should check.
+    pub fn hint(self) -> &'static str {
+        match self {
+            TlsFailure::Certificate => {
+                "the receiver's certificate must be signed by the CA in --tls-ca and valid for \
+                 --tls-server-name (default: the host part of --target)"
+            }
+            TlsFailure::Refused => {
+                "the receiver refused the TLS session: it may require a client certificate \
+                 (--tls-client-cert, --tls-client-key) signed by its --tls-client-ca"
+            }
+            TlsFailure::Other => "is the receiver's sender port configured for TLS (--tls-cert)?",
+        }
+    }
+}
+
+/// A failed TLS handshake with the receiver, naming the CA file and the server name.
+#[derive(Debug)]
+pub struct HandshakeError {
+    /// The classification.
+    pub failure: TlsFailure,
+    /// The `--tls-ca` file.
+    pub ca: PathBuf,
+    /// The name checked in the receiver's certificate.
+    pub server_name: String,
+    source: io::Error,
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.failure {
+            TlsFailure::Certificate => write!(
+                f,
+                "failed to verify the receiver's TLS certificate for server name {:?} against \
+                 the CA in {}: {}",
+                self.server_name,
+                self.ca.display(),
+                self.source
+            ),
+            TlsFailure::Refused => write!(
+                f,
+                "the receiver refused the TLS handshake (server name {:?}): {}",
+                self.server_name, self.source
+            ),
+            TlsFailure::Other => write!(
+                f,
+                "failed the TLS handshake with the receiver (server name {:?}): {}",
+                self.server_name, self.source
+            ),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// The TLS failure behind an I/O error of the link, if it is one: a [`HandshakeError`] from
+/// [`TlsConnector`], or an alert or certificate error rustls reported on a later read.
+pub fn failure_kind(err: &io::Error) -> Option<&'static str> {
+    failure(err).map(TlsFailure::as_label)
+}
+
+/// Like [`failure_kind`], the classification itself.
+pub fn failure(err: &io::Error) -> Option<TlsFailure> {
+    let inner = err.get_ref()?;
+    if let Some(handshake) = inner.downcast_ref::<HandshakeError>() {
+        return Some(handshake.failure);
+    }
+    inner
+        .downcast_ref::<rustls::Error>()
+        .map(TlsFailure::classify)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_file_error(
+    what: &'static str,
+    path: &Path,
+    source: impl Into<crate::error::BoxError>,
+) -> Error {
+    Error::TlsFile {
+        what,
+        path: path.to_owned(),
+        source: source.into(),
+    }
+}
+
+fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| tls_file_error(what, path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_file_error(what, path, e))?;
+    if certs.is_empty() {
+        return Err(tls_file_error(
+            what,
+            path,
+            "no PEM certificate (-----BEGIN CERTIFICATE-----) in the file",
+        ));
+    }
+    Ok(certs)
+}
+
+/// Builds the client configuration: trust only the CA certificate(s) in `ca` (PEM) and, for
+/// mutual TLS, present `identity` (certificate chain file, key file). TLS 1.2 and 1.3,
+/// rustls' safe defaults, the `ring` provider.
+///
+/// # Errors
+/// [`Error::TlsFile`] naming the file that cannot be read, holds no certificate or key, or
+/// that rustls refuses (a CA that is no CA certificate, a key that does not fit).
+pub fn client_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, Error> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs("CA certificate", ca)? {
+        roots
+            .add(cert)
+            .map_err(|e| tls_file_error("CA certificate", ca, e))?;
+    }
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_file_error("CA certificate", ca, e))?
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = read_certs("client certificate", cert)?;
+            let key_der = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| tls_file_error("client key", key, e))?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| tls_file_error("client key", key, e))?
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+/// The host part of `HOST:PORT` (`[v6]:port` brackets removed).
+pub fn host_of(target: &str) -> &str {
+    let host = target.rsplit_once(':').map_or(target, |(host, _)| host);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// Parses a server name: a DNS name or an IP address.
+///
+/// # Errors
+/// [`Error::Config`] when `name` is neither.
+pub fn server_name(name: &str) -> Result<ServerName<'static>, Error> {
+    ServerName::try_from(name.to_owned()).map_err(|e| {
+        Error::Config(format!(
+            "{name:?} is not a valid TLS server name (a DNS name or an IP address; \
+             set --tls-server-name): {e}"
+        ))
+    })
+}
+
+/// TCP to the receiver, then a TLS handshake. See the [module docs](self).
+#[derive(Clone)]
+pub struct TlsConnector {
+    tcp: TcpConnector,
+    tls: tokio_rustls::TlsConnector,
+    server_name: ServerName<'static>,
+    ca: PathBuf,
+}
+
+impl fmt::Debug for TlsConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConnector")
+            .field("target", &self.tcp.target())
+            .field("server_name", &self.server_name)
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsConnector {
+    /// A connector to `target` trusting the CA in `ca`, checking `server_name` (default: the
+    /// host of `target`), presenting `identity` (certificate, key) when given.
+    ///
+    /// # Errors
+    /// [`Error::TlsFile`] for unusable files, [`Error::Config`] for an invalid server name.
+    pub fn new(
+        target: impl Into<String>,
+        ca: &Path,
+        identity: Option<(&Path, &Path)>,
+        server_name: Option<&str>,
+    ) -> Result<Self, Error> {
+        let target = target.into();
+        let name = self::server_name(server_name.unwrap_or_else(|| host_of(&target)))?;
+        let config = client_config(ca, identity)?;
+        Ok(TlsConnector {
+            tcp: TcpConnector::new(target),
+            tls: tokio_rustls::TlsConnector::from(config),
+            server_name: name,
+            ca: ca.to_owned(),
+        })
+    }
+
+    /// The TLS connector a configuration asks for, `None` without `--tls-ca`.
+    ///
+    /// # Errors
+    /// As [`TlsConnector::new`].
+    pub fn from_config(config: &Config) -> Result<Option<Self>, Error> {
+        let Some(ca) = &config.tls_ca else {
+            return Ok(None);
+        };
+        let identity = match (&config.tls_client_cert, &config.tls_client_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Config(
+                    "--tls-client-cert and --tls-client-key go together".to_owned(),
+                ));
+            }
+        };
+        TlsConnector::new(
+            config.target.clone(),
+            ca,
+            identity,
+            config.tls_server_name.as_deref(),
+        )
+        .map(Some)
+    }
+
+    /// The name the receiver's certificate is checked against.
+    pub fn server_name(&self) -> String {
+        self.server_name.to_str().into_owned()
+    }
+
+    fn handshake_error(&self, source: io::Error) -> io::Error {
+        let failure = source
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map_or(TlsFailure::Other, TlsFailure::classify);
+        io::Error::other(HandshakeError {
+            failure,
+            ca: self.ca.clone(),
+            server_name: self.server_name(),
+            source,
+        })
+    }
+}
+
+impl Connector for TlsConnector {
+    type Io = TlsStream<TcpStream>;
+
+    async fn connect(&self) -> io::Result<Self::Io> {
+        let tcp = self.tcp.connect().await?;
+        self.tls
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| self.handshake_error(e))
+    }
+
+    fn target(&self) -> &str {
+        self.tcp.target()
+    }
+}
+
+/// Any transport the link can run over.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
+
+/// Plain TCP or TLS, as configured: what the binary runs the link over.
+#[derive(Debug, Clone)]
+pub enum LinkConnector {
+    /// Plain TCP (no `--tls-ca`).
+    Plain(TcpConnector),
+    /// TLS (`--tls-ca`).
+    Tls(TlsConnector),
+}
+
+impl LinkConnector {
+    /// True for TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, LinkConnector::Tls(_))
+    }
+}
+
+impl Connector for LinkConnector {
+    type Io = Box<dyn Transport>;
+
+    async fn connect(&self) -> io::Result<Self::Io> {
+        Ok(match self {
+            LinkConnector::Plain(c) => Box::new(c.connect().await?),
+            LinkConnector::Tls(c) => Box::new(c.connect().await?),
+        })
+    }
+
+    fn target(&self) -> &str {
+        match self {
+            LinkConnector::Plain(c) => c.target(),
+            LinkConnector::Tls(c) => c.target(),
+        }
+    }
+}
+
+/// The connector `config` asks for: TLS with `--tls-ca`, else plain TCP. Reads the TLS
+/// files now, so a bad one stops the start-up.
+///
+/// # Errors
+/// As [`TlsConnector::new`].
+pub fn connector(config: &Config) -> Result<LinkConnector, Error> {
+    Ok(match TlsConnector::from_config(config)? {
+        Some(tls) => LinkConnector::Tls(tls),
+        None => LinkConnector::Plain(TcpConnector::new(config.target.clone())),
+    })
+}
+
+/// What is unsafe about the link's configuration, one loud line each: a token sent over
+/// plain TCP, or neither TLS nor a token (anyone on the path reads the data, any receiver at
+/// the target gets it).
+pub fn security_warnings(config: &Config) -> Vec<&'static str> {
+    match (config.tls_ca.is_some(), config.token.is_some()) {
+        (false, true) => vec![
+            "TOKEN SENT IN CLEAR: --token without --tls-ca travels over plain TCP, readable \
+             and reusable by anyone on the path; set --tls-ca",
+        ],
+        (false, false) => vec![
+            "NO TLS AND NO TOKEN: the cluster's data goes over plain TCP to whatever answers at \
+             --target; use this for a lab only (set --tls-ca and --token-file)",
+        ],
+        (true, _) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_name_defaults_to_the_host_of_the_target() {
+        assert_eq!(host_of("receiver.example:9000"), "receiver.example");
+        assert_eq!(host_of("127.0.0.1:9000"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:9000"), "::1");
+        assert!(matches!(
+            server_name(host_of("[::1]:9000")).expect("ip"),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            server_name("receiver.example").expect("dns"),
+            ServerName::DnsName(_)
+        ));
+        let err = server_name("not a name").expect_err("refused");
+        assert!(err.to_string().contains("--tls-server-name"), "{err}");
+    }
+
+    #[test]
+    fn missing_and_malformed_files_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing-ca.pem");
+        let err = client_config(&missing, None).expect_err("missing");
+        assert!(err.to_string().contains("missing-ca.pem"), "{err}");
+        assert!(err.to_string().contains("CA certificate"), "{err}");
+        assert!(err.is_fatal());
+        assert_eq!(err.kind(), "tls_config");
+
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").expect("write");
+        let err = client_config(&garbage, None).expect_err("no certificate");
+        assert!(err.to_string().contains("garbage.pem"), "{err}");
+    }
+
+    #[test]
+    fn handshake_failures_map_to_bounded_labels() {
+        let wrap = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        for (err, label) in [
+            (
+                wrap(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::UnknownIssuer,
+                )),
+                "tls_certificate",
+            ),
+            (
+                wrap(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName,
+                )),
+                "tls_certificate",
+            ),
+            (
+                wrap(rustls::Error::AlertReceived(
+                    rustls::AlertDescription::CertificateRequired,
+                )),
+                "tls_refused",
+            ),
+            (wrap(rustls::Error::HandshakeNotComplete), "tls"),
+        ] {
+            assert_eq!(failure_kind(&err), Some(label), "{err}");
+        }
+        assert_eq!(
+            failure_kind(&io::Error::from(io::ErrorKind::ConnectionRefused)),
+            None
+        );
+        let wrapped = io::Error::other(HandshakeError {
+            failure: TlsFailure::Certificate,
+            ca: PathBuf::from("/etc/kube-relay/ca.pem"),
+            server_name: "receiver.example".to_owned(),
+            source: wrap(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
+        });
+        assert_eq!(failure_kind(&wrapped), Some("tls_certificate"));
+        let text = wrapped.to_string();
+        assert!(
+            text.contains("/etc/kube-relay/ca.pem") && text.contains("receiver.example"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unsafe_configurations_are_named() {
+        let mut config = Config::new("b:9000");
+        assert!(security_warnings(&config)[0].contains("NO TLS AND NO TOKEN"));
+        config.token = Some("s3cret".to_owned());
+        assert!(security_warnings(&config)[0].contains("TOKEN SENT IN CLEAR"));
+        config.tls_ca = Some(PathBuf::from("ca.pem"));
+        assert!(security_warnings(&config).is_empty());
+    }
+}

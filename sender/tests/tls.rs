@@ -1,0 +1,537 @@
+//! The link over TLS against the real receiver, with certificates generated at test time:
+//! TLS with a token streams series; a receiver whose certificate another CA signed (or that
+//! is valid for another name) is refused, named in the error, counted and retried; mutual
+//! TLS admits a client certificate from the receiver's CA only; a wrong token is refused,
+//! counted and retried; leaving sends `close_notify`; unusable files are named at start-up;
+//! the binary relays the simulated cluster over TLS with a token file.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use kube_relay_proto::{
+    PROTOCOL_VERSION, ReceiverCodec, ReceiverMessage, Resume, SenderMessage, Welcome,
+};
+use kube_relay_receiver::{ReceiverConfig, TlsFiles};
+use kube_relay_sender::Error;
+use kube_relay_sender::config::Config;
+use kube_relay_sender::link::{Connector, Link, LinkConfig};
+use kube_relay_sender::shared::Shared;
+use kube_relay_sender::tls::TlsConnector;
+use kube_relay_testkit::process::ChildProcess;
+use kube_relay_testkit::wait_until;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use tokio::net::TcpListener;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use support::{POLL, RunningReceiver, WAIT, metrics_text, phases, pod_key, value};
+
+const TOKEN: &str = "correct horse battery staple";
+
+/// A test PKI on disk: two unrelated CAs, a receiver certificate for `127.0.0.1` and
+/// `localhost` signed by the first, and client certificates signed by each.
+struct Pki {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    other_ca: PathBuf,
+    server: TlsFiles,
+    client: TlsFiles,
+    rogue_client: TlsFiles,
+}
+
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+fn ca(name: &str) -> Ca {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let key = KeyPair::generate().expect("CA key");
+    let cert = params.self_signed(&key).expect("CA certificate");
+    Ca {
+        issuer: Issuer::new(params, key),
+        pem: cert.pem(),
+    }
+}
+
+fn leaf(ca: &Ca, sans: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
+    let mut params =
+        CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+            .expect("params");
+    params.distinguished_name.push(DnType::CommonName, sans[0]);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![usage];
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &ca.issuer).expect("certificate");
+    (cert.pem(), key.serialize_pem())
+}
+
+impl Pki {
+    fn generate() -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, pem: &str| -> PathBuf {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).expect("write PEM");
+            path
+        };
+        let pair = |name: &str, (cert, key): (String, String)| TlsFiles {
+            cert: write(&format!("{name}.crt"), &cert),
+            key: write(&format!("{name}.key"), &key),
+        };
+        let main = ca("kube-relay test CA");
+        let other = ca("some other CA");
+        let server = pair(
+            "receiver",
+            leaf(
+                &main,
+                &["127.0.0.1", "localhost"],
+                ExtendedKeyUsagePurpose::ServerAuth,
+            ),
+        );
+        let client = pair(
+            "sender",
+            leaf(&main, &["sender-a"], ExtendedKeyUsagePurpose::ClientAuth),
+        );
+        let rogue_client = pair(
+            "rogue",
+            leaf(&other, &["sender-a"], ExtendedKeyUsagePurpose::ClientAuth),
+        );
+        Pki {
+            ca: write("ca.crt", &main.pem),
+            other_ca: write("other-ca.crt", &other.pem),
+            server,
+            client,
+            rogue_client,
+            _dir: dir,
+        }
+    }
+}
+
+fn tls_receiver(pki: &Pki, mutual: bool) -> ReceiverConfig {
+    ReceiverConfig {
+        token: Some(TOKEN.to_owned()),
+        tls: Some(pki.server.clone()),
+        tls_client_ca: mutual.then(|| pki.ca.clone()),
+        ..ReceiverConfig::loopback()
+    }
+}
+
+fn connector(rx: &RunningReceiver, ca: &Path, identity: Option<&TlsFiles>) -> TlsConnector {
+    TlsConnector::new(
+        rx.ingest.to_string(),
+        ca,
+        identity.map(|f| (f.cert.as_path(), f.key.as_path())),
+        None,
+    )
+    .expect("TLS connector")
+}
+
+fn link_config(cluster: &str, token: Option<&str>) -> LinkConfig {
+    LinkConfig {
+        flush_interval: Duration::from_millis(10),
+        token: token.map(str::to_owned),
+        ..LinkConfig::new(cluster, format!("{cluster}-sender"))
+    }
+}
+
+/// A link from a store holding one pod's phases, running until the returned token fires.
+fn start_link(
+    cluster: &str,
+    token: Option<&str>,
+    connector: TlsConnector,
+) -> (
+    Arc<Shared>,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), Error>>,
+) {
+    let shared = Arc::new(Shared::new(1));
+    shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Running")));
+    let shutdown = CancellationToken::new();
+    let link = Link::new(link_config(cluster, token), connector, Arc::clone(&shared));
+    let task = tokio::spawn(link.run(shutdown.clone()));
+    (shared, shutdown, task)
+}
+
+async fn stop_link(shutdown: CancellationToken, task: tokio::task::JoinHandle<Result<(), Error>>) {
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("the link stops in time")
+        .expect("join")
+        .expect("clean exit");
+}
+
+/// Waits until the sender has counted `n` failed attempts of `kind` (so it retried).
+async fn wait_connect_errors(shared: &Arc<Shared>, kind: &str, n: u64) {
+    wait_until(kind, WAIT, POLL, || async {
+        Ok((shared.stats.connect_errors(kind) >= n).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+fn running_line(cluster: &str) -> String {
+    format!(
+        r#"kube_pod_status_phase{{cluster="{cluster}",namespace="default",pod="web",uid="uid-web",phase="Running"}} 1"#
+    )
+}
+
+async fn wait_relayed(rx: &RunningReceiver, cluster: &str) {
+    let line = running_line(cluster);
+    let http = rx.http;
+    wait_until("series relayed", WAIT, POLL, || {
+        let line = line.clone();
+        async move {
+            Ok(metrics_text(http)
+                .await?
+                .lines()
+                .any(|l| l == line)
+                .then_some(()))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// The receiver's `/metrics` once `ready` holds for it.
+async fn metrics_when(rx: &RunningReceiver, ready: impl Fn(&str) -> bool) -> String {
+    let (http, ready) = (rx.http, &ready);
+    wait_until("receiver metrics", WAIT, POLL, || async move {
+        let text = metrics_text(http).await?;
+        Ok(ready(&text).then_some(text))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn auth_failures(text: &str, kind: &str) -> f64 {
+    value(
+        text,
+        "relay_receiver_auth_failures_total",
+        &[("kind", kind)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn tls_with_a_token_streams_series_to_the_receiver() {
+    let pki = Pki::generate();
+    let rx = RunningReceiver::start(tls_receiver(&pki, false)).await;
+    let (shared, shutdown, task) = start_link("tls-1", Some(TOKEN), connector(&rx, &pki.ca, None));
+    wait_relayed(&rx, "tls-1").await;
+
+    let text = rx.metrics().await;
+    assert_eq!(
+        value(&text, "relay_cluster_up", &[("cluster", "tls-1")]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(auth_failures(&text, "wrong_token"), 0.0);
+    assert_eq!(shared.stats.sessions.load(Ordering::Relaxed), 1);
+    stop_link(shutdown, task).await;
+    // Goodbye over TLS: the receiver marks the cluster down at once.
+    let text = rx.metrics().await;
+    assert_eq!(
+        value(&text, "relay_cluster_up", &[("cluster", "tls-1")]),
+        Some(0.0),
+        "{text}"
+    );
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn a_receiver_certificate_from_another_ca_is_refused_named_counted_and_retried() {
+    let pki = Pki::generate();
+    let rx = RunningReceiver::start(tls_receiver(&pki, false)).await;
+
+    // The error names the CA file and the server name.
+    let wrong_ca = connector(&rx, &pki.other_ca, None);
+    let err = wrong_ca.connect().await.expect_err("refused");
+    let err = Error::Connect {
+        target: rx.ingest.to_string(),
+        source: err,
+    };
+    let text = err.to_string();
+    assert!(
+        text.contains("other-ca.crt")
+            && text.contains("127.0.0.1")
+            && text.contains("UnknownIssuer"),
+        "{text}"
+    );
+    assert_eq!(err.kind(), "tls_certificate");
+    assert!(!err.is_fatal(), "the operator may fix the receiver");
+
+    // The link keeps retrying, counting each refusal, and never sends a Hello.
+    let (shared, shutdown, task) = start_link("tls-2", Some(TOKEN), wrong_ca);
+    wait_connect_errors(&shared, "tls_certificate", 2).await;
+    assert_eq!(shared.stats.sessions.load(Ordering::Relaxed), 0);
+    stop_link(shutdown, task).await;
+
+    // A certificate valid for other names than the one checked is refused the same way.
+    let wrong_name = TlsConnector::new(
+        rx.ingest.to_string(),
+        &pki.ca,
+        None,
+        Some("receiver.example"),
+    )
+    .expect("connector");
+    let err = wrong_name.connect().await.expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("receiver.example") && text.contains("not valid for name"),
+        "{text}"
+    );
+    assert_eq!(
+        kube_relay_sender::tls::failure_kind(&err),
+        Some("tls_certificate")
+    );
+
+    // The receiver saw clients abort their handshakes; nothing was relayed.
+    let text = metrics_when(&rx, |t| auth_failures(t, "tls_alert") >= 4.0).await;
+    assert_eq!(
+        value(&text, "relay_cluster_up", &[("cluster", "tls-2")]),
+        None
+    );
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn mutual_tls_admits_a_client_certificate_from_the_receivers_ca_only() {
+    let pki = Pki::generate();
+    let rx = RunningReceiver::start(tls_receiver(&pki, true)).await;
+
+    let (_, shutdown, task) = start_link(
+        "mtls-ok",
+        Some(TOKEN),
+        connector(&rx, &pki.ca, Some(&pki.client)),
+    );
+    wait_relayed(&rx, "mtls-ok").await;
+    stop_link(shutdown, task).await;
+
+    for (cluster, identity) in [("mtls-none", None), ("mtls-rogue", Some(&pki.rogue_client))] {
+        let (shared, shutdown, task) =
+            start_link(cluster, Some(TOKEN), connector(&rx, &pki.ca, identity));
+        wait_connect_errors(&shared, "tls_refused", 2).await;
+        assert_eq!(
+            shared.stats.sessions.load(Ordering::Relaxed),
+            0,
+            "{cluster}"
+        );
+        stop_link(shutdown, task).await;
+    }
+    let text = metrics_when(&rx, |t| auth_failures(t, "client_certificate") >= 4.0).await;
+    assert_eq!(
+        value(&text, "relay_cluster_up", &[("cluster", "mtls-none")]),
+        None
+    );
+    assert_eq!(
+        value(&text, "relay_cluster_up", &[("cluster", "mtls-rogue")]),
+        None
+    );
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_token_over_tls_is_refused_counted_and_retried() {
+    let pki = Pki::generate();
+    let rx = RunningReceiver::start(tls_receiver(&pki, false)).await;
+    let (shared, shutdown, task) = start_link(
+        "tls-token",
+        Some("correct horse battery stapler"),
+        connector(&rx, &pki.ca, None),
+    );
+    wait_connect_errors(&shared, "unauthorized", 2).await;
+    assert!(!task.is_finished(), "a refused token is retried, not fatal");
+    assert_eq!(shared.stats.sessions.load(Ordering::Relaxed), 0);
+    let text = metrics_when(&rx, |t| auth_failures(t, "wrong_token") >= 2.0).await;
+    assert_eq!(
+        value(&text, "relay_cluster_up", &[("cluster", "tls-token")]),
+        None
+    );
+    stop_link(shutdown, task).await;
+    rx.stop().await;
+}
+
+type PeerConn = Framed<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, ReceiverCodec>;
+
+async fn next(conn: &mut PeerConn) -> Option<Result<SenderMessage, kube_relay_proto::Error>> {
+    tokio::time::timeout(WAIT, conn.next())
+        .await
+        .expect("a message in time")
+}
+
+#[tokio::test]
+async fn goodbye_ends_the_tls_session_with_close_notify() {
+    let pki = Pki::generate();
+    let server = kube_relay_receiver::tls::server_config("test", &pki.server, None, &[])
+        .expect("server config");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = listener.local_addr().expect("addr").to_string();
+    let connector = TlsConnector::new(target, &pki.ca, None, None).expect("connector");
+    let (_, shutdown, task) = start_link("tls-bye", None, connector);
+
+    let (tcp, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .expect("the sender connects")
+        .expect("accept");
+    let tls = tokio_rustls::TlsAcceptor::from(server)
+        .accept(tcp)
+        .await
+        .expect("TLS handshake");
+    let mut conn = Framed::new(tls, ReceiverCodec::new(1 << 20));
+    assert!(matches!(
+        next(&mut conn).await,
+        Some(Ok(SenderMessage::Hello(_)))
+    ));
+    conn.send(ReceiverMessage::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        resume: Resume::Snapshot,
+        heartbeat_interval_ms: 60_000,
+    }))
+    .await
+    .expect("welcome");
+    loop {
+        match next(&mut conn).await {
+            Some(Ok(SenderMessage::Batch(b))) if b.snapshot.is_some_and(|p| p.last) => break,
+            Some(Ok(SenderMessage::Batch(_) | SenderMessage::Heartbeat(_))) => {}
+            other => panic!("expected the snapshot, got {other:?}"),
+        }
+    }
+    shutdown.cancel();
+    assert!(matches!(
+        next(&mut conn).await,
+        Some(Ok(SenderMessage::Goodbye(_)))
+    ));
+    // A clean end of the TLS stream: without close_notify rustls reports an unexpected EOF.
+    match next(&mut conn).await {
+        None => {}
+        other => panic!("expected close_notify and EOF, got {other:?}"),
+    }
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("stops")
+        .expect("join")
+        .expect("clean exit");
+}
+
+#[tokio::test]
+async fn unusable_tls_files_are_named_at_start_up() {
+    let pki = Pki::generate();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = |ca: &Path, cert: Option<&Path>, key: Option<&Path>| Config {
+        tls_ca: Some(ca.to_owned()),
+        tls_client_cert: cert.map(Path::to_owned),
+        tls_client_key: key.map(Path::to_owned),
+        ..Config::new("127.0.0.1:9000")
+    };
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "-----BEGIN NONSENSE-----\n").expect("write");
+    let missing = dir.path().join("missing.pem");
+    for (config, needle) in [
+        (config(&missing, None, None), "missing.pem"),
+        (config(&garbage, None, None), "garbage.pem"),
+        (
+            config(&pki.ca, Some(&pki.client.cert), Some(&garbage)),
+            "garbage.pem",
+        ),
+        // A key that does not belong to the certificate.
+        (
+            config(&pki.ca, Some(&pki.client.cert), Some(&pki.rogue_client.key)),
+            "rogue.key",
+        ),
+    ] {
+        let err = TlsConnector::from_config(&config).expect_err("refused");
+        assert!(err.to_string().contains(needle), "{needle}: {err}");
+        assert!(err.is_fatal(), "{err}");
+    }
+    assert!(
+        TlsConnector::from_config(&Config::new("127.0.0.1:9000"))
+            .expect("plain")
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_relays_over_tls_with_a_token_file_and_names_a_bad_ca_file() {
+    let pki = Pki::generate();
+    let rx = RunningReceiver::start(tls_receiver(&pki, false)).await;
+    let token_file = pki._dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
+    let target = rx.ingest.to_string();
+    let (ca, token_file) = (
+        pki.ca.to_str().expect("utf8"),
+        token_file.to_str().expect("utf8"),
+    );
+    let mut sender = ChildProcess::spawn(
+        "sender",
+        [
+            "--simulate",
+            "--target",
+            target.as_str(),
+            "--tls-ca",
+            ca,
+            "--token-file",
+            token_file,
+        ],
+        &[("RUST_LOG", "info")],
+    )
+    .expect("sender starts");
+    let cluster = ("cluster", "kube-sim");
+    let http = rx.http;
+    wait_until("the simulated cluster over TLS", WAIT, POLL, || async {
+        let text = metrics_text(http).await?;
+        let up = value(&text, "relay_cluster_up", &[cluster]) == Some(1.0);
+        let pods = value(&text, "kube_pod_info", &[cluster]).is_some();
+        Ok((up && pods).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", sender.log()));
+    let status = sender.terminate().await.expect("terminate");
+    assert!(status.success(), "{status:?}\n{}", sender.log());
+    let log = sender.log();
+    assert!(log.contains("the link to the receiver uses TLS"), "{log}");
+    assert!(!log.contains("NO TLS"), "{log}");
+
+    // A CA file that is not there stops the start-up, named, before any connection.
+    let missing = pki._dir.path().join("no-such-ca.pem");
+    let mut sender = ChildProcess::spawn(
+        "sender",
+        [
+            "--simulate",
+            "--target",
+            target.as_str(),
+            "--tls-ca",
+            missing.to_str().expect("utf8"),
+        ],
+        &[],
+    )
+    .expect("sender starts");
+    let status = wait_until("exit", WAIT, POLL, || {
+        let status = sender.try_status();
+        async move { Ok(status) }
+    })
+    .await
+    .expect("exits");
+    assert!(!status.success());
+    let log = sender.log();
+    assert!(
+        log.contains("no-such-ca.pem") && log.contains("CA certificate"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+    rx.stop().await;
+}
