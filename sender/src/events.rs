@@ -22,7 +22,9 @@
 //! events the API server still holds: actions older than the event TTL (one hour by default)
 //! are not counted again, and Prometheus sees a counter reset.
 //!
-//! A HPA's counters live as long as the HPA ([`ScalingLedger::forget_hpa`]).
+//! A HPA's counters live as long as the HPA: they start at zero for both directions when it
+//! is first seen ([`ScalingLedger::track_hpa`]), so Prometheus' `increase()` sees the first
+//! scaling action, and go with it ([`ScalingLedger::forget_hpa`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -265,6 +267,19 @@ impl ScalingLedger {
         let before = self.events.len();
         self.events.retain(|uid, seen| keep(uid, &seen.namespace));
         self.dirty |= self.events.len() != before;
+    }
+
+    /// An HPA exists: start its counters at zero if it has none, so `up` and `down` are
+    /// exported from the moment the HPA is seen and Prometheus' `increase()` sees its first
+    /// scaling action (a counter born at 1 would hide it). Returns true when it had none.
+    pub fn track_hpa(&mut self, namespace: &str, hpa: &str) -> bool {
+        let key = (namespace.to_owned(), hpa.to_owned());
+        if self.totals.contains_key(&key) {
+            return false;
+        }
+        self.totals.insert(key, HpaTotals::default());
+        self.dirty = true;
+        true
     }
 
     /// An HPA was deleted: its counters go with it.
@@ -587,6 +602,34 @@ mod tests {
         assert!(ScalingLedger::load(&dir.path().join("missing.json")).is_ok());
         std::fs::write(&path, b"{not json").expect("write");
         assert!(ScalingLedger::load(&path).is_err());
+    }
+
+    #[test]
+    fn a_seen_hpa_starts_at_zero_both_ways_and_keeps_exact_counts() {
+        let mut ledger = ScalingLedger::new();
+        assert!(ledger.track_hpa("default", "web"));
+        assert!(!ledger.track_hpa("default", "web"), "once");
+        let (_, set) = ledger.series("default", "web");
+        assert_eq!(
+            set.render(),
+            [
+                r#"kube_horizontalpodautoscaler_scaling_events_total{namespace="default",horizontalpodautoscaler="web",direction="down"} 0"#,
+                r#"kube_horizontalpodautoscaler_scaling_events_total{namespace="default",horizontalpodautoscaler="web",direction="up"} 0"#,
+            ]
+        );
+        ledger.observe(&rescale_event("e1", "web", UP, 2, 1_000));
+        assert!(
+            !ledger.track_hpa("default", "web"),
+            "an update keeps the counts"
+        );
+        assert_eq!(ledger.total("default", "web", Direction::Up), 2);
+        assert!(ledger.forget_hpa("default", "web"));
+        assert!(ledger.series("default", "web").1.is_empty());
+        assert!(
+            ledger.track_hpa("default", "web"),
+            "a new HPA of that name starts at 0"
+        );
+        assert_eq!(ledger.total("default", "web", Direction::Up), 0);
     }
 
     #[test]

@@ -414,6 +414,13 @@ impl Applier {
                 self.seen(r, &scope, &key.namespace, &key.name);
                 let set = hpa_series(&hpa);
                 self.shared.update(|s| s.apply(&key, &set));
+                // Scaling counters start at zero as soon as the HPA is seen.
+                let mut ledger = lock(&self.ledger);
+                if ledger.track_hpa(&key.namespace, &key.name) {
+                    let (counters, set) = ledger.series(&key.namespace, &key.name);
+                    drop(ledger);
+                    self.shared.update(|s| s.apply(&counters, &set));
+                }
             }
             Event::Delete(hpa) => {
                 if let Some(key) = hpa_key(&hpa) {
@@ -624,6 +631,36 @@ mod tests {
             lock(&ledger).total("default", "web", crate::events::Direction::Up),
             2
         );
+    }
+
+    #[test]
+    fn scaling_counters_start_at_zero_with_their_hpa_and_go_with_it() {
+        let (mut applier, shared, _) = applier();
+        let hpas = |event: Event<HorizontalPodAutoscaler>| Update {
+            resource: Resource::Hpas,
+            scope: None,
+            event: Ok(Watched::Hpa(Box::new(event))),
+        };
+        let web = crate::fixtures::hpa("web").bounds(Some(1), 5).build();
+        let value = |direction: &str| {
+            shared
+                .store()
+                .value(Family::HpaScalingEvents, &["default", "web", direction])
+        };
+        applier.apply(hpas(Event::Apply(web.clone())));
+        assert_eq!((value("up"), value("down")), (Some(0.0), Some(0.0)));
+
+        let up =
+            "New size: 3; reason: cpu resource utilization (percentage of request) above target";
+        applier.apply(events(Event::Apply(rescale_event(
+            "e1", "web", up, 1, 1_000,
+        ))));
+        applier.apply(hpas(Event::Apply(web.clone())));
+        assert_eq!((value("up"), value("down")), (Some(1.0), Some(0.0)));
+
+        applier.apply(hpas(Event::Delete(web)));
+        assert_eq!((value("up"), value("down")), (None, None));
+        assert!(shared.store().is_empty(), "every series of the HPA is gone");
     }
 
     #[test]
