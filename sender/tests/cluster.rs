@@ -1,6 +1,7 @@
 //! The sender against the real simulated cluster (manual clock) and the real receiver: every
 //! family appears, changes and disappears with its object; usage integrates PodMetrics into
-//! a monotonic counter; without metrics-server the rest keeps working.
+//! a monotonic counter; without metrics-server the rest keeps working; deleted HPAs, nodes
+//! and namespaces take their series with them (a namespace with workloads stays Terminating).
 
 mod support;
 
@@ -515,6 +516,117 @@ deployments:
         ),
         Some(1.0)
     );
+    sender.stop().await;
+    bed.stop().await;
+}
+
+/// Two nodes, an empty namespace, and a deployment with an HPA in another namespace.
+const DELETIONS: &str = r#"
+seed: 5
+jitter: 0
+nodes: {count: 2, pods: 10}
+namespaces: [spare]
+deployments:
+  - name: web
+    namespace: shop
+    replicas: 4
+    image: nginx:1.27
+    startup: 1s
+    readiness: 1s
+hpas:
+  - {name: web, namespace: shop, target: web, min: 1, max: 6, cpu_utilization: 80}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_hpas_nodes_and_namespaces_take_their_series_with_them() {
+    let bed = Bed::start(Scenario::from_yaml(DELETIONS).expect("scenario")).await;
+    bed.advance(Duration::from_secs(10));
+    let sender = bed.sender("gone", bed.config());
+    let c = ("cluster", "gone");
+    sender.wait_synced(5).await;
+
+    // An HPA's scaling counters exist from the start, at zero both ways, so Prometheus'
+    // increase() sees its first rescale.
+    let hpa = [c, ("namespace", "shop"), ("horizontalpodautoscaler", "web")];
+    let text = bed.metrics().await;
+    for direction in ["up", "down"] {
+        let mut labels = hpa.to_vec();
+        labels.push(("direction", direction));
+        assert_eq!(
+            value(
+                &text,
+                "kube_horizontalpodautoscaler_scaling_events_total",
+                &labels
+            ),
+            Some(0.0),
+            "{direction}\n{text}"
+        );
+    }
+    let hpa_series = |t: &str| {
+        t.lines()
+            .filter(|l| {
+                l.starts_with("kube_horizontalpodautoscaler_")
+                    && l.contains(r#"cluster="gone""#)
+                    && l.contains(r#"horizontalpodautoscaler="web""#)
+            })
+            .count()
+    };
+    assert!(hpa_series(&text) >= 6, "{text}");
+
+    // kubectl delete hpa: every series of it goes, its counters included.
+    bed.handle.delete_hpa("shop", "web").expect("delete hpa");
+    bed.wait_for("the HPA's series gone", |t| {
+        (hpa_series(t) == 0).then_some(())
+    })
+    .await;
+
+    // kubectl delete node: the node's series go, and so do its pods' (garbage-collected).
+    let victim = bed
+        .handle
+        .pods()
+        .into_iter()
+        .find_map(|p| p.spec.and_then(|s| s.node_name))
+        .expect("a scheduled pod");
+    let node = ("node", victim.as_str());
+    let text = bed.metrics().await;
+    assert!(value(&text, "kube_node_info", &[c, node]).is_some());
+    assert!(!values(&text, "kube_pod_info", &[c, node]).is_empty());
+    bed.handle.delete_node(&victim).expect("delete node");
+    bed.wait_for("the node and its pods gone", |t| {
+        (value(t, "kube_node_info", &[c, node]).is_none()
+            && values(t, "kube_pod_info", &[c, node]).is_empty())
+        .then_some(())
+    })
+    .await;
+    assert_eq!(
+        values(&bed.metrics().await, "kube_node_info", &[c]).len(),
+        1
+    );
+
+    // An empty namespace goes at once.
+    let phase = |t: &str, ns: &str, phase: &str| {
+        value(
+            t,
+            "kube_namespace_status_phase",
+            &[c, ("namespace", ns), ("phase", phase)],
+        )
+    };
+    assert!(bed.handle.delete_namespace("spare").expect("delete spare"));
+    bed.wait_for("the empty namespace gone", |t| {
+        (phase(t, "spare", "Active").is_none() && phase(t, "spare", "Terminating").is_none())
+            .then_some(())
+    })
+    .await;
+
+    // One with workloads stays Terminating, as kube-state-metrics would show it:
+    // phase="Terminating" 1, phase="Active" 0.
+    assert!(!bed.handle.delete_namespace("shop").expect("delete shop"));
+    bed.wait_for("the busy namespace terminating", |t| {
+        (phase(t, "shop", "Terminating") == Some(1.0) && phase(t, "shop", "Active") == Some(0.0))
+            .then_some(())
+    })
+    .await;
+
     sender.stop().await;
     bed.stop().await;
 }
