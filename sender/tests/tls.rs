@@ -3,7 +3,8 @@
 //! is valid for another name) is refused, named in the error, counted and retried; mutual
 //! TLS admits a client certificate from the receiver's CA only; a wrong token is refused,
 //! counted and retried; leaving sends `close_notify`; unusable files are named at start-up;
-//! the binary relays the simulated cluster over TLS with a token file.
+//! a stalled TLS handshake ends at the connect timeout; the binary relays the simulated
+//! cluster over TLS with a token file.
 
 mod support;
 
@@ -534,4 +535,32 @@ async fn the_binary_relays_over_tls_with_a_token_file_and_names_a_bad_ca_file() 
     );
     assert!(!log.contains("panicked"), "{log}");
     rx.stop().await;
+}
+
+#[tokio::test]
+async fn a_receiver_that_stalls_the_tls_handshake_times_out_within_the_connect_timeout() {
+    let pki = Pki::generate();
+    // Accepts TCP connections and never answers the ClientHello.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = listener.local_addr().expect("addr").to_string();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+        }
+    });
+    let shared = Arc::new(Shared::new(1));
+    let config = LinkConfig {
+        connect_timeout: Duration::from_millis(200),
+        ..link_config("tls-stall", None)
+    };
+    let connector = TlsConnector::new(target, &pki.ca, None, None).expect("connector");
+    let shutdown = CancellationToken::new();
+    let task =
+        tokio::spawn(Link::new(config, connector, Arc::clone(&shared)).run(shutdown.clone()));
+    // Each attempt ends at the connect timeout as a connect error, and is retried.
+    wait_connect_errors(&shared, "connect", 2).await;
+    assert_eq!(shared.stats.sessions.load(Ordering::Relaxed), 0);
+    stop_link(shutdown, task).await;
+    held.abort();
 }
