@@ -256,7 +256,7 @@ pub struct Cli {
     pub state_dir: Option<PathBuf>,
 
     /// Keep unacknowledged batches on disk in this directory, so a restarted sender can
-    /// replay them [default: <state-dir>/spool with --state-dir, else in memory].
+    /// replay them [default: DIR/spool with --state-dir DIR, else in memory].
     #[arg(long, env = "KUBE_RELAY_SPOOL_DIR", value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
 

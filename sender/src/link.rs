@@ -10,6 +10,9 @@
 //! 2. `Welcome{After{acked}}` when the receiver applied our latest snapshot and everything
 //!    unacknowledged is still in the [`Spool`]: replay the spool after `acked`; otherwise a
 //!    full snapshot, one frame at a time, from the [`SeriesStore`](crate::store::SeriesStore);
+//!    a link built on a spool that already holds batches (a [`DiskSpool`](crate::spool::DiskSpool)
+//!    reopened after a restart) offers them in its first `Hello` and, on `Welcome{After}`,
+//!    replays those after `acked` before that snapshot (on `Snapshot` they are superseded);
 //! 3. deltas: changes wait `flush_interval` to coalesce, then go as batches with consecutive
 //!    sequence numbers, kept in the spool until acknowledged; while the spool is full, deltas
 //!    wait up to `ack_patience` for acks to make room (changes keep coalescing meanwhile), and
