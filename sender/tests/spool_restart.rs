@@ -6,7 +6,8 @@
 //! the oldest unacknowledged batch in its `Hello`, and then either replays exactly the
 //! batches after the receiver's ack, byte for byte, followed by a fresh snapshot
 //! (`Welcome{After}`), or supersedes them with a snapshot (`Welcome{Snapshot}`), counting
-//! them as superseded, not dropped.
+//! them as superseded, not dropped. A full spool drops exactly the samples it cannot keep
+//! (checked against what the peer received) and reopens with exactly the rest.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use kube_relay_sender::family::Family;
 use kube_relay_sender::link::{Link, LinkConfig, TcpConnector};
 use kube_relay_sender::series::{ObjectKey, ObjectKind, SeriesSet};
 use kube_relay_sender::shared::Shared;
-use kube_relay_sender::spool::DiskSpool;
+use kube_relay_sender::spool::{DiskSpool, Spool};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
@@ -105,12 +106,22 @@ async fn receive_snapshot(conn: &mut PeerConn) -> (u64, u64) {
 }
 
 fn start_link(dir: &Path, listener: &TcpListener) -> (Arc<Shared>, JoinHandle<()>) {
-    let (spool, recovery) = DiskSpool::open(dir, 1 << 20, SENDER_ID).expect("spool");
+    start_link_bounded(dir, listener, 1 << 20)
+}
+
+fn start_link_bounded(
+    dir: &Path,
+    listener: &TcpListener,
+    max_bytes: u64,
+) -> (Arc<Shared>, JoinHandle<()>) {
+    let (spool, recovery) = DiskSpool::open(dir, max_bytes, SENDER_ID).expect("spool");
     // What `Sender::new` does: continue the spooled epoch if there is one.
     let shared = Arc::new(Shared::new(recovery.epoch.unwrap_or(EPOCH)));
     set_phase(&shared, "Pending");
     let config = LinkConfig {
         flush_interval: Duration::from_millis(5),
+        spool_max_bytes: max_bytes,
+        ack_patience: Duration::from_millis(1),
         ..LinkConfig::new("restart", SENDER_ID)
     };
     let connector = TcpConnector::new(listener.local_addr().expect("addr").to_string());
@@ -203,4 +214,49 @@ async fn a_receiver_that_lost_the_epoch_gets_a_snapshot_and_the_spool_counts_as_
     assert_eq!(stats.dropped_spool_full.load(Ordering::Relaxed), 0);
     task.abort();
     let _ = task.await;
+}
+
+#[tokio::test]
+async fn a_full_disk_spool_drops_exactly_what_it_cannot_keep_and_reopens_with_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (shared, task) = start_link_bounded(dir.path(), &listener, 300);
+    let (mut conn, _) = accept(&listener).await;
+    welcome(&mut conn, Resume::Snapshot).await;
+    let (_, snapshot_last) = receive_snapshot(&mut conn).await;
+    conn.send(ReceiverMessage::Ack(Ack {
+        epoch: EPOCH,
+        seq: snapshot_last,
+    }))
+    .await
+    .expect("ack");
+    // Deltas the peer receives and never acknowledges: the 300-byte bound must drop.
+    let mut received = Vec::new();
+    for i in 0..30 {
+        set_phase(&shared, if i % 2 == 0 { "Running" } else { "Failed" });
+        received.push(next_batch(&mut conn).await);
+    }
+    let sent: u64 = received.iter().map(|b| b.changed_samples() as u64).sum();
+    let stats = &shared.stats;
+    let dropped = stats.dropped_spool_full.load(Ordering::Relaxed);
+    let kept = stats.spooled_samples.load(Ordering::Relaxed);
+    assert!(dropped > 0, "the bound was hit");
+    assert_eq!(
+        dropped + kept,
+        sent,
+        "every unacknowledged sample kept or counted"
+    );
+    task.abort();
+    let _ = task.await;
+
+    // What a restarted sender finds: exactly the kept samples, the newest batches, in order.
+    let (spool, recovery) = DiskSpool::open(dir.path(), 300, SENDER_ID).expect("reopen");
+    assert_eq!(recovery.samples, kept);
+    let seqs: Vec<u64> = spool.after(0).iter().map(|(seq, _)| *seq).collect();
+    assert!(!seqs.is_empty(), "the newest batches are kept");
+    let newest: Vec<u64> = received[received.len() - seqs.len()..]
+        .iter()
+        .map(|b| b.seq)
+        .collect();
+    assert_eq!(seqs, newest);
 }
