@@ -33,6 +33,9 @@
 //! - [`link`]: the connection: handshake, snapshot, deltas, acks, heartbeats, backoff,
 //!   replay from the [`spool`], goodbye; generic over the transport; [`tls`]: the TLS
 //!   transport (`--tls-ca`, mutual TLS), its failure labels and the start-up warnings.
+//! - [`spool`]: unacknowledged batches, in memory or on disk (`--spool-dir`,
+//!   `<state-dir>/spool`): bounded, checksummed, surviving a restart, after which the sender
+//!   continues the spooled epoch and replays them if the receiver still holds it.
 //! - [`sender`]: [`Sender`] wires it all; [`config`]: flags, `KUBE_RELAY_*` environment and
 //!   config file; [`kubeclient`]: kubectl-like access; [`simulate`]: `--simulate`;
 //!   [`access`]: the RBAC rules the sender needs; [`malloc`], [`telemetry`]: process set-up.
