@@ -26,8 +26,9 @@
 //! # Durability (fsync policy)
 //! Each record is written with one `write` call, no user-space buffer: a process crash
 //! (`kill -9`, OOM, panic) loses nothing written. The active segment is `fdatasync`ed at most
-//! once per [`SYNC_INTERVAL`] from the write path, when it is sealed (rolled) and when the
-//! spool is dropped; a new epoch's meta file is fsynced. A power cut or kernel crash can
+//! once per [`SYNC_INTERVAL`] and when it is sealed (rolled), on a background thread so the
+//! link never waits for the disk, and inline when the spool is dropped; a new epoch's meta
+//! file is fsynced. A power cut or kernel crash can
 //! therefore lose the records of the last second and the latest trim point: batches written
 //! in that second are missing after reboot (the receiver then answers `Snapshot` or the
 //! replay simply ends earlier), and batches acknowledged in that second come back and are
@@ -131,6 +132,8 @@ pub struct DiskSpool {
     samples: u64,
     last_sync: Instant,
     unsynced: bool,
+    /// Where files go to be fdatasynced off the caller's thread (`None`: inline).
+    syncer: Option<Syncer>,
     write_errors: u64,
 }
 
@@ -179,6 +182,7 @@ impl DiskSpool {
             samples: 0,
             last_sync: Instant::now(),
             unsynced: false,
+            syncer: Syncer::start(),
             write_errors: 0,
         };
         let files = list_segments(dir)?;
@@ -424,8 +428,10 @@ impl DiskSpool {
             if let Some(old) = self.active.take()
                 && self.unsynced
             {
-                // Sealed: make it durable before moving on.
-                old.sync_data()?;
+                // Sealed: make it durable.
+                sync_data(self.syncer.as_ref(), old)?;
+                self.unsynced = false;
+                self.last_sync = Instant::now();
             }
             let path = self.segment_path(seq);
             let mut file = OpenOptions::new()
@@ -456,7 +462,7 @@ impl DiskSpool {
         seg.bytes += record.len() as u64;
         self.unsynced = true;
         if self.last_sync.elapsed() >= SYNC_INTERVAL {
-            file.sync_data()?;
+            sync_data(self.syncer.as_ref(), file.try_clone()?)?;
             self.unsynced = false;
             self.last_sync = Instant::now();
         }
@@ -599,6 +605,41 @@ impl Drop for DiskSpool {
         {
             let _ = file.sync_data();
         }
+    }
+}
+
+/// A thread that fdatasyncs the files it is handed, so a caller on an async runtime never
+/// waits for the disk.
+#[derive(Debug)]
+struct Syncer {
+    tx: std::sync::mpsc::Sender<File>,
+}
+
+impl Syncer {
+    fn start() -> Option<Syncer> {
+        let (tx, rx) = std::sync::mpsc::channel::<File>();
+        std::thread::Builder::new()
+            .name("spool-sync".to_owned())
+            .spawn(move || {
+                for file in rx {
+                    if let Err(e) = file.sync_data() {
+                        warn!(cause = %e, "failed to fdatasync a spool segment");
+                    }
+                }
+            })
+            .ok()?;
+        Some(Syncer { tx })
+    }
+}
+
+/// fdatasyncs `file` on the syncer's thread, or here without one.
+fn sync_data(syncer: Option<&Syncer>, file: File) -> io::Result<()> {
+    match syncer {
+        Some(s) => match s.tx.send(file) {
+            Ok(()) => Ok(()),
+            Err(std::sync::mpsc::SendError(file)) => file.sync_data(),
+        },
+        None => file.sync_data(),
     }
 }
 
