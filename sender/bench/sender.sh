@@ -5,6 +5,7 @@
 #   sender/bench/sender.sh                 # PODS="1000 10000" FLIPS=200 WARMUP=30 WINDOW=60
 #   PODS=10000 FLIPS=1000 sender/bench/sender.sh
 #   NO_BUILD=1 ...                         # use the release binaries already in target/
+#   TRANSPORTS="plain tls" PODS=1000 ...   # the same load over plain TCP and over TLS + token
 #
 # Each size runs three processes (release builds): `kube-sim` (the simulated cluster, its own
 # process so the sender's RSS is the sender's alone) with a bulk scenario of N Running pods in
@@ -18,6 +19,10 @@
 #     and relay_receiver_updates_received_total;
 #   - baseline, same run: the seed design's JSON line ({"name","labels","value"}) for the same
 #     kinds of samples (pod readiness and usage series of the run, averaged), as a ratio.
+# With TRANSPORTS="plain tls" each size runs once per transport, so TLS's cost is read against
+# plain TCP from the same run: `tls` gives the receiver a certificate from a throw-away CA
+# (openssl CLI) and a token file, and the sender --tls-ca and --token-file. Wire bytes are
+# what the receiver decoded (inside TLS), so they do not include TLS record overhead.
 # Figures go to stdout as a table; logs stay in the temporary directory printed at the start.
 set -euo pipefail
 
@@ -26,6 +31,7 @@ PODS=${PODS:-"1000 10000"}
 FLIPS=${FLIPS:-200}
 WARMUP=${WARMUP:-30}
 WINDOW=${WINDOW:-60}
+TRANSPORTS=${TRANSPORTS:-plain}
 
 if [ -z "${NO_BUILD:-}" ]; then
     cargo build --release -q -p kube-relay-sender -p kube-relay-receiver -p kube-relay-sim --bins
@@ -60,8 +66,28 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 
+# A throw-away CA and a receiver certificate for 127.0.0.1, for the `tls` transport.
+pki() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -subj "/CN=bench CA" -keyout "$TMP/ca.key" -out "$TMP/ca.crt" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=receiver" \
+        -keyout "$TMP/receiver.key" -out "$TMP/receiver.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$TMP/ext.cnf"
+    openssl x509 -req -in "$TMP/receiver.csr" -CA "$TMP/ca.crt" -CAkey "$TMP/ca.key" \
+        -CAcreateserial -days 1 -extfile "$TMP/ext.cnf" -out "$TMP/receiver.crt" 2>/dev/null
+    head -c 24 /dev/urandom | base64 > "$TMP/token"
+}
+case " $TRANSPORTS " in *" tls "*) pki ;; esac
+
 RESULTS=()
 for n in $PODS; do
+for transport in $TRANSPORTS; do
+    case $transport in
+        plain) RX_TLS=(); TX_TLS=() ;;
+        tls) RX_TLS=(--tls-cert "$TMP/receiver.crt" --tls-key "$TMP/receiver.key" --token-file "$TMP/token")
+             TX_TLS=(--tls-ca "$TMP/ca.crt" --token-file "$TMP/token") ;;
+        *) echo "unknown transport $transport (plain, tls)" >&2; exit 2 ;;
+    esac
     deployments=$(( (n + 99) / 100 ))
     scenario=$TMP/bench-$n.yaml
     cat > "$scenario" <<EOF
@@ -75,15 +101,15 @@ api: {watch_history: 50000}
 EOF
     SIM=$(free_port); INGEST=$(free_port); HTTP=$(free_port)
     "$BIN/kube-sim" --listen "127.0.0.1:$SIM" --scenario "$scenario" \
-        --kubeconfig-out "$TMP/kubeconfig-$n" > "$TMP/sim-$n.log" 2>&1 &
+        --kubeconfig-out "$TMP/kubeconfig-$n-$transport" > "$TMP/sim-$n-$transport.log" 2>&1 &
     sim_pid=$!; PIDS+=("$sim_pid")
     "$BIN/receiver" --listen "127.0.0.1:$INGEST" --http-listen "127.0.0.1:$HTTP" \
-        > "$TMP/receiver-$n.log" 2>&1 &
+        "${RX_TLS[@]}" > "$TMP/receiver-$n-$transport.log" 2>&1 &
     receiver_pid=$!; PIDS+=("$receiver_pid")
-    for _ in $(seq 100); do [ -s "$TMP/kubeconfig-$n" ] && break; sleep 0.2; done
+    for _ in $(seq 100); do [ -s "$TMP/kubeconfig-$n-$transport" ] && break; sleep 0.2; done
     start=$(date +%s.%N)
-    "$BIN/sender" --kubeconfig "$TMP/kubeconfig-$n" --target "127.0.0.1:$INGEST" \
-        --cluster bench > "$TMP/sender-$n.log" 2>&1 &
+    "$BIN/sender" --kubeconfig "$TMP/kubeconfig-$n-$transport" --target "127.0.0.1:$INGEST" \
+        --cluster bench "${TX_TLS[@]}" > "$TMP/sender-$n-$transport.log" 2>&1 &
     sender_pid=$!; PIDS+=("$sender_pid")
 
     # Synced: every pod's info series relayed.
@@ -137,11 +163,12 @@ n, flips, window = $n, $FLIPS, $WINDOW
 db, du = $bytes1 - $bytes0, $updates1 - $updates0
 cpu = ($ticks1 - $ticks0) / 100 / window
 bps = db / du if du else float('nan')
-print(f'{n:>6} | {int(float($series)):>7} | {$synced:>7} | {$hwm/1024:>8.1f} | {$peak/1024:>8.1f} | {$rss_end/1024:>7.1f} | {cpu:>6.3f} | {du/window:>9.0f} | {bps:>7.2f} | {$baseline:>8.1f} | {$baseline/bps:>6.1f}x')
+print(f'{n:>6} | {\"$transport\":>5} | {int(float($series)):>7} | {$synced:>7} | {$hwm/1024:>8.1f} | {$peak/1024:>8.1f} | {$rss_end/1024:>7.1f} | {cpu:>6.3f} | {du/window:>9.0f} | {bps:>7.2f} | {$baseline:>8.1f} | {$baseline/bps:>6.1f}x')
 ")")
+done
 done
 
 echo
 echo "sender benchmark: churn $FLIPS readiness flips/s, warm-up ${WARMUP}s, window ${WINDOW}s"
-echo "  pods | series  | sync s  | HWM MiB  | peak MiB | end MiB | cores  | samples/s | B/sample | seed B/s | ratio"
+echo "  pods | link  | series  | sync s  | HWM MiB  | peak MiB | end MiB | cores  | samples/s | B/sample | seed B/s | ratio"
 for r in "${RESULTS[@]}"; do echo "$r"; done
