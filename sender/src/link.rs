@@ -277,7 +277,7 @@ impl<C: Connector, S: Spool> Link<C, S> {
             shared,
             spool,
             epoch,
-            next_seq: restored.map_or(1, |newest| newest + 1),
+            next_seq: restored.map_or(1, |newest| newest.saturating_add(1)),
             snapshot_done: None,
             acked: 0,
             restored: restored.is_some(),

@@ -275,7 +275,7 @@ impl DiskSpool {
                     good_end = r.offset as usize;
                     break;
                 }
-                expected = Some(r.seq + 1);
+                expected = Some(r.seq.saturating_add(1));
                 self.bytes += r.len;
                 self.samples += r.samples;
                 self.entries.push_back(Entry {
@@ -908,6 +908,21 @@ mod tests {
         fs::write(dir.path().join(format!("{:020}.seg", 5)), vec![0xff; 300]).expect("write");
         let (spool, _) = open(dir.path(), 10_000);
         assert_eq!(spool.oldest(), None);
+    }
+
+    #[test]
+    fn a_record_claiming_the_last_sequence_number_does_not_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut spool, _) = open(dir.path(), 10_000);
+        spool.reset(1);
+        spool.push(u64::MAX - 1, payload(10, 1), 1);
+        spool.push(u64::MAX, payload(10, 2), 1);
+        drop(spool);
+        let (spool, rec) = open(dir.path(), 10_000);
+        assert_eq!(
+            (seqs(&spool), rec.corrupt_records),
+            (vec![u64::MAX - 1, u64::MAX], 0)
+        );
     }
 
     #[test]
