@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::pki::Pki;
 use common::{ChildReceiver, logged_addr};
+use kube_relay_testkit::pki::Pki;
 use kube_relay_testkit::process::ChildProcess;
 use kube_relay_testkit::{http, wait_until};
 
@@ -152,7 +152,7 @@ async fn unusable_tls_settings_stop_the_start_with_a_clear_error() {
 
 #[tokio::test]
 async fn each_exposure_gets_its_own_start_up_warning() {
-    let pki = Pki::generate();
+    let pki = Pki::generate().expect("test PKI");
     let cert = pki.server.cert.to_str().expect("utf-8");
     let key = pki.server.key.to_str().expect("utf-8");
     let ca = pki.ca.to_str().expect("utf-8");

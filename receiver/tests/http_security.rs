@@ -5,10 +5,10 @@
 mod common;
 
 use base64::Engine as _;
-use common::pki::Pki;
 use common::{Running, TlsClient, https_get, sample};
 use kube_relay_receiver::{BasicAuth, ReceiverConfig};
 use kube_relay_testkit::http;
+use kube_relay_testkit::pki::Pki;
 
 fn auth() -> BasicAuth {
     BasicAuth {
@@ -73,9 +73,9 @@ async fn basic_auth_guards_metrics_and_the_status_page_but_not_health() {
 
 #[tokio::test]
 async fn metrics_are_served_over_https_only() {
-    let pki = Pki::generate();
+    let pki = Pki::generate().expect("test PKI");
     let rx = Running::start(ReceiverConfig {
-        http_tls: Some(pki.server.clone()),
+        http_tls: Some(common::tls_files(&pki.server)),
         http_basic_auth: Some(auth()),
         ..ReceiverConfig::loopback()
     })

@@ -83,15 +83,15 @@ async fn prometheus_scrapes_every_cluster_with_its_label() {
 
 #[tokio::test]
 async fn prometheus_scrapes_over_tls_with_basic_auth() {
-    use common::pki::Pki;
     use kube_relay_receiver::{BasicAuth, ReceiverConfig};
+    use kube_relay_testkit::pki::Pki;
     use kube_relay_testkit::prometheus::{self, PrometheusConfig, TlsConfig};
 
-    let pki = Pki::generate();
+    let pki = Pki::generate().expect("test PKI");
     let password_file = pki.dir().join("scrape-password");
     std::fs::write(&password_file, "s3cret scrape pass\n").expect("write");
     let rx = common::Running::start(ReceiverConfig {
-        http_tls: Some(pki.server.clone()),
+        http_tls: Some(common::tls_files(&pki.server)),
         http_basic_auth: Some(BasicAuth {
             user: "prometheus".into(),
             password: "s3cret scrape pass".into(),

@@ -7,7 +7,6 @@
 mod common;
 
 use bytes::BytesMut;
-use common::pki::Pki;
 use common::{
     BoxIo, Running, TestSender, TlsClient, capture_logs, connect_from, delta, hello,
     hello_with_token, logged, relayed_series, sample, small_snapshot, sum_of, wait_closed,
@@ -16,6 +15,7 @@ use kube_relay_proto::{
     MAX_HANDSHAKE_FRAME_BYTES, ReceiverMessage, RejectReason, SenderCodec, SenderMessage,
 };
 use kube_relay_receiver::ReceiverConfig;
+use kube_relay_testkit::pki::Pki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Encoder;
 
@@ -24,7 +24,7 @@ const TOKEN: &str = "correct horse battery staple";
 fn tls_config(pki: &Pki, mutual: bool) -> ReceiverConfig {
     ReceiverConfig {
         token: Some(TOKEN.into()),
-        tls: Some(pki.server.clone()),
+        tls: Some(common::tls_files(&pki.server)),
         tls_client_ca: mutual.then(|| pki.ca.clone()),
         ..ReceiverConfig::loopback()
     }
@@ -100,7 +100,7 @@ async fn send_and_read_reply(mut io: BoxIo, bytes: &[u8]) -> Option<ReceiverMess
 
 #[tokio::test]
 async fn tls_with_a_token_streams_data_to_metrics() {
-    let pki = Pki::generate();
+    let pki = Pki::generate().expect("test PKI");
     let rx = Running::start(tls_config(&pki, false))
         .await
         .expect("receiver");
@@ -133,7 +133,7 @@ async fn tls_with_a_token_streams_data_to_metrics() {
 
 #[tokio::test]
 async fn wrong_and_missing_tokens_are_refused_before_any_data_frame_is_decoded() {
-    let pki = Pki::generate();
+    let pki = Pki::generate().expect("test PKI");
     let rx = Running::start(tls_config(&pki, false))
         .await
         .expect("receiver");
@@ -173,7 +173,7 @@ async fn wrong_and_missing_tokens_are_refused_before_any_data_frame_is_decoded()
 
 #[tokio::test]
 async fn a_client_that_trusts_another_ca_fails_its_handshake_and_is_counted() {
-    let pki = Pki::generate();
+    let pki = Pki::generate().expect("test PKI");
     let rx = Running::start(tls_config(&pki, false))
         .await
         .expect("receiver");
@@ -218,7 +218,7 @@ async fn refused_under_mutual_tls(client: &TlsClient, rx: &Running) {
 
 #[tokio::test]
 async fn mutual_tls_refuses_a_client_certificate_from_another_ca_and_a_missing_one() {
-    let pki = Pki::generate();
+    let pki = Pki::generate().expect("test PKI");
     let rx = Running::start(tls_config(&pki, true))
         .await
         .expect("receiver");
@@ -248,7 +248,7 @@ async fn mutual_tls_refuses_a_client_certificate_from_another_ca_and_a_missing_o
 
 #[tokio::test]
 async fn plain_tcp_on_a_tls_port_is_refused_before_decode() {
-    let pki = Pki::generate();
+    let pki = Pki::generate().expect("test PKI");
     let rx = Running::start(tls_config(&pki, false))
         .await
         .expect("receiver");
@@ -288,7 +288,7 @@ async fn plain_tcp_on_a_tls_port_is_refused_before_decode() {
 #[tokio::test]
 async fn a_tls_client_on_a_plain_port_is_told_apart_from_garbage() {
     capture_logs();
-    let pki = Pki::generate();
+    let pki = Pki::generate().expect("test PKI");
     let rx = Running::start(ReceiverConfig {
         token: Some(TOKEN.into()),
         ..ReceiverConfig::loopback()
@@ -434,7 +434,7 @@ async fn refusals_are_counted_every_time_but_logged_once_per_peer_and_kind() {
 
 #[tokio::test]
 async fn stalled_tls_handshakes_block_no_one_and_end_at_the_handshake_timeout() {
-    let pki = Pki::generate();
+    let pki = Pki::generate().expect("test PKI");
     let rx = Running::start(ReceiverConfig {
         handshake_timeout: std::time::Duration::from_secs(2),
         ..tls_config(&pki, false)

@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -23,12 +23,9 @@ use kube_relay_sender::config::Config;
 use kube_relay_sender::link::{Connector, Link, LinkConfig};
 use kube_relay_sender::shared::Shared;
 use kube_relay_sender::tls::TlsConnector;
+use kube_relay_testkit::pki::{CertKey, Pki};
 use kube_relay_testkit::process::ChildProcess;
 use kube_relay_testkit::wait_until;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -37,101 +34,24 @@ use support::{POLL, RunningReceiver, WAIT, metrics_text, phases, pod_key, value}
 
 const TOKEN: &str = "correct horse battery staple";
 
-/// A test PKI on disk: two unrelated CAs, a receiver certificate for `127.0.0.1` and
-/// `localhost` signed by the first, and client certificates signed by each.
-struct Pki {
-    _dir: tempfile::TempDir,
-    ca: PathBuf,
-    other_ca: PathBuf,
-    server: TlsFiles,
-    client: TlsFiles,
-    rogue_client: TlsFiles,
-}
-
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-fn ca(name: &str) -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate().expect("CA key");
-    let cert = params.self_signed(&key).expect("CA certificate");
-    Ca {
-        issuer: Issuer::new(params, key),
-        pem: cert.pem(),
-    }
-}
-
-fn leaf(ca: &Ca, sans: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
-    let mut params =
-        CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
-            .expect("params");
-    params.distinguished_name.push(DnType::CommonName, sans[0]);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![usage];
-    let key = KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, &ca.issuer).expect("certificate");
-    (cert.pem(), key.serialize_pem())
-}
-
-impl Pki {
-    fn generate() -> Pki {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let write = |name: &str, pem: &str| -> PathBuf {
-            let path = dir.path().join(name);
-            std::fs::write(&path, pem).expect("write PEM");
-            path
-        };
-        let pair = |name: &str, (cert, key): (String, String)| TlsFiles {
-            cert: write(&format!("{name}.crt"), &cert),
-            key: write(&format!("{name}.key"), &key),
-        };
-        let main = ca("kube-relay test CA");
-        let other = ca("some other CA");
-        let server = pair(
-            "receiver",
-            leaf(
-                &main,
-                &["127.0.0.1", "localhost"],
-                ExtendedKeyUsagePurpose::ServerAuth,
-            ),
-        );
-        let client = pair(
-            "sender",
-            leaf(&main, &["sender-a"], ExtendedKeyUsagePurpose::ClientAuth),
-        );
-        let rogue_client = pair(
-            "rogue",
-            leaf(&other, &["sender-a"], ExtendedKeyUsagePurpose::ClientAuth),
-        );
-        Pki {
-            ca: write("ca.crt", &main.pem),
-            other_ca: write("other-ca.crt", &other.pem),
-            server,
-            client,
-            rogue_client,
-            _dir: dir,
-        }
+/// The receiver's view of a test certificate and key.
+fn tls_files(pair: &CertKey) -> TlsFiles {
+    TlsFiles {
+        cert: pair.cert.clone(),
+        key: pair.key.clone(),
     }
 }
 
 fn tls_receiver(pki: &Pki, mutual: bool) -> ReceiverConfig {
     ReceiverConfig {
         token: Some(TOKEN.to_owned()),
-        tls: Some(pki.server.clone()),
+        tls: Some(tls_files(&pki.server)),
         tls_client_ca: mutual.then(|| pki.ca.clone()),
         ..ReceiverConfig::loopback()
     }
 }
 
-fn connector(rx: &RunningReceiver, ca: &Path, identity: Option<&TlsFiles>) -> TlsConnector {
+fn connector(rx: &RunningReceiver, ca: &Path, identity: Option<&CertKey>) -> TlsConnector {
     TlsConnector::new(
         rx.ingest.to_string(),
         ca,
@@ -230,7 +150,7 @@ fn auth_failures(text: &str, kind: &str) -> f64 {
 
 #[tokio::test]
 async fn tls_with_a_token_streams_series_to_the_receiver() {
-    let pki = Pki::generate();
+    let pki = Pki::generate().expect("test PKI");
     let rx = RunningReceiver::start(tls_receiver(&pki, false)).await;
     let (shared, shutdown, task) = start_link("tls-1", Some(TOKEN), connector(&rx, &pki.ca, None));
     wait_relayed(&rx, "tls-1").await;
@@ -256,7 +176,7 @@ async fn tls_with_a_token_streams_series_to_the_receiver() {
 
 #[tokio::test]
 async fn a_receiver_certificate_from_another_ca_is_refused_named_counted_and_retried() {
-    let pki = Pki::generate();
+    let pki = Pki::generate().expect("test PKI");
     let rx = RunningReceiver::start(tls_receiver(&pki, false)).await;
 
     // The error names the CA file and the server name.
@@ -312,7 +232,7 @@ async fn a_receiver_certificate_from_another_ca_is_refused_named_counted_and_ret
 
 #[tokio::test]
 async fn mutual_tls_admits_a_client_certificate_from_the_receivers_ca_only() {
-    let pki = Pki::generate();
+    let pki = Pki::generate().expect("test PKI");
     let rx = RunningReceiver::start(tls_receiver(&pki, true)).await;
 
     let (_, shutdown, task) = start_link(
@@ -348,7 +268,7 @@ async fn mutual_tls_admits_a_client_certificate_from_the_receivers_ca_only() {
 
 #[tokio::test]
 async fn a_wrong_token_over_tls_is_refused_counted_and_retried() {
-    let pki = Pki::generate();
+    let pki = Pki::generate().expect("test PKI");
     let rx = RunningReceiver::start(tls_receiver(&pki, false)).await;
     let (shared, shutdown, task) = start_link(
         "tls-token",
@@ -377,9 +297,10 @@ async fn next(conn: &mut PeerConn) -> Option<Result<SenderMessage, kube_relay_pr
 
 #[tokio::test]
 async fn goodbye_ends_the_tls_session_with_close_notify() {
-    let pki = Pki::generate();
-    let server = kube_relay_receiver::tls::server_config("test", &pki.server, None, &[])
-        .expect("server config");
+    let pki = Pki::generate().expect("test PKI");
+    let server =
+        kube_relay_receiver::tls::server_config("test", &tls_files(&pki.server), None, &[])
+            .expect("server config");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let target = listener.local_addr().expect("addr").to_string();
     let connector = TlsConnector::new(target, &pki.ca, None, None).expect("connector");
@@ -431,7 +352,7 @@ async fn goodbye_ends_the_tls_session_with_close_notify() {
 
 #[tokio::test]
 async fn unusable_tls_files_are_named_at_start_up() {
-    let pki = Pki::generate();
+    let pki = Pki::generate().expect("test PKI");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = |ca: &Path, cert: Option<&Path>, key: Option<&Path>| Config {
         tls_ca: Some(ca.to_owned()),
@@ -468,9 +389,9 @@ async fn unusable_tls_files_are_named_at_start_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_relays_over_tls_with_a_token_file_and_names_a_bad_ca_file() {
-    let pki = Pki::generate();
+    let pki = Pki::generate().expect("test PKI");
     let rx = RunningReceiver::start(tls_receiver(&pki, false)).await;
-    let token_file = pki._dir.path().join("token");
+    let token_file = pki.dir().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
     let target = rx.ingest.to_string();
     let (ca, token_file) = (
@@ -508,7 +429,7 @@ async fn the_binary_relays_over_tls_with_a_token_file_and_names_a_bad_ca_file() 
     assert!(!log.contains("NO TLS"), "{log}");
 
     // A CA file that is not there stops the start-up, named, before any connection.
-    let missing = pki._dir.path().join("no-such-ca.pem");
+    let missing = pki.dir().join("no-such-ca.pem");
     let mut sender = ChildProcess::spawn(
         "sender",
         [
@@ -539,7 +460,7 @@ async fn the_binary_relays_over_tls_with_a_token_file_and_names_a_bad_ca_file() 
 
 #[tokio::test]
 async fn a_receiver_that_stalls_the_tls_handshake_times_out_within_the_connect_timeout() {
-    let pki = Pki::generate();
+    let pki = Pki::generate().expect("test PKI");
     // Accepts TCP connections and never answers the ClientHello.
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let target = listener.local_addr().expect("addr").to_string();

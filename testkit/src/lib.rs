@@ -10,11 +10,13 @@
 //!   killed when dropped;
 //! - [`netns`]: a second host in a network namespace behind a veth link that can be cut or
 //!   made lossy;
-//! - [`proxy`]: a TCP proxy adding latency, stalling or resetting connections.
+//! - [`proxy`]: a TCP proxy adding latency, stalling or resetting connections;
+//! - [`pki`]: CAs, server and client certificates generated for TLS tests.
 
 pub mod exposition;
 pub mod http;
 pub mod netns;
+pub mod pki;
 pub mod process;
 pub mod prometheus;
 pub mod proxy;

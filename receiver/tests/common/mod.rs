@@ -1,10 +1,8 @@
 //! Test support for the receiver's integration tests: a running receiver on loopback ports
 //! (in this process, or the real binary as a child process), a test sender that speaks the
 //! real protocol through `kube_relay_proto`'s codec over TCP or TLS (a client, not a mock of
-//! anything), batch fixtures, and certificates generated at test time ([`pki`]).
+//! anything), batch fixtures, and [`tls_files`] to use the certificates of `kube_relay_testkit::pki`.
 #![allow(dead_code)] // each test binary uses a different part
-
-pub mod pki;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,8 +15,9 @@ use kube_relay_proto::{
     PROTOCOL_VERSION, ReceiverMessage, Reject, SenderCodec, SenderMessage, SeriesDef, SeriesId,
     SnapshotPart, Updates, Value, Welcome,
 };
-use kube_relay_receiver::{Receiver, ReceiverConfig};
+use kube_relay_receiver::{Receiver, ReceiverConfig, TlsFiles};
 use kube_relay_testkit::http;
+use kube_relay_testkit::pki::CertKey;
 use kube_relay_testkit::process::ChildProcess;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -123,6 +122,14 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
+/// The receiver's view of a test certificate and key.
+pub fn tls_files(pair: &CertKey) -> TlsFiles {
+    TlsFiles {
+        cert: pair.cert.clone(),
+        key: pair.key.clone(),
+    }
+}
+
 /// A boxed [`Io`].
 pub type BoxIo = Box<dyn Io>;
 
@@ -136,9 +143,11 @@ pub struct TlsClient {
 
 impl TlsClient {
     /// Trusts the CA in `ca`, presents `identity` if given, checks the name `127.0.0.1`.
-    pub fn new(ca: &std::path::Path, identity: Option<&kube_relay_receiver::TlsFiles>) -> Self {
+    pub fn new(ca: &std::path::Path, identity: Option<&CertKey>) -> Self {
+        let identity = identity.map(tls_files);
         TlsClient {
-            config: kube_relay_receiver::tls::client_config(ca, identity).expect("client TLS"),
+            config: kube_relay_receiver::tls::client_config(ca, identity.as_ref())
+                .expect("client TLS"),
             server_name: kube_relay_receiver::tls::server_name("127.0.0.1").expect("name"),
         }
     }
