@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::error::Error;
 use crate::events::{ScalingLedger, write_atomically};
-use crate::link::{Connector, Link, LinkConfig, TcpConnector};
+use crate::link::{Connector, Link, LinkConfig};
 use crate::poll::UsagePoller;
 use crate::shared::Shared;
 use crate::spool::{DiskSpool, MemorySpool, Spool};
@@ -162,19 +162,21 @@ impl Sender {
         &self.sender_id
     }
 
-    /// Runs over plain TCP until `shutdown`, then flushes and says goodbye.
+    /// Runs until `shutdown`, then flushes and says goodbye: over TLS when the config has
+    /// `tls_ca` (its files are read now), else over plain TCP.
     ///
     /// # Errors
-    /// Fatal link errors (the receiver rejected our token or protocol version).
+    /// An unusable TLS file; fatal link errors (the receiver does not speak our protocol
+    /// version). A refused token or certificate is retried with backoff, not fatal.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let connector = TcpConnector::new(self.config.target.clone());
+        let connector = crate::tls::connector(&self.config)?;
         self.run_with(connector, shutdown).await
     }
 
-    /// Runs over the transport `connector` opens (e.g. TLS) until `shutdown`.
+    /// Runs over the transport `connector` opens until `shutdown`.
     ///
     /// # Errors
-    /// Fatal link errors (the receiver rejected our token or protocol version).
+    /// Fatal link errors (the receiver does not speak our protocol version).
     pub async fn run_with<C: Connector>(
         self,
         connector: C,

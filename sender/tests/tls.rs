@@ -23,6 +23,7 @@ use kube_relay_sender::config::Config;
 use kube_relay_sender::link::{Connector, Link, LinkConfig};
 use kube_relay_sender::shared::Shared;
 use kube_relay_sender::tls::TlsConnector;
+use kube_relay_sim::Scenario;
 use kube_relay_testkit::pki::{CertKey, Pki};
 use kube_relay_testkit::process::ChildProcess;
 use kube_relay_testkit::wait_until;
@@ -484,4 +485,35 @@ async fn a_receiver_that_stalls_the_tls_handshake_times_out_within_the_connect_t
     assert_eq!(shared.stats.sessions.load(Ordering::Relaxed), 0);
     stop_link(shutdown, task).await;
     held.abort();
+}
+
+#[tokio::test]
+async fn the_library_sender_connects_over_tls_when_its_config_names_a_ca() {
+    let pki = Pki::generate().expect("test PKI");
+    let rx = RunningReceiver::start(tls_receiver(&pki, false)).await;
+    let bed = support::Bed::start(Scenario::builtin("demo").expect("demo")).await;
+    let mut config = bed.config();
+    config.target = rx.ingest.to_string();
+    config.tls_ca = Some(pki.ca.clone());
+    config.token = Some(TOKEN.to_owned());
+    let sender = bed.sender("lib-tls", config);
+    bed.advance(Duration::from_secs(30));
+
+    // Only a TLS client with the token gets this far: the receiver has no plain port.
+    let text = metrics_when(&rx, |t| {
+        t.lines().any(|l| {
+            l.starts_with("kube_pod_status_phase{cluster=\"lib-tls\"")
+                && l.contains("phase=\"Running\"")
+                && l.ends_with(" 1")
+        })
+    })
+    .await;
+    assert_eq!(
+        value(&text, "relay_cluster_up", &[("cluster", "lib-tls")]),
+        Some(1.0)
+    );
+    assert_eq!(sender.shared.stats.connect_errors("tls_certificate"), 0);
+    sender.stop().await;
+    bed.stop().await;
+    rx.stop().await;
 }
