@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use kube_relay_proto::{
-    Ack, Batch, PROTOCOL_VERSION, ReceiverCodec, ReceiverMessage, Reject, RejectReason, Resume,
-    SenderMessage, Welcome,
+    PROTOCOL_VERSION, ReceiverMessage, Reject, RejectReason, Resume, SenderMessage,
 };
 use kube_relay_receiver::ReceiverConfig;
 use kube_relay_sender::Error;
@@ -21,11 +20,13 @@ use kube_relay_sender::link::{Link, LinkConfig, TcpConnector};
 use kube_relay_sender::shared::Shared;
 use kube_relay_testkit::proxy::LinkProxy;
 use kube_relay_testkit::wait_until;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::codec::Framed;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use support::{RunningReceiver, metrics_text, phases, pod_key, value};
+use support::{
+    RunningReceiver, accept, ack, kept_or_dropped, metrics_text, next, next_batch, phases, pod_key,
+    receive_snapshot, value, welcome,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(20);
@@ -293,62 +294,7 @@ async fn an_unsupported_protocol_version_is_fatal() {
     assert!(err.is_fatal());
 }
 
-// --- against a scripted peer -----------------------------------------------------------
-
-type PeerConn = Framed<TcpStream, ReceiverCodec>;
-
-async fn accept(listener: &TcpListener) -> (PeerConn, kube_relay_proto::Hello) {
-    let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
-        .await
-        .expect("sender connects")
-        .expect("accept");
-    let mut conn = Framed::new(stream, ReceiverCodec::new(1 << 20));
-    match next(&mut conn).await {
-        SenderMessage::Hello(hello) => (conn, hello),
-        other => panic!("expected Hello, got {other:?}"),
-    }
-}
-
-async fn next(conn: &mut PeerConn) -> SenderMessage {
-    tokio::time::timeout(WAIT, conn.next())
-        .await
-        .expect("a message in time")
-        .expect("not closed")
-        .expect("decodes")
-}
-
-/// The next batch, skipping heartbeats.
-async fn next_batch(conn: &mut PeerConn) -> Batch {
-    loop {
-        match next(conn).await {
-            SenderMessage::Batch(b) => return b,
-            SenderMessage::Heartbeat(_) => {}
-            other => panic!("expected a batch, got {other:?}"),
-        }
-    }
-}
-
-async fn welcome(conn: &mut PeerConn, resume: Resume, heartbeat_ms: u32) {
-    conn.send(ReceiverMessage::Welcome(Welcome {
-        version: PROTOCOL_VERSION,
-        resume,
-        heartbeat_interval_ms: heartbeat_ms,
-    }))
-    .await
-    .expect("welcome");
-}
-
-/// Receives a whole snapshot and returns the seq of its last part.
-async fn receive_snapshot(conn: &mut PeerConn) -> u64 {
-    let first = next_batch(conn).await;
-    assert!(first.snapshot.is_some_and(|p| p.first), "{first:?}");
-    let mut last = first;
-    while !last.snapshot.is_some_and(|p| p.last) {
-        last = next_batch(conn).await;
-        assert!(last.snapshot.is_some(), "deltas only after the snapshot");
-    }
-    last.seq
-}
+// --- against a scripted peer (support's) -------------------------------------------------
 
 #[tokio::test]
 async fn spool_overflow_counts_dropped_samples_exactly_and_forces_a_snapshot() {
@@ -371,13 +317,8 @@ async fn spool_overflow_counts_dropped_samples_exactly_and_forces_a_snapshot() {
     let (mut conn, hello) = accept(&listener).await;
     assert_eq!(hello.resume_from, None, "nothing to replay yet");
     welcome(&mut conn, Resume::Snapshot, 60_000).await;
-    let snapshot_seq = receive_snapshot(&mut conn).await;
-    conn.send(ReceiverMessage::Ack(Ack {
-        epoch: hello.epoch,
-        seq: snapshot_seq,
-    }))
-    .await
-    .expect("ack");
+    let (_, snapshot_seq) = receive_snapshot(&mut conn).await;
+    ack(&mut conn, hello.epoch, snapshot_seq).await;
 
     // Many delta batches, never acknowledged: the 200-byte spool must drop the oldest.
     let mut received = Vec::new();
@@ -388,15 +329,7 @@ async fn spool_overflow_counts_dropped_samples_exactly_and_forces_a_snapshot() {
         received.push((batch.seq, batch.changed_samples() as u64));
     }
     let sent: u64 = received.iter().map(|(_, n)| n).sum();
-    let stats = &shared.stats;
-    let dropped = stats.dropped_spool_full.load(Ordering::Relaxed);
-    let kept = stats.spooled_samples.load(Ordering::Relaxed);
-    assert!(dropped > 0, "the spool overflowed");
-    assert_eq!(
-        dropped + kept,
-        sent,
-        "every unacknowledged sample is kept or counted"
-    );
+    kept_or_dropped(&shared, sent);
 
     // The link dies; the receiver only has the snapshot. The oldest batches are gone from
     // the spool, so the sender must send a snapshot again.
@@ -443,15 +376,10 @@ async fn unacknowledged_batches_are_replayed_after_a_reconnect() {
 
     let (mut conn, hello) = accept(&listener).await;
     welcome(&mut conn, Resume::Snapshot, 60_000).await;
-    let snapshot_seq = receive_snapshot(&mut conn).await;
+    let (_, snapshot_seq) = receive_snapshot(&mut conn).await;
     shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Running")));
     let first = next_batch(&mut conn).await;
-    conn.send(ReceiverMessage::Ack(Ack {
-        epoch: hello.epoch,
-        seq: first.seq,
-    }))
-    .await
-    .expect("ack");
+    ack(&mut conn, hello.epoch, first.seq).await;
     shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Failed")));
     let second = next_batch(&mut conn).await;
     assert_eq!(second.seq, first.seq + 1);

@@ -9,32 +9,28 @@
 //! them as superseded, not dropped. A full spool drops exactly the samples it cannot keep
 //! (checked against what the peer received) and reopens with exactly the rest.
 
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use kube_relay_proto::{
-    Ack, Batch, Hello, PROTOCOL_VERSION, ReceiverCodec, ReceiverMessage, Resume, SenderMessage,
-    Welcome,
-};
+use kube_relay_proto::{Batch, Resume};
 use kube_relay_sender::family::Family;
 use kube_relay_sender::link::{Link, LinkConfig, TcpConnector};
 use kube_relay_sender::series::{ObjectKey, ObjectKind, SeriesSet};
 use kube_relay_sender::shared::Shared;
 use kube_relay_sender::spool::{DiskSpool, Spool};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(20);
+use support::{PeerConn, accept, ack, kept_or_dropped, next_batch, receive_snapshot, welcome};
+
 const SENDER_ID: &str = "restart-sender";
 const EPOCH: u64 = 4242;
 const DELTAS: usize = 6;
-
-type PeerConn = Framed<TcpStream, ReceiverCodec>;
 
 fn pod(name: &'static str, phase: &str) -> (ObjectKey, SeriesSet<'static>) {
     let mut set = SeriesSet::new();
@@ -51,58 +47,6 @@ fn pod(name: &'static str, phase: &str) -> (ObjectKey, SeriesSet<'static>) {
 fn set_phase(shared: &Shared, phase: &str) {
     let (key, set) = pod("web", phase);
     shared.update(|s| s.apply(&key, &set));
-}
-
-async fn accept(listener: &TcpListener) -> (PeerConn, Hello) {
-    let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
-        .await
-        .expect("the sender connects")
-        .expect("accept");
-    let mut conn = Framed::new(stream, ReceiverCodec::new(1 << 20));
-    match next(&mut conn).await {
-        SenderMessage::Hello(hello) => (conn, hello),
-        other => panic!("expected Hello, got {other:?}"),
-    }
-}
-
-async fn next(conn: &mut PeerConn) -> SenderMessage {
-    tokio::time::timeout(WAIT, conn.next())
-        .await
-        .expect("a message in time")
-        .expect("not closed")
-        .expect("decodes")
-}
-
-async fn next_batch(conn: &mut PeerConn) -> Batch {
-    loop {
-        match next(conn).await {
-            SenderMessage::Batch(b) => return b,
-            SenderMessage::Heartbeat(_) => {}
-            other => panic!("expected a batch, got {other:?}"),
-        }
-    }
-}
-
-async fn welcome(conn: &mut PeerConn, resume: Resume) {
-    conn.send(ReceiverMessage::Welcome(Welcome {
-        version: PROTOCOL_VERSION,
-        resume,
-        heartbeat_interval_ms: 60_000,
-    }))
-    .await
-    .expect("welcome");
-}
-
-/// Receives a whole snapshot; returns its first and last seq.
-async fn receive_snapshot(conn: &mut PeerConn) -> (u64, u64) {
-    let first = next_batch(conn).await;
-    assert!(first.snapshot.is_some_and(|p| p.first), "{first:?}");
-    let mut last = first.clone();
-    while !last.snapshot.is_some_and(|p| p.last) {
-        last = next_batch(conn).await;
-        assert!(last.snapshot.is_some(), "deltas only after the snapshot");
-    }
-    (first.seq, last.seq)
 }
 
 fn start_link(dir: &Path, listener: &TcpListener) -> (Arc<Shared>, JoinHandle<()>) {
@@ -132,25 +76,32 @@ fn start_link_bounded(
     (shared, task)
 }
 
+/// Welcomes the sender to a fresh session and acknowledges its whole snapshot.
+async fn welcome_and_ack_snapshot(conn: &mut PeerConn) {
+    welcome(conn, Resume::Snapshot, 60_000).await;
+    let (_, snapshot_last) = receive_snapshot(conn).await;
+    ack(conn, EPOCH, snapshot_last).await;
+}
+
+/// Flips the pod's phase `n` times; returns the delta batches as the peer received them
+/// (never acknowledged).
+async fn unacked_deltas(shared: &Shared, conn: &mut PeerConn, n: usize) -> Vec<Batch> {
+    let mut deltas = Vec::new();
+    for i in 0..n {
+        set_phase(shared, if i % 2 == 0 { "Running" } else { "Failed" });
+        deltas.push(next_batch(conn).await);
+    }
+    deltas
+}
+
 /// A first run: snapshot acked, then `DELTAS` delta batches never acked; the link is then
 /// aborted (no goodbye, no flush). Returns the deltas as the peer received them.
 async fn first_run(dir: &Path, listener: &TcpListener) -> Vec<Batch> {
     let (shared, task) = start_link(dir, listener);
     let (mut conn, hello) = accept(listener).await;
     assert_eq!((hello.epoch, hello.resume_from), (EPOCH, None));
-    welcome(&mut conn, Resume::Snapshot).await;
-    let (_, snapshot_last) = receive_snapshot(&mut conn).await;
-    conn.send(ReceiverMessage::Ack(Ack {
-        epoch: EPOCH,
-        seq: snapshot_last,
-    }))
-    .await
-    .expect("ack");
-    let mut deltas = Vec::new();
-    for i in 0..DELTAS {
-        set_phase(&shared, if i % 2 == 0 { "Running" } else { "Failed" });
-        deltas.push(next_batch(&mut conn).await);
-    }
+    welcome_and_ack_snapshot(&mut conn).await;
+    let deltas = unacked_deltas(&shared, &mut conn, DELTAS).await;
     task.abort();
     let _ = task.await;
     deltas
@@ -169,7 +120,7 @@ async fn a_restarted_link_replays_the_unacked_spool_then_sends_a_snapshot() {
     assert_eq!(hello.resume_from, Some(first), "the oldest unacked batch");
     // The receiver had applied the first two deltas (their acks were lost).
     let acked = first + 1;
-    welcome(&mut conn, Resume::After { acked }).await;
+    welcome(&mut conn, Resume::After { acked }, 60_000).await;
     for want in &deltas[2..] {
         let got = next_batch(&mut conn).await;
         assert_eq!(&got, want, "replayed byte for byte");
@@ -205,7 +156,7 @@ async fn a_receiver_that_lost_the_epoch_gets_a_snapshot_and_the_spool_counts_as_
     let (shared, task) = start_link(dir.path(), &listener);
     let (mut conn, hello) = accept(&listener).await;
     assert_eq!(hello.resume_from, Some(deltas[0].seq));
-    welcome(&mut conn, Resume::Snapshot).await;
+    welcome(&mut conn, Resume::Snapshot, 60_000).await;
     let (snapshot_first, _) = receive_snapshot(&mut conn).await;
     assert!(snapshot_first > deltas[DELTAS - 1].seq);
     let stats = &shared.stats;
@@ -222,30 +173,11 @@ async fn a_full_disk_spool_drops_exactly_what_it_cannot_keep_and_reopens_with_th
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let (shared, task) = start_link_bounded(dir.path(), &listener, 300);
     let (mut conn, _) = accept(&listener).await;
-    welcome(&mut conn, Resume::Snapshot).await;
-    let (_, snapshot_last) = receive_snapshot(&mut conn).await;
-    conn.send(ReceiverMessage::Ack(Ack {
-        epoch: EPOCH,
-        seq: snapshot_last,
-    }))
-    .await
-    .expect("ack");
+    welcome_and_ack_snapshot(&mut conn).await;
     // Deltas the peer receives and never acknowledges: the 300-byte bound must drop.
-    let mut received = Vec::new();
-    for i in 0..30 {
-        set_phase(&shared, if i % 2 == 0 { "Running" } else { "Failed" });
-        received.push(next_batch(&mut conn).await);
-    }
+    let received = unacked_deltas(&shared, &mut conn, 30).await;
     let sent: u64 = received.iter().map(|b| b.changed_samples() as u64).sum();
-    let stats = &shared.stats;
-    let dropped = stats.dropped_spool_full.load(Ordering::Relaxed);
-    let kept = stats.spooled_samples.load(Ordering::Relaxed);
-    assert!(dropped > 0, "the bound was hit");
-    assert_eq!(
-        dropped + kept,
-        sent,
-        "every unacknowledged sample kept or counted"
-    );
+    let kept = kept_or_dropped(&shared, sent);
     task.abort();
     let _ = task.await;
 

@@ -52,6 +52,14 @@ fn tls_receiver(pki: &Pki, mutual: bool) -> ReceiverConfig {
     }
 }
 
+/// A test PKI and a receiver serving its server certificate (and requiring a client
+/// certificate from its CA when `mutual`).
+async fn start_tls_receiver(mutual: bool) -> (Pki, RunningReceiver) {
+    let pki = Pki::generate().expect("test PKI");
+    let rx = RunningReceiver::start(tls_receiver(&pki, mutual)).await;
+    (pki, rx)
+}
+
 fn connector(rx: &RunningReceiver, ca: &Path, identity: Option<&CertKey>) -> TlsConnector {
     TlsConnector::new(
         rx.ingest.to_string(),
@@ -97,6 +105,28 @@ async fn stop_link(shutdown: CancellationToken, task: tokio::task::JoinHandle<Re
         .expect("clean exit");
 }
 
+/// Starts a link for `cluster` through `connector` and requires that its attempts are
+/// refused as `kind`, counted and retried, without a session; then stops it.
+async fn refused_and_retried(
+    cluster: &str,
+    token: Option<&str>,
+    connector: TlsConnector,
+    kind: &str,
+) {
+    let (shared, shutdown, task) = start_link(cluster, token, connector);
+    wait_connect_errors(&shared, kind, 2).await;
+    assert!(
+        !task.is_finished(),
+        "{cluster}: a refusal is retried, not fatal"
+    );
+    assert_eq!(
+        shared.stats.sessions.load(Ordering::Relaxed),
+        0,
+        "{cluster}"
+    );
+    stop_link(shutdown, task).await;
+}
+
 /// Waits until the sender has counted `n` failed attempts of `kind` (so it retried).
 async fn wait_connect_errors(shared: &Arc<Shared>, kind: &str, n: u64) {
     wait_until(kind, WAIT, POLL, || async {
@@ -140,6 +170,11 @@ async fn metrics_when(rx: &RunningReceiver, ready: impl Fn(&str) -> bool) -> Str
     .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// `relay_cluster_up` of `cluster` in `text`, if the receiver has it.
+fn cluster_up(text: &str, cluster: &str) -> Option<f64> {
+    value(text, "relay_cluster_up", &[("cluster", cluster)])
+}
+
 fn auth_failures(text: &str, kind: &str) -> f64 {
     value(
         text,
@@ -151,34 +186,24 @@ fn auth_failures(text: &str, kind: &str) -> f64 {
 
 #[tokio::test]
 async fn tls_with_a_token_streams_series_to_the_receiver() {
-    let pki = Pki::generate().expect("test PKI");
-    let rx = RunningReceiver::start(tls_receiver(&pki, false)).await;
+    let (pki, rx) = start_tls_receiver(false).await;
     let (shared, shutdown, task) = start_link("tls-1", Some(TOKEN), connector(&rx, &pki.ca, None));
     wait_relayed(&rx, "tls-1").await;
 
     let text = rx.metrics().await;
-    assert_eq!(
-        value(&text, "relay_cluster_up", &[("cluster", "tls-1")]),
-        Some(1.0),
-        "{text}"
-    );
+    assert_eq!(cluster_up(&text, "tls-1"), Some(1.0), "{text}");
     assert_eq!(auth_failures(&text, "wrong_token"), 0.0);
     assert_eq!(shared.stats.sessions.load(Ordering::Relaxed), 1);
     stop_link(shutdown, task).await;
     // Goodbye over TLS: the receiver marks the cluster down at once.
     let text = rx.metrics().await;
-    assert_eq!(
-        value(&text, "relay_cluster_up", &[("cluster", "tls-1")]),
-        Some(0.0),
-        "{text}"
-    );
+    assert_eq!(cluster_up(&text, "tls-1"), Some(0.0), "{text}");
     rx.stop().await;
 }
 
 #[tokio::test]
 async fn a_receiver_certificate_from_another_ca_is_refused_named_counted_and_retried() {
-    let pki = Pki::generate().expect("test PKI");
-    let rx = RunningReceiver::start(tls_receiver(&pki, false)).await;
+    let (pki, rx) = start_tls_receiver(false).await;
 
     // The error names the CA file and the server name.
     let wrong_ca = connector(&rx, &pki.other_ca, None);
@@ -198,10 +223,7 @@ async fn a_receiver_certificate_from_another_ca_is_refused_named_counted_and_ret
     assert!(!err.is_fatal(), "the operator may fix the receiver");
 
     // The link keeps retrying, counting each refusal, and never sends a Hello.
-    let (shared, shutdown, task) = start_link("tls-2", Some(TOKEN), wrong_ca);
-    wait_connect_errors(&shared, "tls_certificate", 2).await;
-    assert_eq!(shared.stats.sessions.load(Ordering::Relaxed), 0);
-    stop_link(shutdown, task).await;
+    refused_and_retried("tls-2", Some(TOKEN), wrong_ca, "tls_certificate").await;
 
     // A certificate valid for other names than the one checked is refused the same way.
     let wrong_name = TlsConnector::new(
@@ -224,17 +246,13 @@ async fn a_receiver_certificate_from_another_ca_is_refused_named_counted_and_ret
 
     // The receiver saw clients abort their handshakes; nothing was relayed.
     let text = metrics_when(&rx, |t| auth_failures(t, "tls_alert") >= 4.0).await;
-    assert_eq!(
-        value(&text, "relay_cluster_up", &[("cluster", "tls-2")]),
-        None
-    );
+    assert_eq!(cluster_up(&text, "tls-2"), None);
     rx.stop().await;
 }
 
 #[tokio::test]
 async fn mutual_tls_admits_a_client_certificate_from_the_receivers_ca_only() {
-    let pki = Pki::generate().expect("test PKI");
-    let rx = RunningReceiver::start(tls_receiver(&pki, true)).await;
+    let (pki, rx) = start_tls_receiver(true).await;
 
     let (_, shutdown, task) = start_link(
         "mtls-ok",
@@ -245,46 +263,23 @@ async fn mutual_tls_admits_a_client_certificate_from_the_receivers_ca_only() {
     stop_link(shutdown, task).await;
 
     for (cluster, identity) in [("mtls-none", None), ("mtls-rogue", Some(&pki.rogue_client))] {
-        let (shared, shutdown, task) =
-            start_link(cluster, Some(TOKEN), connector(&rx, &pki.ca, identity));
-        wait_connect_errors(&shared, "tls_refused", 2).await;
-        assert_eq!(
-            shared.stats.sessions.load(Ordering::Relaxed),
-            0,
-            "{cluster}"
-        );
-        stop_link(shutdown, task).await;
+        let connector = connector(&rx, &pki.ca, identity);
+        refused_and_retried(cluster, Some(TOKEN), connector, "tls_refused").await;
     }
     let text = metrics_when(&rx, |t| auth_failures(t, "client_certificate") >= 4.0).await;
-    assert_eq!(
-        value(&text, "relay_cluster_up", &[("cluster", "mtls-none")]),
-        None
-    );
-    assert_eq!(
-        value(&text, "relay_cluster_up", &[("cluster", "mtls-rogue")]),
-        None
-    );
+    assert_eq!(cluster_up(&text, "mtls-none"), None);
+    assert_eq!(cluster_up(&text, "mtls-rogue"), None);
     rx.stop().await;
 }
 
 #[tokio::test]
 async fn a_wrong_token_over_tls_is_refused_counted_and_retried() {
-    let pki = Pki::generate().expect("test PKI");
-    let rx = RunningReceiver::start(tls_receiver(&pki, false)).await;
-    let (shared, shutdown, task) = start_link(
-        "tls-token",
-        Some("correct horse battery stapler"),
-        connector(&rx, &pki.ca, None),
-    );
-    wait_connect_errors(&shared, "unauthorized", 2).await;
-    assert!(!task.is_finished(), "a refused token is retried, not fatal");
-    assert_eq!(shared.stats.sessions.load(Ordering::Relaxed), 0);
+    let (pki, rx) = start_tls_receiver(false).await;
+    let wrong_token = Some("correct horse battery stapler");
+    let connector = connector(&rx, &pki.ca, None);
+    refused_and_retried("tls-token", wrong_token, connector, "unauthorized").await;
     let text = metrics_when(&rx, |t| auth_failures(t, "wrong_token") >= 2.0).await;
-    assert_eq!(
-        value(&text, "relay_cluster_up", &[("cluster", "tls-token")]),
-        None
-    );
-    stop_link(shutdown, task).await;
+    assert_eq!(cluster_up(&text, "tls-token"), None);
     rx.stop().await;
 }
 
@@ -388,10 +383,22 @@ async fn unusable_tls_files_are_named_at_start_up() {
     );
 }
 
+/// The `sender` binary relaying its built-in simulated cluster to `target` over TLS, trusting
+/// the CA in file `ca`, with `extra` arguments and environment `env`.
+fn spawn_simulating_sender(
+    target: &str,
+    ca: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> ChildProcess {
+    let mut args = vec!["--simulate", "--target", target, "--tls-ca", ca];
+    args.extend_from_slice(extra);
+    ChildProcess::spawn("sender", args, env).expect("sender starts")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_relays_over_tls_with_a_token_file_and_names_a_bad_ca_file() {
-    let pki = Pki::generate().expect("test PKI");
-    let rx = RunningReceiver::start(tls_receiver(&pki, false)).await;
+    let (pki, rx) = start_tls_receiver(false).await;
     let token_file = pki.dir().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
     let target = rx.ingest.to_string();
@@ -399,20 +406,12 @@ async fn the_binary_relays_over_tls_with_a_token_file_and_names_a_bad_ca_file() 
         pki.ca.to_str().expect("utf8"),
         token_file.to_str().expect("utf8"),
     );
-    let mut sender = ChildProcess::spawn(
-        "sender",
-        [
-            "--simulate",
-            "--target",
-            target.as_str(),
-            "--tls-ca",
-            ca,
-            "--token-file",
-            token_file,
-        ],
+    let mut sender = spawn_simulating_sender(
+        &target,
+        ca,
+        &["--token-file", token_file],
         &[("RUST_LOG", "info")],
-    )
-    .expect("sender starts");
+    );
     let cluster = ("cluster", "kube-sim");
     let http = rx.http;
     wait_until("the simulated cluster over TLS", WAIT, POLL, || async {
@@ -431,18 +430,7 @@ async fn the_binary_relays_over_tls_with_a_token_file_and_names_a_bad_ca_file() 
 
     // A CA file that is not there stops the start-up, named, before any connection.
     let missing = pki.dir().join("no-such-ca.pem");
-    let mut sender = ChildProcess::spawn(
-        "sender",
-        [
-            "--simulate",
-            "--target",
-            target.as_str(),
-            "--tls-ca",
-            missing.to_str().expect("utf8"),
-        ],
-        &[],
-    )
-    .expect("sender starts");
+    let mut sender = spawn_simulating_sender(&target, missing.to_str().expect("utf8"), &[], &[]);
     let status = wait_until("exit", WAIT, POLL, || {
         let status = sender.try_status();
         async move { Ok(status) }
@@ -489,8 +477,7 @@ async fn a_receiver_that_stalls_the_tls_handshake_times_out_within_the_connect_t
 
 #[tokio::test]
 async fn the_library_sender_connects_over_tls_when_its_config_names_a_ca() {
-    let pki = Pki::generate().expect("test PKI");
-    let rx = RunningReceiver::start(tls_receiver(&pki, false)).await;
+    let (pki, rx) = start_tls_receiver(false).await;
     let bed = support::Bed::start(Scenario::builtin("demo").expect("demo")).await;
     let mut config = bed.config();
     config.target = rx.ingest.to_string();
@@ -508,10 +495,7 @@ async fn the_library_sender_connects_over_tls_when_its_config_names_a_ca() {
         })
     })
     .await;
-    assert_eq!(
-        value(&text, "relay_cluster_up", &[("cluster", "lib-tls")]),
-        Some(1.0)
-    );
+    assert_eq!(cluster_up(&text, "lib-tls"), Some(1.0));
     assert_eq!(sender.shared.stats.connect_errors("tls_certificate"), 0);
     sender.stop().await;
     bed.stop().await;

@@ -20,22 +20,25 @@
 //!
 //! Figures are printed with a `FIGURE` prefix.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use k8s_openapi::api::core::v1::Pod;
 use kube_relay_sender::events::{Direction, stated_direction};
-use kube_relay_sim::{ClockMode, RunningSim, Scenario, SimHandle, Simulator};
 use kube_relay_testkit::exposition::{self, ExposedSample};
 use kube_relay_testkit::process::ChildProcess;
 use kube_relay_testkit::prometheus::free_loopback_addr;
 use kube_relay_testkit::proxy::LinkProxy;
-use kube_relay_testkit::{http, wait_until};
+use kube_relay_testkit::wait_until;
+
+use common::{
+    Cluster, Pods, cluster_up, differing_pods, link_failures, logs, relayed_pods, scrape,
+    sender_notices_dead_link, spawn_receiver, spawn_sender, sum,
+};
 
 /// php-apache behind an HPA (load set by the test), and 20 pods whose readiness flaps.
 const SCENARIO: &str = r#"
@@ -73,46 +76,8 @@ api: {watch_history: 100000}
 const HPA: &str = "php-apache";
 const HEARTBEAT: &str = "1s";
 
-/// The simulated cluster; a task moves its clock in real time while `running`.
-struct Cluster {
-    sim: RunningSim,
-    handle: SimHandle,
-    running: Arc<AtomicBool>,
-    kubeconfig: tempfile::NamedTempFile,
-}
-
+/// What this scenario adds to the shared cluster: the HPA's load, and the HPA in the state.
 impl Cluster {
-    async fn start() -> Result<Cluster> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let sim =
-            Simulator::start(Scenario::from_yaml(SCENARIO)?, listener, ClockMode::Manual).await?;
-        let handle = sim.handle();
-        handle.advance(Duration::from_secs(30))?; // every pod Running and Ready
-        let kubeconfig = tempfile::NamedTempFile::new()?;
-        std::fs::write(kubeconfig.path(), sim.kubeconfig_yaml())?;
-        let running = Arc::new(AtomicBool::new(false));
-        let (h, r) = (handle.clone(), running.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(50));
-            loop {
-                tick.tick().await;
-                if r.load(Ordering::Relaxed) && h.advance(Duration::from_millis(50)).is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Cluster {
-            sim,
-            handle,
-            running,
-            kubeconfig,
-        })
-    }
-
-    fn churn(&self, on: bool) {
-        self.running.store(on, Ordering::Relaxed);
-    }
-
     /// Sets php-apache's load and lets `secs` simulated seconds pass, 1 s at a time.
     fn load_for(&self, clients: f64, secs: u64) -> Result<()> {
         self.handle.set_load("default", HPA, clients)?;
@@ -124,7 +89,7 @@ impl Cluster {
 
     /// Everything the test compares, as the cluster has it.
     fn truth(&self) -> State {
-        let pods = self.handle.pods().iter().map(pod_state).collect();
+        let pods = self.pods();
         let status = self.handle.hpa_status("default", HPA);
         let hpa = status.map(|s| (s.current_replicas.unwrap_or(0), s.desired_replicas));
         let mut scaling = BTreeMap::new();
@@ -150,7 +115,7 @@ impl Cluster {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct State {
     /// pod → (phase, ready).
-    pods: BTreeMap<String, (String, bool)>,
+    pods: Pods,
     /// HPA (current, desired) replicas.
     hpa: Option<(i32, i32)>,
     /// direction → scaling actions.
@@ -160,44 +125,15 @@ struct State {
 impl State {
     /// How many entries differ from `other`.
     fn differences(&self, other: &State) -> usize {
-        let pods = self
-            .pods
-            .iter()
-            .filter(|(k, v)| other.pods.get(*k) != Some(v))
-            .count()
-            + other
-                .pods
-                .keys()
-                .filter(|k| !self.pods.contains_key(*k))
-                .count();
-        pods + usize::from(self.hpa != other.hpa) + usize::from(self.scaling != other.scaling)
+        differing_pods(&self.pods, &other.pods)
+            + usize::from(self.hpa != other.hpa)
+            + usize::from(self.scaling != other.scaling)
     }
-}
-
-fn pod_state(p: &Pod) -> (String, (String, bool)) {
-    let status = p.status.as_ref();
-    let phase = status.and_then(|s| s.phase.clone()).unwrap_or_default();
-    let ready = status
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True");
-    (p.metadata.name.clone().unwrap_or_default(), (phase, ready))
 }
 
 /// The same, as the receiver serves it for `cluster`.
 fn relayed(samples: &[ExposedSample], cluster: &str) -> State {
-    let ours = [("cluster", cluster)];
-    let mut pods: BTreeMap<String, (String, bool)> = BTreeMap::new();
-    for s in exposition::select(samples, "kube_pod_status_phase", &ours) {
-        if s.value == 1.0 {
-            pods.entry(s.label("pod").to_owned()).or_default().0 = s.label("phase").to_owned();
-        }
-    }
-    for s in exposition::select(samples, "kube_pod_status_ready", &ours) {
-        if s.label("condition") == "true" {
-            pods.entry(s.label("pod").to_owned()).or_default().1 = s.value == 1.0;
-        }
-    }
+    let pods = relayed_pods(samples, cluster);
     let hpa_labels = [("cluster", cluster), ("horizontalpodautoscaler", HPA)];
     let replicas = |name| {
         exposition::select(samples, name, &hpa_labels)
@@ -229,18 +165,7 @@ struct Receiver {
 
 impl Receiver {
     fn start(ingest: SocketAddr, http: SocketAddr) -> Result<Receiver> {
-        let process = ChildProcess::spawn(
-            "receiver",
-            [
-                "--listen",
-                &ingest.to_string(),
-                "--http-listen",
-                &http.to_string(),
-                "--heartbeat-interval",
-                HEARTBEAT,
-            ],
-            &[],
-        )?;
+        let process = spawn_receiver(ingest, http, HEARTBEAT)?;
         Ok(Receiver {
             process,
             ingest,
@@ -249,25 +174,18 @@ impl Receiver {
     }
 
     async fn samples(&self) -> Result<Vec<ExposedSample>> {
-        let r = http::get(self.http, "/metrics", &[]).await?;
-        ensure!(r.status == 200, "GET /metrics: {}", r.status);
-        Ok(exposition::parse(r.text()?))
+        scrape(self.http).await
     }
 
     /// A sender self-metric of `cluster`, summed over its series (0 when absent).
     async fn sender_metric(&self, cluster: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         let mut all = vec![("cluster", cluster)];
         all.extend_from_slice(labels);
-        self.samples().await.map_or(0.0, |s| {
-            exposition::select(&s, name, &all).map(|s| s.value).sum()
-        })
+        self.samples().await.map_or(0.0, |s| sum(&s, name, &all))
     }
 
     async fn cluster_up(&self, cluster: &str) -> Option<f64> {
-        let s = self.samples().await.ok()?;
-        exposition::select(&s, "relay_cluster_up", &[("cluster", cluster)])
-            .next()
-            .map(|s| s.value)
+        cluster_up(&self.samples().await.ok()?, cluster)
     }
 
     async fn wait_up(&self, cluster: &str, timeout: Duration) -> Result<()> {
@@ -315,32 +233,6 @@ impl Receiver {
     }
 }
 
-fn spawn_sender(
-    cluster: &Cluster,
-    name: &str,
-    target: SocketAddr,
-    state: &Path,
-    extra: &[&str],
-) -> Result<ChildProcess> {
-    let kubeconfig = cluster.kubeconfig.path().display().to_string();
-    let target = target.to_string();
-    let state = state.display().to_string();
-    let mut args = vec![
-        "--kubeconfig",
-        &kubeconfig,
-        "--target",
-        &target,
-        "--cluster",
-        name,
-        "--usage-source",
-        "none",
-        "--state-dir",
-        &state,
-    ];
-    args.extend_from_slice(extra);
-    ChildProcess::spawn("sender", args, &[("NO_COLOR", "1")])
-}
-
 /// Bytes of records in the spool's segment files (headers excluded).
 fn spooled_bytes(state: &Path) -> u64 {
     let Ok(dir) = std::fs::read_dir(state.join("spool")) else {
@@ -353,10 +245,6 @@ fn spooled_bytes(state: &Path) -> u64 {
         .sum()
 }
 
-fn failures(log: &str) -> usize {
-    log.matches("connection to the receiver failed").count()
-}
-
 /// A started bed: cluster, receiver, proxy, a state directory.
 struct Bed {
     cluster: Cluster,
@@ -367,7 +255,7 @@ struct Bed {
 
 impl Bed {
     async fn start() -> Result<Bed> {
-        let cluster = Cluster::start().await?;
+        let cluster = Cluster::start(SCENARIO).await?;
         let receiver = Receiver::start(free_loopback_addr()?, free_loopback_addr()?)?;
         let proxy = LinkProxy::start(receiver.ingest).await?;
         Ok(Bed {
@@ -378,14 +266,12 @@ impl Bed {
         })
     }
 
+    /// Starts a sender for cluster `name` through the proxy, on the bed's state directory.
     fn sender(&self, name: &str, extra: &[&str]) -> Result<ChildProcess> {
-        spawn_sender(
-            &self.cluster,
-            name,
-            self.proxy.addr(),
-            self.state.path(),
-            extra,
-        )
+        let state = self.state.path().display().to_string();
+        let mut args = vec!["--state-dir", &state];
+        args.extend_from_slice(extra);
+        spawn_sender(&self.cluster, name, self.proxy.addr(), &args)
     }
 
     /// Scales the HPA up once and relays it all: the state both sides start from.
@@ -410,7 +296,7 @@ impl Bed {
     /// Stalls the link, rescales during it, and waits until the sender has spooled
     /// unacknowledged batches and noticed the dead link. Returns the spooled bytes.
     async fn stall_and_spool(&self, sender: &ChildProcess) -> Result<u64> {
-        let failures_before = failures(&sender.log());
+        let failures_before = link_failures(&sender.log());
         self.proxy.stall(true);
         // The HPA scales further up while the sender still believes the link alive.
         self.cluster.load_for(30.0, 20)?;
@@ -425,14 +311,10 @@ impl Bed {
         )
         .await
         .with_context(|| sender.log())?;
-        wait_until(
-            "the sender notices the dead link",
-            Duration::from_secs(15),
-            Duration::from_millis(50),
-            || async { Ok((failures(&sender.log()) > failures_before).then_some(())) },
-        )
-        .await
-        .with_context(|| sender.log())?;
+        let (timeout, every) = (Duration::from_secs(15), Duration::from_millis(50));
+        sender_notices_dead_link(sender, failures_before, timeout, every)
+            .await
+            .with_context(|| sender.log())?;
         Ok(spooled.max(spooled_bytes(self.state.path())))
     }
 
@@ -441,17 +323,76 @@ impl Bed {
         self.proxy.reset_all();
         self.proxy.stall(false);
     }
+
+    /// Starts a sender, relays the scaled-up cluster, stalls the link until the sender has
+    /// spooled and noticed, then kills the sender -9. Returns the spooled bytes.
+    async fn spool_then_kill_sender(&self, name: &str) -> Result<u64> {
+        let mut sender = self.sender(name, &[])?;
+        self.scaled_and_converged(name, &sender).await?;
+        let spooled = self.stall_and_spool(&sender).await?;
+        sender.kill9().await?;
+        Ok(spooled)
+    }
+
+    /// Waits until `sender` is connected and the receiver's state equals the cluster's (the
+    /// cluster must be frozen). Returns when it was connected and how long convergence took
+    /// from then.
+    async fn reconnected_and_converged(
+        &self,
+        name: &str,
+        sender: &ChildProcess,
+    ) -> Result<(Instant, Duration)> {
+        let both_logs = || logs(sender, &self.receiver.process);
+        self.receiver
+            .wait_up(name, Duration::from_secs(30))
+            .await
+            .with_context(both_logs)?;
+        let reconnected = Instant::now();
+        self.receiver
+            .converged(&self.cluster, name, Duration::from_secs(30))
+            .await
+            .with_context(both_logs)?;
+        Ok((reconnected, reconnected.elapsed()))
+    }
+
+    /// Waits until the sender self-metric `metric` of `name` (summed over the series with
+    /// `labels`) reaches the receiver with a value for which `done` holds; returns it.
+    async fn relayed_sender_metric(
+        &self,
+        name: &str,
+        metric: &str,
+        labels: &[(&str, &str)],
+        done: impl Fn(f64) -> bool,
+    ) -> Result<f64> {
+        wait_until(
+            &format!("{metric} relayed"),
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || async {
+                let n = self.receiver.sender_metric(name, metric, labels).await;
+                Ok(done(n).then_some(n))
+            },
+        )
+        .await
+    }
+
+    /// The sender self-metric `metric` of `name` as the receiver has it now (0 when absent).
+    async fn sender_counter(&self, name: &str, metric: &str) -> f64 {
+        self.receiver.sender_metric(name, metric, &[]).await
+    }
+
+    /// Stops `sender`, then the simulated cluster.
+    async fn stop(self, sender: ChildProcess) {
+        drop(sender);
+        self.cluster.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_killed_while_the_link_is_down_replays_its_spool_after_restart() -> Result<()> {
     let name = "restart-a";
     let bed = Bed::start().await?;
-    let mut sender = bed.sender(name, &[])?;
-    bed.scaled_and_converged(name, &sender).await?;
-
-    let spooled = bed.stall_and_spool(&sender).await?;
-    sender.kill9().await?;
+    let spooled = bed.spool_then_kill_sender(name).await?;
     let killed_at = Instant::now();
     // While the sender is dead the load goes away and the HPA scales back down.
     bed.cluster.load_for(0.0, 40)?;
@@ -464,45 +405,23 @@ async fn a_sender_killed_while_the_link_is_down_replays_its_spool_after_restart(
     bed.heal();
 
     let sender = bed.sender(name, &[])?;
-    let logs = || {
-        format!(
-            "sender:\n{}\nreceiver:\n{}",
-            sender.log(),
-            bed.receiver.process.log()
+    let both_logs = || logs(&sender, &bed.receiver.process);
+    let (reconnected, converge) = bed.reconnected_and_converged(name, &sender).await?;
+    let replayed = bed
+        .relayed_sender_metric(
+            name,
+            "relay_sender_spool_replayed_batches_total",
+            &[],
+            |n| n > 0.0,
         )
-    };
-    bed.receiver
-        .wait_up(name, Duration::from_secs(30))
         .await
-        .with_context(logs)?;
-    let reconnected = Instant::now();
-    bed.receiver
-        .converged(&bed.cluster, name, Duration::from_secs(30))
-        .await
-        .with_context(logs)?;
-    let converge = reconnected.elapsed();
-    let replayed = wait_until(
-        "the replay counter relayed",
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        || async {
-            let n = bed
-                .receiver
-                .sender_metric(name, "relay_sender_spool_replayed_batches_total", &[])
-                .await;
-            Ok((n > 0.0).then_some(n))
-        },
-    )
-    .await
-    .with_context(logs)?;
+        .with_context(both_logs)?;
     let dropped = bed
-        .receiver
-        .sender_metric(name, "relay_sender_dropped_updates_total", &[])
+        .sender_counter(name, "relay_sender_dropped_updates_total")
         .await;
     // The replayed batches were applied, not refused: one session, no protocol violation.
     let reconnects = bed
-        .receiver
-        .sender_metric(name, "relay_sender_reconnects_total", &[])
+        .sender_counter(name, "relay_sender_reconnects_total")
         .await;
     let violations: f64 = exposition::select(
         &bed.receiver.samples().await?,
@@ -514,7 +433,7 @@ async fn a_sender_killed_while_the_link_is_down_replays_its_spool_after_restart(
     ensure!(
         reconnects == 0.0 && violations == 0.0,
         "replay refused: {reconnects} reconnects, {violations} violations\n{}",
-        logs()
+        both_logs()
     );
     println!(
         "FIGURE sender-restart A: {spooled} bytes spooled unacknowledged at the kill; \
@@ -526,8 +445,7 @@ async fn a_sender_killed_while_the_link_is_down_replays_its_spool_after_restart(
         converge.as_secs_f64()
     );
     ensure!(dropped == 0.0, "nothing may be dropped: {dropped}");
-    drop(sender);
-    bed.cluster.sim.shutdown().await;
+    bed.stop(sender).await;
     Ok(())
 }
 
@@ -535,55 +453,28 @@ async fn a_sender_killed_while_the_link_is_down_replays_its_spool_after_restart(
 async fn a_receiver_restarted_while_the_sender_is_dead_gets_a_snapshot_instead() -> Result<()> {
     let name = "restart-b";
     let mut bed = Bed::start().await?;
-    let mut sender = bed.sender(name, &[])?;
-    bed.scaled_and_converged(name, &sender).await?;
-
-    let spooled = bed.stall_and_spool(&sender).await?;
-    sender.kill9().await?;
+    let spooled = bed.spool_then_kill_sender(name).await?;
     bed.receiver.process.kill9().await?;
     bed.cluster.load_for(0.0, 40)?;
     bed.receiver = Receiver::start(bed.receiver.ingest, bed.receiver.http)?;
     bed.heal();
 
     let sender = bed.sender(name, &[])?;
-    let logs = || {
-        format!(
-            "sender:\n{}\nreceiver:\n{}",
-            sender.log(),
-            bed.receiver.process.log()
+    let (_, converge) = bed.reconnected_and_converged(name, &sender).await?;
+    let superseded = bed
+        .relayed_sender_metric(
+            name,
+            "relay_sender_spool_superseded_updates_total",
+            &[],
+            |n| n > 0.0,
         )
-    };
-    bed.receiver
-        .wait_up(name, Duration::from_secs(30))
         .await
-        .with_context(logs)?;
-    let reconnected = Instant::now();
-    bed.receiver
-        .converged(&bed.cluster, name, Duration::from_secs(30))
-        .await
-        .with_context(logs)?;
-    let converge = reconnected.elapsed();
-    let superseded = wait_until(
-        "the superseded counter relayed",
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        || async {
-            let n = bed
-                .receiver
-                .sender_metric(name, "relay_sender_spool_superseded_updates_total", &[])
-                .await;
-            Ok((n > 0.0).then_some(n))
-        },
-    )
-    .await
-    .with_context(logs)?;
+        .with_context(|| logs(&sender, &bed.receiver.process))?;
     let replayed = bed
-        .receiver
-        .sender_metric(name, "relay_sender_spool_replayed_batches_total", &[])
+        .sender_counter(name, "relay_sender_spool_replayed_batches_total")
         .await;
     let dropped = bed
-        .receiver
-        .sender_metric(name, "relay_sender_dropped_updates_total", &[])
+        .sender_counter(name, "relay_sender_dropped_updates_total")
         .await;
     println!(
         "FIGURE sender-restart B: {spooled} bytes spooled; receiver lost its state: \
@@ -595,8 +486,7 @@ async fn a_receiver_restarted_while_the_sender_is_dead_gets_a_snapshot_instead()
     );
     ensure!(replayed == 0.0, "nothing to replay into a fresh receiver");
     ensure!(dropped == 0.0, "superseded is not dropped: {dropped}");
-    drop(sender);
-    bed.cluster.sim.shutdown().await;
+    bed.stop(sender).await;
     Ok(())
 }
 
@@ -617,29 +507,19 @@ async fn a_link_cut_that_hits_the_spool_bound_counts_every_dropped_sample() -> R
     let name = "restart-c";
     let bed = Bed::start().await?;
     let sender = bed.sender(name, &["--spool-max-bytes", "2048"])?;
-    let logs = || {
-        format!(
-            "sender:\n{}\nreceiver:\n{}",
-            sender.log(),
-            bed.receiver.process.log()
-        )
-    };
+    let both_logs = || logs(&sender, &bed.receiver.process);
     bed.scaled_and_converged(name, &sender).await?;
 
     // Readiness keeps flapping through a stall long enough for the sender to notice it
     // (3 heartbeats of 1 s) and to fail a reconnect.
     bed.cluster.churn(true);
-    let failures_before = failures(&sender.log());
+    let failures_before = link_failures(&sender.log());
     bed.proxy.stall(true);
     let cut_at = Instant::now();
-    wait_until(
-        "the sender notices the dead link",
-        Duration::from_secs(15),
-        Duration::from_millis(50),
-        || async { Ok((failures(&sender.log()) > failures_before).then_some(())) },
-    )
-    .await
-    .with_context(logs)?;
+    let (timeout, every) = (Duration::from_secs(15), Duration::from_millis(50));
+    sender_notices_dead_link(&sender, failures_before, timeout, every)
+        .await
+        .with_context(both_logs)?;
     let detected = cut_at.elapsed();
     let logged = logged_drops(&sender.log());
     ensure!(
@@ -652,34 +532,25 @@ async fn a_link_cut_that_hits_the_spool_bound_counts_every_dropped_sample() -> R
     bed.receiver
         .wait_up(name, Duration::from_secs(40))
         .await
-        .with_context(logs)?;
+        .with_context(both_logs)?;
     bed.cluster.churn(false);
     bed.receiver
         .converged(&bed.cluster, name, Duration::from_secs(30))
         .await
-        .with_context(logs)?;
+        .with_context(both_logs)?;
     let converge = healed_at.elapsed();
     // Drops stop with the link: what the sender logged is final. Its counter reaches the
     // receiver with its next self-metrics refresh.
     let logged = logged_drops(&sender.log());
-    let counted = wait_until(
-        "the drop counter relayed",
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        || async {
-            let n = bed
-                .receiver
-                .sender_metric(
-                    name,
-                    "relay_sender_dropped_updates_total",
-                    &[("reason", "spool_full")],
-                )
-                .await;
-            Ok((n == logged as f64).then_some(n))
-        },
-    )
-    .await
-    .with_context(|| format!("logged {logged}\n{}", logs()))?;
+    let counted = bed
+        .relayed_sender_metric(
+            name,
+            "relay_sender_dropped_updates_total",
+            &[("reason", "spool_full")],
+            |n| n == logged as f64,
+        )
+        .await
+        .with_context(|| format!("logged {logged}\n{}", both_logs()))?;
     println!(
         "FIGURE sender-restart C: 2048-byte spool, link stalled {:.1} s (dead link detected \
          after {:.1} s): {counted} samples dropped and counted, equal to the {logged} the \
@@ -692,7 +563,6 @@ async fn a_link_cut_that_hits_the_spool_bound_counts_every_dropped_sample() -> R
         detected <= Duration::from_secs(15),
         "detection {detected:?}"
     );
-    drop(sender);
-    bed.cluster.sim.shutdown().await;
+    bed.stop(sender).await;
     Ok(())
 }

@@ -4,15 +4,25 @@
 //! - [`RunningReceiver`]: the real receiver in this process, for any configuration (TLS,
 //!   tokens); [`phases`] and [`pod_key`]: a pod's series for link tests;
 //! - [`Bed`]: the real simulated cluster (manual clock) and the real receiver, with senders
-//!   started against them, and [`value`] to read one sample of the receiver's `/metrics`.
+//!   started against them, and [`value`] to read one sample of the receiver's `/metrics`;
+//! - [`accept`], [`next`], [`next_batch`], [`welcome`], [`receive_snapshot`], [`ack`]: a
+//!   scripted peer speaking the receiver's side of the protocol over plain TCP, for tests that
+//!   decide what the receiver acknowledges and when it stays silent; [`kept_or_dropped`]: a
+//!   full spool's bookkeeping against what such a peer received.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use futures::{SinkExt, StreamExt};
+use kube_relay_proto::{
+    Ack, Batch, Hello, PROTOCOL_VERSION, ReceiverCodec, ReceiverMessage, Resume, SenderMessage,
+    Welcome,
+};
 use kube_relay_receiver::{Receiver, ReceiverConfig};
 use kube_relay_sender::config::Config;
 use kube_relay_sender::family::Family;
@@ -22,8 +32,9 @@ use kube_relay_sender::shared::Shared;
 use kube_relay_sender::{Error, Sender};
 use kube_relay_sim::{ClockMode, RunningSim, Scenario, SimHandle, Simulator};
 use kube_relay_testkit::wait_until;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 /// How long a test waits for a condition.
@@ -84,8 +95,7 @@ pub struct Bed {
     pub ingest: SocketAddr,
     /// The receiver's HTTP address.
     pub http: SocketAddr,
-    stop: CancellationToken,
-    receiver: Option<JoinHandle<()>>,
+    receiver: RunningReceiver,
 }
 
 /// A running sender.
@@ -110,7 +120,6 @@ impl Running {
     /// Waits until every watcher has listed at least once since this sender started (`n`
     /// watchers) and the receiver has acknowledged everything sent after that.
     pub async fn wait_synced(&self, watchers: u64) {
-        use std::sync::atomic::Ordering::Relaxed;
         let shared = Arc::clone(&self.shared);
         wait_until("watchers listed", WAIT, POLL, || {
             let shared = Arc::clone(&shared);
@@ -160,22 +169,13 @@ impl Bed {
             .await
             .expect("sim starts");
         let handle = sim.handle();
-        let receiver = Receiver::bind(ReceiverConfig::loopback())
-            .await
-            .expect("bind receiver");
-        let (ingest, http) = (receiver.ingest_addr(), receiver.http_addr());
-        let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let stop = stop.clone();
-            async move { receiver.run(stop).await.expect("receiver runs") }
-        });
+        let receiver = RunningReceiver::start(ReceiverConfig::loopback()).await;
         Bed {
             sim,
             handle,
-            ingest,
-            http,
-            stop,
-            receiver: Some(task),
+            ingest: receiver.ingest,
+            http: receiver.http,
+            receiver,
         }
     }
 
@@ -224,11 +224,8 @@ impl Bed {
     }
 
     /// Stops the receiver and the simulated cluster.
-    pub async fn stop(mut self) {
-        self.stop.cancel();
-        if let Some(task) = self.receiver.take() {
-            task.await.expect("receiver stops");
-        }
+    pub async fn stop(self) {
+        self.receiver.stop().await;
     }
 }
 
@@ -279,4 +276,87 @@ pub async fn metrics_text(http: SocketAddr) -> Result<String> {
         bail!("GET /metrics: {}", response.status);
     }
     Ok(response.text()?.to_owned())
+}
+
+/// How long the scripted peer waits for the sender to connect or to send a message.
+pub const PEER_WAIT: Duration = Duration::from_secs(20);
+
+/// The scripted peer's side of one connection.
+pub type PeerConn = Framed<TcpStream, ReceiverCodec>;
+
+/// Accepts the sender's next connection on `listener` and reads its `Hello`.
+pub async fn accept(listener: &TcpListener) -> (PeerConn, Hello) {
+    let (stream, _) = tokio::time::timeout(PEER_WAIT, listener.accept())
+        .await
+        .expect("the sender connects")
+        .expect("accept");
+    let mut conn = Framed::new(stream, ReceiverCodec::new(1 << 20));
+    match next(&mut conn).await {
+        SenderMessage::Hello(hello) => (conn, hello),
+        other => panic!("expected Hello, got {other:?}"),
+    }
+}
+
+/// The sender's next message.
+pub async fn next(conn: &mut PeerConn) -> SenderMessage {
+    tokio::time::timeout(PEER_WAIT, conn.next())
+        .await
+        .expect("a message in time")
+        .expect("not closed")
+        .expect("decodes")
+}
+
+/// The next batch, skipping heartbeats.
+pub async fn next_batch(conn: &mut PeerConn) -> Batch {
+    loop {
+        match next(conn).await {
+            SenderMessage::Batch(b) => return b,
+            SenderMessage::Heartbeat(_) => {}
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+}
+
+/// Welcomes the sender with `resume`, asking for a heartbeat every `heartbeat_ms`.
+pub async fn welcome(conn: &mut PeerConn, resume: Resume, heartbeat_ms: u32) {
+    conn.send(ReceiverMessage::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        resume,
+        heartbeat_interval_ms: heartbeat_ms,
+    }))
+    .await
+    .expect("welcome");
+}
+
+/// Receives a whole snapshot; returns the seq of its first and of its last part.
+pub async fn receive_snapshot(conn: &mut PeerConn) -> (u64, u64) {
+    let first = next_batch(conn).await;
+    assert!(first.snapshot.is_some_and(|p| p.first), "{first:?}");
+    let mut last = first.clone();
+    while !last.snapshot.is_some_and(|p| p.last) {
+        last = next_batch(conn).await;
+        assert!(last.snapshot.is_some(), "deltas only after the snapshot");
+    }
+    (first.seq, last.seq)
+}
+
+/// Requires that the spool overflowed and that each of the `sent` unacknowledged samples is
+/// either still in the spool or counted as dropped; returns how many are in the spool.
+pub fn kept_or_dropped(shared: &Shared, sent: u64) -> u64 {
+    let dropped = shared.stats.dropped_spool_full.load(Relaxed);
+    let kept = shared.stats.spooled_samples.load(Relaxed);
+    assert!(dropped > 0, "the spool overflowed");
+    assert_eq!(
+        dropped + kept,
+        sent,
+        "every unacknowledged sample is kept or counted"
+    );
+    kept
+}
+
+/// Acknowledges everything up to `seq` of `epoch`.
+pub async fn ack(conn: &mut PeerConn, epoch: u64, seq: u64) {
+    conn.send(ReceiverMessage::Ack(Ack { epoch, seq }))
+        .await
+        .expect("ack");
 }
