@@ -13,6 +13,8 @@
 //!    a link built on a spool that already holds batches (a [`DiskSpool`](crate::spool::DiskSpool)
 //!    reopened after a restart) offers them in its first `Hello` and, on `Welcome{After}`,
 //!    replays those after `acked` before that snapshot (on `Snapshot` they are superseded);
+//!    a spooled batch that does not decode ends any replay, and a snapshot follows that
+//!    supersedes it and the batches after it (counted as superseded, not dropped);
 //! 3. deltas: changes wait `flush_interval` to coalesce, then go as batches with consecutive
 //!    sequence numbers, kept in the spool until acknowledged; while the spool is full, deltas
 //!    wait up to `ack_patience` for acks to make room (changes keep coalescing meanwhile), and
@@ -460,72 +462,51 @@ impl<C: Connector, S: Spool> Link<C, S> {
             stats.reconnects.fetch_add(1, Ordering::Relaxed);
         }
 
-        // Resume or snapshot.
-        let resumable = |acked: u64| {
-            !self.restored
-                && self.snapshot_done.is_some_and(|done| acked >= done)
+        // Resume or snapshot. A restarted sender's spool is replayed too (its batches name
+        // series ids the receiver still holds for this epoch), then a snapshot follows.
+        let replayable = |acked: u64| {
+            (self.restored || self.snapshot_done.is_some_and(|done| acked >= done))
                 && acked < self.next_seq
                 && acked + 1 >= self.spool.oldest().unwrap_or(self.next_seq)
         };
-        let mut snapshotting = match welcome.resume {
-            Resume::After { acked } if resumable(acked) => {
-                self.on_ack(acked);
-                let replay = self.spool.after(acked);
-                info!(
-                    cluster = %self.config.cluster,
-                    acked,
-                    replay = replay.len(),
-                    heartbeat_ms = heartbeat.as_millis() as u64,
-                    "connected; resuming"
-                );
-                for (seq, payload) in replay {
-                    let msg: SenderMessage = decode_payload(&payload)?;
-                    debug!(seq, "replaying");
-                    self.send(conn, msg, heartbeat).await?;
-                    self.shared
-                        .stats
-                        .replayed_batches
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                false
+        let replayed_all = match welcome.resume {
+            Resume::After { acked } if replayable(acked) => {
+                self.replay(conn, acked, heartbeat).await?
             }
-            resume => {
-                if let Resume::After { acked } = resume
-                    && self.restored
-                    && self
-                        .spool
-                        .oldest()
-                        .is_some_and(|o| acked.saturating_add(1) >= o)
-                {
-                    self.replay_restored(conn, acked, heartbeat).await?;
-                }
-                self.restored = false;
-                let stats = &self.shared.stats;
-                info!(
-                    cluster = %self.config.cluster,
-                    ?resume,
-                    heartbeat_ms = heartbeat.as_millis() as u64,
-                    "connected; sending a snapshot"
-                );
-                let superseded = self.spool.samples();
-                if superseded > 0 {
-                    stats
-                        .superseded_samples
-                        .fetch_add(superseded, Ordering::Relaxed);
-                    info!(
-                        oldest = self.spool.oldest(),
-                        newest = self.spool.newest(),
-                        samples = superseded,
-                        "unacknowledged batches superseded by the snapshot"
-                    );
-                }
-                self.spool.clear();
-                stats.spooled_samples.store(0, Ordering::Relaxed);
-                self.snapshot_done = None;
-                self.shared.store().begin_snapshot();
-                true
-            }
+            _ => false,
         };
+        let mut snapshotting = self.restored || !replayed_all;
+        if snapshotting {
+            if replayed_all {
+                // A restarted sender's batches: delivered (acks will tell), and the snapshot
+                // that follows covers them: neither dropped nor superseded.
+                self.spool.clear();
+            }
+            self.restored = false;
+            let stats = &self.shared.stats;
+            info!(
+                cluster = %self.config.cluster,
+                resume = ?welcome.resume,
+                heartbeat_ms = heartbeat.as_millis() as u64,
+                "connected; sending a snapshot"
+            );
+            let superseded = self.spool.samples();
+            if superseded > 0 {
+                stats
+                    .superseded_samples
+                    .fetch_add(superseded, Ordering::Relaxed);
+                info!(
+                    oldest = self.spool.oldest(),
+                    newest = self.spool.newest(),
+                    samples = superseded,
+                    "unacknowledged batches superseded by the snapshot"
+                );
+            }
+            self.spool.clear();
+            stats.spooled_samples.store(0, Ordering::Relaxed);
+            self.snapshot_done = None;
+            self.shared.store().begin_snapshot();
+        }
 
         let mut last_heard = Instant::now();
         let mut last_sent = Instant::now();
@@ -630,15 +611,17 @@ impl<C: Connector, S: Spool> Link<C, S> {
         }
     }
 
-    /// Replays a restarted sender's spooled batches after `acked`: they name series ids the
-    /// receiver still holds for this epoch. A batch that does not decode ends the replay
-    /// (the snapshot that follows carries every current value anyway). Empties the spool.
-    async fn replay_restored<T>(
+    /// Replays the kept batches after `acked` (acknowledging what precedes), oldest first,
+    /// unchanged; they stay in the spool until acknowledged. Returns whether all of them
+    /// went: a batch that does not decode (a damaged spool) ends the replay, the batches
+    /// already replayed are forgotten and that one and the rest are left in the spool, for
+    /// the snapshot the session then sends to supersede (and count).
+    async fn replay<T>(
         &mut self,
         conn: &mut Conn<T>,
         acked: u64,
         heartbeat: Duration,
-    ) -> Result<(), Error>
+    ) -> Result<bool, Error>
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
@@ -648,26 +631,27 @@ impl<C: Connector, S: Spool> Link<C, S> {
             cluster = %self.config.cluster,
             acked,
             replay = replay.len(),
-            "connected after a restart; replaying the spool, then a snapshot"
+            restored = self.restored,
+            heartbeat_ms = heartbeat.as_millis() as u64,
+            "connected; resuming"
         );
         for (seq, payload) in replay {
             let msg: SenderMessage = match decode_payload(&payload) {
                 Ok(msg) => msg,
                 Err(e) => {
-                    warn!(seq, cause = %e, "a spooled batch does not decode; replay ends");
-                    break;
+                    warn!(seq, cause = %e, "a spooled batch does not decode; replay ends, a snapshot follows");
+                    self.spool.ack(seq - 1);
+                    return Ok(false);
                 }
             };
+            debug!(seq, "replaying");
             self.send(conn, msg, heartbeat).await?;
             self.shared
                 .stats
                 .replayed_batches
                 .fetch_add(1, Ordering::Relaxed);
         }
-        // Delivered (acks will tell), and the snapshot that follows covers them: they are
-        // neither dropped nor superseded.
-        self.spool.clear();
-        Ok(())
+        Ok(true)
     }
 
     fn on_ack(&mut self, seq: u64) {

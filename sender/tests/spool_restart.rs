@@ -6,7 +6,8 @@
 //! the oldest unacknowledged batch in its `Hello`, and then either replays exactly the
 //! batches after the receiver's ack, byte for byte, followed by a fresh snapshot
 //! (`Welcome{After}`), or supersedes them with a snapshot (`Welcome{Snapshot}`), counting
-//! them as superseded, not dropped. A full spool drops exactly the samples it cannot keep
+//! them as superseded, not dropped. A spooled batch that does not decode ends the replay:
+//! it and the batches after it are superseded by the snapshot and counted so. A full spool drops exactly the samples it cannot keep
 //! (checked against what the peer received) and reopens with exactly the rest.
 
 mod support;
@@ -16,12 +17,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use kube_relay_proto::{Batch, Resume};
+use bytes::Bytes;
+use kube_relay_proto::frame::encode_payload;
+use kube_relay_proto::{Batch, Resume, SenderMessage};
 use kube_relay_sender::family::Family;
 use kube_relay_sender::link::{Link, LinkConfig, TcpConnector};
 use kube_relay_sender::series::{ObjectKey, ObjectKind, SeriesSet};
 use kube_relay_sender::shared::Shared;
-use kube_relay_sender::spool::{DiskSpool, Spool};
+use kube_relay_sender::spool::{DiskSpool, MemorySpool, Spool};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -191,4 +194,54 @@ async fn a_full_disk_spool_drops_exactly_what_it_cannot_keep_and_reopens_with_th
         .map(|b| b.seq)
         .collect();
     assert_eq!(seqs, newest);
+}
+
+#[tokio::test]
+async fn a_spooled_batch_that_does_not_decode_ends_the_replay_and_the_rest_counts_as_superseded() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let batch = |seq: u64| {
+        let msg = SenderMessage::Batch(Batch {
+            seq,
+            ..Batch::default()
+        });
+        Bytes::from(encode_payload(&msg).expect("encode"))
+    };
+    // A restarted sender's spool: batch 2 is damaged.
+    let mut spool = MemorySpool::new(1 << 20);
+    spool.push(1, batch(1), 3);
+    spool.push(2, Bytes::from_static(&[0xff; 16]), 5);
+    spool.push(3, batch(3), 7);
+    let shared = Arc::new(Shared::new(EPOCH));
+    set_phase(&shared, "Pending");
+    let connector = TcpConnector::new(listener.local_addr().expect("addr").to_string());
+    let link = Link::with_spool(
+        LinkConfig::new("restart", SENDER_ID),
+        connector,
+        Arc::clone(&shared),
+        spool,
+    );
+    let task = tokio::spawn(async move {
+        let _ = link.run(CancellationToken::new()).await;
+    });
+
+    let (mut conn, hello) = accept(&listener).await;
+    assert_eq!(hello.resume_from, Some(1));
+    welcome(&mut conn, Resume::After { acked: 0 }, 60_000).await;
+    assert_eq!(
+        next_batch(&mut conn).await.seq,
+        1,
+        "replayed up to the damage"
+    );
+    let (snapshot_first, _) = receive_snapshot(&mut conn).await;
+    assert_eq!(snapshot_first, 4, "numbering goes on after the spool");
+    let stats = &shared.stats;
+    assert_eq!(stats.replayed_batches.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        stats.superseded_samples.load(Ordering::Relaxed),
+        5 + 7,
+        "the damaged batch and the one after it"
+    );
+    assert_eq!(stats.dropped_spool_full.load(Ordering::Relaxed), 0);
+    task.abort();
+    let _ = task.await;
 }
