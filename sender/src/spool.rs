@@ -5,7 +5,8 @@
 //! while the spool is full and acks are due (changes keep coalescing in the store, latest
 //! value per series), so on a healthy link nothing is ever dropped. Overflow policy, when acks
 //! do not come: the *oldest* batches are dropped until the new one fits (a batch larger than
-//! the whole bound is dropped itself), and the samples they carried are counted
+//! the whole bound is dropped itself, with everything older: what is kept stays a gap-free
+//! run), and the samples they carried are counted
 //! (`relay_sender_dropped_updates_total{reason="spool_full"}`). Nothing is lost while the
 //! connection lives (those batches were already written); after a reconnect the sender can
 //! only replay from its oldest kept batch, so when the receiver had not acknowledged the
@@ -23,10 +24,14 @@ pub mod disk;
 pub use disk::DiskSpool;
 
 /// A bounded store of unacknowledged batches, in sequence order.
+///
+/// The kept batches are always a gap-free run of sequence numbers (the link pushes them
+/// consecutively), so whatever follows an ack can be replayed: room is made by dropping the
+/// oldest, and a batch larger than the whole bound is dropped together with everything older.
 pub trait Spool: Send {
-    /// Keeps the encoded batch `payload` with sequence number `seq` (greater than any kept)
-    /// carrying `samples` changed samples. Returns the number of samples dropped to make
-    /// room (see the module docs).
+    /// Keeps the encoded batch `payload` with sequence number `seq` (the one after the newest
+    /// kept) carrying `samples` changed samples. Returns the number of samples dropped to
+    /// make room, this batch's own included when it cannot be kept (see the module docs).
     fn push(&mut self, seq: u64, payload: Bytes, samples: u64) -> u64;
 
     /// Forgets every batch up to and including `seq`.
@@ -133,8 +138,10 @@ impl Spool for MemorySpool {
     fn push(&mut self, seq: u64, payload: Bytes, samples: u64) -> u64 {
         let len = payload.len() as u64;
         if len > self.max_bytes {
-            // Cannot be kept at all; older batches stay.
-            return samples;
+            // Cannot be kept: neither can anything older, or the run would have a gap.
+            let dropped = self.samples + samples;
+            self.clear();
+            return dropped;
         }
         let mut dropped = 0;
         while self.bytes + len > self.max_bytes {
@@ -231,8 +238,17 @@ mod tests {
             spool.after(0).iter().map(|(s, _)| *s).collect::<Vec<_>>(),
             [4]
         );
-        assert_eq!(spool.push(5, payload(300), 9), 9, "too big to keep at all");
-        assert_eq!(spool.oldest(), Some(4));
+        assert_eq!(
+            spool.push(5, payload(300), 9),
+            2 + 9,
+            "too big to keep at all, and batch 4 with it (no gap)"
+        );
+        assert_eq!(
+            (spool.bytes(), spool.samples(), spool.oldest()),
+            (0, 0, None)
+        );
+        assert_eq!(spool.push(6, payload(100), 1), 0, "a fresh run");
+        assert_eq!(spool.oldest(), Some(6));
     }
 
     #[test]
