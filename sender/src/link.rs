@@ -19,6 +19,7 @@
 //!    sequence numbers, kept in the spool until acknowledged; while the spool is full, deltas
 //!    wait up to `ack_patience` for acks to make room (changes keep coalescing meanwhile), and
 //!    only then is the oldest batch dropped (see [`crate::spool`]);
+//!    an ack of a seq not sent yet is ignored (and logged once);
 //! 4. a heartbeat after one silent interval; no frame from the receiver within three
 //!    intervals means a dead link;
 //! 5. on shutdown: pending deltas, then `Goodbye`, within the shutdown bound.
@@ -244,6 +245,8 @@ pub struct Link<C: Connector, S: Spool = MemorySpool> {
     /// The spool came with batches of a previous run (a restarted sender): offered for
     /// replay at the first `Welcome`, then a snapshot follows.
     restored: bool,
+    /// An ack of a batch not sent yet was logged (once per link).
+    warned_future_ack: bool,
     backoff: Backoff,
 }
 
@@ -283,6 +286,7 @@ impl<C: Connector, S: Spool> Link<C, S> {
             snapshot_done: None,
             acked: 0,
             restored: restored.is_some(),
+            warned_future_ack: false,
             backoff: Backoff::new(),
         }
     }
@@ -655,6 +659,19 @@ impl<C: Connector, S: Spool> Link<C, S> {
     }
 
     fn on_ack(&mut self, seq: u64) {
+        if seq >= self.next_seq {
+            // Acknowledges what was never sent: trusting it would trim (and a disk spool
+            // persist) batches not sent yet.
+            if !std::mem::replace(&mut self.warned_future_ack, true) {
+                warn!(
+                    seq,
+                    next_seq = self.next_seq,
+                    epoch = self.epoch,
+                    "ignoring an ack of a batch not sent yet (logged once)"
+                );
+            }
+            return;
+        }
         if seq > self.acked {
             self.acked = seq;
         }

@@ -493,3 +493,48 @@ async fn shutdown_flushes_pending_changes_then_says_goodbye() {
     assert!(matches!(next(&mut conn).await, SenderMessage::Goodbye(_)));
     running.await.expect("join").expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn an_ack_of_a_batch_never_sent_is_ignored() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let shared = Arc::new(Shared::new(1));
+    shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Pending")));
+    let shutdown = CancellationToken::new();
+    let link = Link::new(
+        link_config("c9"),
+        TcpConnector::new(listener.local_addr().expect("addr").to_string()),
+        Arc::clone(&shared),
+    );
+    let running = tokio::spawn(link.run(shutdown.clone()));
+
+    let (mut conn, hello) = accept(&listener).await;
+    welcome(&mut conn, Resume::Snapshot, 60_000).await;
+    let (_, snapshot_seq) = receive_snapshot(&mut conn).await;
+    ack(&mut conn, hello.epoch, snapshot_seq).await;
+    shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Running")));
+    let delta = next_batch(&mut conn).await;
+    // A broken (or hostile) receiver acknowledges the end of time, then the link is cut: the
+    // link reads the ack before the end of the stream.
+    ack(&mut conn, hello.epoch, u64::MAX).await;
+    drop(conn);
+
+    let (mut conn, hello) = accept(&listener).await;
+    assert_eq!(
+        hello.resume_from,
+        Some(delta.seq),
+        "the unacknowledged delta is still spooled"
+    );
+    assert_eq!(shared.stats.acked_seq.load(Ordering::Relaxed), snapshot_seq);
+    welcome(
+        &mut conn,
+        Resume::After {
+            acked: snapshot_seq,
+        },
+        60_000,
+    )
+    .await;
+    assert_eq!(next_batch(&mut conn).await, delta, "replayed, no snapshot");
+
+    shutdown.cancel();
+    running.await.expect("join").expect("clean shutdown");
+}
