@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use kube_relay_proto::RejectReason;
 
+use crate::tls::TlsFailure;
+
 /// A boxed error source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -124,8 +126,21 @@ impl Error {
         )
     }
 
+    /// The TLS failure behind this error, when it is one: the connection or a later read or
+    /// write failed in the TLS layer (see [`crate::tls::failure`]).
+    pub fn tls_failure(&self) -> Option<TlsFailure> {
+        match self {
+            Error::Connect { source, .. }
+            | Error::Protocol(kube_relay_proto::Error::Io(source)) => crate::tls::failure(source),
+            _ => None,
+        }
+    }
+
     /// A short, bounded label for this error, fit for a metric label.
     pub fn kind(&self) -> &'static str {
+        if let Some(failure) = self.tls_failure() {
+            return failure.as_label();
+        }
         match self {
             Error::Config(_) | Error::ConfigFile { .. } => "config",
             Error::KubeConfig(_) => "kubeconfig",
@@ -133,10 +148,7 @@ impl Error {
             Error::Simulator(_) => "simulator",
             Error::State { .. } => "state",
             Error::TlsFile { .. } => "tls_config",
-            Error::Connect { source, .. } => crate::tls::failure_kind(source).unwrap_or("connect"),
-            Error::Protocol(kube_relay_proto::Error::Io(source)) => {
-                crate::tls::failure_kind(source).unwrap_or("io")
-            }
+            Error::Connect { .. } => "connect",
             Error::Protocol(e) => e.kind(),
             Error::Rejected { reason, .. } => reason.as_label(),
             Error::Session(_) => "session",

@@ -103,21 +103,17 @@ impl Connector for TcpConnector {
 /// What an operator should check when `e` is a refusal of our credentials or of the
 /// receiver's certificate (retrying alone will not help until one side is fixed).
 fn refusal_hint(e: &Error) -> Option<&'static str> {
-    let io = match e {
-        Error::Connect { source, .. } => source,
-        Error::Protocol(kube_relay_proto::Error::Io(source)) => source,
-        Error::Rejected {
-            reason: kube_relay_proto::RejectReason::Unauthorized,
-            ..
-        } => {
-            return Some(
-                "the receiver refused our token: --token / --token-file must match the \
-                 receiver's --token / --token-file",
-            );
-        }
-        _ => return None,
-    };
-    crate::tls::failure(io).map(crate::tls::TlsFailure::hint)
+    if let Error::Rejected {
+        reason: kube_relay_proto::RejectReason::Unauthorized,
+        ..
+    } = e
+    {
+        return Some(
+            "the receiver refused our token: --token / --token-file must match the \
+             receiver's --token / --token-file",
+        );
+    }
+    e.tls_failure().map(crate::tls::TlsFailure::hint)
 }
 
 /// Counts bytes written through it.

@@ -278,7 +278,7 @@ impl TlsConnector {
         })
     }
 
-    /// The TLS connector a configuration asks for, `None` without `--tls-ca`.
+    /// The TLS connector a (validated) configuration asks for, `None` without `--tls-ca`.
     ///
     /// # Errors
     /// As [`TlsConnector::new`].
@@ -286,15 +286,11 @@ impl TlsConnector {
         let Some(ca) = &config.tls_ca else {
             return Ok(None);
         };
-        let identity = match (&config.tls_client_cert, &config.tls_client_key) {
-            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
-            (None, None) => None,
-            _ => {
-                return Err(Error::Config(
-                    "--tls-client-cert and --tls-client-key go together".to_owned(),
-                ));
-            }
-        };
+        // `Config::validate` already requires the certificate and the key together.
+        let identity = config
+            .tls_client_cert
+            .as_deref()
+            .zip(config.tls_client_key.as_deref());
         TlsConnector::new(
             config.target.clone(),
             ca,
@@ -310,10 +306,7 @@ impl TlsConnector {
     }
 
     fn handshake_error(&self, source: io::Error) -> io::Error {
-        let failure = source
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            .map_or(TlsFailure::Other, TlsFailure::classify);
+        let failure = failure(&source).unwrap_or(TlsFailure::Other);
         io::Error::other(HandshakeError {
             failure,
             ca: self.ca.clone(),
