@@ -25,11 +25,15 @@
 //!
 //! # Durability (fsync policy)
 //! Each record is written with one `write` call, no user-space buffer: a process crash
-//! (`kill -9`, OOM, panic) loses nothing written. The active segment is `fdatasync`ed at most
-//! once per [`SYNC_INTERVAL`] and when it is sealed (rolled), on a background thread so the
-//! link never waits for the disk, and inline when the spool is dropped; a new epoch's meta
-//! file is fsynced. A power cut or kernel crash can
-//! therefore lose the records of the last second and the latest trim point: batches written
+//! (`kill -9`, OOM, panic) loses nothing written. A background thread holds the active
+//! segment and `fdatasync`s it within [`SYNC_INTERVAL`] of a write (it wakes once per
+//! interval and syncs when something was written since its last sync, so a write followed by
+//! silence is synced too), and syncs a segment at once when it is sealed (rolled); the link
+//! never waits for the disk, except that it waits for the thread when [`SYNC_QUEUE`] rolled
+//! segments are still queued (a hung disk). A failed sync is logged (at most once a minute)
+//! and, for the active segment, retried on the next tick; it never fails the write. The
+//! spool syncs inline when it is dropped; a new epoch's meta file is fsynced. A power cut or
+//! kernel crash can therefore lose the records of the last second and the latest trim point: batches written
 //! in that second are missing after reboot (the receiver then answers `Snapshot` or the
 //! replay simply ends earlier), and batches acknowledged in that second come back and are
 //! replayed as duplicates, which the receiver ignores and counts. A torn or corrupt tail is
@@ -41,6 +45,9 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -54,6 +61,10 @@ use crate::error::Error;
 pub const META_FILE: &str = "meta.json";
 /// Most time between a write and its `fdatasync`.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// Rolled segments queued for the syncer thread before a roll waits for it.
+pub const SYNC_QUEUE: usize = 4;
+/// Least time between two warnings about failed syncs.
+const SYNC_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// First bytes of every segment file.
 const SEGMENT_MAGIC: &[u8; 8] = b"KRSPOOL1";
 /// Magic plus epoch.
@@ -130,10 +141,14 @@ pub struct DiskSpool {
     active: Option<File>,
     bytes: u64,
     samples: u64,
-    last_sync: Instant,
-    unsynced: bool,
-    /// Where files go to be fdatasynced off the caller's thread (`None`: inline).
+    /// Shared with the syncer thread: whether the active segment was written since its last
+    /// sync, and how many syncs were done.
+    sync: Arc<SyncState>,
+    /// The thread that fdatasyncs the active segment (`None`: inline, on the next write
+    /// after [`SYNC_INTERVAL`], when the thread could not be started or handed a segment).
     syncer: Option<Syncer>,
+    /// When the active segment was last synced inline (without a syncer).
+    last_sync: Instant,
     write_errors: u64,
 }
 
@@ -166,6 +181,7 @@ impl DiskSpool {
     ) -> Result<(DiskSpool, Recovery), Error> {
         fs::create_dir_all(dir).map_err(|e| Error::state(dir, e))?;
         let stored = read_meta(dir);
+        let sync = Arc::new(SyncState::default());
         let mut spool = DiskSpool {
             dir: dir.to_owned(),
             max_bytes,
@@ -180,9 +196,9 @@ impl DiskSpool {
             active: None,
             bytes: 0,
             samples: 0,
+            sync: Arc::clone(&sync),
+            syncer: Syncer::start(sync),
             last_sync: Instant::now(),
-            unsynced: false,
-            syncer: Syncer::start(),
             write_errors: 0,
         };
         let files = list_segments(dir)?;
@@ -232,6 +248,11 @@ impl DiskSpool {
     /// Records that could not be written (their batches stayed in memory).
     pub fn write_errors(&self) -> u64 {
         self.write_errors
+    }
+
+    /// `fdatasync`s of segment files done so far (by the syncer thread or inline).
+    pub fn syncs(&self) -> u64 {
+        self.sync.syncs.load(Ordering::Acquire)
     }
 
     /// Reads the segments, keeping the live records after the trim point.
@@ -354,6 +375,11 @@ impl DiskSpool {
             self.segments.pop_front();
             if is_active {
                 self.active = None;
+                self.sync.dirty.store(false, Ordering::Release);
+                if let Some(syncer) = &self.syncer {
+                    // Let the thread close it too; if its queue is full, the next roll will.
+                    let _ = syncer.tx.try_send(None);
+                }
             }
             remove(&path);
         }
@@ -426,11 +452,11 @@ impl DiskSpool {
             .is_none_or(|s| s.bytes >= self.segment_bytes);
         if self.active.is_none() || full {
             if let Some(old) = self.active.take()
-                && self.unsynced
+                && self.syncer.is_none()
+                && self.sync.dirty.swap(false, Ordering::AcqRel)
             {
-                // Sealed: make it durable.
-                sync_data(self.syncer.as_ref(), old)?;
-                self.unsynced = false;
+                // Sealed: make it durable (the syncer does so itself when handed the next).
+                self.sync.sync_file(&old);
                 self.last_sync = Instant::now();
             }
             let path = self.segment_path(seq);
@@ -447,6 +473,7 @@ impl DiskSpool {
                 first_seq: seq,
                 bytes: SEGMENT_HEADER_BYTES as u64,
             });
+            self.hand_over(&file);
             self.active = Some(file);
         }
         let (Some(file), Some(seg)) = (self.active.as_mut(), self.segments.back_mut()) else {
@@ -460,13 +487,43 @@ impl DiskSpool {
             return Err(e);
         }
         seg.bytes += record.len() as u64;
-        self.unsynced = true;
-        if self.last_sync.elapsed() >= SYNC_INTERVAL {
-            sync_data(self.syncer.as_ref(), file.try_clone()?)?;
-            self.unsynced = false;
+        let at = (seg.first_seq, offset);
+        self.sync.dirty.store(true, Ordering::Release);
+        if self.syncer.is_none() && self.last_sync.elapsed() >= SYNC_INTERVAL {
+            // No syncer thread: sync here, on a write. The record is written either way.
+            if self.sync.dirty.swap(false, Ordering::AcqRel) {
+                self.sync.sync_file(file);
+            }
             self.last_sync = Instant::now();
         }
-        Ok((seg.first_seq, offset))
+        Ok(at)
+    }
+
+    /// Gives the syncer thread a handle to the new active segment (it seals and syncs the
+    /// one it held). Without a syncer, or when it cannot be handed one, syncs stay inline.
+    fn hand_over(&mut self, file: &File) {
+        let Some(syncer) = &self.syncer else { return };
+        let handed = match file.try_clone() {
+            Ok(clone) => match syncer.tx.try_send(Some(clone)) {
+                Ok(()) => true,
+                Err(TrySendError::Full(clone)) => {
+                    warn!(dir = %self.dir.display(), queued = SYNC_QUEUE,
+                          "spool syncer is behind (slow disk); waiting for it");
+                    syncer.tx.send(clone).is_ok()
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            },
+            Err(e) => {
+                warn!(dir = %self.dir.display(), cause = %e,
+                      "failed to hand a spool segment to the syncer; syncing inline");
+                false
+            }
+        };
+        if !handed {
+            // The thread (if still running) keeps the old segment; stop it so it does not
+            // consume the dirty flag of the new one.
+            self.syncer = None;
+        }
     }
 
     /// Reads the batch of `e` back.
@@ -601,45 +658,99 @@ impl Spool for DiskSpool {
 impl Drop for DiskSpool {
     fn drop(&mut self) {
         if let Some(file) = &self.active
-            && self.unsynced
+            && self.sync.dirty.swap(false, Ordering::AcqRel)
         {
-            let _ = file.sync_data();
+            self.sync.sync_file(file);
+        }
+        // Dropping the syncer's sender ends its thread.
+    }
+}
+
+/// What the spool and its syncer thread share.
+#[derive(Debug, Default)]
+struct SyncState {
+    /// The active segment was written since its last sync.
+    dirty: AtomicBool,
+    /// Syncs done.
+    syncs: AtomicU64,
+    /// When a failed sync was last logged, and how many failed since.
+    warned: Mutex<(Option<Instant>, u64)>,
+}
+
+impl SyncState {
+    /// fdatasyncs `file`; on failure marks the spool dirty again (the next tick retries)
+    /// and logs, at most once per [`SYNC_WARNING_INTERVAL`].
+    fn sync_file(&self, file: &File) {
+        match file.sync_data() {
+            Ok(()) => {
+                self.syncs.fetch_add(1, Ordering::AcqRel);
+            }
+            Err(e) => {
+                self.dirty.store(true, Ordering::Release);
+                self.warn(&e);
+            }
+        }
+    }
+
+    fn warn(&self, e: &io::Error) {
+        let Ok(mut warned) = self.warned.lock() else {
+            return;
+        };
+        let (last, failed) = &mut *warned;
+        *failed += 1;
+        if last.is_none_or(|at| at.elapsed() >= SYNC_WARNING_INTERVAL) {
+            warn!(cause = %e, failed = *failed, "failed to fdatasync a spool segment");
+            *last = Some(Instant::now());
+            *failed = 0;
         }
     }
 }
 
-/// A thread that fdatasyncs the files it is handed, so a caller on an async runtime never
-/// waits for the disk.
+/// A thread that holds the active segment and fdatasyncs it, so a caller on an async
+/// runtime never waits for the disk.
 #[derive(Debug)]
 struct Syncer {
-    tx: std::sync::mpsc::Sender<File>,
+    /// The new active segment on each roll (`None`: the active one was deleted); the thread
+    /// syncs the one it held (sealed) and takes this one.
+    tx: SyncSender<Option<File>>,
 }
 
 impl Syncer {
-    fn start() -> Option<Syncer> {
-        let (tx, rx) = std::sync::mpsc::channel::<File>();
+    fn start(state: Arc<SyncState>) -> Option<Syncer> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Option<File>>(SYNC_QUEUE);
         std::thread::Builder::new()
             .name("spool-sync".to_owned())
-            .spawn(move || {
-                for file in rx {
-                    if let Err(e) = file.sync_data() {
-                        warn!(cause = %e, "failed to fdatasync a spool segment");
-                    }
-                }
-            })
+            .spawn(move || run_syncer(&rx, &state))
             .ok()?;
         Some(Syncer { tx })
     }
 }
 
-/// fdatasyncs `file` on the syncer's thread, or here without one.
-fn sync_data(syncer: Option<&Syncer>, file: File) -> io::Result<()> {
-    match syncer {
-        Some(s) => match s.tx.send(file) {
-            Ok(()) => Ok(()),
-            Err(std::sync::mpsc::SendError(file)) => file.sync_data(),
-        },
-        None => file.sync_data(),
+/// The syncer thread: wakes on each roll and at least once per [`SYNC_INTERVAL`], and syncs
+/// the active segment when it was written since the last sync.
+fn run_syncer(rx: &Receiver<Option<File>>, state: &SyncState) {
+    let mut active: Option<File> = None;
+    loop {
+        match rx.recv_timeout(SYNC_INTERVAL) {
+            Ok(next) => {
+                let sealed = std::mem::replace(&mut active, next);
+                if let Some(sealed) = sealed {
+                    state.sync_file(&sealed);
+                }
+                if active.is_some() {
+                    // Its header, and any record written before this hand-over whose dirty
+                    // flag a sync of the sealed one may have consumed.
+                    state.dirty.store(true, Ordering::Release);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if let Some(file) = &active
+            && state.dirty.swap(false, Ordering::AcqRel)
+        {
+            state.sync_file(file);
+        }
     }
 }
 
@@ -923,6 +1034,41 @@ mod tests {
             (seqs(&spool), rec.corrupt_records),
             (vec![u64::MAX - 1, u64::MAX], 0)
         );
+    }
+
+    /// Polls `done` until it holds or a generous deadline passes.
+    fn eventually(mut done: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + 10 * SYNC_INTERVAL;
+        while Instant::now() < deadline {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        done()
+    }
+
+    #[test]
+    fn a_write_followed_by_silence_is_synced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut spool, _) =
+            DiskSpool::open_with_segments(dir.path(), 10_000, 10_000, "s1").expect("open");
+        spool.reset(1);
+        spool.push(1, payload(10, 1), 1);
+        // The new segment handed to the syncer is synced at once.
+        assert!(
+            eventually(|| spool.syncs() >= 1),
+            "the new segment is synced"
+        );
+        std::thread::sleep(SYNC_INTERVAL + SYNC_INTERVAL / 2);
+        let before = spool.syncs();
+        // Same segment, then nothing else happens.
+        spool.push(2, payload(10, 2), 1);
+        assert!(
+            eventually(|| spool.syncs() > before),
+            "a write followed by silence is synced within about {SYNC_INTERVAL:?}"
+        );
+        assert!(!spool.sync.dirty.load(Ordering::Acquire));
     }
 
     #[test]
