@@ -7,7 +7,7 @@ use kube_relay_sender::kubeclient::{self, cluster_name_from_context};
 use kube_relay_sender::{Config, Sender, malloc, simulate, telemetry, tls};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 fn main() -> Result<()> {
     // Before any thread exists: glibc reads its tunables only at start-up.
@@ -25,21 +25,6 @@ async fn run(malloc: &'static str) -> Result<()> {
     tracing::debug!(malloc, "allocator settings");
     // TLS files are read now: a bad one stops the start-up with its name.
     let connector = tls::connector(&config)?;
-    match &connector {
-        tls::LinkConnector::Tls(c) => info!(
-            target = %config.target,
-            server_name = %c.server_name(),
-            ca = %config.tls_ca.as_deref().unwrap_or_else(|| std::path::Path::new("")).display(),
-            client_certificate = config.tls_client_cert.is_some(),
-            token = config.token.is_some(),
-            "the link to the receiver uses TLS"
-        ),
-        tls::LinkConnector::Plain(_) => {
-            for warning in tls::security_warnings(&config) {
-                warn!(target = %config.target, "{warning}");
-            }
-        }
-    }
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
 

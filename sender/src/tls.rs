@@ -19,8 +19,9 @@
 //! a client certificate we lack or do not trust ours), `tls` (anything else). None of these
 //! is fatal: the link keeps retrying with backoff, since the operator may fix the receiver.
 //!
-//! [`connector`] picks TLS or plain TCP from the configuration and [`security_warnings`]
-//! says what is unsafe about it (a token in clear, or no protection at all).
+//! [`connector`] picks TLS or plain TCP from the configuration and logs what TLS checks or,
+//! without it, the [`security_warnings`] (a token in clear, or no protection at all), so the
+//! binary and [`Sender::run`](crate::Sender::run) say the same.
 
 use std::fmt;
 use std::io;
@@ -33,6 +34,7 @@ use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -372,14 +374,30 @@ impl Connector for LinkConnector {
 }
 
 /// The connector `config` asks for: TLS with `--tls-ca`, else plain TCP. Reads the TLS
-/// files now, so a bad one stops the start-up.
+/// files now, so a bad one stops the start-up, and logs the link's security: what TLS checks,
+/// or each of the [`security_warnings`].
 ///
 /// # Errors
 /// As [`TlsConnector::new`].
 pub fn connector(config: &Config) -> Result<LinkConnector, Error> {
     Ok(match TlsConnector::from_config(config)? {
-        Some(tls) => LinkConnector::Tls(tls),
-        None => LinkConnector::Plain(TcpConnector::new(config.target.clone())),
+        Some(tls) => {
+            info!(
+                target = %config.target,
+                server_name = %tls.server_name(),
+                ca = %tls.ca.display(),
+                client_certificate = config.tls_client_cert.is_some(),
+                token = config.token.is_some(),
+                "the link to the receiver uses TLS"
+            );
+            LinkConnector::Tls(tls)
+        }
+        None => {
+            for warning in security_warnings(config) {
+                warn!(target = %config.target, "{warning}");
+            }
+            LinkConnector::Plain(TcpConnector::new(config.target.clone()))
+        }
     })
 }
 
@@ -491,5 +509,40 @@ mod tests {
         assert!(security_warnings(&config)[0].contains("TOKEN SENT IN CLEAR"));
         config.tls_ca = Some(PathBuf::from("ca.pem"));
         assert!(security_warnings(&config).is_empty());
+    }
+
+    /// Log lines written while `f` runs.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl io::Write for Buf {
+            fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+                self.0.lock().expect("lock").extend_from_slice(data);
+                Ok(data.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buf.0.lock().expect("lock").clone();
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
+    #[test]
+    fn the_connector_logs_the_unsafe_configurations_for_library_users_too() {
+        let mut config = Config::new("b:9000");
+        config.token = Some("s3cret".to_owned());
+        let log = logged(|| {
+            connector(&config).expect("plain");
+        });
+        assert!(log.contains("TOKEN SENT IN CLEAR"), "{log}");
+        assert!(log.contains("b:9000"), "{log}");
     }
 }
