@@ -190,6 +190,16 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
+    /// The nodes not deleted (a deleted node's entry stays, see [`NodeState::deleted`]).
+    pub(crate) fn live_nodes(&self) -> impl Iterator<Item = &NodeState> {
+        self.nodes.iter().filter(|n| !n.deleted)
+    }
+
+    /// [`Cluster::live_nodes`], mutable.
+    pub(crate) fn live_nodes_mut(&mut self) -> impl Iterator<Item = &mut NodeState> {
+        self.nodes.iter_mut().filter(|n| !n.deleted)
+    }
+
     /// Builds the cluster a scenario describes, at simulation time zero: namespaces, nodes,
     /// deployments (their ReplicaSets and Pending pods are created by the first tick),
     /// HPAs, and bulk workloads whose pods are already Running.
@@ -731,7 +741,7 @@ impl Cluster {
     /// collector force-deletes the pods bound to it, and their ReplicaSets replace them on the
     /// remaining nodes.
     pub(crate) fn delete_node(&mut self, name: &str) -> Result<()> {
-        let Some(index) = self.nodes.iter().position(|n| n.name == name && !n.deleted) else {
+        let Some(index) = self.live_nodes().find(|n| n.name == name).map(|n| n.index) else {
             return Err(not_found("node", "", name));
         };
         self.nodes[index].deleted = true;

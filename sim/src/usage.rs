@@ -64,7 +64,7 @@ impl Cluster {
                 *serving.entry(p.deployment.clone()).or_default() += 1;
             }
         }
-        for n in &mut self.nodes {
+        for n in self.live_nodes_mut() {
             n.system_cpu_seconds += SYSTEM_CPU_MILLIS / 1000.0;
         }
         for p in self.pods.values_mut() {
@@ -166,7 +166,7 @@ impl Cluster {
         let window = self.cfg.resolution_ms;
         let ts = objects::time(self.wall_ms(self.now_ms - self.now_ms % window))?;
         let mut out = Vec::new();
-        for n in self.nodes.iter().filter(|n| !n.deleted) {
+        for n in self.live_nodes() {
             let mut nanos = (SYSTEM_CPU_MILLIS * 1e6) as u64;
             let mut memory = SYSTEM_MEMORY_BYTES;
             for (k, s) in &self.pod_metrics {
@@ -200,7 +200,7 @@ impl Cluster {
 
     /// The kubelet's `/metrics/resource` for one node, or `None` for an unknown node.
     pub(crate) fn kubelet_resource_metrics(&self, node: &str) -> Option<String> {
-        let n = self.nodes.iter().find(|n| n.name == node && !n.deleted)?;
+        let n = self.live_nodes().find(|n| n.name == node)?;
         let ts = self.wall_ms(self.now_ms);
         let pods: Vec<_> = self
             .pods
@@ -313,5 +313,24 @@ impl Cluster {
         );
         let _ = writeln!(out, "resource_scrape_error 0");
         Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Scenario;
+    use crate::cluster::Cluster;
+
+    #[test]
+    fn a_deleted_node_accrues_no_system_cpu() {
+        let scenario =
+            Scenario::from_yaml("seed: 1\nnodes: {count: 2, pods: 10}\n").expect("scenario");
+        let mut cluster = Cluster::new(&scenario, 0).expect("cluster");
+        let gone = cluster.nodes[1].name.clone();
+        cluster.delete_node(&gone).expect("delete");
+        let before: Vec<f64> = cluster.nodes.iter().map(|n| n.system_cpu_seconds).collect();
+        cluster.integrate_usage();
+        assert!(cluster.nodes[0].system_cpu_seconds > before[0], "live");
+        assert_eq!(cluster.nodes[1].system_cpu_seconds, before[1], "deleted");
     }
 }

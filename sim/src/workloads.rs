@@ -1041,7 +1041,7 @@ impl Cluster {
         let mut too_many = 0;
         let mut no_cpu = 0;
         let mut best: Option<(u64, u32, usize)> = None;
-        for n in self.nodes.iter().filter(|n| !n.deleted) {
+        for n in self.live_nodes() {
             let full = u64::from(n.pods) >= cap;
             let short = n.cpu_requested + request > cpu;
             too_many += usize::from(full);
@@ -1055,7 +1055,7 @@ impl Cluster {
             }
         }
         let Some((_, _, index)) = best else {
-            let total = self.nodes.iter().filter(|n| !n.deleted).count();
+            let total = self.live_nodes().count();
             let mut reasons = Vec::new();
             if no_cpu > 0 {
                 reasons.push(format!("{no_cpu} Insufficient cpu"));
