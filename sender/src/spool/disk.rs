@@ -39,7 +39,9 @@
 //! replayed as duplicates, which the receiver ignores and counts. A torn or corrupt tail is
 //! found by its length and checksum on reopen, logged, counted in [`Recovery`] and cut off;
 //! everything after it (even valid records of later segments) is discarded too, because a
-//! replay must be gap-free. Nothing read from disk can make the sender panic.
+//! replay must be gap-free. A missing or unreadable meta file leaves the epoch and trim
+//! point unknown: every segment is discarded with a warning and its samples are counted in
+//! [`Recovery::corrupt_samples`]. Nothing read from disk can make the sender panic.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -119,7 +121,9 @@ pub struct Recovery {
     /// Records found torn or corrupt (bad length or checksum, or out of sequence); their
     /// samples cannot be known.
     pub corrupt_records: u64,
-    /// Samples of valid records discarded because they followed a corrupt one.
+    /// Samples of valid records discarded because they followed a corrupt one, or because
+    /// the meta file was missing or unreadable (every record counts then: the trim point is
+    /// unknown).
     pub corrupt_samples: u64,
     /// Bytes cut off or deleted because of corruption.
     pub skipped_bytes: u64,
@@ -208,12 +212,30 @@ impl DiskSpool {
                 spool.meta = meta;
                 spool.load(files, &mut recovery)?;
             }
-            other => {
-                if other.is_some() {
-                    warn!(dir = %dir.display(), "spool belongs to another sender id; discarded");
-                }
+            Some(_) => {
+                warn!(dir = %dir.display(), "spool belongs to another sender id; discarded");
                 for (_, path) in files {
                     remove(&path);
+                }
+                spool.write_meta(true);
+            }
+            None => {
+                // Without the meta file (missing, or unreadable after a crash) neither the
+                // trim point nor the epoch is known: the segments cannot be replayed. Their
+                // samples are lost, and counted as such.
+                let segments = files.len();
+                for (_, path) in files {
+                    discard_unreadable(&path, &mut recovery);
+                    remove(&path);
+                }
+                if segments > 0 {
+                    warn!(
+                        file = %dir.join(META_FILE).display(),
+                        segments,
+                        lost_samples = recovery.corrupt_samples,
+                        skipped_bytes = recovery.skipped_bytes,
+                        "spool meta file missing or unreadable; its segments discarded"
+                    );
                 }
                 spool.write_meta(true);
             }
@@ -855,6 +877,16 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Error> {
     Ok(out)
 }
 
+/// Counts the records of a segment discarded because the meta file is missing or unreadable.
+fn discard_unreadable(path: &Path, rec: &mut Recovery) {
+    let Ok(data) = fs::read(path) else { return };
+    rec.skipped_bytes += data.len() as u64;
+    if data.get(..8) == Some(SEGMENT_MAGIC.as_slice()) {
+        let (records, _) = parse_records(&data);
+        rec.corrupt_samples += records.iter().map(|r| r.samples).sum::<u64>();
+    }
+}
+
 fn remove(path: &Path) {
     if let Err(e) = fs::remove_file(path)
         && e.kind() != io::ErrorKind::NotFound
@@ -1069,6 +1101,27 @@ mod tests {
             "a write followed by silence is synced within about {SYNC_INTERVAL:?}"
         );
         assert!(!spool.sync.dirty.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn an_empty_meta_file_discards_the_segments_and_counts_their_samples() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut spool, _) = open(dir.path(), 10_000);
+        spool.reset(7);
+        for seq in 1..=4 {
+            spool.push(seq, payload(100, 0), 3);
+        }
+        drop(spool);
+        // A rename whose data never reached the disk before a power cut.
+        File::create(dir.path().join(META_FILE)).expect("truncate meta");
+        let (spool, rec) = open(dir.path(), 10_000);
+        assert_eq!((spool.oldest(), rec.batches, rec.epoch), (None, 0, None));
+        assert_eq!(rec.corrupt_samples, 12, "every discarded sample counted");
+        assert!(rec.skipped_bytes > 0);
+        assert!(list_segments(dir.path()).expect("list").is_empty());
+        drop(spool);
+        let (_, rec) = open(dir.path(), 10_000);
+        assert_eq!(rec, Recovery::default(), "counted once");
     }
 
     #[test]
