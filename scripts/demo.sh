@@ -24,8 +24,11 @@ target/release/sender --simulate demo --target "$ingest" &
 pids+=($!)
 
 echo "==> waiting for cluster state at http://$http/metrics"
-for _ in $(seq 1 100); do
-  if curl -fsS "http://$http/metrics" 2>/dev/null | grep -q '^kube_pod_status_phase{'; then
+# The simulated pods start Pending and are Running a few seconds later, as in a real cluster.
+start=$SECONDS
+for _ in $(seq 1 150); do
+  if curl -fsS "http://$http/metrics" 2>/dev/null | grep -qE '^kube_pod_status_phase\{.*phase="Running"\} 1$'; then
+    echo "==> pods Running at the receiver after $((SECONDS - start)) s"
     break
   fi
   sleep 0.2
