@@ -4,8 +4,12 @@
 //! bound), crash (the spool vanishes without any clean-up; optionally the last record is
 //! torn, or garbage follows it) and reopen, and a clean reopen. After every reopen what the
 //! spool holds must be exactly the model's queue: a contiguous run of what was written and
-//! not acked, in order, byte for byte; nothing acked comes back; dropped samples equal the
-//! model's; a torn record is reported as exactly one corrupt record and never panics.
+//! not acked, in order, byte for byte; nothing acked comes back after a clean reopen; dropped
+//! samples equal the model's; a torn record is reported as exactly one corrupt record and
+//! never panics. After a crash exactly the batches after the spool's durable trim point come
+//! back (those acked or dropped since the trim point was last written, at most
+//! `SYNC_INTERVAL` ago, come back too), and those beyond the bound are dropped again, counted
+//! in the recovery.
 //! A second property fills a segment's tail with arbitrary bytes and flips a random byte:
 //! reopening never panics and keeps a gap-free prefix, and a second reopen finds it clean.
 
@@ -67,6 +71,9 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Default)]
 struct Model {
     queue: VecDeque<(u64, Bytes, u64)>,
+    /// Everything written since the last batch larger than the bound: a crash brings back
+    /// those after the spool's durable trim point.
+    history: VecDeque<(u64, Bytes, u64)>,
     next_seq: u64,
     dropped: u64,
     /// Seq and record length of the newest record written, while it is still kept.
@@ -86,6 +93,7 @@ impl Model {
         if len > MAX_BYTES {
             dropped = self.queue.iter().map(|(_, _, s)| s).sum::<u64>() + samples;
             self.queue.clear();
+            self.history.clear();
             self.last_record = None;
         } else {
             while self.bytes() + len > MAX_BYTES {
@@ -93,7 +101,8 @@ impl Model {
                     dropped += s;
                 }
             }
-            self.queue.push_back((seq, payload, samples));
+            self.queue.push_back((seq, payload.clone(), samples));
+            self.history.push_back((seq, payload, samples));
             self.last_record = Some((seq, len + RECORD_OVERHEAD));
         }
         self.dropped += dropped;
@@ -180,7 +189,11 @@ proptest! {
                     spool.ack(seq);
                 }
                 Op::Crash { tail } => {
+                    let durable = spool.durable_trim();
                     std::mem::forget(spool); // no clean-up of any kind
+                    // Batches acked or dropped since the trim point was last written are back.
+                    model.history.retain(|(s, _, _)| *s > durable);
+                    model.queue = model.history.clone();
                     let mut expect_corrupt = 0;
                     match (tail, model.last_record, newest_segment(dir.path())) {
                         (Tail::Torn(frac), Some((seq, rec_len)), Some(seg)) => {
@@ -191,6 +204,7 @@ proptest! {
                             // The torn record is the newest kept batch: it is lost.
                             prop_assert_eq!(model.queue.back().map(|(s, _, _)| *s), Some(seq));
                             model.queue.pop_back();
+                            model.history.pop_back();
                             model.last_record = None;
                             // The link numbers on from the newest kept batch.
                             model.next_seq = seq - 1;
@@ -208,11 +222,19 @@ proptest! {
                         }
                         _ => {}
                     }
+                    // Back beyond the bound: dropped (again) on reopen.
+                    let mut expect_dropped = 0;
+                    while model.bytes() > MAX_BYTES {
+                        if let Some((_, _, s)) = model.queue.pop_front() {
+                            expect_dropped += s;
+                        }
+                    }
+                    model.history = model.queue.clone();
                     let (reopened, recovery) = open(dir.path());
                     spool = reopened;
                     prop_assert_eq!(recovery.corrupt_records, expect_corrupt);
                     prop_assert_eq!(recovery.corrupt_samples, 0);
-                    prop_assert_eq!(recovery.dropped_samples, 0);
+                    prop_assert_eq!(recovery.dropped_samples, expect_dropped);
                     check(&spool, &model)?;
                 }
                 Op::Reopen => {
@@ -221,6 +243,7 @@ proptest! {
                     spool = reopened;
                     prop_assert_eq!(recovery.corrupt_records, 0);
                     prop_assert_eq!(recovery.epoch.is_some(), !model.queue.is_empty());
+                    model.history = model.queue.clone();
                     model.last_record = None;
                     check(&spool, &model)?;
                 }

@@ -3,9 +3,11 @@
 //!
 //! # Layout
 //! - `meta.json`: `{sender_id, epoch, trimmed}`. The batches on disk belong to `epoch` of
-//!   `sender_id`; every batch up to `trimmed` was acknowledged (or dropped) and never comes
-//!   back. Rewritten atomically (temporary file + rename) when an ack or a drop releases
-//!   batches, and when a new epoch starts (then also fsynced).
+//!   `sender_id`; every batch up to `trimmed` was acknowledged (or dropped). Always written
+//!   as temporary file + fsync + rename. The trim point moved by acks and drops is kept in
+//!   memory and written at most once per [`SYNC_INTERVAL`] (by the next push or ack after
+//!   it), at once before a segment is deleted and when a new epoch starts, and when the
+//!   spool is dropped.
 //! - `<first seq, 20 digits>.seg`: append-only segments. A 16-byte header (`KRSPOOL1` and the
 //!   epoch, little-endian), then records `[len u32][crc32 u32][payload]` (little-endian; the
 //!   CRC-32 covers the payload), payload = `[seq u64][samples u64][encoded batch]`. A new
@@ -32,11 +34,13 @@
 //! never waits for the disk, except that it waits for the thread when [`SYNC_QUEUE`] rolled
 //! segments are still queued (a hung disk). A failed sync is logged (at most once a minute)
 //! and, for the active segment, retried on the next tick; it never fails the write. The
-//! spool syncs inline when it is dropped; a new epoch's meta file is fsynced. A power cut or
-//! kernel crash can therefore lose the records of the last second and the latest trim point: batches written
-//! in that second are missing after reboot (the receiver then answers `Snapshot` or the
-//! replay simply ends earlier), and batches acknowledged in that second come back and are
-//! replayed as duplicates, which the receiver ignores and counts. A torn or corrupt tail is
+//! spool syncs inline when it is dropped. A power cut or kernel crash can therefore lose the
+//! records of the last second: batches written in that second are missing after reboot (the
+//! receiver then answers `Snapshot` or the replay simply ends earlier). Any crash, a process
+//! crash too, can lose the trim point of the last second: batches acknowledged or dropped in
+//! it come back on reopen. Acknowledged ones are not replayed (the receiver resumes after
+//! its ack) or are ignored and counted as duplicates; dropped ones are replayable again, or
+//! dropped and counted again on reopen if they exceed the bound. A torn or corrupt tail is
 //! found by its length and checksum on reopen, logged, counted in [`Recovery`] and cut off;
 //! everything after it (even valid records of later segments) is discarded too, because a
 //! replay must be gap-free. A missing or unreadable meta file leaves the epoch and trim
@@ -58,6 +62,7 @@ use tracing::{info, warn};
 
 use super::Spool;
 use crate::error::Error;
+use crate::events::write_atomically;
 
 /// The meta file's name in the spool directory.
 pub const META_FILE: &str = "meta.json";
@@ -153,6 +158,10 @@ pub struct DiskSpool {
     syncer: Option<Syncer>,
     /// When the active segment was last synced inline (without a syncer).
     last_sync: Instant,
+    /// `meta.trimmed` as last written to the meta file.
+    durable_trim: u64,
+    /// When the meta file was last written.
+    meta_written: Instant,
     write_errors: u64,
 }
 
@@ -203,12 +212,15 @@ impl DiskSpool {
             sync: Arc::clone(&sync),
             syncer: Syncer::start(sync),
             last_sync: Instant::now(),
+            durable_trim: 0,
+            meta_written: Instant::now(),
             write_errors: 0,
         };
         let files = list_segments(dir)?;
         let mut recovery = Recovery::default();
         match stored {
             Some(meta) if meta.sender_id == sender_id => {
+                spool.durable_trim = meta.trimmed;
                 spool.meta = meta;
                 spool.load(files, &mut recovery)?;
             }
@@ -217,7 +229,7 @@ impl DiskSpool {
                 for (_, path) in files {
                     remove(&path);
                 }
-                spool.write_meta(true);
+                spool.write_meta();
             }
             None => {
                 // Without the meta file (missing, or unreadable after a crash) neither the
@@ -237,7 +249,7 @@ impl DiskSpool {
                         "spool meta file missing or unreadable; its segments discarded"
                     );
                 }
-                spool.write_meta(true);
+                spool.write_meta();
             }
         }
         if !spool.entries.is_empty() {
@@ -265,6 +277,12 @@ impl DiskSpool {
     /// The epoch the kept batches belong to.
     pub fn epoch(&self) -> u64 {
         self.meta.epoch
+    }
+
+    /// The trim point as last written to the meta file: after a crash, kept batches after it
+    /// come back on reopen (see the [module docs](self)).
+    pub fn durable_trim(&self) -> u64 {
+        self.durable_trim
     }
 
     /// Records that could not be written (their batches stayed in memory).
@@ -372,8 +390,8 @@ impl DiskSpool {
             changed = true;
         }
         self.delete_dead_segments();
-        if changed {
-            self.write_meta(false);
+        if changed && self.meta.trimmed != self.durable_trim {
+            self.write_meta();
         }
         Ok(())
     }
@@ -385,13 +403,20 @@ impl DiskSpool {
         Some(e)
     }
 
-    /// Deletes the segments no kept batch lives in.
+    /// Deletes the segments no kept batch lives in, writing the trim point first.
     fn delete_dead_segments(&mut self) {
         let live_from = self.entries.front().map(|e| e.segment);
         while let Some(seg) = self.segments.front() {
             if live_from.is_some_and(|first| seg.first_seq >= first) {
                 break;
             }
+            if self.meta.trimmed != self.durable_trim {
+                // Once its records are gone, the trim point must cover them.
+                self.write_meta();
+            }
+            let Some(seg) = self.segments.front() else {
+                break;
+            };
             let is_active = self.segments.len() == 1;
             let path = self.segment_path(seg.first_seq);
             self.segments.pop_front();
@@ -411,23 +436,26 @@ impl DiskSpool {
         self.dir.join(format!("{first_seq:020}.seg"))
     }
 
-    /// Writes the meta file atomically; `sync` also fsyncs it.
-    fn write_meta(&mut self, sync: bool) {
+    /// Writes the meta file: temporary file, fsync, rename.
+    fn write_meta(&mut self) {
         let path = self.dir.join(META_FILE);
-        let tmp = self.dir.join(format!(".{META_FILE}.tmp"));
+        self.meta_written = Instant::now();
         let result = serde_json::to_vec(&self.meta)
-            .map_err(io::Error::other)
-            .and_then(|json| {
-                let mut f = File::create(&tmp)?;
-                f.write_all(&json)?;
-                if sync {
-                    f.sync_all()?;
-                }
-                fs::rename(&tmp, &path)
-            });
-        if let Err(e) = result {
-            self.write_errors += 1;
-            warn!(file = %path.display(), cause = %e, "failed to write the spool's meta file");
+            .map_err(|e| Error::state(&path, io::Error::other(e)))
+            .and_then(|json| write_atomically(&path, &json));
+        match result {
+            Ok(()) => self.durable_trim = self.meta.trimmed,
+            Err(e) => {
+                self.write_errors += 1;
+                warn!(file = %path.display(), cause = %e, "failed to write the spool's meta file");
+            }
+        }
+    }
+
+    /// Writes a moved trim point if the meta file was last written [`SYNC_INTERVAL`] ago.
+    fn persist_trim_lazily(&mut self) {
+        if self.meta.trimmed != self.durable_trim && self.meta_written.elapsed() >= SYNC_INTERVAL {
+            self.write_meta();
         }
     }
 
@@ -571,20 +599,17 @@ impl DiskSpool {
         }
     }
 
-    /// Forgets every batch up to `seq`, persisting the trim point.
+    /// Forgets every batch up to `seq`; the trim point is written as the module docs say.
     fn trim_through(&mut self, seq: u64) {
-        let mut released = false;
+        if seq <= self.meta.trimmed {
+            return;
+        }
+        self.meta.trimmed = seq;
         while self.entries.front().is_some_and(|e| e.seq <= seq) {
             self.pop_oldest();
-            released = true;
         }
-        if seq > self.meta.trimmed && released {
-            self.meta.trimmed = seq;
-            self.write_meta(false);
-            self.delete_dead_segments();
-        } else if seq > self.meta.trimmed {
-            self.meta.trimmed = seq;
-        }
+        self.delete_dead_segments();
+        self.persist_trim_lazily();
     }
 }
 
@@ -598,8 +623,8 @@ impl Spool for DiskSpool {
             self.bytes = 0;
             self.samples = 0;
             self.meta.trimmed = seq;
-            self.write_meta(false);
             self.delete_dead_segments();
+            self.persist_trim_lazily();
             return dropped;
         }
         let mut dropped = 0;
@@ -615,9 +640,9 @@ impl Spool for DiskSpool {
         }
         if let Some(seq) = last {
             self.meta.trimmed = self.meta.trimmed.max(seq);
-            self.write_meta(false);
             self.delete_dead_segments();
         }
+        self.persist_trim_lazily();
         self.append(seq, payload, samples);
         dropped
     }
@@ -661,11 +686,12 @@ impl Spool for DiskSpool {
         self.entries.clear();
         self.bytes = 0;
         self.samples = 0;
-        self.delete_dead_segments();
-        // Anything a failed deletion left behind carries the old epoch in its header.
+        // The new epoch first: anything a failed or interrupted deletion leaves behind
+        // carries the old epoch in its header, and is deleted on reopen.
         self.meta.epoch = epoch;
         self.meta.trimmed = 0;
-        self.write_meta(true);
+        self.write_meta();
+        self.delete_dead_segments();
     }
 
     fn bytes(&self) -> u64 {
@@ -683,6 +709,9 @@ impl Drop for DiskSpool {
             && self.sync.dirty.swap(false, Ordering::AcqRel)
         {
             self.sync.sync_file(file);
+        }
+        if self.meta.trimmed != self.durable_trim {
+            self.write_meta();
         }
         // Dropping the syncer's sender ends its thread.
     }
@@ -1122,6 +1151,24 @@ mod tests {
         drop(spool);
         let (_, rec) = open(dir.path(), 10_000);
         assert_eq!(rec, Recovery::default(), "counted once");
+    }
+
+    #[test]
+    fn the_trim_point_is_written_by_the_first_push_after_the_interval() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut spool, _) =
+            DiskSpool::open_with_segments(dir.path(), 10_000, 10_000, "s1").expect("open");
+        spool.reset(1);
+        for seq in 1..=3 {
+            spool.push(seq, payload(10, seq as u8), 1);
+        }
+        spool.ack(2); // one segment, still live: nothing deleted
+        std::thread::sleep(SYNC_INTERVAL);
+        spool.push(4, payload(10, 4), 1);
+        assert_eq!(spool.durable_trim(), 2);
+        std::mem::forget(spool); // a crash: no Drop
+        let (spool, _) = open(dir.path(), 10_000);
+        assert_eq!(seqs(&spool), [3, 4]);
     }
 
     #[test]
