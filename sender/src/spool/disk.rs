@@ -576,22 +576,20 @@ impl DiskSpool {
         }
     }
 
-    /// Reads the batch of `e` back.
-    fn read(&self, e: &Entry, cache: &mut Option<(u64, Vec<u8>)>) -> io::Result<Bytes> {
+    /// Reads the batch of `e` back: a slice of its segment, read once per `cache` (no copy).
+    fn read(&self, e: &Entry, cache: &mut Option<(u64, Bytes)>) -> io::Result<Bytes> {
         if let Some(payload) = &e.memory {
             return Ok(payload.clone());
         }
         if cache.as_ref().is_none_or(|(seg, _)| *seg != e.segment) {
-            *cache = Some((e.segment, fs::read(self.segment_path(e.segment))?));
+            let data = fs::read(self.segment_path(e.segment))?;
+            *cache = Some((e.segment, Bytes::from(data)));
         }
-        let data = cache
-            .as_ref()
-            .map(|(_, d)| d.as_slice())
-            .unwrap_or_default();
-        match parse_one(data, e.offset as usize) {
-            Some((r, _)) if r.seq == e.seq => Ok(Bytes::copy_from_slice(
-                &data[r.payload_start..r.payload_start + r.len as usize],
-            )),
+        let data = cache.as_ref().map(|(_, d)| d.clone()).unwrap_or_default();
+        match parse_one(&data, e.offset as usize) {
+            Some((r, _)) if r.seq == e.seq => {
+                Ok(data.slice(r.payload_start..r.payload_start + r.len as usize))
+            }
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("record of batch {} is missing or corrupt", e.seq),
@@ -659,6 +657,11 @@ impl Spool for DiskSpool {
         self.entries.back().map(|e| e.seq)
     }
 
+    /// Reads the segments holding the batches with blocking reads on the caller's thread (the
+    /// link task): a one-time cost per reconnect or restart, bounded by `max_bytes` (a full
+    /// 4 MiB spool reads back in milliseconds, `sender/README.md`). The batches returned are
+    /// slices of the segments read, not copies: each segment's buffer lives until its last
+    /// batch is dropped.
     fn after(&self, seq: u64) -> Vec<(u64, Bytes)> {
         let mut out = Vec::new();
         let mut cache = None;
