@@ -21,6 +21,7 @@ use kube_relay_sender::shared::Shared;
 use kube_relay_testkit::proxy::LinkProxy;
 use kube_relay_testkit::wait_until;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use support::{
@@ -36,6 +37,21 @@ fn link_config(cluster: &str) -> LinkConfig {
         flush_interval: Duration::from_millis(10),
         ..LinkConfig::new(cluster, format!("{cluster}-sender"))
     }
+}
+
+/// Starts a link with `config` and `shared` towards the scripted peer on `listener`.
+fn start_link(
+    listener: &TcpListener,
+    config: LinkConfig,
+    shared: &Arc<Shared>,
+) -> (CancellationToken, JoinHandle<Result<(), Error>>) {
+    let shutdown = CancellationToken::new();
+    let link = Link::new(
+        config,
+        TcpConnector::new(listener.local_addr().expect("addr").to_string()),
+        Arc::clone(shared),
+    );
+    (shutdown.clone(), tokio::spawn(link.run(shutdown)))
 }
 
 /// Waits until the receiver's `/metrics` has a line starting with `prefix` (and returns it),
@@ -306,13 +322,7 @@ async fn spool_overflow_counts_dropped_samples_exactly_and_forces_a_snapshot() {
         ack_patience: Duration::from_millis(1),
         ..link_config("c5")
     };
-    let shutdown = CancellationToken::new();
-    let link = Link::new(
-        config,
-        TcpConnector::new(listener.local_addr().expect("addr").to_string()),
-        Arc::clone(&shared),
-    );
-    let running = tokio::spawn(link.run(shutdown.clone()));
+    let (shutdown, running) = start_link(&listener, config, &shared);
 
     let (mut conn, hello) = accept(&listener).await;
     assert_eq!(hello.resume_from, None, "nothing to replay yet");
@@ -366,13 +376,7 @@ async fn unacknowledged_batches_are_replayed_after_a_reconnect() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let shared = Arc::new(Shared::new(1));
     shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Pending")));
-    let shutdown = CancellationToken::new();
-    let link = Link::new(
-        link_config("c6"),
-        TcpConnector::new(listener.local_addr().expect("addr").to_string()),
-        Arc::clone(&shared),
-    );
-    let running = tokio::spawn(link.run(shutdown.clone()));
+    let (shutdown, running) = start_link(&listener, link_config("c6"), &shared);
 
     let (mut conn, hello) = accept(&listener).await;
     welcome(&mut conn, Resume::Snapshot, 60_000).await;
@@ -406,13 +410,7 @@ async fn unacknowledged_batches_are_replayed_after_a_reconnect() {
 async fn a_silent_receiver_is_a_dead_link_and_idle_senders_send_heartbeats() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let shared = Arc::new(Shared::new(1));
-    let shutdown = CancellationToken::new();
-    let link = Link::new(
-        link_config("c7"),
-        TcpConnector::new(listener.local_addr().expect("addr").to_string()),
-        Arc::clone(&shared),
-    );
-    let running = tokio::spawn(link.run(shutdown.clone()));
+    let (shutdown, running) = start_link(&listener, link_config("c7"), &shared);
 
     let (mut conn, _) = accept(&listener).await;
     welcome(&mut conn, Resume::Snapshot, 100).await;
@@ -432,13 +430,7 @@ async fn a_silent_receiver_is_a_dead_link_and_idle_senders_send_heartbeats() {
 async fn a_cluster_in_use_rejection_backs_off_and_retries() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let shared = Arc::new(Shared::new(1));
-    let shutdown = CancellationToken::new();
-    let link = Link::new(
-        link_config("c8"),
-        TcpConnector::new(listener.local_addr().expect("addr").to_string()),
-        Arc::clone(&shared),
-    );
-    let running = tokio::spawn(link.run(shutdown.clone()));
+    let (shutdown, running) = start_link(&listener, link_config("c8"), &shared);
 
     let (mut conn, _) = accept(&listener).await;
     conn.send(ReceiverMessage::Reject(Reject {
@@ -469,13 +461,7 @@ async fn shutdown_flushes_pending_changes_then_says_goodbye() {
         flush_interval: Duration::from_secs(3600),
         ..link_config("c9")
     };
-    let shutdown = CancellationToken::new();
-    let link = Link::new(
-        config,
-        TcpConnector::new(listener.local_addr().expect("addr").to_string()),
-        Arc::clone(&shared),
-    );
-    let running = tokio::spawn(link.run(shutdown.clone()));
+    let (shutdown, running) = start_link(&listener, config, &shared);
     let (mut conn, _) = accept(&listener).await;
     welcome(&mut conn, Resume::Snapshot, 60_000).await;
     receive_snapshot(&mut conn).await;
@@ -499,13 +485,7 @@ async fn an_ack_of_a_batch_never_sent_is_ignored() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let shared = Arc::new(Shared::new(1));
     shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Pending")));
-    let shutdown = CancellationToken::new();
-    let link = Link::new(
-        link_config("c9"),
-        TcpConnector::new(listener.local_addr().expect("addr").to_string()),
-        Arc::clone(&shared),
-    );
-    let running = tokio::spawn(link.run(shutdown.clone()));
+    let (shutdown, running) = start_link(&listener, link_config("c9"), &shared);
 
     let (mut conn, hello) = accept(&listener).await;
     welcome(&mut conn, Resume::Snapshot, 60_000).await;
