@@ -14,6 +14,8 @@
 //!   handshake, sequence-numbered data [`Batch`]es, acks and heartbeats.
 //! - [`metric`]: what a batch carries: [`FamilyDef`], [`SeriesDef`], compact [`Updates`]
 //!   (sorted series ids sent as gaps, integral values as varints) and removals.
+//! - `tls` (feature `tls`): the rustls plumbing both sides share: the crypto provider, PEM
+//!   certificates and keys, a CA trust store, server names.
 //!
 //! # A session
 //! ```text
@@ -34,6 +36,8 @@ pub mod error;
 pub mod frame;
 pub mod message;
 pub mod metric;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use error::{Error, Result};
 pub use frame::{FrameCodec, ReceiverCodec, SenderCodec};

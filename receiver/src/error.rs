@@ -5,6 +5,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use kube_relay_proto::tls::TlsError;
+
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -135,6 +137,24 @@ impl Error {
             Error::HandshakeTimeout(_) => "handshake_timeout",
             Error::IdleTimeout(_) => "idle_timeout",
             Error::Rejected { reason, .. } => reason,
+        }
+    }
+}
+
+/// The shared TLS plumbing's errors as the receiver reports them: an unusable file is an
+/// [`Error::Pem`] naming it, a CA rustls refuses an [`Error::Tls`] (`CA`), an invalid server
+/// name an [`Error::Config`].
+impl From<TlsError> for Error {
+    fn from(err: TlsError) -> Self {
+        match err {
+            TlsError::Read { what, path, source } => Error::Pem { what, path, source },
+            TlsError::NoCertificate { what, path } => Error::Pem {
+                what,
+                path,
+                source: rustls::pki_types::pem::Error::NoItemsFound,
+            },
+            TlsError::TrustAnchor { source, .. } => Error::Tls { what: "CA", source },
+            err @ TlsError::ServerName { .. } => Error::Config(err.to_string()),
         }
     }
 }

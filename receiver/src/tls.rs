@@ -16,10 +16,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use kube_relay_proto::tls;
+use rustls::pki_types::ServerName;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ServerConfig};
 
 use crate::{Error, Result};
 
@@ -33,10 +33,6 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// Private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (`--tls-key`, `--http-tls-key`).
     pub key: PathBuf,
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Builds a server configuration from `files`; with `client_ca`, clients must present a
@@ -53,16 +49,16 @@ pub fn server_config(
     client_ca: Option<&Path>,
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>> {
-    let chain = read_certs("certificate chain", &files.cert)?;
-    let key = read_key(&files.key)?;
-    let builder = ServerConfig::builder_with_provider(provider())
+    let chain = tls::read_certs("certificate chain", &files.cert)?;
+    let key = tls::read_key("private key", &files.key)?;
+    let builder = ServerConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|source| Error::Tls { what, source })?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
-            let roots = root_store(path)?;
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+            let roots = Arc::new(tls::root_store(path)?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, tls::provider())
                 .build()
                 .map_err(|source| Error::ClientCa {
                     path: path.to_owned(),
@@ -85,8 +81,8 @@ pub fn server_config(
 /// [`Error::Pem`] for unreadable files, [`Error::Tls`] when rustls refuses the setup (a key
 /// that does not fit its certificate, a CA that is no certificate).
 pub fn client_config(ca: &Path, identity: Option<&TlsFiles>) -> Result<Arc<ClientConfig>> {
-    let roots = root_store(ca)?;
-    let builder = ClientConfig::builder_with_provider(provider())
+    let roots = tls::root_store(ca)?;
+    let builder = ClientConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|source| Error::Tls {
             what: "client",
@@ -97,8 +93,8 @@ pub fn client_config(ca: &Path, identity: Option<&TlsFiles>) -> Result<Arc<Clien
         None => builder.with_no_client_auth(),
         Some(files) => builder
             .with_client_auth_cert(
-                read_certs("certificate chain", &files.cert)?,
-                read_key(&files.key)?,
+                tls::read_certs("certificate chain", &files.cert)?,
+                tls::read_key("private key", &files.key)?,
             )
             .map_err(|source| Error::Tls {
                 what: "client",
@@ -114,43 +110,9 @@ pub fn client_config(ca: &Path, identity: Option<&TlsFiles>) -> Result<Arc<Clien
 /// # Errors
 /// [`Error::Config`] when `host` is neither a DNS name nor an IP address.
 pub fn server_name(host: &str) -> Result<ServerName<'static>> {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(host.to_owned())
-        .map_err(|e| Error::Config(format!("{host:?} is not a valid TLS server name: {e}")))
-}
-
-fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let pem_error = |source| Error::Pem {
-        what,
-        path: path.to_owned(),
-        source,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(pem_error)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pem_error)?;
-    if certs.is_empty() {
-        return Err(pem_error(rustls::pki_types::pem::Error::NoItemsFound));
-    }
-    Ok(certs)
-}
-
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_file(path).map_err(|source| Error::Pem {
-        what: "private key",
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn root_store(path: &Path) -> Result<Arc<RootCertStore>> {
-    let mut roots = RootCertStore::empty();
-    for cert in read_certs("CA certificate", path)? {
-        roots
-            .add(cert)
-            .map_err(|source| Error::Tls { what: "CA", source })?;
-    }
-    Ok(Arc::new(roots))
+    Ok(tls::server_name(
+        host.trim_start_matches('[').trim_end_matches(']'),
+    )?)
 }
 
 /// Why a TLS handshake failed, as a bounded label for

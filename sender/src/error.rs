@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use kube_relay_proto::RejectReason;
+use kube_relay_proto::tls::TlsError;
 
 use crate::tls::TlsFailure;
 
@@ -103,6 +104,15 @@ impl Error {
         }
     }
 
+    /// A [`Error::TlsFile`]: `path` should hold `what` (e.g. `CA certificate`).
+    pub fn tls_file(what: &'static str, path: &Path, source: impl Into<BoxError>) -> Self {
+        Error::TlsFile {
+            what,
+            path: path.to_owned(),
+            source: source.into(),
+        }
+    }
+
     /// A [`Error::Kube`] for `action`.
     pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
         Error::Kube {
@@ -153,6 +163,30 @@ impl Error {
             Error::Rejected { reason, .. } => reason.as_label(),
             Error::Session(_) => "session",
         }
+    }
+}
+
+/// The shared TLS plumbing's errors as the sender reports them: an unusable file is an
+/// [`Error::TlsFile`] naming it, an invalid server name an [`Error::Config`] pointing at
+/// `--tls-server-name`.
+impl From<TlsError> for Error {
+    fn from(err: TlsError) -> Self {
+        let (what, path, source): (_, _, BoxError) = match err {
+            TlsError::Read { what, path, source } => (what, path, source.into()),
+            TlsError::NoCertificate { what, path } => (
+                what,
+                path,
+                "no PEM certificate (-----BEGIN CERTIFICATE-----) in the file".into(),
+            ),
+            TlsError::TrustAnchor { path, source } => ("CA certificate", path, source.into()),
+            TlsError::ServerName { name, source } => {
+                return Error::Config(format!(
+                    "{name:?} is not a valid TLS server name (a DNS name or an IP address; \
+                     set --tls-server-name): {source}"
+                ));
+            }
+        };
+        Error::TlsFile { what, path, source }
     }
 }
 

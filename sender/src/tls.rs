@@ -28,9 +28,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use kube_relay_proto::tls;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -39,6 +39,8 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::error::Error;
 use crate::link::{Connector, TcpConnector};
+
+pub use kube_relay_proto::tls::host_of;
 
 /// Why a TLS handshake with the receiver failed, as a bounded label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,37 +153,6 @@ pub fn failure(err: &io::Error) -> Option<TlsFailure> {
         .map(TlsFailure::classify)
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn tls_file_error(
-    what: &'static str,
-    path: &Path,
-    source: impl Into<crate::error::BoxError>,
-) -> Error {
-    Error::TlsFile {
-        what,
-        path: path.to_owned(),
-        source: source.into(),
-    }
-}
-
-fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| tls_file_error(what, path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls_file_error(what, path, e))?;
-    if certs.is_empty() {
-        return Err(tls_file_error(
-            what,
-            path,
-            "no PEM certificate (-----BEGIN CERTIFICATE-----) in the file",
-        ));
-    }
-    Ok(certs)
-}
-
 /// Builds the client configuration: trust only the CA certificate(s) in `ca` (PEM) and, for
 /// mutual TLS, present `identity` (certificate chain file, key file). TLS 1.2 and 1.3,
 /// rustls' safe defaults, the `ring` provider.
@@ -193,36 +164,22 @@ pub fn client_config(
     ca: &Path,
     identity: Option<(&Path, &Path)>,
 ) -> Result<Arc<ClientConfig>, Error> {
-    let mut roots = RootCertStore::empty();
-    for cert in read_certs("CA certificate", ca)? {
-        roots
-            .add(cert)
-            .map_err(|e| tls_file_error("CA certificate", ca, e))?;
-    }
-    let builder = ClientConfig::builder_with_provider(provider())
+    let roots = tls::root_store(ca)?;
+    let builder = ClientConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| tls_file_error("CA certificate", ca, e))?
+        .map_err(|e| Error::tls_file("CA certificate", ca, e))?
         .with_root_certificates(roots);
     let config = match identity {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
-            let chain = read_certs("client certificate", cert)?;
-            let key_der = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| tls_file_error("client key", key, e))?;
+            let chain = tls::read_certs("client certificate", cert)?;
+            let key_der = tls::read_key("client key", key)?;
             builder
                 .with_client_auth_cert(chain, key_der)
-                .map_err(|e| tls_file_error("client key", key, e))?
+                .map_err(|e| Error::tls_file("client key", key, e))?
         }
     };
     Ok(Arc::new(config))
-}
-
-/// The host part of `HOST:PORT` (`[v6]:port` brackets removed).
-pub fn host_of(target: &str) -> &str {
-    let host = target.rsplit_once(':').map_or(target, |(host, _)| host);
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
 }
 
 /// Parses a server name: a DNS name or an IP address.
@@ -230,12 +187,7 @@ pub fn host_of(target: &str) -> &str {
 /// # Errors
 /// [`Error::Config`] when `name` is neither.
 pub fn server_name(name: &str) -> Result<ServerName<'static>, Error> {
-    ServerName::try_from(name.to_owned()).map_err(|e| {
-        Error::Config(format!(
-            "{name:?} is not a valid TLS server name (a DNS name or an IP address; \
-             set --tls-server-name): {e}"
-        ))
-    })
+    Ok(tls::server_name(name)?)
 }
 
 /// TCP to the receiver, then a TLS handshake. See the [module docs](self).

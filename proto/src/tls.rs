@@ -1,0 +1,203 @@
+//! rustls plumbing shared by the sender and the receiver (feature `tls`).
+//!
+//! Both sides read the same kinds of PEM files and build their rustls configurations with
+//! the same `ring` provider; this module holds that common part. What each side does with
+//! it (server configuration, client identity rules, classification of failed handshakes)
+//! stays in its own crate. Errors are a [`TlsError`] naming the file; each crate wraps it
+//! into its own error type.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, InvalidDnsNameError, PrivateKeyDer, ServerName};
+
+/// What can go wrong reading TLS files or parsing a server name.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or parsed.
+    #[error("failed to read {what} from {path}: {source}")]
+    Read {
+        /// What the file should hold, e.g. `CA certificate`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What the PEM reader reported.
+        #[source]
+        source: pem::Error,
+    },
+
+    /// A certificate file holds no PEM certificate.
+    #[error("failed to read {what} from {path}: no PEM certificate (-----BEGIN CERTIFICATE-----)")]
+    NoCertificate {
+        /// What the file should hold.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// rustls refused a certificate of a CA file as a trust anchor.
+    #[error("failed to add a CA certificate from {path} to the trust store: {source}")]
+    TrustAnchor {
+        /// The CA file.
+        path: PathBuf,
+        /// What rustls reported.
+        #[source]
+        source: rustls::Error,
+    },
+
+    /// A server name is neither a DNS name nor an IP address.
+    #[error("{name:?} is not a valid TLS server name: {source}")]
+    ServerName {
+        /// The name given.
+        name: String,
+        /// What the parser reported.
+        #[source]
+        source: InvalidDnsNameError,
+    },
+}
+
+/// The crypto provider both sides use: rustls' `ring` provider.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads every PEM certificate in `path` (`what` names the file's role in errors).
+///
+/// # Errors
+/// [`TlsError::Read`] when the file cannot be read or parsed, [`TlsError::NoCertificate`]
+/// when it holds no certificate.
+pub fn read_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let read_error = |source| TlsError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(read_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_error)?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key (PKCS#8, PKCS#1 or SEC1) in `path`.
+///
+/// # Errors
+/// [`TlsError::Read`] when the file cannot be read or holds no key.
+pub fn read_key(what: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A trust store holding the CA certificate(s) in `path` and nothing else.
+///
+/// # Errors
+/// As [`read_certs`] (`what` is `CA certificate`), and [`TlsError::TrustAnchor`] when rustls
+/// refuses one of the certificates.
+pub fn root_store(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs("CA certificate", path)? {
+        roots.add(cert).map_err(|source| TlsError::TrustAnchor {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok(roots)
+}
+
+/// The host part of `HOST:PORT` (`[v6]:port` brackets removed).
+pub fn host_of(target: &str) -> &str {
+    let host = target.rsplit_once(':').map_or(target, |(host, _)| host);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// Parses a server name: a DNS name or an IP address, taken as given.
+///
+/// # Errors
+/// [`TlsError::ServerName`] when `name` is neither.
+pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(name.to_owned()).map_err(|source| TlsError::ServerName {
+        name: name.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_strips_the_port_and_brackets() {
+        assert_eq!(host_of("receiver.example:9000"), "receiver.example");
+        assert_eq!(host_of("127.0.0.1:9000"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:9000"), "::1");
+        assert_eq!(host_of("receiver.example"), "receiver.example");
+    }
+
+    #[test]
+    fn server_names_are_dns_names_or_ip_addresses() {
+        assert!(matches!(
+            server_name("receiver.example").expect("dns"),
+            ServerName::DnsName(_)
+        ));
+        assert!(matches!(
+            server_name("::1").expect("ip"),
+            ServerName::IpAddress(_)
+        ));
+        let err = server_name("not a name").expect_err("refused");
+        assert!(matches!(err, TlsError::ServerName { .. }), "{err}");
+        assert!(err.to_string().contains("\"not a name\""), "{err}");
+    }
+
+    #[test]
+    fn unusable_files_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing-ca.pem");
+        let err = root_store(&missing).expect_err("missing");
+        assert!(
+            matches!(
+                err,
+                TlsError::Read {
+                    what: "CA certificate",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("missing-ca.pem"), "{err}");
+
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").expect("write");
+        let err = read_certs("certificate chain", &garbage).expect_err("no certificate");
+        assert!(matches!(err, TlsError::NoCertificate { .. }), "{err}");
+        assert!(err.to_string().contains("garbage.pem"), "{err}");
+        let err = read_key("private key", &garbage).expect_err("no key");
+        assert!(
+            matches!(
+                err,
+                TlsError::Read {
+                    what: "private key",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("garbage.pem"), "{err}");
+    }
+}
