@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -39,16 +40,22 @@ fn link_config(cluster: &str) -> LinkConfig {
     }
 }
 
-/// Starts a link with `config` and `shared` towards the scripted peer on `listener`.
+/// The address of a scripted peer's listener.
+fn peer_addr(listener: &TcpListener) -> SocketAddr {
+    listener.local_addr().expect("listener address")
+}
+
+/// Starts a link with `config` and `shared` towards `target` (a receiver, a proxy or a
+/// scripted peer); returns its shutdown token and task.
 fn start_link(
-    listener: &TcpListener,
+    target: SocketAddr,
     config: LinkConfig,
     shared: &Arc<Shared>,
 ) -> (CancellationToken, JoinHandle<Result<(), Error>>) {
     let shutdown = CancellationToken::new();
     let link = Link::new(
         config,
-        TcpConnector::new(listener.local_addr().expect("addr").to_string()),
+        TcpConnector::new(target.to_string()),
         Arc::clone(shared),
     );
     (shutdown.clone(), tokio::spawn(link.run(shutdown)))
@@ -56,7 +63,7 @@ fn start_link(
 
 /// Waits until the receiver's `/metrics` has a line starting with `prefix` (and returns it),
 /// or has none when `want` is false.
-async fn wait_line(http: std::net::SocketAddr, prefix: &str, want: bool) -> Option<String> {
+async fn wait_line(http: SocketAddr, prefix: &str, want: bool) -> Option<String> {
     wait_until(prefix, WAIT, POLL, || async {
         let text = metrics_text(http).await?;
         let line = text
@@ -79,13 +86,7 @@ async fn series_appear_change_and_disappear_at_the_receiver() {
     let (ingest, http) = (rx.ingest, rx.http);
     let shared = Arc::new(Shared::new(7));
     shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Pending")));
-    let shutdown = CancellationToken::new();
-    let link = Link::new(
-        link_config("c1"),
-        TcpConnector::new(ingest.to_string()),
-        Arc::clone(&shared),
-    );
-    let running = tokio::spawn(link.run(shutdown.clone()));
+    let (shutdown, running) = start_link(ingest, link_config("c1"), &shared);
 
     let running_line = r#"kube_pod_status_phase{cluster="c1",namespace="default",pod="web",uid="uid-web",phase="Running"}"#;
     let line = wait_line(http, running_line, true).await.expect("line");
@@ -110,13 +111,7 @@ async fn the_link_reconnects_after_the_receiver_restarts_and_sends_a_snapshot() 
     let (ingest, http) = (rx.ingest, rx.http);
     let shared = Arc::new(Shared::new(1));
     shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Running")));
-    let shutdown = CancellationToken::new();
-    let link = Link::new(
-        link_config("c2"),
-        TcpConnector::new(ingest.to_string()),
-        Arc::clone(&shared),
-    );
-    let running = tokio::spawn(link.run(shutdown.clone()));
+    let (shutdown, running) = start_link(ingest, link_config("c2"), &shared);
     let line = r#"kube_pod_status_phase{cluster="c2",namespace="default",pod="web",uid="uid-web",phase="Running"} 1"#;
     wait_line(http, line, true).await;
 
@@ -152,13 +147,7 @@ async fn a_cut_link_resumes_from_the_acks_without_a_snapshot() {
     let proxy = LinkProxy::start(ingest).await.expect("proxy");
     let shared = Arc::new(Shared::new(1));
     shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Pending")));
-    let shutdown = CancellationToken::new();
-    let link = Link::new(
-        link_config("c3"),
-        TcpConnector::new(proxy.addr().to_string()),
-        Arc::clone(&shared),
-    );
-    let running = tokio::spawn(link.run(shutdown.clone()));
+    let (shutdown, running) = start_link(proxy.addr(), link_config("c3"), &shared);
     let pending = r#"kube_pod_status_phase{cluster="c3",namespace="default",pod="web",uid="uid-web",phase="Pending"}"#;
     wait_line(http, &format!("{pending} 1"), true).await;
 
@@ -191,13 +180,7 @@ async fn a_full_spool_waits_for_acks_instead_of_dropping() {
         max_frame_bytes: 16 << 10,
         ..link_config("c10")
     };
-    let shutdown = CancellationToken::new();
-    let link = Link::new(
-        config,
-        TcpConnector::new(ingest.to_string()),
-        Arc::clone(&shared),
-    );
-    let running = tokio::spawn(link.run(shutdown.clone()));
+    let (shutdown, running) = start_link(ingest, config, &shared);
     wait_until("connected", WAIT, POLL, || async {
         Ok((shared.stats.snapshots_sent.load(Ordering::Relaxed) == 1).then_some(()))
     })
@@ -243,13 +226,7 @@ async fn a_wrong_token_is_refused_counted_and_retried_until_fixed() {
         token: Some("wrong".to_owned()),
         ..link_config("c4")
     };
-    let shutdown = CancellationToken::new();
-    let link = Link::new(
-        config,
-        TcpConnector::new(rx.ingest.to_string()),
-        Arc::clone(&shared),
-    );
-    let running = tokio::spawn(link.run(shutdown.clone()));
+    let (shutdown, running) = start_link(rx.ingest, config, &shared);
     // Refused, counted and retried (the operator may fix the receiver's token).
     wait_until("two refusals", WAIT, POLL, || async {
         Ok((shared.stats.connect_errors("unauthorized") >= 2).then_some(()))
@@ -277,12 +254,11 @@ async fn a_wrong_token_is_refused_counted_and_retried_until_fixed() {
 #[tokio::test]
 async fn an_unsupported_protocol_version_is_fatal() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let link = Link::new(
+    let (_shutdown, running) = start_link(
+        peer_addr(&listener),
         link_config("c11"),
-        TcpConnector::new(listener.local_addr().expect("addr").to_string()),
-        Arc::new(Shared::new(1)),
+        &Arc::new(Shared::new(1)),
     );
-    let running = tokio::spawn(link.run(CancellationToken::new()));
     let (mut conn, _) = accept(&listener).await;
     conn.send(ReceiverMessage::Reject(Reject {
         reason: RejectReason::UnsupportedVersion {
@@ -322,7 +298,7 @@ async fn spool_overflow_counts_dropped_samples_exactly_and_forces_a_snapshot() {
         ack_patience: Duration::from_millis(1),
         ..link_config("c5")
     };
-    let (shutdown, running) = start_link(&listener, config, &shared);
+    let (shutdown, running) = start_link(peer_addr(&listener), config, &shared);
 
     let (mut conn, hello) = accept(&listener).await;
     assert_eq!(hello.resume_from, None, "nothing to replay yet");
@@ -376,7 +352,7 @@ async fn unacknowledged_batches_are_replayed_after_a_reconnect() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let shared = Arc::new(Shared::new(1));
     shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Pending")));
-    let (shutdown, running) = start_link(&listener, link_config("c6"), &shared);
+    let (shutdown, running) = start_link(peer_addr(&listener), link_config("c6"), &shared);
 
     let (mut conn, hello) = accept(&listener).await;
     welcome(&mut conn, Resume::Snapshot, 60_000).await;
@@ -410,7 +386,7 @@ async fn unacknowledged_batches_are_replayed_after_a_reconnect() {
 async fn a_silent_receiver_is_a_dead_link_and_idle_senders_send_heartbeats() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let shared = Arc::new(Shared::new(1));
-    let (shutdown, running) = start_link(&listener, link_config("c7"), &shared);
+    let (shutdown, running) = start_link(peer_addr(&listener), link_config("c7"), &shared);
 
     let (mut conn, _) = accept(&listener).await;
     welcome(&mut conn, Resume::Snapshot, 100).await;
@@ -430,7 +406,7 @@ async fn a_silent_receiver_is_a_dead_link_and_idle_senders_send_heartbeats() {
 async fn a_cluster_in_use_rejection_backs_off_and_retries() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let shared = Arc::new(Shared::new(1));
-    let (shutdown, running) = start_link(&listener, link_config("c8"), &shared);
+    let (shutdown, running) = start_link(peer_addr(&listener), link_config("c8"), &shared);
 
     let (mut conn, _) = accept(&listener).await;
     conn.send(ReceiverMessage::Reject(Reject {
@@ -461,7 +437,7 @@ async fn shutdown_flushes_pending_changes_then_says_goodbye() {
         flush_interval: Duration::from_secs(3600),
         ..link_config("c9")
     };
-    let (shutdown, running) = start_link(&listener, config, &shared);
+    let (shutdown, running) = start_link(peer_addr(&listener), config, &shared);
     let (mut conn, _) = accept(&listener).await;
     welcome(&mut conn, Resume::Snapshot, 60_000).await;
     receive_snapshot(&mut conn).await;
@@ -485,7 +461,7 @@ async fn an_ack_of_a_batch_never_sent_is_ignored() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let shared = Arc::new(Shared::new(1));
     shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Pending")));
-    let (shutdown, running) = start_link(&listener, link_config("c9"), &shared);
+    let (shutdown, running) = start_link(peer_addr(&listener), link_config("c9"), &shared);
 
     let (mut conn, hello) = accept(&listener).await;
     welcome(&mut conn, Resume::Snapshot, 60_000).await;
