@@ -7,6 +7,20 @@ use std::time::Duration;
 
 use common::{Running, TestSender, delta, hello, small_snapshot};
 use kube_relay_testkit::Prometheus;
+use kube_relay_testkit::prometheus::PrometheusConfig;
+
+/// The started Prometheus; `None` (the test is skipped, loudly) only when Debian's
+/// `prometheus` is not installed, any other failure fails the test.
+fn started(result: anyhow::Result<Prometheus>) -> Option<Prometheus> {
+    match result {
+        Ok(prom) => Some(prom),
+        Err(e) if format!("{e:#}").contains("install Debian's `prometheus`") => {
+            eprintln!("\n*** SKIPPED: {e:#} ***\n");
+            None
+        }
+        Err(e) => panic!("prometheus did not start: {e:#}"),
+    }
+}
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -25,13 +39,8 @@ async fn prometheus_scrapes_every_cluster_with_its_label() {
     staging.batch(small_snapshot(1)).await.expect("send");
     staging.ack_of(1).await.expect("ack");
 
-    let prom = match Prometheus::start(&[rx.http]).await {
-        Ok(prom) => prom,
-        Err(e) if format!("{e:#}").contains("install Debian's `prometheus`") => {
-            eprintln!("\n*** SKIPPED: {e:#} ***\n");
-            return;
-        }
-        Err(e) => panic!("prometheus did not start: {e:#}"),
+    let Some(prom) = started(Prometheus::start(&[rx.http]).await) else {
+        return;
     };
     let restarts = prom
         .wait_for("kube_pod_container_status_restarts_total", WAIT, |s| {
@@ -85,7 +94,7 @@ async fn prometheus_scrapes_every_cluster_with_its_label() {
 async fn prometheus_scrapes_over_tls_with_basic_auth() {
     use kube_relay_receiver::{BasicAuth, ReceiverConfig};
     use kube_relay_testkit::pki::Pki;
-    use kube_relay_testkit::prometheus::{self, PrometheusConfig, TlsConfig};
+    use kube_relay_testkit::prometheus::{self, TlsConfig};
 
     let pki = Pki::generate().expect("test PKI");
     let password_file = pki.dir().join("scrape-password");
@@ -118,13 +127,8 @@ async fn prometheus_scrapes_over_tls_with_basic_auth() {
         }),
         ..PrometheusConfig::new(&[rx.http])
     };
-    let prom = match Prometheus::start_with(config).await {
-        Ok(prom) => prom,
-        Err(e) if format!("{e:#}").contains("install Debian's `prometheus`") => {
-            eprintln!("\n*** SKIPPED: {e:#} ***\n");
-            return;
-        }
-        Err(e) => panic!("prometheus did not start: {e:#}"),
+    let Some(prom) = started(Prometheus::start_with(config).await) else {
+        return;
     };
     let restarts = prom
         .wait_for(
