@@ -98,12 +98,19 @@ async fn send_and_read_reply(mut io: BoxIo, bytes: &[u8]) -> Option<ReceiverMess
     reply
 }
 
-#[tokio::test]
-async fn tls_with_a_token_streams_data_to_metrics() {
+/// A fresh test PKI and a receiver using its server certificate (`mutual`: and requiring
+/// client certificates from its CA).
+async fn tls_receiver(mutual: bool) -> (Pki, Running) {
     let pki = Pki::generate().expect("test PKI");
-    let rx = Running::start(tls_config(&pki, false))
+    let rx = Running::start(tls_config(&pki, mutual))
         .await
         .expect("receiver");
+    (pki, rx)
+}
+
+#[tokio::test]
+async fn tls_with_a_token_streams_data_to_metrics() {
+    let (pki, rx) = tls_receiver(false).await;
     let client = TlsClient::new(&pki.ca, None);
     let mut sender = TestSender::welcomed_tls(
         rx.ingest,
@@ -133,10 +140,7 @@ async fn tls_with_a_token_streams_data_to_metrics() {
 
 #[tokio::test]
 async fn wrong_and_missing_tokens_are_refused_before_any_data_frame_is_decoded() {
-    let pki = Pki::generate().expect("test PKI");
-    let rx = Running::start(tls_config(&pki, false))
-        .await
-        .expect("receiver");
+    let (pki, rx) = tls_receiver(false).await;
     let client = TlsClient::new(&pki.ca, None);
     let garbage: &[u8] = &[0, 0, 0, 8, 0xff, 0xfe, 0xfd, 0xfc, 0xfb, 0xfa, 0xf9, 0xf8];
     let batch = batch_frame();
@@ -173,10 +177,7 @@ async fn wrong_and_missing_tokens_are_refused_before_any_data_frame_is_decoded()
 
 #[tokio::test]
 async fn a_client_that_trusts_another_ca_fails_its_handshake_and_is_counted() {
-    let pki = Pki::generate().expect("test PKI");
-    let rx = Running::start(tls_config(&pki, false))
-        .await
-        .expect("receiver");
+    let (pki, rx) = tls_receiver(false).await;
     let wrong_ca = TlsClient::new(&pki.other_ca, None);
     let err = wrong_ca
         .connect(rx.ingest)
@@ -218,10 +219,7 @@ async fn refused_under_mutual_tls(client: &TlsClient, rx: &Running) {
 
 #[tokio::test]
 async fn mutual_tls_refuses_a_client_certificate_from_another_ca_and_a_missing_one() {
-    let pki = Pki::generate().expect("test PKI");
-    let rx = Running::start(tls_config(&pki, true))
-        .await
-        .expect("receiver");
+    let (pki, rx) = tls_receiver(true).await;
 
     refused_under_mutual_tls(&TlsClient::new(&pki.ca, Some(&pki.rogue_client)), &rx).await;
     refused_under_mutual_tls(&TlsClient::new(&pki.ca, None), &rx).await;
@@ -248,10 +246,7 @@ async fn mutual_tls_refuses_a_client_certificate_from_another_ca_and_a_missing_o
 
 #[tokio::test]
 async fn plain_tcp_on_a_tls_port_is_refused_before_decode() {
-    let pki = Pki::generate().expect("test PKI");
-    let rx = Running::start(tls_config(&pki, false))
-        .await
-        .expect("receiver");
+    let (pki, rx) = tls_receiver(false).await;
     let tcp = tokio::net::TcpStream::connect(rx.ingest)
         .await
         .expect("connect");
