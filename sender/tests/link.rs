@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use support::{
     RunningReceiver, accept, ack, kept_or_dropped, metrics_text, next, next_batch, phases, pod_key,
-    receive_snapshot, value, welcome,
+    receive_snapshot, stop_link, value, welcome,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -98,8 +98,7 @@ async fn series_appear_change_and_disappear_at_the_receiver() {
     shared.update(|s| s.remove(&pod_key("web")));
     wait_line(http, running_line, false).await;
 
-    shutdown.cancel();
-    running.await.expect("join").expect("clean shutdown");
+    stop_link(shutdown, running).await;
     assert_eq!(shared.stats.snapshots_sent.load(Ordering::Relaxed), 1);
     assert!(shared.stats.delta_samples_sent.load(Ordering::Relaxed) >= 3 + 2);
     rx.stop().await;
@@ -135,8 +134,7 @@ async fn the_link_reconnects_after_the_receiver_restarts_and_sends_a_snapshot() 
     assert_eq!(shared.stats.reconnects.load(Ordering::Relaxed), 1);
     assert_eq!(shared.stats.snapshots_sent.load(Ordering::Relaxed), 2);
 
-    shutdown.cancel();
-    running.await.expect("join").expect("clean shutdown");
+    stop_link(shutdown, running).await;
     rx.stop().await;
 }
 
@@ -165,8 +163,7 @@ async fn a_cut_link_resumes_from_the_acks_without_a_snapshot() {
         "resumed, no second snapshot"
     );
 
-    shutdown.cancel();
-    running.await.expect("join").expect("clean shutdown");
+    stop_link(shutdown, running).await;
     rx.stop().await;
 }
 
@@ -208,8 +205,7 @@ async fn a_full_spool_waits_for_acks_instead_of_dropping() {
         "the burst was several spools long"
     );
 
-    shutdown.cancel();
-    running.await.expect("join").expect("clean shutdown");
+    stop_link(shutdown, running).await;
     rx.stop().await;
 }
 
@@ -246,8 +242,7 @@ async fn a_wrong_token_is_refused_counted_and_retried_until_fixed() {
         "{text}"
     );
 
-    shutdown.cancel();
-    running.await.expect("join").expect("clean shutdown");
+    stop_link(shutdown, running).await;
     rx.stop().await;
 }
 
@@ -378,8 +373,7 @@ async fn unacknowledged_batches_are_replayed_after_a_reconnect() {
     let replayed = next_batch(&mut conn).await;
     assert_eq!(replayed, second, "the unacknowledged batch, unchanged");
 
-    shutdown.cancel();
-    running.await.expect("join").expect("clean shutdown");
+    stop_link(shutdown, running).await;
 }
 
 #[tokio::test]
@@ -398,8 +392,7 @@ async fn a_silent_receiver_is_a_dead_link_and_idle_senders_send_heartbeats() {
     assert_eq!(hello.cluster, "c7");
     let _ = conn.next().await; // the old link is closed (EOF or reset)
 
-    shutdown.cancel();
-    running.await.expect("join").expect("clean shutdown");
+    stop_link(shutdown, running).await;
 }
 
 #[tokio::test]
@@ -425,8 +418,7 @@ async fn a_cluster_in_use_rejection_backs_off_and_retries() {
         "first session"
     );
 
-    shutdown.cancel();
-    running.await.expect("join").expect("clean shutdown");
+    stop_link(shutdown, running).await;
 }
 
 #[tokio::test]
@@ -491,6 +483,5 @@ async fn an_ack_of_a_batch_never_sent_is_ignored() {
     .await;
     assert_eq!(next_batch(&mut conn).await, delta, "replayed, no snapshot");
 
-    shutdown.cancel();
-    running.await.expect("join").expect("clean shutdown");
+    stop_link(shutdown, running).await;
 }

@@ -31,7 +31,7 @@ use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use support::{POLL, RunningReceiver, WAIT, metrics_text, phases, pod_key, value};
+use support::{POLL, RunningReceiver, WAIT, metrics_text, phases, pod_key, stop_link, value};
 
 const TOKEN: &str = "correct horse battery staple";
 
@@ -94,15 +94,6 @@ fn start_link(
     let link = Link::new(link_config(cluster, token), connector, Arc::clone(&shared));
     let task = tokio::spawn(link.run(shutdown.clone()));
     (shared, shutdown, task)
-}
-
-async fn stop_link(shutdown: CancellationToken, task: tokio::task::JoinHandle<Result<(), Error>>) {
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .expect("the link stops in time")
-        .expect("join")
-        .expect("clean exit");
 }
 
 /// Starts a link for `cluster` through `connector` and requires that its attempts are

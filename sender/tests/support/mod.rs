@@ -360,3 +360,13 @@ pub async fn ack(conn: &mut PeerConn, epoch: u64, seq: u64) {
         .await
         .expect("ack");
 }
+
+/// Cancels a link (or sender) task and requires that it stops cleanly within [`WAIT`].
+pub async fn stop_link(shutdown: CancellationToken, task: JoinHandle<Result<(), Error>>) {
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("the link stops in time")
+        .expect("join")
+        .expect("clean exit");
+}
