@@ -395,7 +395,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// The receiver's command line. Every flag can also be set through the environment variable
-/// shown, or in the `--config` file (same names, `snake_case`).
+/// shown, or in the `--config` file (same names, `snake_case` or as the flags).
 #[derive(Debug, Clone, Default, clap::Parser)]
 #[command(
     name = "receiver",
@@ -413,7 +413,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                   Precedence: defaults < --config file < environment < flags."
 )]
 pub struct Cli {
-    /// Configuration file (TOML or YAML, by extension) with the same settings in snake_case.
+    /// Configuration file (TOML or YAML, by extension) with the same settings, in snake_case
+    /// or spelled like the flags.
     #[arg(long, env = "KUBE_RELAY_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
@@ -519,29 +520,47 @@ pub struct Cli {
     pub log_format: Option<LogFormat>,
 }
 
-/// The settings a `--config` file may hold, all optional.
+/// The settings a `--config` file may hold, all optional: snake_case, or spelled like the
+/// long flags (`http-listen`), as the sender's file accepts both.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    #[serde(alias = "http-listen")]
     http_listen: Option<String>,
     ttl: Option<String>,
     token: Option<String>,
+    #[serde(alias = "token-file")]
     token_file: Option<PathBuf>,
+    #[serde(alias = "tls-cert")]
     tls_cert: Option<PathBuf>,
+    #[serde(alias = "tls-key")]
     tls_key: Option<PathBuf>,
+    #[serde(alias = "tls-client-ca")]
     tls_client_ca: Option<PathBuf>,
+    #[serde(alias = "http-tls-cert")]
     http_tls_cert: Option<PathBuf>,
+    #[serde(alias = "http-tls-key")]
     http_tls_key: Option<PathBuf>,
+    #[serde(alias = "http-basic-auth-user")]
     http_basic_auth_user: Option<String>,
+    #[serde(alias = "http-basic-auth-password-file")]
     http_basic_auth_password_file: Option<PathBuf>,
+    #[serde(alias = "max-connections")]
     max_connections: Option<usize>,
+    #[serde(alias = "max-handshakes-per-ip")]
     max_handshakes_per_ip: Option<usize>,
+    #[serde(alias = "max-frame-bytes")]
     max_frame_bytes: Option<usize>,
+    #[serde(alias = "handshake-timeout")]
     handshake_timeout: Option<String>,
+    #[serde(alias = "heartbeat-interval")]
     heartbeat_interval: Option<String>,
+    #[serde(alias = "max-series-per-cluster")]
     max_series_per_cluster: Option<usize>,
+    #[serde(alias = "shutdown-timeout")]
     shutdown_timeout: Option<String>,
+    #[serde(alias = "log-format")]
     log_format: Option<LogFormat>,
 }
 
@@ -652,6 +671,26 @@ mod tests {
         };
         let err = ReceiverConfig::from_cli(&cli).expect_err("unknown key");
         assert!(err.to_string().contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn file_keys_may_be_spelled_like_the_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("r.toml");
+        std::fs::write(
+            &file,
+            "http-listen = \"127.0.0.1:9191\"\nmax-series-per-cluster = 12\n\
+             heartbeat_interval = \"2s\"\n",
+        )
+        .expect("write");
+        let cli = Cli {
+            config: Some(file),
+            ..Cli::default()
+        };
+        let c = ReceiverConfig::from_cli(&cli).expect("config");
+        assert_eq!(c.http_listen.to_string(), "127.0.0.1:9191");
+        assert_eq!(c.max_series_per_cluster, 12);
+        assert_eq!(c.idle_timeout(), Duration::from_secs(6));
     }
 
     #[test]
