@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
@@ -57,6 +58,26 @@ pub enum TlsError {
         #[source]
         source: InvalidDnsNameError,
     },
+}
+
+/// A version of a set of files: each one's modification time and size. Both sides reload
+/// their certificates when it changes (a Kubernetes Secret update swaps a symlink; the
+/// metadata follows it, so the stamp changes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStamp(Vec<(SystemTime, u64)>);
+
+impl FileStamp {
+    /// The stamp of `paths`, `None` when one of them cannot be looked at (e.g. mid-rotation).
+    pub fn of(paths: &[&Path]) -> Option<FileStamp> {
+        paths
+            .iter()
+            .map(|path| {
+                let meta = std::fs::metadata(path).ok()?;
+                Some((meta.modified().ok()?, meta.len()))
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(FileStamp)
+    }
 }
 
 /// The crypto provider both sides use: rustls' `ring` provider.

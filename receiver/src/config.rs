@@ -447,7 +447,8 @@ pub struct Cli {
     pub token_file: Option<PathBuf>,
 
     /// PEM certificate chain for TLS on the sender port; with --tls-key, senders must speak
-    /// TLS [default: none, plain TCP].
+    /// TLS. A renewed pair is served to new connections without a restart
+    /// [default: none, plain TCP].
     #[arg(long, env = "KUBE_RELAY_TLS_CERT", value_name = "PATH")]
     pub tls_cert: Option<PathBuf>,
 

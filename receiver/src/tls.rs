@@ -8,18 +8,26 @@
 //!   `rustls::ClientConfig` (see the protocol documentation's "Security" section).
 //! - [`HandshakeFailure`] classifies a failed handshake into a bounded metric label.
 //!
+//! The server certificate and key are reloaded when their files change (looked at, at most
+//! once a second, by the next handshake), so a renewed certificate (cert-manager, a rotated
+//! Kubernetes Secret) reaches new connections without a restart; files that fail to load
+//! are logged and the previous certificate stays in use. The client CA is read at start.
+//!
 //! The handshake runs inside each connection's task, under the handshake timeout, so a slow
 //! or hostile client never blocks the accept loop. Nothing of the kube-relay protocol is read
 //! before the handshake (and, under mutual TLS, the client certificate check) succeeds.
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use kube_relay_proto::tls;
+use kube_relay_proto::tls::{self, FileStamp};
 use rustls::pki_types::ServerName;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig};
+use tracing::{error, info};
 
 use crate::{Error, Result};
 
@@ -49,8 +57,6 @@ pub fn server_config(
     client_ca: Option<&Path>,
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>> {
-    let chain = tls::read_certs("certificate chain", &files.cert)?;
-    let key = tls::read_key("private key", &files.key)?;
     let builder = ServerConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|source| Error::Tls { what, source })?;
@@ -67,11 +73,94 @@ pub fn server_config(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|source| Error::Tls { what, source })?;
+    let mut config = builder.with_cert_resolver(Arc::new(ReloadingCert::load(what, files)?));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// How often a handshake may look at the certificate files for a change.
+const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+fn stamp(files: &TlsFiles) -> Option<FileStamp> {
+    FileStamp::of(&[&files.cert, &files.key])
+}
+
+/// The server's certificate, reloaded when its files change.
+#[derive(Debug)]
+struct ReloadingCert {
+    what: &'static str,
+    files: TlsFiles,
+    state: Mutex<CertState>,
+}
+
+#[derive(Debug)]
+struct CertState {
+    current: Arc<CertifiedKey>,
+    /// The files' stamp when `current` was loaded.
+    loaded: Option<FileStamp>,
+    /// A stamp whose files failed to load: not retried until the files change again.
+    refused: Option<FileStamp>,
+    checked: Instant,
+}
+
+impl ReloadingCert {
+    fn load(what: &'static str, files: &TlsFiles) -> Result<Self> {
+        let loaded = stamp(files);
+        Ok(ReloadingCert {
+            what,
+            files: files.clone(),
+            state: Mutex::new(CertState {
+                current: Arc::new(certified_key(what, files)?),
+                loaded,
+                refused: None,
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    /// Loads the files again if they changed since the last look (at most once a second).
+    fn refresh(&self, state: &mut CertState) {
+        if state.checked.elapsed() < CERT_CHECK_INTERVAL {
+            return;
+        }
+        state.checked = Instant::now();
+        let now = stamp(&self.files);
+        // Missing files (mid-rotation) keep the certificate in use; unchanged ones too.
+        if now.is_none() || now == state.loaded || now == state.refused {
+            return;
+        }
+        match certified_key(self.what, &self.files) {
+            Ok(key) => {
+                info!(port = self.what, cert = %self.files.cert.display(),
+                      "certificate files changed; new connections get the new certificate");
+                state.current = Arc::new(key);
+                state.loaded = now;
+                state.refused = None;
+            }
+            Err(e) => {
+                error!(port = self.what, cause = %e,
+                       "certificate files changed but cannot be used; keeping the previous \
+                        certificate until they are fixed");
+                state.refused = now;
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.refresh(&mut state);
+        Some(state.current.clone())
+    }
+}
+
+/// Reads a certificate chain and its key and checks that they belong together.
+fn certified_key(what: &'static str, files: &TlsFiles) -> Result<CertifiedKey> {
+    let chain = tls::read_certs("certificate chain", &files.cert)?;
+    let key = tls::read_key("private key", &files.key)?;
+    CertifiedKey::from_der(chain, key, &tls::provider())
+        .map_err(|source| Error::Tls { what, source })
 }
 
 /// Builds the client side: trust the CA in `ca` (PEM, one or more certificates) and, for

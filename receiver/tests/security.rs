@@ -2,7 +2,8 @@
 //! streams data; a wrong or missing token, a client that trusts another CA, a client
 //! certificate from another CA under mutual TLS, and plain TCP on a TLS port are all refused
 //! before any data frame is decoded (decode counters unchanged, no series appear) and
-//! counted; refusals are logged with the peer, once per peer and kind per window.
+//! counted; refusals are logged with the peer, once per peer and kind per window. A renewed
+//! certificate is served without a restart; unusable files keep the previous one.
 
 mod common;
 
@@ -513,4 +514,81 @@ async fn a_trickled_hello_does_not_extend_the_handshake_deadline() {
     );
     let text = rx.metrics().await.expect("scrape");
     assert_eq!(rejected(&text, "handshake_timeout"), Some(1.0), "{text}");
+}
+
+/// Replaces `dst` with `src` the way a Kubernetes Secret update does: a new file renamed
+/// over the old one.
+fn swap_in(src: &std::path::Path, dst: &std::path::Path) {
+    let tmp = dst.with_extension("new");
+    std::fs::copy(src, &tmp).expect("copy");
+    std::fs::rename(&tmp, dst).expect("rename");
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_is_not() {
+    capture_logs();
+    let pki = Pki::generate().expect("test PKI");
+    let files = common::tls_files(&pki.server);
+    let live = kube_relay_receiver::tls::TlsFiles {
+        cert: pki.dir().join("live.crt"),
+        key: pki.dir().join("live.key"),
+    };
+    swap_in(&files.cert, &live.cert);
+    swap_in(&files.key, &live.key);
+    let rx = Running::start(ReceiverConfig {
+        token: Some(TOKEN.into()),
+        tls: Some(live.clone()),
+        ..ReceiverConfig::loopback()
+    })
+    .await
+    .expect("receiver");
+    let old_ca = TlsClient::new(&pki.ca, None);
+    let new_ca = TlsClient::new(&pki.other_ca, None);
+    assert!(
+        old_ca.connect(rx.ingest).await.is_ok(),
+        "the first certificate"
+    );
+
+    // Renewal: a certificate from another CA, so the client can tell which one it got.
+    swap_in(&pki.other_server.key, &live.key);
+    swap_in(&pki.other_server.cert, &live.cert);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while new_ca.connect(rx.ingest).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewed certificate was never served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        old_ca.connect(rx.ingest).await.is_err(),
+        "the old certificate is gone"
+    );
+    let mut sender = TestSender::welcomed_tls(
+        rx.ingest,
+        &new_ca,
+        hello_with_token("prod", "a", Some(TOKEN)),
+    )
+    .await
+    .expect("a session over the renewed certificate");
+    sender.batch(small_snapshot(1)).await.expect("send");
+
+    // A broken renewal (not a certificate) is refused, logged, and the last good one stays.
+    std::fs::write(pki.dir().join("broken.crt"), "not a certificate\n").expect("write");
+    swap_in(&pki.dir().join("broken.crt"), &live.cert);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !logged().contains("certificate files changed but cannot be used") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broken files were never looked at: {}",
+            logged()
+        );
+        assert!(
+            new_ca.connect(rx.ingest).await.is_ok(),
+            "the last good certificate stays in use"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(logged().contains("live.crt"), "the log names the file");
+    assert!(new_ca.connect(rx.ingest).await.is_ok(), "still served");
 }

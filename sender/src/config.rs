@@ -232,7 +232,8 @@ pub struct Cli {
     pub token_file: Option<PathBuf>,
 
     /// Switch the link to TLS and trust only the CA certificate(s) in this PEM file to sign
-    /// the receiver's certificate [default: plain TCP].
+    /// the receiver's certificate; renewed TLS files are used from the next connection
+    /// [default: plain TCP].
     #[arg(long, env = "KUBE_RELAY_TLS_CA", value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
 

@@ -4,8 +4,11 @@
 //! that PEM file and nothing else (no system roots), checks the receiver's certificate
 //! against `--tls-server-name` or the host part of `--target` (a DNS name or an IP address,
 //! which must then be in the certificate's IP SANs), and with `--tls-client-cert` and
-//! `--tls-client-key` presents a client certificate for mutual TLS. The files are read once,
-//! at start-up: a missing or malformed file is an [`Error::TlsFile`] naming it.
+//! `--tls-client-key` presents a client certificate for mutual TLS. The files are read at
+//! start-up (a missing or malformed file is an [`Error::TlsFile`] naming it) and again before
+//! a connection when they changed, so a renewed client certificate or CA is used from the
+//! next connection on without a restart; changed files that fail to load are logged and the
+//! previous ones stay in use.
 //!
 //! The TLS handshake is part of [`Connector::connect`], so it runs under the link's connect
 //! timeout, and the `Hello` follows at once (the receiver's handshake deadline covers both).
@@ -26,15 +29,15 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use kube_relay_proto::tls;
+use kube_relay_proto::tls::{self, FileStamp};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -194,9 +197,8 @@ pub fn server_name(name: &str) -> Result<ServerName<'static>, Error> {
 #[derive(Clone)]
 pub struct TlsConnector {
     tcp: TcpConnector,
-    tls: tokio_rustls::TlsConnector,
     server_name: ServerName<'static>,
-    ca: PathBuf,
+    files: Arc<ClientFiles>,
 }
 
 impl fmt::Debug for TlsConnector {
@@ -204,9 +206,79 @@ impl fmt::Debug for TlsConnector {
         f.debug_struct("TlsConnector")
             .field("target", &self.tcp.target())
             .field("server_name", &self.server_name)
-            .field("ca", &self.ca)
+            .field("ca", &self.files.ca)
             .finish_non_exhaustive()
     }
+}
+
+/// The CA and client identity files and the configuration last built from them.
+struct ClientFiles {
+    ca: PathBuf,
+    identity: Option<(PathBuf, PathBuf)>,
+    state: Mutex<ClientState>,
+}
+
+struct ClientState {
+    config: Arc<ClientConfig>,
+    /// The files' stamp when `config` was built.
+    loaded: Option<FileStamp>,
+    /// A stamp whose files failed to load: not retried until the files change again.
+    refused: Option<FileStamp>,
+}
+
+impl ClientFiles {
+    fn load(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Self, Error> {
+        // Stamped before reading: a change while reading shows at the next connection.
+        let loaded = stamp(ca, identity);
+        let config = client_config(ca, identity)?;
+        Ok(ClientFiles {
+            ca: ca.to_owned(),
+            identity: identity.map(|(cert, key)| (cert.to_owned(), key.to_owned())),
+            state: Mutex::new(ClientState {
+                config,
+                loaded,
+                refused: None,
+            }),
+        })
+    }
+
+    fn identity(&self) -> Option<(&Path, &Path)> {
+        self.identity
+            .as_ref()
+            .map(|(cert, key)| (cert.as_path(), key.as_path()))
+    }
+
+    /// The configuration for the next connection, rebuilt first if the files changed.
+    fn current(&self) -> Arc<ClientConfig> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = stamp(&self.ca, self.identity());
+        // Missing files (mid-rotation) keep the configuration in use; unchanged ones too.
+        if now.is_some() && now != state.loaded && now != state.refused {
+            match client_config(&self.ca, self.identity()) {
+                Ok(config) => {
+                    info!(ca = %self.ca.display(),
+                          "TLS files changed; the next connections use them");
+                    state.config = config;
+                    state.loaded = now;
+                    state.refused = None;
+                }
+                Err(e) => {
+                    error!(cause = %e, "TLS files changed but cannot be used; keeping the \
+                                        previous ones until they are fixed");
+                    state.refused = now;
+                }
+            }
+        }
+        state.config.clone()
+    }
+}
+
+fn stamp(ca: &Path, identity: Option<(&Path, &Path)>) -> Option<FileStamp> {
+    let mut paths = vec![ca];
+    if let Some((cert, key)) = identity {
+        paths.extend([cert, key]);
+    }
+    FileStamp::of(&paths)
 }
 
 impl TlsConnector {
@@ -223,12 +295,10 @@ impl TlsConnector {
     ) -> Result<Self, Error> {
         let target = target.into();
         let name = self::server_name(server_name.unwrap_or_else(|| host_of(&target)))?;
-        let config = client_config(ca, identity)?;
         Ok(TlsConnector {
             tcp: TcpConnector::new(target),
-            tls: tokio_rustls::TlsConnector::from(config),
             server_name: name,
-            ca: ca.to_owned(),
+            files: Arc::new(ClientFiles::load(ca, identity)?),
         })
     }
 
@@ -263,7 +333,7 @@ impl TlsConnector {
         let failure = failure(&source).unwrap_or(TlsFailure::Other);
         io::Error::other(HandshakeError {
             failure,
-            ca: self.ca.clone(),
+            ca: self.files.ca.clone(),
             server_name: self.server_name(),
             source,
         })
@@ -274,9 +344,9 @@ impl Connector for TlsConnector {
     type Io = TlsStream<TcpStream>;
 
     async fn connect(&self) -> io::Result<Self::Io> {
+        let tls = tokio_rustls::TlsConnector::from(self.files.current());
         let tcp = self.tcp.connect().await?;
-        self.tls
-            .connect(self.server_name.clone(), tcp)
+        tls.connect(self.server_name.clone(), tcp)
             .await
             .map_err(|e| self.handshake_error(e))
     }
@@ -337,7 +407,7 @@ pub fn connector(config: &Config) -> Result<LinkConnector, Error> {
             info!(
                 target = %config.target,
                 server_name = %tls.server_name(),
-                ca = %tls.ca.display(),
+                ca = %tls.files.ca.display(),
                 client_certificate = config.tls_client_cert.is_some(),
                 token = config.token.is_some(),
                 "the link to the receiver uses TLS"

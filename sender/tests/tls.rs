@@ -4,7 +4,8 @@
 //! TLS admits a client certificate from the receiver's CA only; a wrong token is refused,
 //! counted and retried; leaving sends `close_notify`; unusable files are named at start-up;
 //! a stalled TLS handshake ends at the connect timeout; the binary relays the simulated
-//! cluster over TLS with a token file.
+//! cluster over TLS with a token file; a renewed CA and client certificate are used from the
+//! next connection on, without a restart.
 
 mod support;
 
@@ -260,6 +261,54 @@ async fn mutual_tls_admits_a_client_certificate_from_the_receivers_ca_only() {
     let text = metrics_when(&rx, |t| auth_failures(t, "client_certificate") >= 4.0).await;
     assert_eq!(cluster_up(&text, "mtls-none"), None);
     assert_eq!(cluster_up(&text, "mtls-rogue"), None);
+    rx.stop().await;
+}
+
+/// Replaces `dst` with `src` the way a Kubernetes Secret update does: a new file renamed
+/// over the old one.
+fn swap_in(src: &Path, dst: &Path) {
+    let tmp = dst.with_extension("new");
+    std::fs::copy(src, &tmp).expect("copy");
+    std::fs::rename(&tmp, dst).expect("rename");
+}
+
+#[tokio::test]
+async fn renewed_ca_and_client_certificate_files_are_used_from_the_next_connection() {
+    let (pki, rx) = start_tls_receiver(true).await;
+    // The sender starts with the wrong CA and a client certificate from another CA.
+    let live_ca = pki.dir().join("live-ca.crt");
+    let live = CertKey {
+        cert: pki.dir().join("live-client.crt"),
+        key: pki.dir().join("live-client.key"),
+    };
+    swap_in(&pki.other_ca, &live_ca);
+    swap_in(&pki.rogue_client.cert, &live.cert);
+    swap_in(&pki.rogue_client.key, &live.key);
+    let renewing = connector(&rx, &live_ca, Some(&live));
+    let err = renewing.connect().await.expect_err("the wrong CA");
+    assert_eq!(
+        kube_relay_sender::tls::failure_kind(&err),
+        Some("tls_certificate"),
+        "{err}"
+    );
+
+    // Broken files are refused and the previous ones kept (still the wrong CA).
+    std::fs::write(pki.dir().join("broken.crt"), "not a certificate\n").expect("write");
+    swap_in(&pki.dir().join("broken.crt"), &live_ca);
+    let err = renewing.connect().await.expect_err("still the wrong CA");
+    assert_eq!(
+        kube_relay_sender::tls::failure_kind(&err),
+        Some("tls_certificate"),
+        "{err}"
+    );
+
+    // The operator fixes the files: the same connector, without a restart, gets in.
+    swap_in(&pki.ca, &live_ca);
+    swap_in(&pki.client.key, &live.key);
+    swap_in(&pki.client.cert, &live.cert);
+    let (_, shutdown, task) = start_link("renewed", Some(TOKEN), renewing);
+    wait_relayed(&rx, "renewed").await;
+    stop_link(shutdown, task).await;
     rx.stop().await;
 }
 

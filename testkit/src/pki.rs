@@ -29,6 +29,8 @@ pub struct Pki {
     pub other_ca: PathBuf,
     /// Server certificate for `127.0.0.1` and `localhost`, signed by `ca`.
     pub server: CertKey,
+    /// The same names, signed by `other_ca` (a renewal tests can tell apart from `server`).
+    pub other_server: CertKey,
     /// A client certificate for `sender-a`, signed by `ca`.
     pub client: CertKey,
     /// A client certificate for `sender-a`, signed by `other_ca`.
@@ -101,6 +103,14 @@ impl Pki {
                 ExtendedKeyUsagePurpose::ServerAuth,
             )?,
         )?;
+        let other_server = pair(
+            "other-server",
+            leaf(
+                &other,
+                &["127.0.0.1", "localhost"],
+                ExtendedKeyUsagePurpose::ServerAuth,
+            )?,
+        )?;
         let client = pair(
             "client",
             leaf(&main, &["sender-a"], ExtendedKeyUsagePurpose::ClientAuth)?,
@@ -113,6 +123,7 @@ impl Pki {
             ca: write("ca.crt", &main.pem)?,
             other_ca: write("other-ca.crt", &other.pem)?,
             server,
+            other_server,
             client,
             rogue_client,
             dir,
