@@ -16,7 +16,7 @@ use kube_relay_proto::{
     MAX_HANDSHAKE_FRAME_BYTES, ReceiverMessage, RejectReason, SenderCodec, SenderMessage,
 };
 use kube_relay_receiver::ReceiverConfig;
-use kube_relay_testkit::pki::Pki;
+use kube_relay_testkit::pki::{Pki, swap_in};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Encoder;
 
@@ -514,14 +514,6 @@ async fn a_trickled_hello_does_not_extend_the_handshake_deadline() {
     );
     let text = rx.metrics().await.expect("scrape");
     assert_eq!(rejected(&text, "handshake_timeout"), Some(1.0), "{text}");
-}
-
-/// Replaces `dst` with `src` the way a Kubernetes Secret update does: a new file renamed
-/// over the old one.
-fn swap_in(src: &std::path::Path, dst: &std::path::Path) {
-    let tmp = dst.with_extension("new");
-    std::fs::copy(src, &tmp).expect("copy");
-    std::fs::rename(&tmp, dst).expect("rename");
 }
 
 #[tokio::test]

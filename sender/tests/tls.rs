@@ -25,7 +25,7 @@ use kube_relay_sender::link::{Connector, Link, LinkConfig};
 use kube_relay_sender::shared::Shared;
 use kube_relay_sender::tls::TlsConnector;
 use kube_relay_sim::Scenario;
-use kube_relay_testkit::pki::{CertKey, Pki};
+use kube_relay_testkit::pki::{CertKey, Pki, swap_in};
 use kube_relay_testkit::process::ChildProcess;
 use kube_relay_testkit::wait_until;
 use tokio::net::TcpListener;
@@ -262,14 +262,6 @@ async fn mutual_tls_admits_a_client_certificate_from_the_receivers_ca_only() {
     assert_eq!(cluster_up(&text, "mtls-none"), None);
     assert_eq!(cluster_up(&text, "mtls-rogue"), None);
     rx.stop().await;
-}
-
-/// Replaces `dst` with `src` the way a Kubernetes Secret update does: a new file renamed
-/// over the old one.
-fn swap_in(src: &Path, dst: &Path) {
-    let tmp = dst.with_extension("new");
-    std::fs::copy(src, &tmp).expect("copy");
-    std::fs::rename(&tmp, dst).expect("rename");
 }
 
 #[tokio::test]

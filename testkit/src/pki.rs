@@ -136,6 +136,19 @@ impl Pki {
     }
 }
 
+/// Replaces `dst` with a copy of `src` the way a Kubernetes Secret update does: a new file
+/// renamed over the old one, so a reader sees either version whole.
+///
+/// # Panics
+/// When the copy or the rename fails (a test set-up error).
+pub fn swap_in(src: &Path, dst: &Path) {
+    let tmp = dst.with_extension("new");
+    std::fs::copy(src, &tmp)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", src.display(), tmp.display()));
+    std::fs::rename(&tmp, dst)
+        .unwrap_or_else(|e| panic!("rename {} to {}: {e}", tmp.display(), dst.display()));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
