@@ -252,8 +252,8 @@ pub struct Cli {
     pub tls_server_name: Option<String>,
 
     /// Directory for durable state: the sender id and the scaling-event ledger, so counts
-    /// continue exactly across restarts [default: none; events still in the API (about an
-    /// hour) are recounted after a restart].
+    /// continue exactly across restarts; one sender per directory (locked) [default: none;
+    /// events still in the API (about an hour) are recounted after a restart].
     #[arg(long, env = "KUBE_RELAY_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 

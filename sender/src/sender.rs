@@ -1,8 +1,12 @@
 //! [`Sender`]: wires the watchers, the usage poller, the self-metrics and the link around one
 //! shared store, and persists what must survive a restart: the sender id, the scaling
 //! ledger and (with a spool directory) the unacknowledged batches, whose epoch a restarted
-//! sender resumes so the receiver can take their replay.
+//! sender resumes so the receiver can take their replay. Each directory is held by one
+//! sender at a time (an exclusive lock on its `lock` file, released when the process ends,
+//! `kill -9` included): two senders sharing one would interleave their spools and ledgers.
 
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,6 +32,8 @@ use crate::watch::{Applier, WatchScope, watch_all};
 pub const SENDER_ID_FILE: &str = "sender-id";
 /// File in the state directory holding the scaling ledger.
 pub const LEDGER_FILE: &str = "scaling-ledger.json";
+/// File in the state and spool directories whose lock says which sender holds them.
+pub const LOCK_FILE: &str = "lock";
 /// How often self-metrics are refreshed and a changed ledger saved.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -46,6 +52,46 @@ pub struct Sender {
     ledger: Arc<Mutex<ScalingLedger>>,
     ledger_path: Option<PathBuf>,
     spool: Box<dyn Spool + Sync>,
+    /// Locks on the state and spool directories, held until the sender is dropped.
+    _held: Vec<File>,
+}
+
+/// Takes the exclusive lock on `dir`'s [`LOCK_FILE`] (creating both if missing) and writes
+/// this process's id into it, for the message another sender gets.
+///
+/// # Errors
+/// [`Error::State`] when the file cannot be created or another process holds the lock.
+pub fn hold_dir(dir: &Path) -> Result<File, Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::state(dir, e))?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::state(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {
+            // Only informative: a failure to record the pid does not matter.
+            let _ = file.set_len(0);
+            let _ = writeln!(file, "{}", std::process::id());
+            Ok(file)
+        }
+        Err(TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            Err(Error::state(
+                &path,
+                format!(
+                    "{} is in use by another sender (pid {}); give each sender its own \
+                     --state-dir / --spool-dir",
+                    dir.display(),
+                    holder.trim()
+                ),
+            ))
+        }
+        Err(TryLockError::Error(e)) => Err(Error::state(&path, e)),
+    }
 }
 
 impl Sender {
@@ -70,9 +116,14 @@ impl Sender {
         }
         .validate()?;
         let spool_path = config.spool_path();
+        let held = config
+            .state_dir
+            .iter()
+            .chain(spool_path.iter())
+            .map(|dir| hold_dir(dir))
+            .collect::<Result<Vec<_>, _>>()?;
         let (sender_id, ledger, ledger_path) = match &config.state_dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| Error::state(dir, e))?;
                 let ledger_path = dir.join(LEDGER_FILE);
                 let ledger = ScalingLedger::load(&ledger_path)?;
                 (load_sender_id(dir)?, ledger, Some(ledger_path))
@@ -135,6 +186,7 @@ impl Sender {
         }
         shared.refresh_self_metrics();
         Ok(Sender {
+            _held: held,
             config,
             client,
             cluster,
@@ -307,5 +359,32 @@ mod tests {
         assert_eq!(first, second);
         assert_eq!(first.len(), 16);
         assert_ne!(random_id(), random_id());
+    }
+
+    #[tokio::test]
+    async fn a_state_directory_is_held_by_one_sender_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config {
+            state_dir: Some(dir.path().to_owned()),
+            ..Config::new("127.0.0.1:9000")
+        };
+        let client = || crate::kubeclient::plain_client("http://127.0.0.1:1").expect("client");
+        let first = Sender::new(config.clone(), client(), "a").expect("first");
+        let Err(err) = Sender::new(config.clone(), client(), "b") else {
+            panic!("a second sender on the same state directory must be refused");
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("in use by another sender")
+                && text.contains(&format!("pid {}", std::process::id()))
+                && text.contains(&dir.path().display().to_string()),
+            "{text}"
+        );
+        // The spool directory is held too, also when it is elsewhere.
+        let spool = dir.path().join("spool");
+        let held = hold_dir(&spool).expect_err("the spool directory is held");
+        assert!(held.to_string().contains("in use"), "{held}");
+        drop(first);
+        let _again = Sender::new(config, client(), "c").expect("free once the first is gone");
     }
 }
