@@ -21,6 +21,7 @@ use crate::exposition::{self, Format};
 use crate::store::{ClusterStatus, LinkState, Store};
 
 type LabelPair = [(&'static str, &'static str); 1];
+type LabelPairs2 = [(&'static str, &'static str); 2];
 
 /// A per-cluster counter: name, help, and how to read it from a cluster's status.
 type ClusterCounter = (&'static str, &'static str, fn(&ClusterStatus) -> u64);
@@ -33,6 +34,7 @@ pub struct Metrics {
     handshakes_rejected: Family<LabelPair, Counter>,
     auth_failures: Family<LabelPair, Counter>,
     idle_timeouts: Counter,
+    tls_reloads: Family<LabelPairs2, Counter>,
     scrape_duration: Histogram,
 }
 
@@ -65,6 +67,13 @@ impl Metrics {
             "Sender connections closed after 3 silent heartbeat intervals",
             idle_timeouts.clone(),
         );
+        let tls_reloads = Family::<LabelPairs2, Counter>::default();
+        registry.register(
+            "relay_receiver_tls_reloads",
+            "Changed certificate files looked at, by port (ingest, http) and result: loaded \
+             (served from now on) or failed (the previous certificate stays in use)",
+            tls_reloads.clone(),
+        );
         let scrape_duration = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
         registry.register(
             "relay_receiver_scrape_duration_seconds",
@@ -78,6 +87,7 @@ impl Metrics {
             handshakes_rejected,
             auth_failures,
             idle_timeouts,
+            tls_reloads,
             scrape_duration,
         })
     }
@@ -85,6 +95,24 @@ impl Metrics {
     /// Counts a connection closed for a bad frame; `kind` is a bounded error label.
     pub fn decode_error(&self, kind: &'static str) {
         self.decode_errors.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    /// Exports `port`'s reload counters at 0, so the first failure is an increase an alert
+    /// sees (a series born at 1 has none).
+    pub fn tls_reloads_start(&self, port: &'static str) {
+        for result in ["loaded", "failed"] {
+            let _ = self
+                .tls_reloads
+                .get_or_create(&[("port", port), ("result", result)]);
+        }
+    }
+
+    /// Counts a look at changed certificate files of `port`.
+    pub fn tls_reload(&self, port: &'static str, loaded: bool) {
+        let result = if loaded { "loaded" } else { "failed" };
+        self.tls_reloads
+            .get_or_create(&[("port", port), ("result", result)])
+            .inc();
     }
 
     /// Counts a refused handshake; `reason` is a bounded label (`RejectReason::as_label`).

@@ -79,23 +79,30 @@ impl Receiver {
     /// bound.
     pub async fn bind(config: ReceiverConfig) -> Result<Receiver> {
         config.validate()?;
+        let store = Store::new(config.ttl, config.max_series_per_cluster);
+        let metrics = Metrics::new(store.clone());
         let ingest_tls = match &config.tls {
             Some(files) => Some(tls::server_config(
                 "ingest",
                 files,
                 config.tls_client_ca.as_deref(),
                 &[],
+                Some(metrics.clone()),
             )?),
             None => None,
         };
         let http_tls = match &config.http_tls {
-            Some(files) => Some(tls::server_config("http", files, None, &[b"http/1.1"])?),
+            Some(files) => Some(tls::server_config(
+                "http",
+                files,
+                None,
+                &[b"http/1.1"],
+                Some(metrics.clone()),
+            )?),
             None => None,
         };
         let ingest = bind("ingest", config.listen)?;
         let http = bind("http", config.http_listen)?;
-        let store = Store::new(config.ttl, config.max_series_per_cluster);
-        let metrics = Metrics::new(store.clone());
         Ok(Receiver {
             config: Arc::new(config),
             ingest,

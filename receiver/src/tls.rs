@@ -29,6 +29,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig};
 use tracing::{error, info};
 
+use crate::metrics::Metrics;
 use crate::{Error, Result};
 
 /// First byte of every TLS connection: a handshake record (`ContentType::Handshake`).
@@ -45,7 +46,8 @@ pub struct TlsFiles {
 
 /// Builds a server configuration from `files`; with `client_ca`, clients must present a
 /// certificate signed by that CA (mutual TLS). `alpn` lists the application protocols to
-/// offer (e.g. `http/1.1`), empty for none.
+/// offer (e.g. `http/1.1`), empty for none. Reloads of changed files are counted in
+/// `metrics` (`relay_receiver_tls_reloads_total{port=what}`) when given.
 ///
 /// # Errors
 /// [`Error::Pem`] when a file cannot be read or holds no certificate or key,
@@ -56,6 +58,7 @@ pub fn server_config(
     files: &TlsFiles,
     client_ca: Option<&Path>,
     alpn: &[&[u8]],
+    metrics: Option<Arc<Metrics>>,
 ) -> Result<Arc<ServerConfig>> {
     let builder = ServerConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()
@@ -73,7 +76,8 @@ pub fn server_config(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_cert_resolver(Arc::new(ReloadingCert::load(what, files)?));
+    let mut config =
+        builder.with_cert_resolver(Arc::new(ReloadingCert::load(what, files, metrics)?));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
@@ -90,6 +94,7 @@ fn stamp(files: &TlsFiles) -> Option<FileStamp> {
 struct ReloadingCert {
     what: &'static str,
     files: TlsFiles,
+    metrics: Option<Arc<Metrics>>,
     state: Mutex<CertState>,
 }
 
@@ -104,11 +109,15 @@ struct CertState {
 }
 
 impl ReloadingCert {
-    fn load(what: &'static str, files: &TlsFiles) -> Result<Self> {
+    fn load(what: &'static str, files: &TlsFiles, metrics: Option<Arc<Metrics>>) -> Result<Self> {
         let loaded = stamp(files);
+        if let Some(metrics) = &metrics {
+            metrics.tls_reloads_start(what);
+        }
         Ok(ReloadingCert {
             what,
             files: files.clone(),
+            metrics,
             state: Mutex::new(CertState {
                 current: Arc::new(certified_key(what, files)?),
                 loaded,
@@ -136,13 +145,21 @@ impl ReloadingCert {
                 state.current = Arc::new(key);
                 state.loaded = now;
                 state.refused = None;
+                self.count(true);
             }
             Err(e) => {
                 error!(port = self.what, cause = %e,
                        "certificate files changed but cannot be used; keeping the previous \
                         certificate until they are fixed");
                 state.refused = now;
+                self.count(false);
             }
+        }
+    }
+
+    fn count(&self, loaded: bool) {
+        if let Some(metrics) = &self.metrics {
+            metrics.tls_reload(self.what, loaded);
         }
     }
 }
@@ -316,7 +333,7 @@ mod tests {
             cert: "/nonexistent/cert.pem".into(),
             key: "/nonexistent/key.pem".into(),
         };
-        let err = server_config("ingest", &files, None, &[]).expect_err("missing");
+        let err = server_config("ingest", &files, None, &[], None).expect_err("missing");
         assert!(matches!(err, Error::Pem { .. }), "{err}");
         assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
 

@@ -540,6 +540,15 @@ async fn a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_is_n
         old_ca.connect(rx.ingest).await.is_ok(),
         "the first certificate"
     );
+    let text = rx.metrics().await.expect("scrape");
+    assert_eq!(
+        sample(
+            &text,
+            r#"relay_receiver_tls_reloads_total{port="ingest",result="failed"}"#
+        ),
+        Some(0.0),
+        "exported at 0 from the start, so an alert sees the first failure: {text}"
+    );
 
     // Renewal: a certificate from another CA, so the client can tell which one it got.
     swap_in(&pki.other_server.key, &live.key);
@@ -583,4 +592,13 @@ async fn a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_is_n
     }
     assert!(logged().contains("live.crt"), "the log names the file");
     assert!(new_ca.connect(rx.ingest).await.is_ok(), "still served");
+    let text = rx.metrics().await.expect("scrape");
+    let reloads = |result: &str| {
+        sample(
+            &text,
+            &format!(r#"relay_receiver_tls_reloads_total{{port="ingest",result="{result}"}}"#),
+        )
+    };
+    assert_eq!(reloads("loaded"), Some(1.0), "{text}");
+    assert_eq!(reloads("failed"), Some(1.0), "{text}");
 }

@@ -327,7 +327,7 @@ async fn next(conn: &mut PeerConn) -> Option<Result<SenderMessage, kube_relay_pr
 async fn goodbye_ends_the_tls_session_with_close_notify() {
     let pki = Pki::generate().expect("test PKI");
     let server =
-        kube_relay_receiver::tls::server_config("test", &tls_files(&pki.server), None, &[])
+        kube_relay_receiver::tls::server_config("test", &tls_files(&pki.server), None, &[], None)
             .expect("server config");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let target = listener.local_addr().expect("addr").to_string();
