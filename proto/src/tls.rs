@@ -4,11 +4,12 @@
 //! the same `ring` provider; this module holds that common part. What each side does with
 //! it (server configuration, client identity rules, classification of failed handshakes)
 //! stays in its own crate. Errors are a [`TlsError`] naming the file; each crate wraps it
-//! into its own error type.
+//! into its own error type. [`Reloadable`] holds what both build from certificate files and
+//! rebuilds it when the files change, so renewed certificates need no restart.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
@@ -60,15 +61,14 @@ pub enum TlsError {
     },
 }
 
-/// A version of a set of files: each one's modification time and size. Both sides reload
-/// their certificates when it changes (a Kubernetes Secret update swaps a symlink; the
-/// metadata follows it, so the stamp changes).
+/// A version of a set of files: each one's modification time and size (a Kubernetes Secret
+/// update swaps a symlink; the metadata follows it, so the stamp changes).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileStamp(Vec<(SystemTime, u64)>);
+struct FileStamp(Vec<(SystemTime, u64)>);
 
 impl FileStamp {
     /// The stamp of `paths`, `None` when one of them cannot be looked at (e.g. mid-rotation).
-    pub fn of(paths: &[&Path]) -> Option<FileStamp> {
+    fn of(paths: &[PathBuf]) -> Option<FileStamp> {
         paths
             .iter()
             .map(|path| {
@@ -77,6 +77,90 @@ impl FileStamp {
             })
             .collect::<Option<Vec<_>>>()
             .map(FileStamp)
+    }
+}
+
+/// What [`Reloadable::get`] did about the files.
+#[derive(Debug)]
+pub enum Reloaded<E> {
+    /// Nothing: the files are unchanged, unreadable (mid-rotation), already refused in this
+    /// version, or were looked at less than the minimum interval ago.
+    No,
+    /// The files changed and the value built from them is in use from now on.
+    Loaded,
+    /// The files changed but the value could not be built; the previous one stays in use
+    /// and this version of the files is not tried again.
+    Failed(E),
+}
+
+/// A value built from files (a certificate, a TLS configuration) and rebuilt when they
+/// change, looked at on use, at most once per `min_interval`.
+#[derive(Debug)]
+pub struct Reloadable<T> {
+    paths: Vec<PathBuf>,
+    min_interval: Duration,
+    state: Mutex<ReloadState<T>>,
+}
+
+#[derive(Debug)]
+struct ReloadState<T> {
+    current: T,
+    /// The files' stamp when `current` was built.
+    loaded: Option<FileStamp>,
+    /// A stamp whose files failed to build.
+    refused: Option<FileStamp>,
+    checked: Instant,
+}
+
+impl<T: Clone> Reloadable<T> {
+    /// Builds the value from `paths` with `build`.
+    ///
+    /// # Errors
+    /// What `build` returns.
+    pub fn new<E>(
+        paths: Vec<PathBuf>,
+        min_interval: Duration,
+        build: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Self, E> {
+        // Stamped before reading: a change while reading shows at the next look.
+        let loaded = FileStamp::of(&paths);
+        let current = build()?;
+        Ok(Reloadable {
+            paths,
+            min_interval,
+            state: Mutex::new(ReloadState {
+                current,
+                loaded,
+                refused: None,
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    /// The value in use, rebuilt first with `build` if the files changed since the last look.
+    pub fn get<E>(&self, build: impl FnOnce() -> Result<T, E>) -> (T, Reloaded<E>) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.checked.elapsed() < self.min_interval {
+            return (state.current.clone(), Reloaded::No);
+        }
+        state.checked = Instant::now();
+        let now = FileStamp::of(&self.paths);
+        if now.is_none() || now == state.loaded || now == state.refused {
+            return (state.current.clone(), Reloaded::No);
+        }
+        let reloaded = match build() {
+            Ok(value) => {
+                state.current = value;
+                state.loaded = now;
+                state.refused = None;
+                Reloaded::Loaded
+            }
+            Err(e) => {
+                state.refused = now;
+                Reloaded::Failed(e)
+            }
+        };
+        (state.current.clone(), reloaded)
     }
 }
 
@@ -162,6 +246,73 @@ pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Builds the file's content, refusing content that starts with "bad".
+    fn build_from(path: &Path) -> Result<String, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        if text.starts_with("bad") {
+            Err(format!("refused {text}"))
+        } else {
+            Ok(text)
+        }
+    }
+
+    /// Replaces `path` with `text` the way a Secret update does (rename over).
+    fn swap(path: &Path, text: &str) {
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, path).expect("rename");
+    }
+
+    #[test]
+    fn a_reloadable_follows_its_file_and_keeps_the_last_good_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cert");
+        swap(&path, "one");
+        let value = Reloadable::new(vec![path.clone()], Duration::ZERO, || build_from(&path))
+            .expect("built");
+        let calls = std::cell::Cell::new(0);
+        let get = || {
+            value.get(|| {
+                calls.set(calls.get() + 1);
+                build_from(&path)
+            })
+        };
+        assert!(matches!(get(), (v, Reloaded::No) if v == "one"));
+        assert_eq!(calls.get(), 0, "unchanged files are not read");
+
+        swap(&path, "two");
+        assert!(matches!(get(), (v, Reloaded::Loaded) if v == "two"));
+        assert!(matches!(get(), (v, Reloaded::No) if v == "two"));
+
+        swap(&path, "bad three");
+        assert!(
+            matches!(get(), (v, Reloaded::Failed(e)) if v == "two" && e == "refused bad three")
+        );
+        assert!(matches!(get(), (v, Reloaded::No) if v == "two"));
+        assert_eq!(calls.get(), 2, "a refused version is not tried again");
+
+        std::fs::remove_file(&path).expect("remove");
+        assert!(
+            matches!(get(), (v, Reloaded::No) if v == "two"),
+            "mid-rotation"
+        );
+        swap(&path, "four");
+        assert!(matches!(get(), (v, Reloaded::Loaded) if v == "four"));
+    }
+
+    #[test]
+    fn a_reloadable_looks_at_its_files_at_most_once_per_interval() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cert");
+        swap(&path, "one");
+        let value = Reloadable::new(vec![path.clone()], Duration::from_secs(3600), || {
+            build_from(&path)
+        })
+        .expect("built");
+        swap(&path, "two");
+        assert!(matches!(value.get(|| build_from(&path)), (v, Reloaded::No) if v == "one"));
+    }
 
     #[test]
     fn host_of_strips_the_port_and_brackets() {

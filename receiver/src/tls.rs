@@ -19,10 +19,10 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use kube_relay_proto::tls::{self, FileStamp};
+use kube_relay_proto::tls::{self, Reloadable, Reloaded};
 use rustls::pki_types::ServerName;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -85,98 +85,64 @@ pub fn server_config(
 /// How often a handshake may look at the certificate files for a change.
 const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-fn stamp(files: &TlsFiles) -> Option<FileStamp> {
-    FileStamp::of(&[&files.cert, &files.key])
-}
-
 /// The server's certificate, reloaded when its files change.
 #[derive(Debug)]
 struct ReloadingCert {
     what: &'static str,
     files: TlsFiles,
     metrics: Option<Arc<Metrics>>,
-    state: Mutex<CertState>,
-}
-
-#[derive(Debug)]
-struct CertState {
-    current: Arc<CertifiedKey>,
-    /// The files' stamp when `current` was loaded.
-    loaded: Option<FileStamp>,
-    /// A stamp whose files failed to load: not retried until the files change again.
-    refused: Option<FileStamp>,
-    checked: Instant,
+    key: Reloadable<Arc<CertifiedKey>>,
 }
 
 impl ReloadingCert {
     fn load(what: &'static str, files: &TlsFiles, metrics: Option<Arc<Metrics>>) -> Result<Self> {
-        let loaded = stamp(files);
         if let Some(metrics) = &metrics {
             metrics.tls_reloads_start(what);
         }
+        let key = Reloadable::new(
+            vec![files.cert.clone(), files.key.clone()],
+            CERT_CHECK_INTERVAL,
+            || certified_key(what, files),
+        )?;
         Ok(ReloadingCert {
             what,
             files: files.clone(),
             metrics,
-            state: Mutex::new(CertState {
-                current: Arc::new(certified_key(what, files)?),
-                loaded,
-                refused: None,
-                checked: Instant::now(),
-            }),
+            key,
         })
-    }
-
-    /// Loads the files again if they changed since the last look (at most once a second).
-    fn refresh(&self, state: &mut CertState) {
-        if state.checked.elapsed() < CERT_CHECK_INTERVAL {
-            return;
-        }
-        state.checked = Instant::now();
-        let now = stamp(&self.files);
-        // Missing files (mid-rotation) keep the certificate in use; unchanged ones too.
-        if now.is_none() || now == state.loaded || now == state.refused {
-            return;
-        }
-        match certified_key(self.what, &self.files) {
-            Ok(key) => {
-                info!(port = self.what, cert = %self.files.cert.display(),
-                      "certificate files changed; new connections get the new certificate");
-                state.current = Arc::new(key);
-                state.loaded = now;
-                state.refused = None;
-                self.count(true);
-            }
-            Err(e) => {
-                error!(port = self.what, cause = %e,
-                       "certificate files changed but cannot be used; keeping the previous \
-                        certificate until they are fixed");
-                state.refused = now;
-                self.count(false);
-            }
-        }
-    }
-
-    fn count(&self, loaded: bool) {
-        if let Some(metrics) = &self.metrics {
-            metrics.tls_reload(self.what, loaded);
-        }
     }
 }
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        self.refresh(&mut state);
-        Some(state.current.clone())
+        let (key, reloaded) = self.key.get(|| certified_key(self.what, &self.files));
+        let loaded = match reloaded {
+            Reloaded::No => return Some(key),
+            Reloaded::Loaded => {
+                info!(port = self.what, cert = %self.files.cert.display(),
+                      "certificate files changed; new connections get the new certificate");
+                true
+            }
+            Reloaded::Failed(e) => {
+                error!(port = self.what, cause = %e,
+                       "certificate files changed but cannot be used; keeping the previous \
+                        certificate until they are fixed");
+                false
+            }
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.tls_reload(self.what, loaded);
+        }
+        Some(key)
     }
 }
 
 /// Reads a certificate chain and its key and checks that they belong together.
-fn certified_key(what: &'static str, files: &TlsFiles) -> Result<CertifiedKey> {
+fn certified_key(what: &'static str, files: &TlsFiles) -> Result<Arc<CertifiedKey>> {
     let chain = tls::read_certs("certificate chain", &files.cert)?;
     let key = tls::read_key("private key", &files.key)?;
     CertifiedKey::from_der(chain, key, &tls::provider())
+        .map(Arc::new)
         .map_err(|source| Error::Tls { what, source })
 }
 

@@ -29,9 +29,10 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::time::Duration;
 
-use kube_relay_proto::tls::{self, FileStamp};
+use kube_relay_proto::tls::{self, Reloadable, Reloaded};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -215,70 +216,45 @@ impl fmt::Debug for TlsConnector {
 struct ClientFiles {
     ca: PathBuf,
     identity: Option<(PathBuf, PathBuf)>,
-    state: Mutex<ClientState>,
-}
-
-struct ClientState {
-    config: Arc<ClientConfig>,
-    /// The files' stamp when `config` was built.
-    loaded: Option<FileStamp>,
-    /// A stamp whose files failed to load: not retried until the files change again.
-    refused: Option<FileStamp>,
+    config: Reloadable<Arc<ClientConfig>>,
 }
 
 impl ClientFiles {
     fn load(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Self, Error> {
-        // Stamped before reading: a change while reading shows at the next connection.
-        let loaded = stamp(ca, identity);
-        let config = client_config(ca, identity)?;
+        let mut paths = vec![ca.to_owned()];
+        paths.extend(
+            identity
+                .into_iter()
+                .flat_map(|(c, k)| [c.to_owned(), k.to_owned()]),
+        );
+        // Looked at before every connection (they are seconds apart at most).
+        let config = Reloadable::new(paths, Duration::ZERO, || client_config(ca, identity))?;
         Ok(ClientFiles {
             ca: ca.to_owned(),
             identity: identity.map(|(cert, key)| (cert.to_owned(), key.to_owned())),
-            state: Mutex::new(ClientState {
-                config,
-                loaded,
-                refused: None,
-            }),
+            config,
         })
-    }
-
-    fn identity(&self) -> Option<(&Path, &Path)> {
-        self.identity
-            .as_ref()
-            .map(|(cert, key)| (cert.as_path(), key.as_path()))
     }
 
     /// The configuration for the next connection, rebuilt first if the files changed.
     fn current(&self) -> Arc<ClientConfig> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = stamp(&self.ca, self.identity());
-        // Missing files (mid-rotation) keep the configuration in use; unchanged ones too.
-        if now.is_some() && now != state.loaded && now != state.refused {
-            match client_config(&self.ca, self.identity()) {
-                Ok(config) => {
-                    info!(ca = %self.ca.display(),
-                          "TLS files changed; the next connections use them");
-                    state.config = config;
-                    state.loaded = now;
-                    state.refused = None;
-                }
-                Err(e) => {
-                    error!(cause = %e, "TLS files changed but cannot be used; keeping the \
-                                        previous ones until they are fixed");
-                    state.refused = now;
-                }
+        let identity = self
+            .identity
+            .as_ref()
+            .map(|(cert, key)| (cert.as_path(), key.as_path()));
+        let (config, reloaded) = self.config.get(|| client_config(&self.ca, identity));
+        match reloaded {
+            Reloaded::No => {}
+            Reloaded::Loaded => {
+                info!(ca = %self.ca.display(), "TLS files changed; the next connections use them");
+            }
+            Reloaded::Failed(e) => {
+                error!(cause = %e, "TLS files changed but cannot be used; keeping the previous \
+                                    ones until they are fixed");
             }
         }
-        state.config.clone()
+        config
     }
-}
-
-fn stamp(ca: &Path, identity: Option<(&Path, &Path)>) -> Option<FileStamp> {
-    let mut paths = vec![ca];
-    if let Some((cert, key)) = identity {
-        paths.extend([cert, key]);
-    }
-    FileStamp::of(&paths)
 }
 
 impl TlsConnector {
