@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
@@ -61,22 +61,21 @@ pub enum TlsError {
     },
 }
 
-/// A version of a set of files: each one's modification time and size (a Kubernetes Secret
-/// update swaps a symlink; the metadata follows it, so the stamp changes).
+/// A version of a set of files: their bytes. Modification times are not enough: a file
+/// replaced by one of the same size within the file system's timestamp granularity (a
+/// coarse clock, or two quick renewals) would look unchanged. Certificate files are a few
+/// kilobytes and are looked at no more than once per `min_interval`, so reading them is cheap.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct FileStamp(Vec<(SystemTime, u64)>);
+struct FileVersion(Vec<Vec<u8>>);
 
-impl FileStamp {
-    /// The stamp of `paths`, `None` when one of them cannot be looked at (e.g. mid-rotation).
-    fn of(paths: &[PathBuf]) -> Option<FileStamp> {
+impl FileVersion {
+    /// The contents of `paths`, `None` when one of them cannot be read (e.g. mid-rotation).
+    fn of(paths: &[PathBuf]) -> Option<FileVersion> {
         paths
             .iter()
-            .map(|path| {
-                let meta = std::fs::metadata(path).ok()?;
-                Some((meta.modified().ok()?, meta.len()))
-            })
+            .map(|path| std::fs::read(path).ok())
             .collect::<Option<Vec<_>>>()
-            .map(FileStamp)
+            .map(FileVersion)
     }
 }
 
@@ -105,10 +104,10 @@ pub struct Reloadable<T> {
 #[derive(Debug)]
 struct ReloadState<T> {
     current: T,
-    /// The files' stamp when `current` was built.
-    loaded: Option<FileStamp>,
-    /// A stamp whose files failed to build.
-    refused: Option<FileStamp>,
+    /// The files' contents when `current` was built.
+    loaded: Option<FileVersion>,
+    /// A version of the files that failed to build.
+    refused: Option<FileVersion>,
     checked: Instant,
 }
 
@@ -122,8 +121,8 @@ impl<T: Clone> Reloadable<T> {
         min_interval: Duration,
         build: impl FnOnce() -> Result<T, E>,
     ) -> Result<Self, E> {
-        // Stamped before reading: a change while reading shows at the next look.
-        let loaded = FileStamp::of(&paths);
+        // Read before building: a change while building shows at the next look.
+        let loaded = FileVersion::of(&paths);
         let current = build()?;
         Ok(Reloadable {
             paths,
@@ -144,7 +143,7 @@ impl<T: Clone> Reloadable<T> {
             return (state.current.clone(), Reloaded::No);
         }
         state.checked = Instant::now();
-        let now = FileStamp::of(&self.paths);
+        let now = FileVersion::of(&self.paths);
         if now.is_none() || now == state.loaded || now == state.refused {
             return (state.current.clone(), Reloaded::No);
         }
@@ -281,7 +280,17 @@ mod tests {
         assert!(matches!(get(), (v, Reloaded::No) if v == "one"));
         assert_eq!(calls.get(), 0, "unchanged files are not read");
 
+        // Same size and, as on a file system with a coarse clock, the same modification
+        // time: still a new version.
+        let modified = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .expect("mtime");
         swap(&path, "two");
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(modified))
+            .expect("set mtime");
         assert!(matches!(get(), (v, Reloaded::Loaded) if v == "two"));
         assert!(matches!(get(), (v, Reloaded::No) if v == "two"));
 
