@@ -136,6 +136,12 @@ impl<T: Clone> Reloadable<T> {
         })
     }
 
+    /// The value in use, without looking at the files.
+    pub fn current(&self) -> T {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.current.clone()
+    }
+
     /// The value in use, rebuilt first with `build` if the files changed since the last look.
     pub fn get<E>(&self, build: impl FnOnce() -> Result<T, E>) -> (T, Reloaded<E>) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);

@@ -457,7 +457,9 @@ pub struct Cli {
     pub tls_key: Option<PathBuf>,
 
     /// PEM CA certificate(s): senders must present a client certificate signed by one of
-    /// them (mutual TLS); requires --tls-cert [default: none, no client certificates].
+    /// them (mutual TLS); requires --tls-cert. A changed file is used for new connections
+    /// without a restart (rotate through a bundle holding the old and the new CA) [default:
+    /// none, no client certificates].
     #[arg(long, env = "KUBE_RELAY_TLS_CLIENT_CA", value_name = "PATH")]
     pub tls_client_ca: Option<PathBuf>,
 

@@ -11,7 +11,8 @@
 //! The server certificate and key are reloaded when their files change (looked at, at most
 //! once a second, by the next handshake), so a renewed certificate (cert-manager, a rotated
 //! Kubernetes Secret) reaches new connections without a restart; files that fail to load
-//! are logged and the previous certificate stays in use. The client CA is read at start.
+//! are logged and the previous certificate stays in use. The client CA (mutual TLS) is
+//! reloaded the same way, when a client presents its certificate.
 //!
 //! The handshake runs inside each connection's task, under the handshake timeout, so a slow
 //! or hostile client never blocks the accept loop. Nothing of the kube-relay protocol is read
@@ -23,10 +24,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube_relay_proto::tls::{self, Reloadable, Reloaded};
-use rustls::pki_types::ServerName;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
+};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, ServerConfig};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
+};
 use tracing::{error, info};
 
 use crate::metrics::Metrics;
@@ -65,20 +72,22 @@ pub fn server_config(
         .map_err(|source| Error::Tls { what, source })?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
-        Some(path) => {
-            let roots = Arc::new(tls::root_store(path)?);
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots, tls::provider())
-                .build()
-                .map_err(|source| Error::ClientCa {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            builder.with_client_cert_verifier(verifier)
-        }
+        Some(path) => builder.with_client_cert_verifier(Arc::new(ReloadingClientCa::load(
+            what,
+            path,
+            metrics.clone(),
+        )?)),
     };
     let mut config =
         builder.with_cert_resolver(Arc::new(ReloadingCert::load(what, files, metrics)?));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    if client_ca.is_some() {
+        // A resumed session skips the client certificate check: after the client CA is
+        // rotated away from a sender's issuer, that sender could keep resuming. Senders
+        // reconnect rarely, so every connection gets a full handshake instead.
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(Arc::new(config))
 }
 
@@ -116,24 +125,135 @@ impl ReloadingCert {
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let (key, reloaded) = self.key.get(|| certified_key(self.what, &self.files));
-        let loaded = match reloaded {
-            Reloaded::No => return Some(key),
-            Reloaded::Loaded => {
-                info!(port = self.what, cert = %self.files.cert.display(),
-                      "certificate files changed; new connections get the new certificate");
-                true
-            }
-            Reloaded::Failed(e) => {
-                error!(port = self.what, cause = %e,
-                       "certificate files changed but cannot be used; keeping the previous \
-                        certificate until they are fixed");
-                false
-            }
-        };
-        if let Some(metrics) = &self.metrics {
-            metrics.tls_reload(self.what, loaded);
-        }
+        report_reload(
+            self.what,
+            &self.files.cert,
+            "certificate",
+            reloaded,
+            self.metrics.as_deref(),
+        );
         Some(key)
+    }
+}
+
+/// Logs and counts what a look at changed certificate files did (`kind` names what they
+/// hold, e.g. `certificate`).
+fn report_reload(
+    what: &'static str,
+    file: &Path,
+    kind: &'static str,
+    reloaded: Reloaded<Error>,
+    metrics: Option<&Metrics>,
+) {
+    let loaded = match reloaded {
+        Reloaded::No => return,
+        Reloaded::Loaded => {
+            info!(port = what, file = %file.display(),
+                  "{kind} files changed; new connections use the new {kind}");
+            true
+        }
+        Reloaded::Failed(e) => {
+            error!(port = what, cause = %e,
+                   "{kind} files changed but cannot be used; keeping the previous {kind} \
+                    until they are fixed");
+            false
+        }
+    };
+    if let Some(metrics) = metrics {
+        metrics.tls_reload(what, loaded);
+    }
+}
+
+/// The check of client certificates (mutual TLS), rebuilt when the client CA file changes,
+/// so a CA rotation (a bundle holding the old and the new CA, later the new one alone)
+/// needs no restart. Looked at, at most once a second, when a client presents a
+/// certificate; a CA file that fails to load leaves the previous check in use.
+#[derive(Debug)]
+struct ReloadingClientCa {
+    what: &'static str,
+    path: PathBuf,
+    metrics: Option<Arc<Metrics>>,
+    verifier: Reloadable<Arc<dyn ClientCertVerifier>>,
+}
+
+impl ReloadingClientCa {
+    fn load(what: &'static str, path: &Path, metrics: Option<Arc<Metrics>>) -> Result<Self> {
+        let verifier = Reloadable::new(vec![path.to_owned()], CERT_CHECK_INTERVAL, || {
+            client_verifier(path)
+        })?;
+        Ok(ReloadingClientCa {
+            what,
+            path: path.to_owned(),
+            metrics,
+            verifier,
+        })
+    }
+}
+
+/// A verifier accepting client certificates signed by a CA in `path`.
+fn client_verifier(path: &Path) -> Result<Arc<dyn ClientCertVerifier>> {
+    let roots = Arc::new(tls::root_store(path)?);
+    WebPkiClientVerifier::builder_with_provider(roots, tls::provider())
+        .build()
+        .map_err(|source| Error::ClientCa {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+impl ClientCertVerifier for ReloadingClientCa {
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    /// No CA names are sent to the client (allowed by TLS 1.2 and 1.3: it may then present
+    /// any certificate). The names would have to outlive a reload; the sender presents its
+    /// one certificate either way.
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
+        let (verifier, reloaded) = self.verifier.get(|| client_verifier(&self.path));
+        report_reload(
+            self.what,
+            &self.path,
+            "client CA",
+            reloaded,
+            self.metrics.as_deref(),
+        );
+        verifier.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier
+            .current()
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier
+            .current()
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.verifier.current().supported_verify_schemes()
     }
 }
 

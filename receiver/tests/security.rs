@@ -602,3 +602,79 @@ async fn a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_is_n
     assert_eq!(reloads("loaded"), Some(1.0), "{text}");
     assert_eq!(reloads("failed"), Some(1.0), "{text}");
 }
+
+#[tokio::test]
+async fn a_rotated_client_ca_is_used_without_a_restart_and_a_broken_one_is_not() {
+    capture_logs();
+    let pki = Pki::generate().expect("test PKI");
+    let live_ca = pki.dir().join("live-client-ca.crt");
+    swap_in(&pki.ca, &live_ca);
+    let rx = Running::start(ReceiverConfig {
+        token: Some(TOKEN.into()),
+        tls: Some(common::tls_files(&pki.server)),
+        tls_client_ca: Some(live_ca.clone()),
+        ..ReceiverConfig::loopback()
+    })
+    .await
+    .expect("receiver");
+    // Both trust the receiver; they differ in who signed their client certificate.
+    let signed_by_ca = TlsClient::new(&pki.ca, Some(&pki.client));
+    let signed_by_other_ca = TlsClient::new(&pki.ca, Some(&pki.rogue_client));
+    let welcomed = |client: &TlsClient| {
+        let client = client.clone();
+        let addr = rx.ingest;
+        async move {
+            TestSender::welcomed_tls(addr, &client, hello_with_token("prod", "a", Some(TOKEN)))
+                .await
+                .is_ok()
+        }
+    };
+    assert!(welcomed(&signed_by_ca).await, "the first client CA admits");
+    assert!(!welcomed(&signed_by_other_ca).await, "and only it");
+
+    // Rotation to the CA that signed the other certificate.
+    swap_in(&pki.other_ca, &live_ca);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !welcomed(&signed_by_other_ca).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotated client CA was never used"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        !welcomed(&signed_by_ca).await,
+        "the old client CA no longer admits"
+    );
+
+    // A broken CA file is refused, logged, and the last good one stays.
+    std::fs::write(pki.dir().join("broken-ca.crt"), "not a certificate\n").expect("write");
+    swap_in(&pki.dir().join("broken-ca.crt"), &live_ca);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !logged().contains("client CA files changed but cannot be used") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broken CA file was never looked at: {}",
+            logged()
+        );
+        assert!(
+            welcomed(&signed_by_other_ca).await,
+            "the last good client CA stays in use"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        logged().contains("live-client-ca.crt"),
+        "the log names the file"
+    );
+    assert!(!welcomed(&signed_by_ca).await, "still the rotated CA");
+    let text = rx.metrics().await.expect("scrape");
+    let reloads = |result: &str| {
+        sample(
+            &text,
+            &format!(r#"relay_receiver_tls_reloads_total{{port="ingest",result="{result}"}}"#),
+        )
+    };
+    assert_eq!(reloads("loaded"), Some(1.0), "{text}");
+    assert_eq!(reloads("failed"), Some(1.0), "{text}");
+}
