@@ -103,7 +103,7 @@ async fn promtool_accepts_the_real_exposition() {
     assert!(text.contains("cluster=\"east\"") && text.contains("cluster=\"west\""));
 
     let Some((ok, report)) = promtool_check(&text).await else {
-        eprintln!("\n*** SKIPPED: promtool is not installed (apt-get install prometheus) ***\n");
+        kube_relay_testkit::skip("promtool is not installed (apt-get install prometheus)");
         return;
     };
     assert!(

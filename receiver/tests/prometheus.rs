@@ -15,7 +15,7 @@ fn started(result: anyhow::Result<Prometheus>) -> Option<Prometheus> {
     match result {
         Ok(prom) => Some(prom),
         Err(e) if format!("{e:#}").contains("install Debian's `prometheus`") => {
-            eprintln!("\n*** SKIPPED: {e:#} ***\n");
+            kube_relay_testkit::skip(&format!("{e:#}"));
             None
         }
         Err(e) => panic!("prometheus did not start: {e:#}"),

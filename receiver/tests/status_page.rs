@@ -104,7 +104,7 @@ async fn the_status_page_lists_each_cluster_and_recent_scaling_events() {
 
     let url = format!("http://{}/", rx.http);
     let Some(dom) = chromium_dom(&url).await else {
-        eprintln!("\n*** SKIPPED: chromium is not installed (apt-get install chromium) ***\n");
+        kube_relay_testkit::skip("chromium is not installed (apt-get install chromium)");
         return;
     };
     assert!(dom.contains("<h1>kube-relay receiver</h1>"), "{dom}");

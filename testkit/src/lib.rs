@@ -11,7 +11,8 @@
 //! - [`netns`]: a second host in a network namespace behind a veth link that can be cut or
 //!   made lossy;
 //! - [`proxy`]: a TCP proxy adding latency, stalling or resetting connections;
-//! - [`pki`]: CAs, server and client certificates generated for TLS tests.
+//! - [`pki`]: CAs, server and client certificates generated for TLS tests;
+//! - [`mod@skip`]: a loud skip when a tool or permission is missing, a failure in CI.
 
 pub mod exposition;
 pub mod http;
@@ -20,7 +21,9 @@ pub mod pki;
 pub mod process;
 pub mod prometheus;
 pub mod proxy;
+pub mod skip;
 pub mod wait;
 
 pub use prometheus::Prometheus;
+pub use skip::skip;
 pub use wait::wait_until;

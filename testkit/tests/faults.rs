@@ -165,7 +165,7 @@ async fn receiver_killed_for_30s_loses_nothing() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_cut_for_60s_is_detected_and_loses_nothing() -> Result<()> {
     if let Some(why) = netns::unavailable() {
-        eprintln!("SKIPPED: two-host tests need network namespaces: {why}");
+        kube_relay_testkit::skip(&format!("two-host tests need network namespaces: {why}"));
         return Ok(());
     }
     let cluster = Cluster::start(SCENARIO).await?;

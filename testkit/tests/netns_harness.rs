@@ -18,7 +18,7 @@ async fn healthy(addr: std::net::SocketAddr) -> bool {
 #[tokio::test]
 async fn link_can_be_cut_made_lossy_and_restored() -> Result<()> {
     if let Some(why) = netns::unavailable() {
-        eprintln!("SKIPPED: two-host harness unavailable here: {why}");
+        kube_relay_testkit::skip(&format!("two-host harness unavailable here: {why}"));
         return Ok(());
     }
     let host_b = HostB::create()?;
