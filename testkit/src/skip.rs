@@ -3,6 +3,8 @@
 //! everything is installed, and a skip there would be a test that cannot fail: `.ci/run`
 //! sets [`STRICT_ENV`], which turns every skip into a failure.
 
+use std::io::Write;
+
 /// Environment variable that makes [`skip`] fail the test (any value but empty or `0`).
 pub const STRICT_ENV: &str = "KUBE_RELAY_TEST_STRICT";
 
@@ -22,7 +24,9 @@ fn skip_or_fail(strict: bool, why: &str) {
     if strict {
         panic!("this test must run ({STRICT_ENV} is set) but cannot: {why}");
     }
-    eprintln!("\n*** SKIPPED: {why} ***\n");
+    // Straight to the process' stderr: `eprintln!` would be captured by the test harness
+    // and shown only for failing tests, so a skip would pass silently.
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {why} ***\n");
 }
 
 #[cfg(test)]
