@@ -54,6 +54,13 @@ fn auth_failures(text: &str, kind: &str) -> Option<f64> {
     )
 }
 
+fn ingest_tls_reloads(text: &str, result: &str) -> Option<f64> {
+    sample(
+        text,
+        &format!(r#"relay_receiver_tls_reloads_total{{port="ingest",result="{result}"}}"#),
+    )
+}
+
 fn rejected(text: &str, reason: &str) -> Option<f64> {
     sample(
         text,
@@ -542,10 +549,7 @@ async fn a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_is_n
     );
     let text = rx.metrics().await.expect("scrape");
     assert_eq!(
-        sample(
-            &text,
-            r#"relay_receiver_tls_reloads_total{port="ingest",result="failed"}"#
-        ),
+        ingest_tls_reloads(&text, "failed"),
         Some(0.0),
         "exported at 0 from the start, so an alert sees the first failure: {text}"
     );
@@ -593,14 +597,8 @@ async fn a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_is_n
     assert!(logged().contains("live.crt"), "the log names the file");
     assert!(new_ca.connect(rx.ingest).await.is_ok(), "still served");
     let text = rx.metrics().await.expect("scrape");
-    let reloads = |result: &str| {
-        sample(
-            &text,
-            &format!(r#"relay_receiver_tls_reloads_total{{port="ingest",result="{result}"}}"#),
-        )
-    };
-    assert_eq!(reloads("loaded"), Some(1.0), "{text}");
-    assert_eq!(reloads("failed"), Some(1.0), "{text}");
+    assert_eq!(ingest_tls_reloads(&text, "loaded"), Some(1.0), "{text}");
+    assert_eq!(ingest_tls_reloads(&text, "failed"), Some(1.0), "{text}");
 }
 
 #[tokio::test]
@@ -669,12 +667,6 @@ async fn a_rotated_client_ca_is_used_without_a_restart_and_a_broken_one_is_not()
     );
     assert!(!welcomed(&signed_by_ca).await, "still the rotated CA");
     let text = rx.metrics().await.expect("scrape");
-    let reloads = |result: &str| {
-        sample(
-            &text,
-            &format!(r#"relay_receiver_tls_reloads_total{{port="ingest",result="{result}"}}"#),
-        )
-    };
-    assert_eq!(reloads("loaded"), Some(1.0), "{text}");
-    assert_eq!(reloads("failed"), Some(1.0), "{text}");
+    assert_eq!(ingest_tls_reloads(&text, "loaded"), Some(1.0), "{text}");
+    assert_eq!(ingest_tls_reloads(&text, "failed"), Some(1.0), "{text}");
 }
