@@ -7,6 +7,7 @@
 //! into its own error type. [`Reloadable`] holds what both build from certificate files and
 //! rebuilds it when the files change, so renewed certificates need no restart.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -65,15 +66,27 @@ pub enum TlsError {
 /// replaced by one of the same size within the file system's timestamp granularity (a
 /// coarse clock, or two quick renewals) would look unchanged. Certificate files are a few
 /// kilobytes and are looked at no more than once per `min_interval`, so reading them is cheap.
+/// At most [`MAX_COMPARED_BYTES`] of each are compared, so a path to something endless (a
+/// device, a pipe) costs bounded memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct FileVersion(Vec<Vec<u8>>);
+
+/// How much of each file [`FileVersion`] compares: far more than any certificate, key or CA
+/// bundle (a system-wide CA bundle is ~200 KB).
+const MAX_COMPARED_BYTES: u64 = 4 << 20;
 
 impl FileVersion {
     /// The contents of `paths`, `None` when one of them cannot be read (e.g. mid-rotation).
     fn of(paths: &[PathBuf]) -> Option<FileVersion> {
         paths
             .iter()
-            .map(|path| std::fs::read(path).ok())
+            .map(|path| {
+                let mut bytes = Vec::new();
+                std::fs::File::open(path)
+                    .and_then(|f| f.take(MAX_COMPARED_BYTES).read_to_end(&mut bytes))
+                    .ok()?;
+                Some(bytes)
+            })
             .collect::<Option<Vec<_>>>()
             .map(FileVersion)
     }
