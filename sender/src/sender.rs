@@ -94,6 +94,24 @@ pub fn hold_dir(dir: &Path) -> Result<File, Error> {
     }
 }
 
+/// [`hold_dir`] for each of `dirs`, once per directory: `--spool-dir` may name the state
+/// directory itself (their files do not overlap), and a second lock on it by this same
+/// process would be refused as if another sender held it.
+///
+/// # Errors
+/// As [`hold_dir`], and [`Error::State`] when a directory's real path cannot be resolved.
+fn hold_dirs<'a>(dirs: impl Iterator<Item = &'a PathBuf>) -> Result<Vec<File>, Error> {
+    let mut held: Vec<(PathBuf, File)> = Vec::new();
+    for dir in dirs {
+        std::fs::create_dir_all(dir).map_err(|e| Error::state(dir, e))?;
+        let real = dir.canonicalize().map_err(|e| Error::state(dir, e))?;
+        if !held.iter().any(|(d, _)| *d == real) {
+            held.push((real, hold_dir(dir)?));
+        }
+    }
+    Ok(held.into_iter().map(|(_, lock)| lock).collect())
+}
+
 impl Sender {
     /// A sender for `cluster`. With a state directory, the sender id and the scaling ledger
     /// are read from it (and created if missing). With a spool directory
@@ -116,12 +134,7 @@ impl Sender {
         }
         .validate()?;
         let spool_path = config.spool_path();
-        let held = config
-            .state_dir
-            .iter()
-            .chain(spool_path.iter())
-            .map(|dir| hold_dir(dir))
-            .collect::<Result<Vec<_>, _>>()?;
+        let held = hold_dirs(config.state_dir.iter().chain(spool_path.iter()))?;
         let (sender_id, ledger, ledger_path) = match &config.state_dir {
             Some(dir) => {
                 let ledger_path = dir.join(LEDGER_FILE);
@@ -380,6 +393,15 @@ mod tests {
                 && text.contains(&dir.path().display().to_string()),
             "{text}"
         );
+        // One sender may keep its spool in its state directory itself.
+        let shared_dir = tempfile::tempdir().expect("tempdir");
+        let same = Config {
+            state_dir: Some(shared_dir.path().to_owned()),
+            spool_dir: Some(shared_dir.path().join(".")),
+            ..Config::new("127.0.0.1:9000")
+        };
+        let sharing = Sender::new(same, client(), "c").expect("spool in the state directory");
+        drop(sharing);
         // The spool directory is held too, also when it is elsewhere.
         let spool = dir.path().join("spool");
         let held = hold_dir(&spool).expect_err("the spool directory is held");
