@@ -49,7 +49,12 @@ pub use metric::{FamilyDef, FamilyId, MetricKind, SeriesDef, SeriesId, Updates, 
 
 /// The protocol version this build speaks. A receiver rejects any other version with
 /// [`RejectReason::UnsupportedVersion`], naming the versions it supports.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2 added each batch's observation time ([`Batch::observed_at_ms`]), the
+/// receiver's frame limit in [`Welcome`] and the post-handshake reject reasons. A version-1
+/// sender is refused (its batches carry no time, so what it spooled could not be placed in
+/// history); `docs/protocol.md` says why.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Default maximum frame payload length: 1 MiB. Senders split larger batches.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 1 << 20;

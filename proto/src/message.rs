@@ -65,6 +65,9 @@ pub struct Welcome {
     /// Heartbeat interval the receiver expects, in milliseconds. The receiver closes a
     /// connection silent for several intervals.
     pub heartbeat_interval_ms: u32,
+    /// The receiver's data-frame limit in bytes (its `--max-frame-bytes`): the sender splits
+    /// batches so no frame exceeds it.
+    pub max_frame_bytes: u32,
 }
 
 /// Where a sender continues after the handshake.
@@ -107,6 +110,16 @@ pub enum RejectReason {
     Busy,
     /// The receiver is shutting down.
     ShuttingDown,
+    /// The receiver's port requires TLS and the sender spoke plain TCP.
+    TlsRequired,
+    /// A frame exceeded the receiver's limit (sent before closing the connection).
+    FrameTooLarge {
+        /// The receiver's limit in bytes.
+        limit: u32,
+    },
+    /// The sender broke the protocol after the handshake (unknown series id, a gap in
+    /// sequence numbers, a payload that does not decode); `message` says how.
+    ProtocolViolation,
 }
 
 impl RejectReason {
@@ -119,6 +132,9 @@ impl RejectReason {
             RejectReason::InvalidHello => "invalid_hello",
             RejectReason::Busy => "busy",
             RejectReason::ShuttingDown => "shutting_down",
+            RejectReason::TlsRequired => "tls_required",
+            RejectReason::FrameTooLarge { .. } => "frame_too_large",
+            RejectReason::ProtocolViolation => "protocol_violation",
         }
     }
 }
@@ -139,6 +155,11 @@ pub struct Batch {
     pub updates: Updates,
     /// Series that no longer exist (their object was deleted).
     pub removals: Vec<SeriesId>,
+    /// When the sender observed the newest change in this batch (for a snapshot: when it
+    /// took the snapshot), in milliseconds since the Unix epoch, by the sender's clock. The
+    /// time every sample of the batch is stamped with downstream; kept in the disk spool, so
+    /// a batch replayed after an outage still carries the time it happened.
+    pub observed_at_ms: u64,
 }
 
 impl Batch {

@@ -120,6 +120,7 @@ fn snapshot_parts(n: u32, first_seq: u64) -> Vec<Batch> {
         .map(|p| {
             let range = p * chunk..((p + 1) * chunk).min(defs.len());
             Batch {
+                observed_at_ms: 0,
                 seq: first_seq + p as u64,
                 snapshot: Some(SnapshotPart {
                     first: p == 0,

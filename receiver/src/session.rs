@@ -218,6 +218,7 @@ impl Session {
             resume: claim.resume,
             heartbeat_interval_ms: u32::try_from(self.config.heartbeat_interval.as_millis())
                 .unwrap_or(u32::MAX),
+            max_frame_bytes: u32::try_from(self.config.max_frame_bytes).unwrap_or(u32::MAX),
         });
         let result = match self.send(&mut conn, welcome).await {
             Ok(()) => {

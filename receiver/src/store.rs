@@ -965,6 +965,7 @@ mod tests {
 
     fn snapshot(seq: u64, n: u32) -> Batch {
         Batch {
+            observed_at_ms: 0,
             seq,
             snapshot: Some(SnapshotPart {
                 first: true,
@@ -1253,6 +1254,7 @@ mod tests {
                 proptest::collection::vec(id, 0..2),
             )
                 .prop_map(|(seq, snap, families, series, updates, removals)| Batch {
+                    observed_at_ms: 0,
                     seq,
                     snapshot: snap.map(|(first, last)| SnapshotPart { first, last }),
                     families,
@@ -1359,6 +1361,7 @@ mod tests {
         let store = Store::new(Duration::from_secs(60), 100);
         let claim = connect(&store, "c1", "s");
         let snap = Batch {
+            observed_at_ms: 0,
             seq: 1,
             snapshot: Some(SnapshotPart {
                 first: true,

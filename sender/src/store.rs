@@ -179,6 +179,9 @@ pub struct SeriesStore {
     series: usize,
     pending: HashMap<SeriesId, Pending>,
     snapshot: Option<Cursor>,
+    /// When the newest change was recorded (ms since the Unix epoch): the observation time
+    /// of the next delta batch.
+    changed_at_ms: u64,
 }
 
 impl SeriesStore {
@@ -192,6 +195,7 @@ impl SeriesStore {
             series: 0,
             pending: HashMap::new(),
             snapshot: None,
+            changed_at_ms: 0,
         }
     }
 
@@ -271,6 +275,14 @@ impl SeriesStore {
     /// A sample repeated within `set` (same family and labels) is kept once, the first value
     /// winning.
     pub fn apply(&mut self, key: &ObjectKey, set: &SeriesSet<'_>) -> bool {
+        let changed = self.apply_set(key, set);
+        if changed {
+            self.changed_at_ms = now_ms();
+        }
+        changed
+    }
+
+    fn apply_set(&mut self, key: &ObjectKey, set: &SeriesSet<'_>) -> bool {
         if set.is_empty() {
             return self.remove(key);
         }
@@ -421,6 +433,7 @@ impl SeriesStore {
         owner.labels.iter().for_each(|&a| self.atoms.release(a));
         self.atoms.release(k.namespace);
         self.atoms.release(k.name);
+        self.changed_at_ms = now_ms();
         true
     }
 
@@ -516,7 +529,7 @@ impl SeriesStore {
         if self.pending.is_empty() && self.pending.capacity() > SHRINK_ABOVE {
             self.pending = HashMap::new();
         }
-        (!batch.is_empty()).then(|| batch.finish())
+        (!batch.is_empty()).then(|| batch.finish(self.changed_at_ms))
     }
 
     /// Every pending change as delta batches (see [`SeriesStore::take_delta`]).
@@ -602,7 +615,7 @@ impl SeriesStore {
         } else {
             last_key.map(Cursor::After)
         };
-        let mut out = batch.finish();
+        let mut out = batch.finish(now_ms());
         out.snapshot = Some(SnapshotPart { first, last: done });
         Some(out)
     }
@@ -666,6 +679,13 @@ impl Item {
     }
 }
 
+/// Now, in milliseconds since the Unix epoch (0 for a clock before 1970).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 struct BatchBuilder {
     families: Vec<FamilyDef>,
     series: Vec<SeriesDef>,
@@ -705,11 +725,12 @@ impl BatchBuilder {
         }
     }
 
-    fn finish(mut self) -> Batch {
+    fn finish(mut self, observed_at_ms: u64) -> Batch {
         self.series.sort_unstable_by_key(|d| d.id);
         self.removals.sort_unstable();
         Batch {
             seq: 0,
+            observed_at_ms,
             snapshot: None,
             families: self.families,
             series: self.series,

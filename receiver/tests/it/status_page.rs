@@ -1,0 +1,140 @@
+//! The status page at `/`, rendered by headless Chromium (Debian's `chromium`): one row per
+//! cluster with its state, sender, agent, last update and series count, and the recent
+//! scaling events.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::{Running, TestSender, delta, hello, small_snapshot};
+use kube_relay_proto::{Batch, FamilyDef, MetricKind, SeriesDef, SnapshotPart};
+
+/// The DOM Chromium renders for `url`, or `None` when chromium is not installed.
+async fn chromium_dom(url: &str) -> Option<String> {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let run = tokio::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--dump-dom", url])
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(Duration::from_secs(60), run).await {
+        Err(_) => panic!("chromium did not finish within 60 s"),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Ok(Err(e)) => panic!("failed to run chromium: {e}"),
+        Ok(Ok(out)) => out,
+    };
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The text of each `<td>` in the row whose `data-cluster` is `cluster`.
+fn row_cells(dom: &str, cluster: &str) -> Option<Vec<String>> {
+    let start = dom.find(&format!("data-cluster=\"{cluster}\""))?;
+    let row = &dom[start..start + dom[start..].find("</tr>")?];
+    Some(
+        row.split("<td")
+            .skip(1)
+            .map(|cell| {
+                let body = &cell[cell.find('>').map_or(0, |i| i + 1)..];
+                body[..body.find("</td>").unwrap_or(body.len())].to_owned()
+            })
+            .collect(),
+    )
+}
+
+fn scaling_snapshot() -> Batch {
+    let mut batch = small_snapshot(1);
+    batch.families.push(FamilyDef {
+        id: 7,
+        name: "kube_horizontalpodautoscaler_scaling_events".into(),
+        help: "Scaling actions taken by the HPA.".into(),
+        kind: MetricKind::Counter,
+    });
+    batch.series.push(SeriesDef {
+        id: 9,
+        family: 7,
+        labels: vec![
+            ("namespace".into(), "shop".into()),
+            ("horizontalpodautoscaler".into(), "checkout".into()),
+            ("direction".into(), "up".into()),
+        ],
+    });
+    batch.updates = common::values(&[(0, 1.0), (1, 2.0), (9, 4.0)]);
+    batch.snapshot = Some(SnapshotPart {
+        first: true,
+        last: true,
+    });
+    batch
+}
+
+#[tokio::test]
+async fn the_status_page_lists_each_cluster_and_recent_scaling_events() {
+    let rx = Running::loopback().await.expect("receiver");
+    let mut alpha = TestSender::welcomed(rx.ingest, hello("alpha", "host-a"))
+        .await
+        .expect("welcome");
+    alpha.batch(scaling_snapshot()).await.expect("send");
+    alpha.batch(delta(2, &[(9, 6.0)])).await.expect("send");
+    alpha.ack_of(2).await.expect("ack");
+    let mut bravo = TestSender::welcomed(rx.ingest, hello("bravo", "host-b"))
+        .await
+        .expect("welcome");
+    bravo.batch(small_snapshot(1)).await.expect("send");
+    bravo.ack_of(1).await.expect("ack");
+    bravo.goodbye().await.expect("goodbye");
+    rx.metrics_until("bravo down", |t| {
+        t.contains("relay_cluster_up{cluster=\"bravo\"} 0\n")
+    })
+    .await
+    .expect("bravo down");
+
+    let url = format!("http://{}/", rx.http);
+    let Some(dom) = chromium_dom(&url).await else {
+        kube_relay_testkit::skip("chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    assert!(dom.contains("<h1>kube-relay receiver</h1>"), "{dom}");
+
+    let alpha = row_cells(&dom, "alpha").expect("a row for alpha");
+    assert_eq!(alpha[0], "alpha");
+    assert!(alpha[1].starts_with("up since "), "{alpha:?}");
+    assert_eq!(alpha[2], "host-a");
+    assert_eq!(alpha[3], "receiver-tests/0");
+    assert!(alpha[4].contains(" ago)"), "last update shown: {alpha:?}");
+    assert_eq!(alpha[5], "3");
+
+    let bravo = row_cells(&dom, "bravo").expect("a row for bravo");
+    assert!(
+        bravo[1].starts_with("down since ") && bravo[1].contains("series expire in 4m"),
+        "{bravo:?}"
+    );
+    assert_eq!(bravo[5], "2");
+
+    let events = &dom[dom.find("id=\"events\"").expect("events table")..];
+    let event = &events[events.find("<tr class=\"event\">").expect("one event")..];
+    let event = &event[..event.find("</tr>").expect("row end")];
+    for cell in [
+        "alpha",
+        "shop",
+        "checkout",
+        "up",
+        "<td>2</td>",
+        "<td>6</td>",
+    ] {
+        assert!(event.contains(cell), "{cell:?} missing from {event}");
+    }
+}

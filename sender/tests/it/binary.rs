@@ -1,0 +1,95 @@
+//! The `sender` binary: `--simulate` relays the simulated cluster to a real receiver, SIGTERM
+//! flushes and says goodbye, a bad command line fails clearly.
+
+use crate::support;
+
+use std::time::Duration;
+
+use kube_relay_receiver::{Receiver, ReceiverConfig};
+use kube_relay_testkit::process::ChildProcess;
+use kube_relay_testkit::wait_until;
+use tokio_util::sync::CancellationToken;
+
+use support::{POLL, metrics_text, value, values};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_relays_pod_phases_and_hpa_gauges_and_sigterm_says_goodbye() {
+    let receiver = Receiver::bind(ReceiverConfig::loopback())
+        .await
+        .expect("bind");
+    let (ingest, http) = (receiver.ingest_addr(), receiver.http_addr());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(receiver.run(stop.clone()));
+
+    let target = ingest.to_string();
+    let mut sender = ChildProcess::spawn(
+        "sender",
+        ["--simulate", "--target", target.as_str()],
+        &[("RUST_LOG", "info")],
+    )
+    .expect("sender starts");
+    let c = ("cluster", "kube-sim");
+    let hpa = ("horizontalpodautoscaler", "php-apache");
+    wait_until(
+        "pods and HPA at the receiver",
+        Duration::from_secs(60),
+        POLL,
+        || async {
+            let t = metrics_text(http).await?;
+            let phases = values(&t, "kube_pod_status_phase", &[c]).len();
+            let gauges = [
+                "kube_horizontalpodautoscaler_spec_min_replicas",
+                "kube_horizontalpodautoscaler_spec_max_replicas",
+                "kube_horizontalpodautoscaler_status_current_replicas",
+                "kube_horizontalpodautoscaler_status_desired_replicas",
+            ]
+            .iter()
+            .all(|g| value(&t, g, &[c, hpa]).is_some());
+            Ok(
+                (phases >= 15 && gauges && value(&t, "relay_cluster_up", &[c]) == Some(1.0))
+                    .then_some(()),
+            )
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", sender.log()));
+
+    // glibc's malloc runs with the footprint settings (the binary re-executed itself).
+    let pid = sender.pid().expect("running");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let environ = String::from_utf8_lossy(&environ);
+    for (name, value) in kube_relay_sender::malloc::TUNABLES {
+        assert!(
+            environ.contains(&format!("{name}={value}")),
+            "{name} in {environ}"
+        );
+    }
+
+    let status = sender.terminate().await.expect("terminate");
+    assert!(status.success(), "exit {status:?}\n{}", sender.log());
+    let log = sender.log();
+    assert!(log.contains("said goodbye"), "{log}");
+    // Goodbye: the cluster is down at once, its series kept until the TTL.
+    let t = metrics_text(http).await.expect("metrics");
+    assert_eq!(value(&t, "relay_cluster_up", &[c]), Some(0.0));
+
+    stop.cancel();
+    task.await.expect("join").expect("receiver stops");
+}
+
+#[tokio::test]
+async fn a_missing_target_fails_with_a_clear_message() {
+    let mut sender = ChildProcess::spawn("sender", ["--simulate"], &[]).expect("starts");
+    let status = wait_until("exit", Duration::from_secs(30), POLL, || {
+        let status = sender.try_status();
+        async move { Ok(status) }
+    })
+    .await
+    .expect("exits");
+    assert!(!status.success());
+    assert!(
+        sender.log().contains("--target HOST:PORT"),
+        "{}",
+        sender.log()
+    );
+}

@@ -1,0 +1,13 @@
+//! Integration tests of the `sender` crate: one test binary, one module per area (each
+//! module's own doc says what it covers). One binary links the crate's heavy dependencies
+//! once instead of once per file.
+
+mod binary;
+mod cluster;
+mod link;
+mod logging;
+mod scaling;
+mod spool_model;
+mod spool_restart;
+mod support;
+mod tls;

@@ -1,0 +1,373 @@
+//! Test support for the sender's integration tests.
+//!
+//! - [`metrics_text`]: the receiver's `/metrics` as text;
+//! - [`RunningReceiver`]: the real receiver in this process, for any configuration (TLS,
+//!   tokens); [`phases`] and [`pod_key`]: a pod's series for link tests;
+//! - [`Bed`]: the real simulated cluster (manual clock) and the real receiver, with senders
+//!   started against them, and [`value`] to read one sample of the receiver's `/metrics`;
+//! - [`accept`], [`next`], [`next_batch`], [`welcome`], [`receive_snapshot`], [`ack`]: a
+//!   scripted peer speaking the receiver's side of the protocol over plain TCP, for tests that
+//!   decide what the receiver acknowledges and when it stays silent; [`kept_or_dropped`]: a
+//!   full spool's bookkeeping against what such a peer received.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use futures::{SinkExt, StreamExt};
+use kube_relay_proto::{
+    Ack, Batch, Hello, PROTOCOL_VERSION, ReceiverCodec, ReceiverMessage, Resume, SenderMessage,
+    Welcome,
+};
+use kube_relay_receiver::{Receiver, ReceiverConfig};
+use kube_relay_sender::config::Config;
+use kube_relay_sender::family::Family;
+use kube_relay_sender::kubeclient::plain_client;
+use kube_relay_sender::series::{ObjectKey, ObjectKind, SeriesSet};
+use kube_relay_sender::shared::Shared;
+use kube_relay_sender::{Error, Sender};
+use kube_relay_sim::{ClockMode, RunningSim, Scenario, SimHandle, Simulator};
+use kube_relay_testkit::wait_until;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for a condition.
+pub const WAIT: Duration = Duration::from_secs(30);
+/// How often it checks.
+pub const POLL: Duration = Duration::from_millis(25);
+
+/// The value of the first sample `name{...}` in exposition `text` carrying every label in
+/// `labels`.
+pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    values(text, name, labels).into_iter().next()
+}
+
+/// The values of every sample `name{...}` in `text` carrying every label in `labels`.
+pub fn values(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+    let prefix = format!("{name}{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// One pod's `kube_pod_status_phase` series, one-hot on `phase`.
+pub fn phases(pod: &str, phase: &str) -> SeriesSet<'static> {
+    let mut set = SeriesSet::new();
+    for p in ["Pending", "Running", "Failed"] {
+        set.push(
+            Family::PodStatusPhase,
+            [
+                "default".to_owned(),
+                pod.to_owned(),
+                format!("uid-{pod}"),
+                p.to_owned(),
+            ],
+            f64::from(u8::from(p == phase)),
+        );
+    }
+    set
+}
+
+/// The store key of pod `default/{pod}`.
+pub fn pod_key(pod: &str) -> ObjectKey {
+    ObjectKey::new(ObjectKind::Pod, "default", pod)
+}
+
+/// The simulated cluster and the receiver.
+pub struct Bed {
+    /// The simulated cluster.
+    pub sim: RunningSim,
+    /// Its handle (manual clock).
+    pub handle: SimHandle,
+    /// The receiver's ingest address.
+    pub ingest: SocketAddr,
+    /// The receiver's HTTP address.
+    pub http: SocketAddr,
+    receiver: RunningReceiver,
+}
+
+/// A running sender.
+pub struct Running {
+    /// Its shared state.
+    pub shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), Error>>,
+}
+
+impl Running {
+    /// SIGTERM-like: flush, goodbye, stop.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("sender stops in time")
+            .expect("join")
+            .expect("clean exit");
+    }
+
+    /// Waits until every watcher has listed at least once since this sender started (`n`
+    /// watchers) and the receiver has acknowledged everything sent after that.
+    pub async fn wait_synced(&self, watchers: u64) {
+        let shared = Arc::clone(&self.shared);
+        wait_until("watchers listed", WAIT, POLL, || {
+            let shared = Arc::clone(&shared);
+            async move { Ok((shared.stats.lists_done.load(Relaxed) >= watchers).then_some(())) }
+        })
+        .await
+        .expect("listed");
+        // Changes from the lists reach the store at once; give the link one flush, then wait
+        // for the receiver to acknowledge what was sent by then.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sent = self.shared.stats.sent_seq.load(Relaxed);
+        let shared = Arc::clone(&self.shared);
+        wait_until("acknowledged", WAIT, POLL, || {
+            let shared = Arc::clone(&shared);
+            async move {
+                let acked = shared.stats.acked_seq.load(Relaxed);
+                Ok((sent > 0 && acked >= sent).then_some(()))
+            }
+        })
+        .await
+        .expect("acknowledged");
+    }
+
+    /// Waits until the sender has had `n` sessions with the receiver.
+    pub async fn wait_sessions(&self, n: u64) {
+        let shared = Arc::clone(&self.shared);
+        wait_until("sessions", WAIT, POLL, || {
+            let shared = Arc::clone(&shared);
+            async move {
+                let s = shared
+                    .stats
+                    .sessions
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                Ok((s >= n).then_some(()))
+            }
+        })
+        .await
+        .expect("connected");
+    }
+}
+
+impl Bed {
+    /// Starts `scenario` (manual clock) and a receiver on loopback.
+    pub async fn start(scenario: Scenario) -> Bed {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sim");
+        let sim = Simulator::start(scenario, listener, ClockMode::Manual)
+            .await
+            .expect("sim starts");
+        let handle = sim.handle();
+        let receiver = RunningReceiver::start(ReceiverConfig::loopback()).await;
+        Bed {
+            sim,
+            handle,
+            ingest: receiver.ingest,
+            http: receiver.http,
+            receiver,
+        }
+    }
+
+    /// A sender configuration for this bed: fast flushes and usage polls.
+    pub fn config(&self) -> Config {
+        let mut config = Config::new(self.ingest.to_string());
+        config.flush_interval = Duration::from_millis(10);
+        config.usage_interval = Duration::from_secs(1);
+        config
+    }
+
+    /// Starts a sender for cluster `cluster` with `config`.
+    pub fn sender(&self, cluster: &str, config: Config) -> Running {
+        let client = plain_client(&self.sim.base_url()).expect("client");
+        let sender = Sender::new(config, client, cluster).expect("sender");
+        let shared = sender.shared();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(sender.run(shutdown.clone()));
+        Running {
+            shared,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Advances simulated time.
+    pub fn advance(&self, by: Duration) {
+        self.handle.advance(by).expect("advance");
+    }
+
+    /// The receiver's `/metrics`.
+    pub async fn metrics(&self) -> String {
+        metrics_text(self.http).await.expect("metrics")
+    }
+
+    /// Waits until `check` returns `Some` on the receiver's `/metrics` text.
+    pub async fn wait_for<T>(&self, what: &str, check: impl Fn(&str) -> Option<T>) -> T {
+        let http = self.http;
+        let check = &check;
+        wait_until(what, WAIT, POLL, || async move {
+            let text = metrics_text(http).await?;
+            Ok(check(&text))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// Stops the receiver and the simulated cluster.
+    pub async fn stop(self) {
+        self.receiver.stop().await;
+    }
+}
+
+/// A receiver running in this process.
+pub struct RunningReceiver {
+    /// Where senders connect.
+    pub ingest: SocketAddr,
+    /// Its HTTP address (`/metrics`).
+    pub http: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl RunningReceiver {
+    /// Binds `config` (use `ReceiverConfig::loopback()` as the base) and runs it.
+    pub async fn start(config: ReceiverConfig) -> RunningReceiver {
+        let receiver = Receiver::bind(config).await.expect("bind receiver");
+        let (ingest, http) = (receiver.ingest_addr(), receiver.http_addr());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { receiver.run(stop).await.expect("receiver runs") }
+        });
+        RunningReceiver {
+            ingest,
+            http,
+            stop,
+            task,
+        }
+    }
+
+    /// Its `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        metrics_text(self.http).await.expect("metrics")
+    }
+
+    /// Stops it and waits until it has.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.expect("receiver stops");
+    }
+}
+
+/// `GET /metrics` from the receiver's HTTP address, as text.
+pub async fn metrics_text(http: SocketAddr) -> Result<String> {
+    let response = kube_relay_testkit::http::get(http, "/metrics", &[]).await?;
+    if response.status != 200 {
+        bail!("GET /metrics: {}", response.status);
+    }
+    Ok(response.text()?.to_owned())
+}
+
+/// How long the scripted peer waits for the sender to connect or to send a message.
+pub const PEER_WAIT: Duration = Duration::from_secs(20);
+
+/// The scripted peer's side of one connection.
+pub type PeerConn = Framed<TcpStream, ReceiverCodec>;
+
+/// Accepts the sender's next connection on `listener` and reads its `Hello`.
+pub async fn accept(listener: &TcpListener) -> (PeerConn, Hello) {
+    let (stream, _) = tokio::time::timeout(PEER_WAIT, listener.accept())
+        .await
+        .expect("the sender connects")
+        .expect("accept");
+    let mut conn = Framed::new(stream, ReceiverCodec::new(1 << 20));
+    match next(&mut conn).await {
+        SenderMessage::Hello(hello) => (conn, hello),
+        other => panic!("expected Hello, got {other:?}"),
+    }
+}
+
+/// The sender's next message.
+pub async fn next(conn: &mut PeerConn) -> SenderMessage {
+    tokio::time::timeout(PEER_WAIT, conn.next())
+        .await
+        .expect("a message in time")
+        .expect("not closed")
+        .expect("decodes")
+}
+
+/// The next batch, skipping heartbeats.
+pub async fn next_batch(conn: &mut PeerConn) -> Batch {
+    loop {
+        match next(conn).await {
+            SenderMessage::Batch(b) => return b,
+            SenderMessage::Heartbeat(_) => {}
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+}
+
+/// Welcomes the sender with `resume`, asking for a heartbeat every `heartbeat_ms`.
+pub async fn welcome(conn: &mut PeerConn, resume: Resume, heartbeat_ms: u32) {
+    conn.send(ReceiverMessage::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        resume,
+        heartbeat_interval_ms: heartbeat_ms,
+        max_frame_bytes: kube_relay_proto::DEFAULT_MAX_FRAME_BYTES as u32,
+    }))
+    .await
+    .expect("welcome");
+}
+
+/// Receives a whole snapshot; returns the seq of its first and of its last part.
+pub async fn receive_snapshot(conn: &mut PeerConn) -> (u64, u64) {
+    let first = next_batch(conn).await;
+    assert!(first.snapshot.is_some_and(|p| p.first), "{first:?}");
+    let mut last = first.clone();
+    while !last.snapshot.is_some_and(|p| p.last) {
+        last = next_batch(conn).await;
+        assert!(last.snapshot.is_some(), "deltas only after the snapshot");
+    }
+    (first.seq, last.seq)
+}
+
+/// Requires that the spool overflowed and that each of the `sent` unacknowledged samples is
+/// either still in the spool or counted as dropped; returns how many are in the spool.
+pub fn kept_or_dropped(shared: &Shared, sent: u64) -> u64 {
+    let dropped = shared.stats.dropped_spool_full.load(Relaxed);
+    let kept = shared.stats.spooled_samples.load(Relaxed);
+    assert!(dropped > 0, "the spool overflowed");
+    assert_eq!(
+        dropped + kept,
+        sent,
+        "every unacknowledged sample is kept or counted"
+    );
+    kept
+}
+
+/// Acknowledges everything up to `seq` of `epoch`.
+pub async fn ack(conn: &mut PeerConn, epoch: u64, seq: u64) {
+    conn.send(ReceiverMessage::Ack(Ack { epoch, seq }))
+        .await
+        .expect("ack");
+}
+
+/// Cancels a link (or sender) task and requires that it stops cleanly within [`WAIT`].
+pub async fn stop_link(shutdown: CancellationToken, task: JoinHandle<Result<(), Error>>) {
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("the link stops in time")
+        .expect("join")
+        .expect("clean exit");
+}

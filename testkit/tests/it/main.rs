@@ -1,0 +1,12 @@
+//! Integration tests of the `testkit` crate: one test binary, one module per area (each
+//! module's own doc says what it covers). One binary links the crate's heavy dependencies
+//! once instead of once per file.
+
+mod assets;
+mod common;
+mod dashboards;
+mod faults;
+mod netns_harness;
+mod prometheus_runner;
+mod sender_restart;
+mod walking_skeleton;
