@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use kube_relay_proto::RejectReason;
 use kube_relay_proto::tls::TlsError;
 
-use crate::tls::TlsFailure;
+use crate::tls_failure::TlsFailure;
 
 /// A boxed error source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -137,11 +137,13 @@ impl Error {
     }
 
     /// The TLS failure behind this error, when it is one: the connection or a later read or
-    /// write failed in the TLS layer (see [`crate::tls::failure`]).
+    /// write failed in the TLS layer (see [`crate::tls_failure::failure`]).
     pub fn tls_failure(&self) -> Option<TlsFailure> {
         match self {
             Error::Connect { source, .. }
-            | Error::Protocol(kube_relay_proto::Error::Io(source)) => crate::tls::failure(source),
+            | Error::Protocol(kube_relay_proto::Error::Io(source)) => {
+                crate::tls_failure::failure(source)
+            }
             _ => None,
         }
     }

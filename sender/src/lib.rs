@@ -31,8 +31,10 @@
 //!   semantics; [`poll`]: the usage poller; [`shared`]: the store and the self-metric
 //!   counters shared by the tasks.
 //! - [`link`]: the connection: handshake, snapshot, deltas, acks, heartbeats, backoff,
-//!   replay from the [`spool`], goodbye; generic over the transport; [`tls`]: the TLS
-//!   transport (`--tls-ca`, mutual TLS), its failure labels and the start-up warnings.
+//!   replay from the [`spool`], goodbye; generic over the [`transport`] (a `Connector`
+//!   opens one per session; plain TCP there); [`tls`]: the TLS transport (`--tls-ca`,
+//!   mutual TLS) and the start-up warnings; [`tls_failure`]: a TLS failure as a bounded
+//!   label and a hint (a leaf, so [`error`] depends on no transport).
 //! - [`spool`]: unacknowledged batches, in memory or on disk (`--spool-dir`,
 //!   `<state-dir>/spool`): bounded, checksummed, surviving a restart, after which the sender
 //!   continues the spooled epoch and replays them if the receiver still holds it.
@@ -62,7 +64,9 @@ pub mod spool;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod tls_failure;
 pub mod translate;
+pub mod transport;
 pub mod usage;
 pub mod watch;
 

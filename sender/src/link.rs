@@ -2,7 +2,7 @@
 //! reconnects.
 //!
 //! [`Link::run`] keeps one session at a time over any `AsyncRead + AsyncWrite` transport a
-//! [`Connector`] opens (plain TCP here, TLS in [`crate::tls`]). A session:
+//! [`Connector`] opens (plain TCP or TLS, [`crate::transport`], [`crate::tls`]). A session:
 //! 1. `Hello` (version, cluster, sender id, epoch, token, the oldest batch it could replay);
 //!    `Reject` ends it (`UnsupportedVersion` is fatal; anything else, `Unauthorized`
 //!    included, is logged and backs off), `Welcome` carries the heartbeat interval, which
@@ -28,7 +28,6 @@
 //! an outage costs no memory beyond the spool. Reconnects back off (800 ms → 30 s, jittered,
 //! reset after a healthy session).
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -44,7 +43,6 @@ use kube_relay_proto::{
     Resume, SenderCodec, SenderMessage,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -55,50 +53,11 @@ use crate::config::{Config, defaults};
 use crate::error::Error;
 use crate::shared::Shared;
 use crate::spool::{MemorySpool, Spool};
+use crate::tls_failure::TlsFailure;
+use crate::transport::Connector;
 
 /// Default [`LinkConfig::ack_patience`]: a few of the receiver's ack intervals (100 ms).
 pub const ACK_PATIENCE: Duration = Duration::from_millis(500);
-
-/// Opens transports to the receiver.
-pub trait Connector: Send + Sync + 'static {
-    /// The transport.
-    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-
-    /// Opens one connection.
-    fn connect(&self) -> impl Future<Output = io::Result<Self::Io>> + Send;
-
-    /// Where it connects, for logs and errors.
-    fn target(&self) -> &str;
-}
-
-/// Plain TCP to `HOST:PORT`, with `TCP_NODELAY` (small delta frames go out at once).
-#[derive(Debug, Clone)]
-pub struct TcpConnector {
-    target: String,
-}
-
-impl TcpConnector {
-    /// A connector for `HOST:PORT`.
-    pub fn new(target: impl Into<String>) -> Self {
-        TcpConnector {
-            target: target.into(),
-        }
-    }
-}
-
-impl Connector for TcpConnector {
-    type Io = TcpStream;
-
-    async fn connect(&self) -> io::Result<TcpStream> {
-        let stream = TcpStream::connect(&self.target).await?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    }
-
-    fn target(&self) -> &str {
-        &self.target
-    }
-}
 
 /// What an operator should check when `e` is a refusal of our credentials or of the
 /// receiver's certificate (retrying alone will not help until one side is fixed).
@@ -113,7 +72,7 @@ fn refusal_hint(e: &Error) -> Option<&'static str> {
              receiver's --token / --token-file",
         );
     }
-    e.tls_failure().map(crate::tls::TlsFailure::hint)
+    e.tls_failure().map(TlsFailure::hint)
 }
 
 /// Counts bytes written through it.

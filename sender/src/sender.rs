@@ -21,10 +21,11 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::error::Error;
 use crate::events::{ScalingLedger, write_atomically};
-use crate::link::{Connector, Link, LinkConfig};
+use crate::link::{Link, LinkConfig};
 use crate::poll::UsagePoller;
 use crate::shared::Shared;
 use crate::spool::{DiskSpool, MemorySpool, Spool};
+use crate::transport::Connector;
 use crate::usage::UsageTracker;
 use crate::watch::{Applier, WatchScope, watch_all};
 

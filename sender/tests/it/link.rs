@@ -17,8 +17,9 @@ use kube_relay_proto::{
 };
 use kube_relay_receiver::ReceiverConfig;
 use kube_relay_sender::Error;
-use kube_relay_sender::link::{Link, LinkConfig, TcpConnector};
+use kube_relay_sender::link::{Link, LinkConfig};
 use kube_relay_sender::shared::Shared;
+use kube_relay_sender::transport::TcpConnector;
 use kube_relay_testkit::proxy::LinkProxy;
 use kube_relay_testkit::wait_until;
 use tokio::net::TcpListener;

@@ -21,9 +21,10 @@ use kube_relay_proto::{
 use kube_relay_receiver::{ReceiverConfig, TlsFiles};
 use kube_relay_sender::Error;
 use kube_relay_sender::config::Config;
-use kube_relay_sender::link::{Connector, Link, LinkConfig};
+use kube_relay_sender::link::{Link, LinkConfig};
 use kube_relay_sender::shared::Shared;
 use kube_relay_sender::tls::TlsConnector;
+use kube_relay_sender::transport::Connector;
 use kube_relay_sim::Scenario;
 use kube_relay_testkit::pki::{CertKey, Pki, swap_in};
 use kube_relay_testkit::process::ChildProcess;
@@ -232,7 +233,7 @@ async fn a_receiver_certificate_from_another_ca_is_refused_named_counted_and_ret
         "{text}"
     );
     assert_eq!(
-        kube_relay_sender::tls::failure_kind(&err),
+        kube_relay_sender::tls_failure::failure_kind(&err),
         Some("tls_certificate")
     );
 
@@ -279,7 +280,7 @@ async fn renewed_ca_and_client_certificate_files_are_used_from_the_next_connecti
     let renewing = connector(&rx, &live_ca, Some(&live));
     let err = renewing.connect().await.expect_err("the wrong CA");
     assert_eq!(
-        kube_relay_sender::tls::failure_kind(&err),
+        kube_relay_sender::tls_failure::failure_kind(&err),
         Some("tls_certificate"),
         "{err}"
     );
@@ -289,7 +290,7 @@ async fn renewed_ca_and_client_certificate_files_are_used_from_the_next_connecti
     swap_in(&pki.dir().join("broken.crt"), &live_ca);
     let err = renewing.connect().await.expect_err("still the wrong CA");
     assert_eq!(
-        kube_relay_sender::tls::failure_kind(&err),
+        kube_relay_sender::tls_failure::failure_kind(&err),
         Some("tls_certificate"),
         "{err}"
     );
