@@ -16,9 +16,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::cluster::Cluster;
 use crate::resources::{self, ResourceDef, Source, View};
 use crate::selector::{FieldSelector, LabelSelector};
+use crate::state::Cluster;
 use crate::store::{ObjKey, Stored};
 use crate::table;
 

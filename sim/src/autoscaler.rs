@@ -4,23 +4,23 @@
 //! AbleToScale / ScalingActive / ScalingLimited conditions.
 
 use k8s_openapi::api::autoscaling::v2::{
-    HorizontalPodAutoscalerCondition, HorizontalPodAutoscalerStatus, MetricStatus,
-    MetricValueStatus, ResourceMetricStatus,
+    HorizontalPodAutoscaler, HorizontalPodAutoscalerCondition, HorizontalPodAutoscalerStatus,
+    MetricStatus, MetricValueStatus, ResourceMetricStatus,
 };
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde_json::json;
-use tracing::info;
+use tracing::{debug, info};
 
-use crate::cluster::Cluster;
 use crate::error::Result;
 use crate::hpa::{self, Behavior, CalcConfig, PodInfo, Sample};
 use crate::objects;
+use crate::state::{Cluster, HpaState, not_found};
 use crate::store::ObjKey;
 
-const NO_METRICS_API: &str = "unable to get metrics for resource cpu: unable to fetch metrics from resource metrics API: the server could not find the requested resource (get pods.metrics.k8s.io)";
-const NO_METRICS_RETURNED: &str =
+pub(crate) const NO_METRICS_API: &str = "unable to get metrics for resource cpu: unable to fetch metrics from resource metrics API: the server could not find the requested resource (get pods.metrics.k8s.io)";
+pub(crate) const NO_METRICS_RETURNED: &str =
     "unable to get metrics for resource cpu: no metrics returned from resource metrics API";
 
 /// `setCondition`: replaces a condition, keeping its transition time if the status holds.
@@ -53,6 +53,128 @@ fn set_condition(
 }
 
 impl Cluster {
+    pub(crate) fn add_hpa(&mut self, h: &crate::scenario::HpaSpec) -> Result<()> {
+        use k8s_openapi::api::autoscaling::v2::{
+            CrossVersionObjectReference, HPAScalingRules, HorizontalPodAutoscalerBehavior,
+            HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget, ResourceMetricSource,
+        };
+        let now = self.now()?;
+        let behavior = (h.scale_down_stabilization.is_some() || h.scale_up_stabilization.is_some())
+            .then(|| {
+                let to_rules = |s: Option<i32>, up: bool| {
+                    let d = if up {
+                        hpa::default_scale_up()
+                    } else {
+                        hpa::default_scale_down(0)
+                    };
+                    HPAScalingRules {
+                        stabilization_window_seconds: if up { Some(s.unwrap_or(0)) } else { s },
+                        select_policy: Some("Max".to_string()),
+                        policies: Some(
+                            d.policies
+                                .iter()
+                                .map(|p| match *p {
+                                    hpa::Policy::Pods { value, period_s } => {
+                                        k8s_openapi::api::autoscaling::v2::HPAScalingPolicy {
+                                            type_: "Pods".to_string(),
+                                            value,
+                                            period_seconds: period_s,
+                                        }
+                                    }
+                                    hpa::Policy::Percent { value, period_s } => {
+                                        k8s_openapi::api::autoscaling::v2::HPAScalingPolicy {
+                                            type_: "Percent".to_string(),
+                                            value,
+                                            period_seconds: period_s,
+                                        }
+                                    }
+                                })
+                                .collect(),
+                        ),
+                        tolerance: None,
+                    }
+                };
+                let secs = |d: Option<crate::units::Dur>| {
+                    d.map(|d| i32::try_from(d.0.as_secs()).unwrap_or(i32::MAX))
+                };
+                HorizontalPodAutoscalerBehavior {
+                    scale_up: Some(to_rules(secs(h.scale_up_stabilization), true)),
+                    scale_down: Some(to_rules(secs(h.scale_down_stabilization), false)),
+                }
+            });
+        let uid = objects::uid(&mut self.rng);
+        let mut obj = HorizontalPodAutoscaler {
+            metadata: ObjectMeta {
+                name: Some(h.name.clone()),
+                namespace: Some(h.namespace.clone()),
+                uid: Some(uid),
+                creation_timestamp: Some(now.clone()),
+                generation: Some(1),
+                managed_fields: Some(vec![objects::managed(
+                    "kubectl-autoscale",
+                    "autoscaling/v2",
+                    &now,
+                    None,
+                    serde_json::json!({"f:spec": {"f:maxReplicas": {}, "f:metrics": {}, "f:minReplicas": {}, "f:scaleTargetRef": {}}}),
+                )]),
+                ..ObjectMeta::default()
+            },
+            spec: Some(HorizontalPodAutoscalerSpec {
+                scale_target_ref: CrossVersionObjectReference {
+                    api_version: Some("apps/v1".to_string()),
+                    kind: "Deployment".to_string(),
+                    name: h.target.clone(),
+                },
+                min_replicas: Some(i32::try_from(h.min).unwrap_or(i32::MAX)),
+                max_replicas: i32::try_from(h.max).unwrap_or(i32::MAX),
+                metrics: Some(vec![MetricSpec {
+                    type_: "Resource".to_string(),
+                    resource: Some(ResourceMetricSource {
+                        name: "cpu".to_string(),
+                        target: MetricTarget {
+                            type_: "Utilization".to_string(),
+                            average_utilization: Some(
+                                i32::try_from(h.cpu_utilization).unwrap_or(i32::MAX),
+                            ),
+                            ..MetricTarget::default()
+                        },
+                    }),
+                    ..MetricSpec::default()
+                }]),
+                behavior,
+            }),
+            status: Some(HorizontalPodAutoscalerStatus {
+                desired_replicas: 0,
+                current_replicas: Some(0),
+                ..HorizontalPodAutoscalerStatus::default()
+            }),
+        };
+        self.store.upsert(&mut obj)?;
+        let key = ObjKey::new(&h.namespace, &h.name);
+        self.hpas.insert(
+            key,
+            HpaState {
+                obj,
+                target: ObjKey::new(&h.namespace, &h.target),
+                memory: hpa::Memory::default(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Deletes an HPA, as `kubectl delete hpa` does: it stops scaling its target (which keeps
+    /// its current replicas); its events stay until their TTL.
+    pub(crate) fn delete_hpa(&mut self, namespace: &str, name: &str) -> Result<()> {
+        let key = ObjKey::new(namespace, name);
+        let Some(mut h) = self.hpas.remove(&key) else {
+            return Err(not_found("horizontalpodautoscaler", namespace, name));
+        };
+        h.obj.metadata.deletion_timestamp = Some(self.now()?);
+        self.store.delete(&mut h.obj)?;
+        debug!(hpa = %key, "hpa deleted");
+        Ok(())
+    }
+
     /// One sync of every HPA.
     pub(crate) fn hpa_controller(&mut self) -> Result<()> {
         let keys: Vec<ObjKey> = self.hpas.keys().cloned().collect();

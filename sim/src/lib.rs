@@ -44,36 +44,55 @@
 //!   memory benchmarks of a client should run the `kube-sim` binary out of process.
 //!
 //! # Layout
-//! - [`scenario`]: the YAML format and the built-in scenarios (`sim/scenarios/*.yaml`).
-//! - `sim`: [`Simulator`], [`RunningSim`], [`SimHandle`], [`ClockMode`].
-//! - `cluster`: the state machine and its tick; `workloads` (deployments, ReplicaSets,
-//!   scheduler, kubelet), `usage` (CPU accounting, metrics-server, kubelet metrics),
-//!   `autoscaler` (the HPA controller) and `hpa` (the HPA algorithm, pure) extend it.
+//! Modules form no cycles; each uses only the ones listed before it.
+//! - Leaves: `units` (Kubernetes quantities and durations), `selector`, `resources` (the
+//!   served resources and discovery), `error`, [`scenario`] (the YAML format and the built-in
+//!   scenarios, `sim/scenarios/*.yaml`), `load` (the load model), `hpa` (the HPA algorithm,
+//!   pure), `faults` (injectable API faults), `timeline` (the scenario's scheduled actions).
 //! - `store`: objects, the global resourceVersion, per-kind watch history, list snapshots.
-//! - `server`, `api`, `watch`, `table`, `resources`, `selector`: the HTTP API.
-//! - `objects`, `load`, `units`: object builders, the load model, Kubernetes units.
+//! - `objects`: object builders; `pod`: a pod as the kubelet sees it and its rendered status.
+//! - `state`: the `Cluster` struct and the state types its controllers share.
+//! - The controllers, each an `impl Cluster` block using only `state` and the controllers
+//!   before it: `recorder` (events), `scheduler`, `kubelet`, `termination` (pod deletion),
+//!   `agenda` (due pod transitions), `replicaset`, `deployment`, `usage` (CPU accounting,
+//!   metrics-server, kubelet metrics), `autoscaler` (the HPA controller).
+//! - `cluster`: builds the state from a scenario and runs the tick.
+//! - `shared` (the cluster behind its lock, shared with the HTTP side), then the HTTP API:
+//!   `table`, `api`, `watch`, `server`.
+//! - `sim`: [`Simulator`], [`RunningSim`], [`SimHandle`], [`ClockMode`].
 
+mod agenda;
 mod api;
 mod autoscaler;
 mod cluster;
+mod deployment;
 mod error;
+mod faults;
 mod hpa;
+mod kubelet;
 mod load;
 mod objects;
+mod pod;
+mod recorder;
+mod replicaset;
 mod resources;
 pub mod scenario;
+mod scheduler;
 mod selector;
 mod server;
+mod shared;
 mod sim;
+mod state;
 mod store;
 mod table;
+mod termination;
+mod timeline;
 mod units;
 mod usage;
 mod watch;
-mod workloads;
 
-pub use cluster::Fault;
 pub use error::{Error, Result};
+pub use faults::Fault;
 pub use scenario::Scenario;
-pub use server::RequestRecord;
+pub use shared::RequestRecord;
 pub use sim::{ClockMode, RunningSim, SimHandle, Simulator};

@@ -17,8 +17,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     FieldsV1, ManagedFieldsEntry, ObjectMeta, Time,
 };
 use k8s_openapi::jiff::Timestamp;
-use rand::Rng;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use crate::error::{Error, Result};
@@ -588,6 +588,21 @@ impl Template {
     pub(crate) fn cpu_request_millis(&self) -> u64 {
         self.requests.cpu.map(|c| c.0).unwrap_or(0)
     }
+}
+
+/// Wall-clock milliseconds of a simulation time, given the wall clock at time zero.
+pub(crate) fn wall_ms(epoch_ms: i64, sim_ms: u64) -> i64 {
+    epoch_ms + i64::try_from(sim_ms).unwrap_or(i64::MAX / 2)
+}
+
+/// A deterministic `sha256:`-looking digest for an image.
+pub(crate) fn image_digest(image: &str) -> String {
+    let seed = image.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let mut rng = StdRng::seed_from_u64(seed);
+    let repo = image.split(':').next().unwrap_or(image);
+    format!("{repo}@sha256:{}", hex(&mut rng, 64))
 }
 
 #[cfg(test)]

@@ -10,10 +10,12 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use tokio::net::TcpListener;
 use tracing::{error, info};
 
-use crate::cluster::{Cluster, Fault};
 use crate::error::{Error, Result};
+use crate::faults::Fault;
 use crate::scenario::Scenario;
-use crate::server::{self, RequestRecord, Shared};
+use crate::server;
+use crate::shared::{RequestRecord, Shared};
+use crate::state::Cluster;
 use crate::store::ObjKey;
 
 /// How simulation time moves.

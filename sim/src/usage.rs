@@ -17,9 +17,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
-use crate::cluster::{Cluster, PodSample};
 use crate::error::Result;
 use crate::objects;
+use crate::state::{Cluster, PodSample};
 use crate::store::ObjKey;
 
 /// CPU the node's system processes use (millicores).
@@ -319,7 +319,7 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use crate::Scenario;
-    use crate::cluster::Cluster;
+    use crate::state::Cluster;
 
     #[test]
     fn a_deleted_node_accrues_no_system_cpu() {

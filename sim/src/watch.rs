@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::api::{Format, Query, Reply, ResourceRequest, Selection};
 use crate::resources::{ResourceDef, Source, View};
-use crate::server::{Body, Shared};
+use crate::shared::{Body, Shared};
 use crate::store::{ChangeType, Stored};
 
 type Chunk = Result<Frame<Bytes>, std::io::Error>;

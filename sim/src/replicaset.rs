@@ -1,0 +1,248 @@
+//! The ReplicaSet controller: keeps each ReplicaSet at `spec.replicas` active pods (creating
+//! them with the real naming and owner references, deleting the lowest-ranked first) and
+//! writes ReplicaSet status.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::apps::v1::ReplicaSetStatus;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::json;
+
+use crate::error::Result;
+use crate::objects;
+use crate::pod::{PodState, Stage};
+use crate::scheduler::SCHEDULE_DELAY_MS;
+use crate::state::{Cluster, owner, reference};
+use crate::store::ObjKey;
+
+/// The ReplicaSet controller deletes the lowest-ranked pods first: unscheduled, pending,
+/// not ready, ready for less time, more restarts (newer pods break ties).
+type DeletionRank = (bool, u8, bool, u64, i32);
+
+impl Cluster {
+    /// Creates or deletes pods so each ReplicaSet has `spec.replicas` active pods.
+    pub(crate) fn replicaset_controller(&mut self) -> Result<()> {
+        let keys: Vec<ObjKey> = self.replicasets.keys().cloned().collect();
+        for key in keys {
+            let Some(rs) = self.replicasets.get(&key) else {
+                continue;
+            };
+            let want = rs.obj.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+            let active: Vec<ObjKey> = rs
+                .pods
+                .iter()
+                .filter(|p| self.pods.get(*p).is_some_and(PodState::active))
+                .cloned()
+                .collect();
+            let have = i32::try_from(active.len()).unwrap_or(i32::MAX);
+            if have < want {
+                for _ in have..want {
+                    self.create_pod(&key)?;
+                }
+            } else if have > want {
+                let mut ranked: Vec<(ObjKey, DeletionRank)> = active
+                    .iter()
+                    .filter_map(|k| {
+                        let p = self.pods.get(k)?;
+                        let phase_rank = match p.phase {
+                            "Pending" => 0,
+                            "Running" => 2,
+                            _ => 1,
+                        };
+                        // Real ranking: unscheduled, pending, not ready, ready for less
+                        // time, more restarts, newer first.
+                        let rank = (
+                            p.node.is_some(),
+                            phase_rank,
+                            p.ready,
+                            u64::MAX - p.ready_changed_ms,
+                            -p.restarts,
+                        );
+                        Some((k.clone(), rank))
+                    })
+                    .collect();
+                ranked.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)));
+                for (victim, _) in ranked
+                    .into_iter()
+                    .take(usize::try_from(have - want).unwrap_or(0))
+                {
+                    self.delete_pod(&victim, None)?;
+                    let Some(rs) = self.replicasets.get(&key) else {
+                        continue;
+                    };
+                    self.record_event(
+                        reference("apps/v1", "ReplicaSet", &rs.obj.metadata),
+                        "Normal",
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {}", victim.name),
+                        "replicaset-controller",
+                        None,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn create_pod(&mut self, rs_key: &ObjKey) -> Result<()> {
+        let now = self.now()?;
+        let Some(rs) = self.replicasets.get(rs_key) else {
+            return Ok(());
+        };
+        let Some(d) = self.deployments.get(&rs.deployment) else {
+            return Ok(());
+        };
+        let dkey = rs.deployment.clone();
+        let name = loop {
+            let candidate = format!("{}-{}", rs_key.name, objects::name_suffix(&mut self.rng, 5));
+            if !self
+                .pods
+                .contains_key(&ObjKey::new(&rs_key.namespace, &candidate))
+            {
+                break candidate;
+            }
+        };
+        let mut labels = d.template.labels.clone();
+        labels.insert("pod-template-hash".to_string(), d.hash.clone());
+        let uid = objects::uid(&mut self.rng);
+        let instant = d.instant;
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                generate_name: Some(format!("{}-", rs_key.name)),
+                namespace: Some(rs_key.namespace.clone()),
+                uid: Some(uid),
+                generation: Some(1),
+                creation_timestamp: Some(now.clone()),
+                labels: Some(labels),
+                owner_references: Some(vec![owner("apps/v1", "ReplicaSet", &rs.obj.metadata)]),
+                managed_fields: Some(vec![objects::managed(
+                    "kube-controller-manager",
+                    "v1",
+                    &now,
+                    None,
+                    json!({"f:metadata": {"f:generateName": {}, "f:labels": {}, "f:ownerReferences": {}}, "f:spec": {"f:containers": {}, "f:dnsPolicy": {}, "f:restartPolicy": {}, "f:schedulerName": {}, "f:terminationGracePeriodSeconds": {}}}),
+                )]),
+                ..ObjectMeta::default()
+            },
+            spec: Some(d.template.pod_spec()),
+            status: None,
+        };
+        let rs_ref = reference("apps/v1", "ReplicaSet", &rs.obj.metadata);
+        let state = PodState {
+            pod,
+            deployment: dkey,
+            rs: rs_key.clone(),
+            stage: Stage::Unscheduled,
+            due_ms: None,
+            node: None,
+            ready: false,
+            ready_changed_ms: self.now_ms,
+            ready_at_ms: None,
+            crash_at_ms: None,
+            crashes_left: 0,
+            consecutive_crashes: 0,
+            scheduled_ms: None,
+            unschedulable: None,
+            started_ms: None,
+            sandbox_ms: None,
+            container: None,
+            last_terminated: None,
+            restarts: 0,
+            container_id: None,
+            image_id: objects::image_digest(&d.template.image),
+            pod_ip: None,
+            phase: "Pending",
+            failure: None,
+            qos: d.template.qos_class(),
+            cpu_request_millis: d.template.cpu_request_millis(),
+            cpu_limit_millis: d.template.limits.cpu.map(|c| c.0),
+            cpu_seconds: 0.0,
+            cpu_rate_millis: 0.0,
+            memory_bytes: 0,
+            last_scrape: None,
+            on_node: false,
+            probe_failing: false,
+            events: self.cfg.pod_events && !instant,
+        };
+        let key = ObjKey::new(&rs_key.namespace, &name);
+        self.pods.insert(key.clone(), state);
+        if let Some(rs) = self.replicasets.get_mut(rs_key) {
+            rs.pods.insert(key.clone());
+        }
+        self.dirty_rs.insert(rs_key.clone());
+        if instant {
+            if self.schedule(&key)? {
+                self.kubelet_start(&key)?;
+                self.container_start(&key)?;
+                self.become_ready(&key)?;
+            }
+            self.write_pod(&key)?;
+            return Ok(());
+        }
+        self.write_pod(&key)?;
+        self.record_event(
+            rs_ref,
+            "Normal",
+            "SuccessfulCreate",
+            format!("Created pod: {name}"),
+            "replicaset-controller",
+            None,
+        )?;
+        let due = self.now_ms + SCHEDULE_DELAY_MS;
+        self.set_due(&key, Some(due));
+        Ok(())
+    }
+
+    /// Rewrites the status of every ReplicaSet whose pods changed; returns their deployments.
+    pub(crate) fn update_replicaset_statuses(&mut self) -> Result<BTreeSet<ObjKey>> {
+        let dirty = std::mem::take(&mut self.dirty_rs);
+        let now = self.now()?;
+        let mut deployments = BTreeSet::new();
+        for key in dirty {
+            let Some(rs) = self.replicasets.get(&key) else {
+                continue;
+            };
+            let (mut replicas, mut ready, mut terminating) = (0, 0, 0);
+            for p in rs.pods.iter().filter_map(|k| self.pods.get(k)) {
+                if p.terminating() {
+                    terminating += 1;
+                } else if p.active() {
+                    replicas += 1;
+                    if p.ready {
+                        ready += 1;
+                    }
+                }
+            }
+            let nz = |v: i32| (v != 0).then_some(v);
+            let status = ReplicaSetStatus {
+                replicas,
+                fully_labeled_replicas: nz(replicas),
+                ready_replicas: nz(ready),
+                available_replicas: nz(ready),
+                observed_generation: rs.obj.metadata.generation,
+                terminating_replicas: Some(terminating),
+                conditions: None,
+            };
+            deployments.insert(rs.deployment.clone());
+            if rs.obj.status.as_ref() != Some(&status)
+                && let Some(rs) = self.replicasets.get_mut(&key)
+            {
+                rs.obj.status = Some(status);
+                objects::touch_managed(
+                    &mut rs.obj.metadata,
+                    objects::managed(
+                        "kube-controller-manager",
+                        "apps/v1",
+                        &now,
+                        Some("status"),
+                        json!({"f:status": {"f:availableReplicas": {}, "f:fullyLabeledReplicas": {}, "f:observedGeneration": {}, "f:readyReplicas": {}, "f:replicas": {}}}),
+                    ),
+                );
+                self.store.upsert(&mut rs.obj)?;
+            }
+        }
+        Ok(deployments)
+    }
+}

@@ -1,0 +1,73 @@
+//! The scenario's timeline: crashes and API faults at fixed simulation times, in order.
+
+use crate::faults::Fault;
+use crate::scenario::{CrashAction, FaultKind, Spec};
+
+/// One scheduled scenario action.
+#[derive(Debug, Clone)]
+pub(crate) enum Timed {
+    Crash {
+        namespace: String,
+        deployment: Option<String>,
+        pod: Option<String>,
+        count: u32,
+        action: CrashAction,
+        restarts: u32,
+    },
+    Fault(Fault),
+}
+
+/// The scheduled actions, sorted by time, and how far the clock has run through them.
+#[derive(Debug, Default)]
+pub(crate) struct Timeline {
+    actions: Vec<(u64, Timed)>,
+    next: usize,
+}
+
+impl Timeline {
+    /// The actions a scenario schedules.
+    pub(crate) fn from_spec(spec: &Spec) -> Self {
+        let mut actions: Vec<(u64, Timed)> = Vec::new();
+        for cr in &spec.crashes {
+            actions.push((
+                cr.at.ms(),
+                Timed::Crash {
+                    namespace: cr.namespace.clone(),
+                    deployment: cr.deployment.clone(),
+                    pod: cr.pod.clone(),
+                    count: cr.count,
+                    action: cr.action,
+                    restarts: cr.restarts,
+                },
+            ));
+        }
+        for f in &spec.faults {
+            let fault = match f.kind {
+                FaultKind::DropWatches => Fault::DropWatches,
+                FaultKind::Expire => Fault::ExpireResourceVersions,
+                FaultKind::Errors => Fault::Errors {
+                    requests: f.requests,
+                    resource: f.resource.clone(),
+                },
+                FaultKind::Slow => Fault::Slow {
+                    requests: f.requests,
+                    delay: f.delay.0,
+                },
+            };
+            actions.push((f.at.ms(), Timed::Fault(fault)));
+        }
+        // Stable: actions at the same time keep the scenario's order.
+        actions.sort_by_key(|(at, _)| *at);
+        Timeline { actions, next: 0 }
+    }
+
+    /// The next action due at or before `now_ms`, consumed.
+    pub(crate) fn next_due(&mut self, now_ms: u64) -> Option<Timed> {
+        let (at, action) = self.actions.get(self.next)?;
+        if *at > now_ms {
+            return None;
+        }
+        self.next += 1;
+        Some(action.clone())
+    }
+}
