@@ -171,6 +171,9 @@ impl Sender {
             stats
                 .dropped_spool_full
                 .fetch_add(r.dropped_samples, Ordering::Relaxed);
+            stats
+                .superseded_samples
+                .fetch_add(r.superseded_samples, Ordering::Relaxed);
             if r.corrupt_records > 0 {
                 warn!(
                     corrupt_records = r.corrupt_records,

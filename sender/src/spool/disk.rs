@@ -8,14 +8,23 @@
 //!   memory and written at most once per [`SYNC_INTERVAL`] (by the next push or ack after
 //!   it), at once before a segment is deleted and when a new epoch starts, and when the
 //!   spool is dropped.
-//! - `<first seq, 20 digits>.seg`: append-only segments. A 16-byte header (`KRSPOOL1` and the
-//!   epoch, little-endian), then records `[len u32][crc32 u32][payload]` (little-endian; the
+//! - `<first seq, 20 digits>.seg`: append-only segments. A 16-byte header (`KRSPOOL2`, the
+//!   format version, and the epoch, little-endian), then records `[len u32][crc32 u32][payload]` (little-endian; the
 //!   CRC-32 covers the payload), payload = `[seq u64][samples u64][encoded batch]`. A new
 //!   segment starts once the active one holds `segment_bytes`; a segment is deleted as soon
 //!   as every batch in it is trimmed.
 //!
 //! Sequence numbers pushed must be consecutive while batches are kept (the link numbers
 //! them so): a record out of sequence on reopen counts as corruption.
+//!
+//! # Format versions
+//! The magic names the format of the batches inside: `KRSPOOL2` holds protocol-2 batches,
+//! each with its observation time (`Batch.observed_at_ms`), replayed with the time it
+//! happened. `KRSPOOL1` segments (written by senders before protocol 2) hold batches without
+//! it, which no receiver of protocol 2 accepts: on reopen they are discarded with a warning,
+//! never decoded, and their unacknowledged samples are counted in
+//! [`Recovery::superseded_samples`] (the snapshot the sender sends next carries every current
+//! value). Any other header is not a spool segment of ours and is deleted.
 //!
 //! # Bound
 //! `max_bytes` counts encoded batches, as [`MemorySpool`](super::MemorySpool) does; the
@@ -72,8 +81,10 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 pub const SYNC_QUEUE: usize = 4;
 /// Least time between two warnings about failed syncs.
 const SYNC_WARNING_INTERVAL: Duration = Duration::from_secs(60);
-/// First bytes of every segment file.
-const SEGMENT_MAGIC: &[u8; 8] = b"KRSPOOL1";
+/// First bytes of every segment file: the format version (see the [module docs](self)).
+const SEGMENT_MAGIC: &[u8; 8] = b"KRSPOOL2";
+/// First bytes of a segment of format 1 (protocol-1 batches, without observation time).
+const SEGMENT_MAGIC_V1: &[u8; 8] = b"KRSPOOL1";
 /// Magic plus epoch.
 const SEGMENT_HEADER_BYTES: usize = 16;
 /// Length and checksum.
@@ -135,6 +146,9 @@ pub struct Recovery {
     /// Samples dropped because the kept batches exceeded `max_bytes` (a smaller bound than
     /// the previous run's).
     pub dropped_samples: u64,
+    /// Unacknowledged samples of segments in an older format (written by a sender before
+    /// protocol 2), discarded unread: the snapshot that follows supersedes them.
+    pub superseded_samples: u64,
 }
 
 /// A [`Spool`] in a directory. See the [module docs](self).
@@ -316,6 +330,21 @@ impl DiskSpool {
             }
             if data.len() < SEGMENT_HEADER_BYTES {
                 // Created by a crash before its header was complete: holds no record.
+                remove(&path);
+                continue;
+            }
+            if &data[..8] == SEGMENT_MAGIC_V1 {
+                // Batches of protocol 1: no receiver takes them now. Counted, never decoded.
+                let (records, _) = parse_records(&data);
+                let samples: u64 = records
+                    .iter()
+                    .filter(|r| r.seq > self.meta.trimmed)
+                    .map(|r| r.samples)
+                    .sum();
+                rec.superseded_samples += samples;
+                warn!(file = %path.display(), samples,
+                      "spool segment written by an older sender (format 1, batches without \
+                       observation time); discarded, the snapshot supersedes it");
                 remove(&path);
                 continue;
             }
@@ -913,7 +942,7 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, Error> {
 fn discard_unreadable(path: &Path, rec: &mut Recovery) {
     let Ok(data) = fs::read(path) else { return };
     rec.skipped_bytes += data.len() as u64;
-    if data.get(..8) == Some(SEGMENT_MAGIC.as_slice()) {
+    if matches!(data.get(..8), Some(m) if m == SEGMENT_MAGIC || m == SEGMENT_MAGIC_V1) {
         let (records, _) = parse_records(&data);
         rec.corrupt_samples += records.iter().map(|r| r.samples).sum::<u64>();
     }
@@ -1172,6 +1201,48 @@ mod tests {
         std::mem::forget(spool); // a crash: no Drop
         let (spool, _) = open(dir.path(), 10_000);
         assert_eq!(seqs(&spool), [3, 4]);
+    }
+
+    #[test]
+    fn segments_of_the_older_format_are_discarded_unread_and_counted_as_superseded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut spool, _) = open(dir.path(), 10_000);
+        spool.reset(5);
+        for seq in 1..=6 {
+            spool.push(seq, payload(100, seq as u8), 4);
+        }
+        spool.ack(2);
+        drop(spool);
+        // What a sender of protocol 1 left behind: the same records under `KRSPOOL1`.
+        let files = list_segments(dir.path()).expect("list");
+        assert!(files.len() > 1);
+        for (_, path) in &files {
+            let mut data = fs::read(path).expect("read");
+            data[..8].copy_from_slice(SEGMENT_MAGIC_V1);
+            fs::write(path, data).expect("write");
+        }
+        let (spool, rec) = open(dir.path(), 10_000);
+        assert_eq!((spool.oldest(), rec.batches, rec.epoch), (None, 0, None));
+        assert_eq!(
+            rec.superseded_samples,
+            4 * 4,
+            "the unacknowledged batches 3 to 6"
+        );
+        assert_eq!((rec.corrupt_records, rec.corrupt_samples), (0, 0));
+        assert!(list_segments(dir.path()).expect("list").is_empty());
+        drop(spool);
+        let (_, rec) = open(dir.path(), 10_000);
+        assert_eq!(rec, Recovery::default(), "counted once");
+    }
+
+    #[test]
+    fn new_segments_carry_the_format_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut spool, _) = open(dir.path(), 10_000);
+        spool.reset(5);
+        spool.push(1, payload(10, 1), 1);
+        let data = fs::read(newest_segment(dir.path())).expect("read");
+        assert_eq!(&data[..8], b"KRSPOOL2");
     }
 
     #[test]
