@@ -559,7 +559,9 @@ impl<C: Connector, S: Spool> Link<C, S> {
                         None => flushing = false,
                     }
                 }
-                () = sleep_until(heartbeat_at) => {
+                // Only with no batch waiting, so a heartbeat's time never runs ahead of a
+                // batch that follows it (`docs/protocol.md`, "Time and history").
+                () = sleep_until(heartbeat_at), if flush_at.is_none() && !flushing => {
                     let sent_at_ms = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_millis() as u64);

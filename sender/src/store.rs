@@ -182,6 +182,10 @@ pub struct SeriesStore {
     /// When the newest change was recorded (ms since the Unix epoch): the observation time
     /// of the next delta batch.
     changed_at_ms: u64,
+    /// A change was recorded for the link by the current `apply` or `remove` (changes the
+    /// link will not carry, such as those ahead of a snapshot's cursor, do not move
+    /// `changed_at_ms`).
+    recorded: bool,
 }
 
 impl SeriesStore {
@@ -196,6 +200,7 @@ impl SeriesStore {
             pending: HashMap::new(),
             snapshot: None,
             changed_at_ms: 0,
+            recorded: false,
         }
     }
 
@@ -276,10 +281,28 @@ impl SeriesStore {
     /// winning.
     pub fn apply(&mut self, key: &ObjectKey, set: &SeriesSet<'_>) -> bool {
         let changed = self.apply_set(key, set);
-        if changed {
+        self.stamp();
+        changed
+    }
+
+    /// Stamps the next delta batch with now if a change was recorded since the last stamp.
+    fn stamp(&mut self) {
+        if std::mem::take(&mut self.recorded) {
             self.changed_at_ms = now_ms();
         }
-        changed
+    }
+
+    /// Records a change of series `id` for the next delta batch.
+    fn record(&mut self, id: SeriesId, change: Pending) {
+        self.recorded = true;
+        match change {
+            Pending::Update(_) => {
+                self.pending.entry(id).or_insert(change);
+            }
+            Pending::Define(_) | Pending::Remove => {
+                self.pending.insert(id, change);
+            }
+        }
     }
 
     fn apply_set(&mut self, key: &ObjectKey, set: &SeriesSet<'_>) -> bool {
@@ -331,7 +354,7 @@ impl SeriesStore {
                     if s.value.to_bits() != sample.value.to_bits() {
                         changed = true;
                         if records {
-                            self.pending.entry(s.id).or_insert(Pending::Update(k));
+                            self.record(s.id, Pending::Update(k));
                         }
                     }
                     s.id
@@ -341,7 +364,7 @@ impl SeriesStore {
                     let id = self.allocate_id();
                     self.series += 1;
                     if records {
-                        self.pending.insert(id, Pending::Define(k));
+                        self.record(id, Pending::Define(k));
                     }
                     id
                 }
@@ -392,7 +415,9 @@ impl SeriesStore {
                 s.value = sample.value;
                 changed = true;
                 if records {
+                    // `owner` borrows the owners: record by hand.
                     self.pending.entry(s.id).or_insert(Pending::Update(k));
+                    self.recorded = true;
                 }
             }
         }
@@ -408,10 +433,12 @@ impl SeriesStore {
             }
             Entry::Occupied(mut e) => {
                 *e.get_mut() = Pending::Remove;
+                self.recorded = true;
             }
             Entry::Vacant(e) => {
                 if records {
                     e.insert(Pending::Remove);
+                    self.recorded = true;
                 }
             }
         }
@@ -433,7 +460,7 @@ impl SeriesStore {
         owner.labels.iter().for_each(|&a| self.atoms.release(a));
         self.atoms.release(k.namespace);
         self.atoms.release(k.name);
-        self.changed_at_ms = now_ms();
+        self.stamp();
         true
     }
 
@@ -1065,6 +1092,93 @@ mod tests {
         let mut ids: Vec<SeriesId> = part.series.iter().map(|s| s.id).collect();
         ids.sort_unstable();
         assert_eq!(ids, (0..10).collect::<Vec<_>>());
+    }
+
+    /// Lets the wall clock move on by a few milliseconds (stamps are in ms).
+    fn tick() {
+        std::thread::sleep(std::time::Duration::from_millis(15));
+    }
+
+    #[test]
+    fn a_delta_carries_the_time_its_newest_change_was_recorded_not_when_it_is_taken() {
+        let mut store = SeriesStore::new(1);
+        store.apply(&pod_key("web"), &phases("web", "Pending"));
+        store.take_deltas(1 << 20);
+        let before = now_ms();
+        store.apply(&pod_key("web"), &phases("web", "Running"));
+        store.apply(&pod_key("db"), &phases("db", "Running"));
+        let recorded = now_ms();
+        tick();
+        let batches = store.take_deltas(300);
+        assert!(batches.len() > 1, "coalesced changes split over frames");
+        for batch in &batches {
+            assert!(
+                (before..=recorded).contains(&batch.observed_at_ms),
+                "{} not in {before}..={recorded}",
+                batch.observed_at_ms
+            );
+        }
+        // A removal is a change at its own time.
+        tick();
+        let removed_after = now_ms();
+        store.remove(&pod_key("db"));
+        tick();
+        assert!(delta(&mut store).observed_at_ms >= removed_after);
+    }
+
+    #[test]
+    fn changes_the_link_will_not_carry_do_not_move_the_time() {
+        let mut store = SeriesStore::new(1);
+        let names: Vec<String> = (0..40).map(|i| format!("pod-{i:02}")).collect();
+        for name in &names {
+            store.apply(&pod_key(name), &phases(name, "Pending"));
+        }
+        store.begin_snapshot();
+        let first = store.next_snapshot_part(6000).expect("first part");
+        let behind = first.series[0].labels[1].1.clone();
+        store.apply(&pod_key(&behind), &phases(&behind, "Running"));
+        let recorded = now_ms();
+        tick();
+        // Owners ahead of the cursor go out in the snapshot itself, not in a delta.
+        let ahead: Vec<&String> = names
+            .iter()
+            .filter(|n| !first.series.iter().any(|s| &s.labels[1].1 == *n))
+            .collect();
+        for name in &ahead {
+            store.apply(&pod_key(name), &phases(name, "Failed"));
+        }
+        store.remove(&pod_key(ahead[0]));
+        let mut parts = Vec::new();
+        while let Some(part) = store.next_snapshot_part(6000) {
+            parts.push(part);
+        }
+        let batch = delta(&mut store);
+        assert_eq!(batch.updates.len(), 2, "only the pod behind the cursor");
+        assert!(
+            batch.observed_at_ms <= recorded,
+            "{} > {recorded}",
+            batch.observed_at_ms
+        );
+    }
+
+    #[test]
+    fn each_snapshot_part_carries_the_time_it_was_taken() {
+        let mut store = SeriesStore::new(1);
+        let names: Vec<String> = (0..40).map(|i| format!("pod-{i:02}")).collect();
+        for name in &names {
+            store.apply(&pod_key(name), &phases(name, "Pending"));
+        }
+        let applied = now_ms();
+        tick();
+        store.begin_snapshot();
+        let first = store.next_snapshot_part(6000).expect("first part");
+        assert!(
+            first.observed_at_ms > applied,
+            "taken now, not when recorded"
+        );
+        tick();
+        let second = store.next_snapshot_part(6000).expect("second part");
+        assert!(second.observed_at_ms > first.observed_at_ms);
     }
 
     #[test]

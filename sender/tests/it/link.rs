@@ -366,6 +366,9 @@ async fn unacknowledged_batches_are_replayed_after_a_reconnect() {
     })
     .await
     .expect("acked");
+    // The cut comes a little later than the change (stamps are in milliseconds).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cut_at = support::now_ms();
     drop(conn);
 
     let (mut conn, hello) = accept(&listener).await;
@@ -373,6 +376,11 @@ async fn unacknowledged_batches_are_replayed_after_a_reconnect() {
     welcome(&mut conn, Resume::After { acked: first.seq }, 60_000).await;
     let replayed = next_batch(&mut conn).await;
     assert_eq!(replayed, second, "the unacknowledged batch, unchanged");
+    assert!(
+        replayed.observed_at_ms < cut_at,
+        "replayed with the time of its change, {} < {cut_at}",
+        replayed.observed_at_ms
+    );
 
     stop_link(shutdown, running).await;
 }

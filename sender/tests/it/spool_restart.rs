@@ -30,7 +30,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use support::{PeerConn, accept, ack, kept_or_dropped, next_batch, receive_snapshot, welcome};
+use support::{
+    PeerConn, accept, ack, kept_or_dropped, next_batch, now_ms, receive_snapshot, welcome,
+};
 
 const SENDER_ID: &str = "restart-sender";
 const EPOCH: u64 = 4242;
@@ -118,6 +120,9 @@ async fn a_restarted_link_replays_the_unacked_spool_then_sends_a_snapshot() {
     let deltas = first_run(dir.path(), &listener).await;
     let first = deltas[0].seq;
 
+    // The restart happens later than every spooled change (stamps are in milliseconds).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let restarted_at = now_ms();
     let (shared, task) = start_link(dir.path(), &listener);
     let (mut conn, hello) = accept(&listener).await;
     assert_eq!(hello.epoch, EPOCH, "the spooled epoch continues");
@@ -128,8 +133,19 @@ async fn a_restarted_link_replays_the_unacked_spool_then_sends_a_snapshot() {
     for want in &deltas[2..] {
         let got = next_batch(&mut conn).await;
         assert_eq!(&got, want, "replayed byte for byte");
+        assert!(
+            got.observed_at_ms < restarted_at,
+            "replayed with the time it was observed, {} < {restarted_at}",
+            got.observed_at_ms
+        );
     }
-    let (snapshot_first, _) = receive_snapshot(&mut conn).await;
+    let snapshot = next_batch(&mut conn).await;
+    assert!(snapshot.snapshot.is_some_and(|p| p.first));
+    assert!(
+        snapshot.observed_at_ms >= restarted_at,
+        "the snapshot is of now"
+    );
+    let snapshot_first = snapshot.seq;
     let newest = deltas[DELTAS - 1].seq;
     assert_eq!(
         snapshot_first,

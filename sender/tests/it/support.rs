@@ -1,6 +1,7 @@
 //! Test support for the sender's integration tests.
 //!
-//! - [`metrics_text`]: the receiver's `/metrics` as text;
+//! - [`now_ms`]: the clock batches are stamped with; [`metrics_text`]: the receiver's
+//!   `/metrics` as text;
 //! - [`RunningReceiver`]: the real receiver in this process, for any configuration (TLS,
 //!   tokens); [`phases`] and [`pod_key`]: a pod's series for link tests;
 //! - [`Bed`]: the real simulated cluster (manual clock) and the real receiver, with senders
@@ -41,6 +42,13 @@ use tokio_util::sync::CancellationToken;
 pub const WAIT: Duration = Duration::from_secs(30);
 /// How often it checks.
 pub const POLL: Duration = Duration::from_millis(25);
+
+/// The wall clock in milliseconds since the Unix epoch, as the sender stamps batches.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// The value of the first sample `name{...}` in exposition `text` carrying every label in
 /// `labels`.
