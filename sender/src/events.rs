@@ -17,8 +17,10 @@
 //! previous size from its latest event, and `unknown` is used when there is none.
 //!
 //! Across a sender restart: with a state directory the ledger (totals and the counts of the
-//! events still known) is saved atomically ([`ScalingLedger::save`]) and reloaded, so
-//! counting continues exactly. Without one, the sender starts from zero and recounts the
+//! events still known) is saved atomically and reloaded, so counting continues exactly. The
+//! sender encodes it under its lock ([`ScalingLedger::unsaved`], memory only) and writes it
+//! off the runtime ([`crate::state_file::StateWriter`]), then marks that version saved
+//! ([`ScalingLedger::saved`]); changes made meanwhile keep it unsaved. Without one, the sender starts from zero and recounts the
 //! events the API server still holds: actions older than the event TTL (one hour by default)
 //! are not counted again, and Prometheus sees a counter reset.
 //!
@@ -27,7 +29,6 @@
 //! scaling action, and go with it ([`ScalingLedger::forget_hpa`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::Event;
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::family::Family;
 use crate::series::{ObjectKey, ObjectKind, SeriesSet};
+use crate::state_file::write_atomically;
 
 /// The Event reason of a scaling action.
 pub const RESCALE_REASON: &str = "SuccessfulRescale";
@@ -115,7 +117,19 @@ struct EventRecord {
 pub struct ScalingLedger {
     events: HashMap<String, SeenEvent>,
     totals: BTreeMap<(String, String), HpaTotals>,
-    dirty: bool,
+    /// Bumped by every change.
+    version: u64,
+    /// The version last saved (or loaded).
+    saved: u64,
+}
+
+/// The ledger encoded for its file, and the version it holds.
+#[derive(Debug)]
+pub struct UnsavedLedger {
+    /// Pass to [`ScalingLedger::saved`] once `bytes` are durable.
+    pub version: u64,
+    /// The file's content.
+    pub bytes: Vec<u8>,
 }
 
 /// The HPA an event is about, as (namespace, name), when it is a scaling action.
@@ -250,14 +264,14 @@ impl ScalingLedger {
         if let Some(at) = at {
             *last = Some(last.map_or(at, |l: f64| l.max(at)));
         }
-        self.dirty = true;
+        self.version += 1;
         Some((namespace.to_owned(), hpa.to_owned()))
     }
 
     /// An event was deleted (TTL expiry): forget its uid; no counter changes.
     pub fn forget_event(&mut self, uid: &str) {
         if self.events.remove(uid).is_some() {
-            self.dirty = true;
+            self.version += 1;
         }
     }
 
@@ -266,7 +280,9 @@ impl ScalingLedger {
     pub fn retain_events(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
         let before = self.events.len();
         self.events.retain(|uid, seen| keep(uid, &seen.namespace));
-        self.dirty |= self.events.len() != before;
+        if self.events.len() != before {
+            self.version += 1;
+        }
     }
 
     /// An HPA exists: start its counters at zero if it has none, so `up` and `down` are
@@ -278,7 +294,7 @@ impl ScalingLedger {
             return false;
         }
         self.totals.insert(key, HpaTotals::default());
-        self.dirty = true;
+        self.version += 1;
         true
     }
 
@@ -288,7 +304,9 @@ impl ScalingLedger {
             .totals
             .remove(&(namespace.to_owned(), hpa.to_owned()))
             .is_some();
-        self.dirty |= gone;
+        if gone {
+            self.version += 1;
+        }
         gone
     }
 
@@ -307,7 +325,9 @@ impl ScalingLedger {
         for key in &gone {
             self.totals.remove(key);
         }
-        self.dirty |= !gone.is_empty();
+        if !gone.is_empty() {
+            self.version += 1;
+        }
         gone
     }
 
@@ -355,23 +375,32 @@ impl ScalingLedger {
         (key, set)
     }
 
-    /// True when the ledger changed since the last [`ScalingLedger::save`] or
-    /// [`ScalingLedger::mark_saved`].
+    /// True when the ledger changed since it was last saved (or loaded).
     pub fn is_dirty(&self) -> bool {
-        self.dirty
+        self.version != self.saved
     }
 
-    /// Marks the ledger saved (for callers that keep no state directory).
+    /// Marks the current version saved (for callers that keep no state directory).
     pub fn mark_saved(&mut self) {
-        self.dirty = false;
+        self.saved = self.version;
     }
 
-    /// Writes the ledger to `path` atomically (a temporary file in the same directory,
-    /// synced, then renamed over the old one).
+    /// The ledger encoded for its file when it changed since it was last saved, else `None`.
+    /// Memory only: call it under the ledger's lock, write the bytes without it.
     ///
     /// # Errors
-    /// [`Error::State`] when the file cannot be written.
-    pub fn save(&mut self, path: &Path) -> Result<(), Error> {
+    /// [`Error::State`] naming `path` if the ledger cannot be encoded.
+    pub fn unsaved(&self, path: &Path) -> Result<Option<UnsavedLedger>, Error> {
+        if !self.is_dirty() {
+            return Ok(None);
+        }
+        Ok(Some(UnsavedLedger {
+            version: self.version,
+            bytes: self.encode(path)?,
+        }))
+    }
+
+    fn encode(&self, path: &Path) -> Result<Vec<u8>, Error> {
         let file = LedgerFile {
             version: 1,
             hpas: self
@@ -392,9 +421,24 @@ impl ScalingLedger {
                 })
                 .collect(),
         };
-        let bytes = serde_json::to_vec(&file).map_err(|e| Error::state(path, e))?;
-        write_atomically(path, &bytes)?;
-        self.dirty = false;
+        serde_json::to_vec(&file).map_err(|e| Error::state(path, e))
+    }
+
+    /// `version` (from [`ScalingLedger::unsaved`]) is durable: unless the ledger changed
+    /// since, it is no longer dirty.
+    pub fn saved(&mut self, version: u64) {
+        self.saved = self.saved.max(version);
+    }
+
+    /// Writes the ledger to `path` atomically, blocking the caller's thread
+    /// ([`write_atomically`]). For tests and tools: the sender saves through a
+    /// [`crate::state_file::StateWriter`].
+    ///
+    /// # Errors
+    /// [`Error::State`] when the file cannot be written.
+    pub fn save(&mut self, path: &Path) -> Result<(), Error> {
+        write_atomically(path, &self.encode(path)?)?;
+        self.mark_saved();
         Ok(())
     }
 
@@ -416,33 +460,10 @@ impl ScalingLedger {
                 .into_iter()
                 .map(|r| ((r.namespace, r.hpa), r.totals))
                 .collect(),
-            dirty: false,
+            version: 0,
+            saved: 0,
         })
     }
-}
-
-/// Writes `bytes` to `path` through a synced temporary file and a rename.
-///
-/// # Errors
-/// [`Error::State`] on any I/O failure.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let mut tmp = tempfile_in(dir, path)?;
-    tmp.1
-        .write_all(bytes)
-        .and_then(|()| tmp.1.sync_all())
-        .map_err(|e| Error::state(&tmp.0, e))?;
-    std::fs::rename(&tmp.0, path).map_err(|e| Error::state(path, e))
-}
-
-fn tempfile_in(dir: &Path, path: &Path) -> Result<(std::path::PathBuf, std::fs::File), Error> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "state".to_owned());
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let file = std::fs::File::create(&tmp).map_err(|e| Error::state(&tmp, e))?;
-    Ok((tmp, file))
 }
 
 #[cfg(test)]

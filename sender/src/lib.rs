@@ -21,7 +21,9 @@
 //!   HPAs, nodes, namespaces, with kube-state-metrics' names and labels ([`family`] is the
 //!   catalogue, `docs/metrics.md` its documentation).
 //! - [`events`]: the scaling ledger: HPA `SuccessfulRescale` Events counted exactly once per
-//!   occurrence (by uid and count), persisted atomically in the state directory.
+//!   occurrence (by uid and count), persisted atomically in the state directory;
+//!   [`state_file`]: atomic writes of small state files, and the thread that does them off
+//!   the runtime.
 //! - [`usage`]: CPU and memory per container from metrics.k8s.io (the CPU counter integrated
 //!   from PodMetrics' rate and window) or relayed from the kubelet's `/metrics/resource`.
 //! - [`store`]: the derived state. [`SeriesStore`] assigns series ids, diffs an object's new
@@ -61,6 +63,7 @@ pub mod series;
 pub mod shared;
 pub mod simulate;
 pub mod spool;
+pub mod state_file;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

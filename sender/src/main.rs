@@ -54,7 +54,12 @@ async fn run(malloc: &'static str) -> Result<()> {
             (access.client, cluster)
         }
     };
-    let sender = Sender::new(config, client, cluster)?;
+    // Start-up file work (directory locks, the ledger, the spool's recovery) off the runtime.
+    let sender = tokio::task::spawn_blocking(move || {
+        Sender::new(config, client, cluster).map_err(anyhow::Error::from)
+    })
+    .await
+    .context("the start-up task failed")??;
     let result = sender.run_with(connector, shutdown).await;
     if let Some(sim) = simulated {
         sim.sim.shutdown().await;

@@ -20,11 +20,12 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::events::{ScalingLedger, write_atomically};
+use crate::events::ScalingLedger;
 use crate::link::{Link, LinkConfig};
 use crate::poll::UsagePoller;
 use crate::shared::Shared;
 use crate::spool::{DiskSpool, MemorySpool, Spool};
+use crate::state_file::{StateWriter, write_atomically};
 use crate::transport::Connector;
 use crate::usage::UsageTracker;
 use crate::watch::{Applier, WatchScope, watch_all};
@@ -37,6 +38,13 @@ pub const LEDGER_FILE: &str = "scaling-ledger.json";
 pub const LOCK_FILE: &str = "lock";
 /// How often self-metrics are refreshed and a changed ledger saved.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where the scaling ledger is saved: its file, written by a thread off the runtime.
+#[derive(Debug, Clone)]
+struct LedgerFile {
+    path: PathBuf,
+    writer: StateWriter,
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -51,7 +59,7 @@ pub struct Sender {
     shared: Arc<Shared>,
     usage: Arc<Mutex<UsageTracker>>,
     ledger: Arc<Mutex<ScalingLedger>>,
-    ledger_path: Option<PathBuf>,
+    ledger_file: Option<LedgerFile>,
     spool: Box<dyn Spool + Sync>,
     /// Locks on the state and spool directories, held until the sender is dropped.
     _held: Vec<File>,
@@ -136,11 +144,16 @@ impl Sender {
         .validate()?;
         let spool_path = config.spool_path();
         let held = hold_dirs(config.state_dir.iter().chain(spool_path.iter()))?;
-        let (sender_id, ledger, ledger_path) = match &config.state_dir {
+        let (sender_id, ledger, ledger_file) = match &config.state_dir {
             Some(dir) => {
-                let ledger_path = dir.join(LEDGER_FILE);
-                let ledger = ScalingLedger::load(&ledger_path)?;
-                (load_sender_id(dir)?, ledger, Some(ledger_path))
+                let path = dir.join(LEDGER_FILE);
+                let ledger = ScalingLedger::load(&path)?;
+                let writer = StateWriter::start(dir)?;
+                (
+                    load_sender_id(dir)?,
+                    ledger,
+                    Some(LedgerFile { path, writer }),
+                )
             }
             None => {
                 let id = spool_path.as_deref().and_then(DiskSpool::stored_sender_id);
@@ -211,7 +224,7 @@ impl Sender {
             shared,
             usage: Arc::new(Mutex::new(UsageTracker::new())),
             ledger: Arc::new(Mutex::new(ledger)),
-            ledger_path,
+            ledger_file,
             spool,
         })
     }
@@ -285,13 +298,25 @@ impl Sender {
 
         tasks.spawn({
             let shared = Arc::clone(&self.shared);
-            let ledger = Arc::clone(&self.ledger);
-            let path = self.ledger_path.clone();
             let stop = stop.clone();
             async move {
                 loop {
                     shared.refresh_self_metrics();
-                    save_ledger(&ledger, path.as_deref());
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(HOUSEKEEPING_INTERVAL) => {}
+                    }
+                }
+            }
+        });
+        // Its own task: a slow disk delays the next save, not the self-metrics.
+        tasks.spawn({
+            let ledger = Arc::clone(&self.ledger);
+            let file = self.ledger_file.clone();
+            let stop = stop.clone();
+            async move {
+                loop {
+                    save_ledger(&ledger, file.as_ref()).await;
                     tokio::select! {
                         () = stop.cancelled() => return,
                         () = tokio::time::sleep(HOUSEKEEPING_INTERVAL) => {}
@@ -314,7 +339,14 @@ impl Sender {
         {
             warn!("background tasks did not stop in time");
         }
-        save_ledger(&self.ledger, self.ledger_path.as_deref());
+        // What the watchers counted last; queued behind any save still in flight.
+        let last_save = save_ledger(&self.ledger, self.ledger_file.as_ref());
+        if tokio::time::timeout(self.config.shutdown_timeout, last_save)
+            .await
+            .is_err()
+        {
+            warn!("the scaling ledger could not be saved in time (slow disk?)");
+        }
         let stats = &self.shared.stats;
         info!(
             cluster = %self.cluster,
@@ -328,18 +360,27 @@ impl Sender {
     }
 }
 
-fn save_ledger(ledger: &Mutex<ScalingLedger>, path: Option<&Path>) {
-    let mut ledger = lock(ledger);
-    if !ledger.is_dirty() {
+/// Saves the ledger if it changed: encoded under its lock, written without it by the state
+/// writer's thread, then marked saved at the version written (a change made meanwhile keeps
+/// it unsaved for the next round). A failure is logged; the next round retries.
+async fn save_ledger(ledger: &Mutex<ScalingLedger>, file: Option<&LedgerFile>) {
+    let Some(file) = file else {
+        lock(ledger).mark_saved();
         return;
-    }
-    match path {
-        Some(path) => {
-            if let Err(e) = ledger.save(path) {
-                warn!(cause = %e, "failed to save the scaling ledger");
-            }
-        }
-        None => ledger.mark_saved(),
+    };
+    let unsaved = lock(ledger).unsaved(&file.path);
+    let result = match unsaved {
+        Ok(None) => return,
+        Ok(Some(unsaved)) => file
+            .writer
+            .write(file.path.clone(), unsaved.bytes)
+            .await
+            .map(|()| unsaved.version),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(version) => lock(ledger).saved(version),
+        Err(e) => warn!(cause = %e, "failed to save the scaling ledger"),
     }
 }
 
@@ -412,5 +453,96 @@ mod tests {
         assert!(held.to_string().contains("in use"), "{held}");
         drop(first);
         let _again = Sender::new(config, client(), "c").expect("free once the first is gone");
+    }
+
+    /// The ledger's temporary file made a FIFO: opening it for writing blocks until someone
+    /// reads it, as a write to a hung disk or a dead network file system blocks. One
+    /// runtime thread must keep running other tasks meanwhile, and the ledger's lock must
+    /// stay free; once the write fails (a FIFO cannot be fsynced), the ledger is still
+    /// unsaved and the next save persists the newer version.
+    #[test]
+    fn a_hung_ledger_write_blocks_neither_the_runtime_nor_the_ledger() {
+        use crate::fixtures::rescale_event;
+        use std::io::Read;
+        use std::sync::mpsc;
+
+        const UP: &str = "New size: 4; reason: cpu resource utilization above target";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(LEDGER_FILE);
+        let tmp = dir
+            .path()
+            .join(format!(".{LEDGER_FILE}.tmp.{}", std::process::id()));
+        let made = std::process::Command::new("mkfifo").arg(&tmp).status();
+        if !made.is_ok_and(|s| s.success()) {
+            kube_relay_testkit::skip("mkfifo (coreutils) is needed to simulate a hung write");
+            return;
+        }
+        let ledger = Arc::new(Mutex::new(ScalingLedger::new()));
+        lock(&ledger).observe(&rescale_event("e1", "web", UP, 1, 1_000));
+        let file = LedgerFile {
+            path: path.clone(),
+            writer: StateWriter::start(dir.path()).expect("writer"),
+        };
+
+        let (progress, seen) = mpsc::channel::<&str>();
+        let runtime = std::thread::spawn({
+            let ledger = Arc::clone(&ledger);
+            let file = file.clone();
+            move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let save = tokio::spawn({
+                        let ledger = Arc::clone(&ledger);
+                        let file = file.clone();
+                        async move { save_ledger(&ledger, Some(&file)).await }
+                    });
+                    // Other tasks run, timers fire, the ledger can be changed.
+                    tokio::task::yield_now().await;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    lock(&ledger).observe(&rescale_event("e2", "web", UP, 1, 1_100));
+                    let _ = progress.send("responsive");
+                    save.await.expect("save task");
+                    assert!(lock(&ledger).is_dirty(), "a failed save keeps it unsaved");
+                    save_ledger(&ledger, Some(&file)).await;
+                    let _ = progress.send("saved");
+                });
+            }
+        });
+        let responsive = seen.recv_timeout(Duration::from_secs(30));
+        // Unblock the write either way, so a regression fails instead of hanging (the read
+        // has its own thread: opening a FIFO nobody writes to would block this one).
+        let (read, written) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = std::fs::File::open(&tmp).and_then(|mut fifo| fifo.read_to_end(&mut bytes));
+            let _ = read.send(bytes);
+        });
+        let written = written
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the ledger was written to its temporary file");
+        assert_eq!(
+            responsive,
+            Ok("responsive"),
+            "the runtime stalled while the ledger was being written"
+        );
+        assert!(
+            String::from_utf8_lossy(&written).contains("\"e1\""),
+            "the hung write carried the ledger"
+        );
+        assert_eq!(
+            seen.recv_timeout(Duration::from_secs(30)),
+            Ok("saved"),
+            "the next save went through"
+        );
+        runtime.join().expect("runtime thread");
+        assert!(!lock(&ledger).is_dirty());
+        let saved = ScalingLedger::load(&path).expect("load");
+        assert_eq!(
+            saved.total("default", "web", crate::events::Direction::Up),
+            2
+        );
     }
 }

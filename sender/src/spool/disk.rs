@@ -71,7 +71,7 @@ use tracing::{info, warn};
 
 use super::Spool;
 use crate::error::Error;
-use crate::events::write_atomically;
+use crate::state_file::write_atomically;
 
 /// The meta file's name in the spool directory.
 pub const META_FILE: &str = "meta.json";
