@@ -2,12 +2,14 @@
 //! ([`Cli`], every flag also read from a `KUBE_RELAY_*` environment variable) and an optional
 //! TOML or YAML file (`--config`). Precedence: defaults < file < environment < flags.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::remote_write::{self, Endpoint};
 use crate::security::BasicAuth;
 use crate::tls::TlsFiles;
 use crate::{Error, Result};
@@ -84,6 +86,14 @@ pub struct ReceiverConfig {
     pub shutdown_timeout: Duration,
     /// Log line format (`--log-format`).
     pub log_format: LogFormat,
+    /// Directory for the receiver's durable state: the remote-write queues (`--state-dir`).
+    pub state_dir: Option<PathBuf>,
+    /// Remote-write URLs and their settings (`--remote-write-url`, the file's
+    /// `remote_write` list).
+    pub remote_write: Vec<Endpoint>,
+    /// Interval of cluster time at which every live series is written again
+    /// (`--remote-write-interval`).
+    pub remote_write_interval: Duration,
 }
 
 impl Default for ReceiverConfig {
@@ -105,6 +115,9 @@ impl Default for ReceiverConfig {
             max_series_per_cluster: DEFAULT_MAX_SERIES_PER_CLUSTER,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             log_format: LogFormat::Text,
+            state_dir: None,
+            remote_write: Vec::new(),
+            remote_write_interval: remote_write::DEFAULT_INTERVAL,
         }
     }
 }
@@ -128,6 +141,9 @@ impl std::fmt::Debug for ReceiverConfig {
             .field("max_series_per_cluster", &self.max_series_per_cluster)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("log_format", &self.log_format)
+            .field("state_dir", &self.state_dir)
+            .field("remote_write", &self.remote_write)
+            .field("remote_write_interval", &self.remote_write_interval)
             .finish()
     }
 }
@@ -203,6 +219,21 @@ impl ReceiverConfig {
         }
         if let Some(v) = cli.log_format.or(file.log_format) {
             c.log_format = v;
+        }
+        c.state_dir = pick_path(&cli.state_dir, &file.state_dir).cloned();
+        if let Some(v) = pick(&cli.remote_write_interval, &file.remote_write_interval) {
+            c.remote_write_interval = parse_duration(v)
+                .map_err(|e| Error::Config(format!("remote-write-interval: {e}")))?;
+        }
+        // The file's entries carry their own settings; a flag URL not among them gets the
+        // defaults.
+        for entry in file.remote_write.clone().unwrap_or_default() {
+            c.remote_write.push(entry.resolve().map_err(Error::Config)?);
+        }
+        for url in &cli.remote_write_url {
+            if !c.remote_write.iter().any(|e| &e.url == url) {
+                c.remote_write.push(Endpoint::new(url.clone()));
+            }
         }
         let token_file = cli.token_file.as_ref().or(file.token_file.as_ref());
         // An empty token (e.g. `KUBE_RELAY_TOKEN=` in a compose file) means none.
@@ -282,6 +313,27 @@ impl ReceiverConfig {
         if self.tls_client_ca.is_some() && self.tls.is_none() {
             return Err(Error::Config(
                 "tls-client-ca requires tls-cert and tls-key (mutual TLS needs TLS)".into(),
+            ));
+        }
+        for (i, endpoint) in self.remote_write.iter().enumerate() {
+            endpoint.validate().map_err(Error::Config)?;
+            if self.remote_write[..i].iter().any(|e| e.url == endpoint.url) {
+                return Err(Error::Config(format!(
+                    "remote_write url {} is given twice",
+                    endpoint.display_url()
+                )));
+            }
+        }
+        if !self.remote_write.is_empty() && self.state_dir.is_none() {
+            return Err(Error::Config(
+                "remote write needs --state-dir: each URL's queue is kept on disk there so \
+                 acknowledged data survives a restart"
+                    .into(),
+            ));
+        }
+        if self.remote_write_interval < Duration::from_secs(1) {
+            return Err(Error::Config(
+                "remote-write-interval must be at least 1s".into(),
             ));
         }
         if let Some(auth) = &self.http_basic_auth {
@@ -521,6 +573,34 @@ pub struct Cli {
     /// Log line format; the level comes from RUST_LOG [default: text].
     #[arg(long, env = "KUBE_RELAY_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+
+    /// Directory for durable state: remote write keeps each URL's queue under
+    /// DIR/remote-write/ (required with --remote-write-url) [default: none].
+    #[arg(long, env = "KUBE_RELAY_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Prometheus remote-write URL (repeatable; the environment variable takes a
+    /// comma-separated list). Every change of every cluster is written as a sample at the
+    /// time the sender observed it, from a durable queue in --state-dir; senders' batches
+    /// are acknowledged once every queue holds them. Per-URL settings (auth, TLS, headers,
+    /// tenant, queue size, shards) go in the config file's remote_write list
+    /// [default: none].
+    #[arg(
+        long,
+        env = "KUBE_RELAY_REMOTE_WRITE_URL",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub remote_write_url: Vec<String>,
+
+    /// Every live series is written again at each multiple of this interval of cluster
+    /// time, so PromQL's lookback never sees a steady value as absent [default: 15s].
+    #[arg(
+        long,
+        env = "KUBE_RELAY_REMOTE_WRITE_INTERVAL",
+        value_name = "DURATION"
+    )]
+    pub remote_write_interval: Option<String>,
 }
 
 /// The settings a `--config` file may hold, all optional: snake_case, or spelled like the
@@ -565,6 +645,12 @@ struct FileConfig {
     shutdown_timeout: Option<String>,
     #[serde(alias = "log-format")]
     log_format: Option<LogFormat>,
+    #[serde(alias = "state-dir")]
+    state_dir: Option<PathBuf>,
+    #[serde(alias = "remote-write")]
+    remote_write: Option<Vec<EndpointFile>>,
+    #[serde(alias = "remote-write-interval")]
+    remote_write_interval: Option<String>,
 }
 
 impl FileConfig {
@@ -574,6 +660,81 @@ impl FileConfig {
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+}
+
+/// An entry of the config file's `remote_write` list; unset fields take the defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointFile {
+    url: String,
+    #[serde(alias = "bearer-token-file")]
+    bearer_token_file: Option<PathBuf>,
+    #[serde(alias = "basic-auth-username")]
+    basic_auth_username: Option<String>,
+    #[serde(alias = "basic-auth-password-file")]
+    basic_auth_password_file: Option<PathBuf>,
+    #[serde(alias = "tls-ca-file")]
+    tls_ca_file: Option<PathBuf>,
+    #[serde(alias = "tls-cert-file")]
+    tls_cert_file: Option<PathBuf>,
+    #[serde(alias = "tls-key-file")]
+    tls_key_file: Option<PathBuf>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(alias = "tenant-header")]
+    tenant_header: Option<String>,
+    #[serde(alias = "max-queue-bytes")]
+    max_queue_bytes: Option<u64>,
+    #[serde(alias = "min-shards")]
+    min_shards: Option<usize>,
+    #[serde(alias = "max-shards")]
+    max_shards: Option<usize>,
+    #[serde(alias = "max-samples-per-send")]
+    max_samples_per_send: Option<usize>,
+    #[serde(alias = "batch-deadline")]
+    batch_deadline: Option<String>,
+    timeout: Option<String>,
+}
+
+impl EndpointFile {
+    /// The settings, defaults filled in.
+    ///
+    /// # Errors
+    /// A message naming a duration that does not parse.
+    fn resolve(self) -> Result<Endpoint, String> {
+        let mut e = Endpoint::new(self.url);
+        let at = e.display_url();
+        let duration = |what: &str, v: &str| {
+            parse_duration(v).map_err(|err| format!("remote_write {at}: {what}: {err}"))
+        };
+        e.bearer_token_file = self.bearer_token_file;
+        e.basic_auth_username = self.basic_auth_username;
+        e.basic_auth_password_file = self.basic_auth_password_file;
+        e.tls_ca_file = self.tls_ca_file;
+        e.tls_cert_file = self.tls_cert_file;
+        e.tls_key_file = self.tls_key_file;
+        e.headers = self.headers;
+        e.tenant_header = self.tenant_header;
+        if let Some(v) = self.max_queue_bytes {
+            e.max_queue_bytes = v;
+        }
+        if let Some(v) = self.min_shards {
+            e.min_shards = v;
+        }
+        if let Some(v) = self.max_shards {
+            e.max_shards = v;
+        }
+        if let Some(v) = self.max_samples_per_send {
+            e.max_samples_per_send = v;
+        }
+        if let Some(v) = &self.batch_deadline {
+            e.batch_deadline = duration("batch_deadline", v)?;
+        }
+        if let Some(v) = &self.timeout {
+            e.timeout = duration("timeout", v)?;
+        }
+        Ok(e)
     }
 }
 
@@ -755,6 +916,55 @@ mod tests {
             let err = ReceiverConfig::from_cli(&cli).expect_err("incomplete");
             assert!(matches!(err, Error::Config(_)), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn remote_write_urls_come_from_flags_and_the_file_with_their_settings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("receiver.yaml");
+        std::fs::write(
+            &file,
+            "state_dir: /var/lib/relay\nremote_write_interval: 30s\nremote_write:\n  \
+             - url: https://mimir.example/api/v1/push\n    tenant_header: X-Scope-OrgID\n    \
+             headers: {X-Extra: one}\n    max_shards: 4\n    batch_deadline: 250ms\n",
+        )
+        .expect("write");
+        let cli = Cli::try_parse_from([
+            "receiver",
+            "--config",
+            file.to_str().expect("utf-8"),
+            "--remote-write-url",
+            "http://vm:8428/api/v1/write",
+            "--remote-write-url",
+            "https://mimir.example/api/v1/push",
+        ])
+        .expect("parse");
+        let c = ReceiverConfig::from_cli(&cli).expect("config");
+        assert_eq!(c.remote_write.len(), 2, "{:?}", c.remote_write);
+        let mimir = &c.remote_write[0];
+        assert_eq!(mimir.tenant_header.as_deref(), Some("X-Scope-OrgID"));
+        assert_eq!(mimir.max_shards, 4);
+        assert_eq!(mimir.batch_deadline, Duration::from_millis(250));
+        assert_eq!(
+            c.remote_write[1],
+            Endpoint::new("http://vm:8428/api/v1/write")
+        );
+        assert_eq!(c.remote_write_interval, Duration::from_secs(30));
+
+        let no_state =
+            Cli::try_parse_from(["receiver", "--remote-write-url", "http://vm/w"]).expect("parse");
+        let err = ReceiverConfig::from_cli(&no_state).expect_err("needs a state dir");
+        assert!(err.to_string().contains("--state-dir"), "{err}");
+        let bad = Cli::try_parse_from([
+            "receiver",
+            "--state-dir",
+            "/tmp/x",
+            "--remote-write-url",
+            "vm:8428",
+        ])
+        .expect("parse");
+        let err = ReceiverConfig::from_cli(&bad).expect_err("not a URL");
+        assert!(err.to_string().contains("vm:8428"), "{err}");
     }
 
     #[test]

@@ -110,6 +110,16 @@ pub enum Error {
     #[error("failed to hear from the sender for {0:?} (idle timeout)")]
     IdleTimeout(std::time::Duration),
 
+    /// A remote-write queue directory could not be opened or its thread started.
+    #[error("failed to open the remote-write queue in {path}")]
+    Queue {
+        /// The queue directory.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+
     /// The handshake was refused; the sender was told why.
     #[error("failed the handshake: {reason}: {message}")]
     Rejected {
@@ -137,6 +147,7 @@ impl Error {
             Error::HandshakeTimeout(_) => "handshake_timeout",
             Error::IdleTimeout(_) => "idle_timeout",
             Error::Rejected { reason, .. } => reason,
+            Error::Queue { .. } => "queue",
         }
     }
 }

@@ -10,6 +10,11 @@
 //! `relay_cluster_up` drops to 0 at once and its series are removed after a TTL unless it
 //! comes back; a returning sender resumes where its acks left off.
 //!
+//! With `--remote-write-url` the receiver also writes every change, at the time the sender
+//! observed it, to Prometheus remote-write backends (VictoriaMetrics, Mimir, Thanos
+//! Receive, Prometheus), each from its own queue on disk, so history survives link cuts and
+//! restarts (docs/protocol.md, "Time and history").
+//!
 //! Nobody is let in by accident: the ingest port can require TLS and client certificates,
 //! the sender's token is checked in constant time before anything but its `Hello` is
 //! decoded, unauthenticated connections are capped per address and bounded by one
@@ -46,6 +51,10 @@
 //!   session memory for resumption, link state and TTL expiry, scaling events.
 //! - [`exposition`]: OpenMetrics and Prometheus text encoding, content negotiation.
 //! - [`metrics`]: the receiver's self-metrics in a prometheus-client registry.
+//! - [`remote_write`]: with `--remote-write-url`, every cluster's history as Prometheus
+//!   remote-write samples at their observation time, from a durable on-disk queue per URL
+//!   (its own Layout section lists its parts); sessions acknowledge a batch once every
+//!   queue holds its samples.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the [`status`] page at `/`, over
 //!   plain HTTP or TLS, optionally behind basic auth.
 //! - [`telemetry`]: logging setup for the binary.
@@ -55,6 +64,7 @@ pub mod error;
 pub mod exposition;
 pub mod http;
 pub mod metrics;
+pub mod remote_write;
 pub mod security;
 pub mod server;
 pub mod session;

@@ -41,6 +41,11 @@ pub struct Metrics {
 impl Metrics {
     /// Registers the self-metrics and a collector reading `store` at scrape time.
     pub fn new(store: Store) -> Arc<Self> {
+        Self::with_collectors(store, Vec::new())
+    }
+
+    /// [`Metrics::new`] plus `extra` collectors (remote write's per-URL metrics).
+    pub fn with_collectors(store: Store, extra: Vec<Box<dyn Collector>>) -> Arc<Self> {
         let mut registry = Registry::default();
         let decode_errors = Family::<LabelPair, Counter>::default();
         registry.register(
@@ -81,6 +86,9 @@ impl Metrics {
             scrape_duration.clone(),
         );
         registry.register_collector(Box::new(StoreCollector { store }));
+        for collector in extra {
+            registry.register_collector(collector);
+        }
         Arc::new(Metrics {
             registry,
             decode_errors,

@@ -35,6 +35,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::http::{self, HttpApp};
 use crate::metrics::Metrics;
+use crate::remote_write::{self, RemoteWrite};
 use crate::security::{REFUSAL_LOG_WINDOW, RefusalLog};
 use crate::session::Session;
 use crate::store::Store;
@@ -66,6 +67,9 @@ pub struct Receiver {
     store: Store,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    remote_write: Option<Arc<RemoteWrite>>,
+    /// Stops remote write's senders once the sessions have drained.
+    remote_write_shutdown: CancellationToken,
 }
 
 impl Receiver {
@@ -76,11 +80,29 @@ impl Receiver {
     /// # Errors
     /// [`Error::Config`] for invalid limits, [`Error::Pem`], [`Error::Tls`] or
     /// [`Error::ClientCa`] for unusable TLS files, [`Error::Bind`] when an address cannot be
-    /// bound.
+    /// bound; with remote write, its errors (unusable queue directory, TLS or secret files).
     pub async fn bind(config: ReceiverConfig) -> Result<Receiver> {
         config.validate()?;
         let store = Store::new(config.ttl, config.max_series_per_cluster);
-        let metrics = Metrics::new(store.clone());
+        let remote_write_shutdown = CancellationToken::new();
+        let remote_write = match (&config.state_dir, config.remote_write.is_empty()) {
+            (Some(state_dir), false) => Some(
+                RemoteWrite::start(
+                    remote_write::Options {
+                        endpoints: config.remote_write.clone(),
+                        state_dir: state_dir.clone(),
+                        interval: config.remote_write_interval,
+                        ttl: config.ttl,
+                        max_series_per_cluster: config.max_series_per_cluster,
+                    },
+                    remote_write_shutdown.clone(),
+                )
+                .await?,
+            ),
+            _ => None,
+        };
+        let collectors = remote_write.iter().map(RemoteWrite::collector).collect();
+        let metrics = Metrics::with_collectors(store.clone(), collectors);
         let ingest_tls = match &config.tls {
             Some(files) => Some(tls::server_config(
                 "ingest",
@@ -112,6 +134,8 @@ impl Receiver {
             store,
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
+            remote_write,
+            remote_write_shutdown,
         })
     }
 
@@ -173,13 +197,18 @@ impl Receiver {
             shutdown.clone(),
         ));
 
+        if let Some(rw) = &self.remote_write {
+            let (rw, stop) = (rw.clone(), self.remote_write_shutdown.clone());
+            tokio::spawn(async move { rw.run_expiry(stop).await });
+        }
         let session = Session::new(
             self.store.clone(),
             self.metrics.clone(),
             self.config.clone(),
             refusals.clone(),
             shutdown.clone(),
-        );
+        )
+        .with_remote_write(self.remote_write.clone());
         let listener = Listener {
             listener: self.ingest,
             limit: Arc::new(Semaphore::new(self.config.max_connections)),
@@ -206,6 +235,11 @@ impl Receiver {
                 remaining = tracker.len(),
                 "connections still open after the shutdown timeout; leaving them"
             );
+        }
+        // Remote write stops after the sessions: their last batches are queued by now.
+        self.remote_write_shutdown.cancel();
+        if let Some(rw) = &self.remote_write {
+            rw.close().await;
         }
         info!("receiver stopped");
         Ok(())

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
+use crate::remote_write::{self, RemoteWrite, Ticket};
 use crate::security::{RefusalLog, token_matches};
 use crate::store::{Applied, ApplyError, ClaimError, ConnId, Store};
 use crate::tls::TLS_HANDSHAKE_RECORD;
@@ -54,6 +55,7 @@ pub struct Session {
     config: Arc<ReceiverConfig>,
     refusals: Arc<RefusalLog>,
     shutdown: CancellationToken,
+    remote_write: Option<Arc<RemoteWrite>>,
 }
 
 /// The proto codec plus the size of each decoded frame, for byte counters.
@@ -110,7 +112,15 @@ impl Session {
             config,
             refusals,
             shutdown,
+            remote_write: None,
         }
+    }
+
+    /// Hands every applied batch and heartbeat to `remote_write`, and acknowledges a batch
+    /// only once its samples are in every remote-write queue.
+    pub fn with_remote_write(mut self, remote_write: Option<Arc<RemoteWrite>>) -> Self {
+        self.remote_write = remote_write;
+        self
     }
 
     /// Serves one connection until the sender leaves, the link dies, a protocol error occurs
@@ -203,6 +213,10 @@ impl Session {
         };
         self.store
             .count_frame(&hello.cluster, claim.conn, hello_bytes);
+        let history_claim = self
+            .remote_write
+            .as_ref()
+            .map(|rw| rw.claim(&hello.cluster));
         info!(
             peer = %peer,
             cluster = %hello.cluster,
@@ -236,6 +250,9 @@ impl Session {
             Err(e) => Err(e),
         };
         self.store.release(&hello.cluster, claim.conn);
+        if let (Some(rw), Some(generation)) = (&self.remote_write, history_claim) {
+            rw.release(&hello.cluster, generation);
+        }
         match result {
             Ok(end) => {
                 info!(peer = %peer, cluster = %hello.cluster, end = ?end, "sender disconnected");
@@ -397,6 +414,8 @@ impl Session {
             Resume::After { acked } => Some(acked),
             Resume::Snapshot => None,
         };
+        // Samples of applied batches not yet known to be in every remote-write queue.
+        let mut unwritten: Option<Ticket> = None;
         let end = loop {
             let ack_at = pending_ack.map(|(_, at)| at);
             tokio::select! {
@@ -406,6 +425,7 @@ impl Session {
                 }
                 () = sleep_until(ack_at.unwrap_or(idle_deadline)), if ack_at.is_some() => {
                     if let Some((seq, _)) = pending_ack.take() {
+                        self.written(&mut unwritten).await;
                         self.send(conn, ack(epoch, seq)).await?;
                     }
                 }
@@ -425,7 +445,23 @@ impl Session {
                     idle_deadline = Instant::now() + idle;
                     match msg {
                         SenderMessage::Batch(batch) => {
-                            match self.store.apply(cluster, id, &batch, bytes) {
+                            let applied = self.store.apply(cluster, id, &batch, bytes);
+                            if let (Some(rw), Ok(applied)) = (&self.remote_write, &applied) {
+                                let kind = match applied {
+                                    Applied::Batch { .. } => Some(remote_write::Applied::Delta),
+                                    Applied::Staged => Some(remote_write::Applied::Staged),
+                                    Applied::SnapshotComplete { .. } => {
+                                        Some(remote_write::Applied::SnapshotComplete)
+                                    }
+                                    Applied::Duplicate => None,
+                                };
+                                if let Some(kind) = kind
+                                    && let Some(ticket) = rw.batch(cluster, &batch, kind).await
+                                {
+                                    unwritten = Some(ticket);
+                                }
+                            }
+                            match applied {
                                 Ok(Applied::Batch { acked: Some(seq) }) => {
                                     epoch_acked = Some(seq);
                                     let due = pending_ack
@@ -435,6 +471,7 @@ impl Session {
                                 Ok(Applied::SnapshotComplete { acked }) => {
                                     epoch_acked = Some(acked);
                                     pending_ack = None;
+                                    self.written(&mut unwritten).await;
                                     self.send(conn, ack(epoch, acked)).await?;
                                 }
                                 Ok(Applied::Duplicate) => {
@@ -456,6 +493,11 @@ impl Session {
                         }
                         SenderMessage::Heartbeat(hb) => {
                             self.store.count_frame(cluster, id, bytes);
+                            if let Some(rw) = &self.remote_write
+                                && let Some(ticket) = rw.heartbeat(cluster, hb.sent_at_ms).await
+                            {
+                                unwritten = Some(ticket);
+                            }
                             self.send(conn, ReceiverMessage::Heartbeat(hb)).await?;
                         }
                         SenderMessage::Goodbye(goodbye) => {
@@ -474,11 +516,25 @@ impl Session {
                 }
             }
         };
-        // Whatever was applied is acknowledged before the connection closes.
-        if let Some((seq, _)) = pending_ack {
+        // Whatever was applied (and, with remote write, queued) is acknowledged before the
+        // connection closes.
+        if let Some((seq, _)) = pending_ack
+            && timeout(REJECT_WRITE_TIMEOUT, self.written(&mut unwritten))
+                .await
+                .is_ok()
+        {
             let _ = timeout(REJECT_WRITE_TIMEOUT, conn.send(ack(epoch, seq))).await;
         }
         Ok(end)
+    }
+
+    /// Waits until the samples of every batch applied so far are in every remote-write
+    /// queue (at once without remote write).
+    async fn written(&self, unwritten: &mut Option<Ticket>) {
+        if let (Some(rw), Some(ticket)) = (&self.remote_write, unwritten.as_ref()) {
+            rw.durable(ticket).await;
+            *unwritten = None;
+        }
     }
 }
 

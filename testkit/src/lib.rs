@@ -12,6 +12,9 @@
 //!   made lossy;
 //! - [`proxy`]: a TCP proxy adding latency, stalling or resetting connections;
 //! - [`pki`]: CAs, server and client certificates generated for TLS tests;
+//! - [`victoria`]: starts Debian's real `victoria-metrics` on loopback as a remote-write
+//!   backend, stops and restarts it, and exports its raw samples;
+//! - [`write_backend`]: a scripted remote-write backend answering statuses on cue;
 //! - [`mod@skip`]: a loud skip when a tool or permission is missing, a failure in CI.
 
 pub mod exposition;
@@ -22,8 +25,11 @@ pub mod process;
 pub mod prometheus;
 pub mod proxy;
 pub mod skip;
+pub mod victoria;
 pub mod wait;
+pub mod write_backend;
 
 pub use prometheus::Prometheus;
 pub use skip::skip;
+pub use victoria::VictoriaMetrics;
 pub use wait::wait_until;

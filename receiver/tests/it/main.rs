@@ -11,6 +11,7 @@ mod floods;
 mod http_security;
 mod limits;
 mod prometheus;
+mod remote_write;
 mod security;
 mod sessions;
 mod status_page;
