@@ -17,7 +17,7 @@ pub struct Access {
 const LIST_WATCH: &[&str] = &["list", "watch"];
 
 /// Everything the sender calls with `usage` as its usage source: list and watch of pods,
-/// nodes, namespaces, events and HPAs; plus `list` of metrics.k8s.io pods (`metrics-api`)
+/// nodes, namespaces, events, HPAs, Deployments and ReplicaSets; plus `list` of metrics.k8s.io pods (`metrics-api`)
 /// or `get` of `nodes/proxy` (`kubelet`).
 pub fn required_access(usage: UsageSource) -> Vec<Access> {
     let mut access = vec![
@@ -44,6 +44,16 @@ pub fn required_access(usage: UsageSource) -> Vec<Access> {
         Access {
             group: "autoscaling",
             resource: "horizontalpodautoscalers",
+            verbs: LIST_WATCH,
+        },
+        Access {
+            group: "apps",
+            resource: "deployments",
+            verbs: LIST_WATCH,
+        },
+        Access {
+            group: "apps",
+            resource: "replicasets",
             verbs: LIST_WATCH,
         },
     ];
@@ -78,6 +88,6 @@ mod tests {
         assert!(!has(UsageSource::MetricsApi, "", "nodes/proxy"));
         assert!(has(UsageSource::Kubelet, "", "nodes/proxy"));
         assert!(!has(UsageSource::Kubelet, "metrics.k8s.io", "pods"));
-        assert_eq!(required_access(UsageSource::None).len(), 5);
+        assert_eq!(required_access(UsageSource::None).len(), 7);
     }
 }

@@ -13,6 +13,8 @@ const POD: [&str; 3] = ["namespace", "pod", "uid"];
 const CONTAINER: [&str; 4] = ["namespace", "pod", "uid", "container"];
 /// Labels every HPA series starts with.
 const HPA: [&str; 2] = ["namespace", "horizontalpodautoscaler"];
+/// Labels every Deployment series starts with.
+const DEPLOYMENT: [&str; 2] = ["namespace", "deployment"];
 
 macro_rules! catalogue {
     ($( $(#[$doc:meta])* $variant:ident => ($name:literal, $kind:ident, $help:literal, [$($label:expr),* $(,)?]) ),* $(,)?) => {
@@ -210,6 +212,83 @@ catalogue! {
     /// `relay_sender_connect_errors_total`.
     SenderConnectErrors => ("relay_sender_connect_errors", Counter, "Attempts to reach the receiver that failed before a session began, by kind (connect, tls_certificate, tls_refused, tls, unauthorized, ...).",
         [&["kind"]]),
+
+    // Appended, never inserted above: a family's wire id is its position, and a sender that
+    // continues a spooled epoch after an upgrade replays batches whose series name old ids.
+
+    // Pods: what users query when something is wrong.
+    /// `kube_pod_created`.
+    PodCreated => ("kube_pod_created", Gauge, "Unix creation timestamp",
+        [&POD]),
+    /// `kube_pod_deletion_timestamp`, present only once the pod is being deleted.
+    PodDeletionTimestamp => ("kube_pod_deletion_timestamp", Gauge, "Unix deletion timestamp",
+        [&POD]),
+    /// `kube_pod_status_scheduled`, one-hot over true/false/unknown.
+    PodStatusScheduled => ("kube_pod_status_scheduled", Gauge, "Describes the status of the scheduling process for the pod.",
+        [&POD, &["condition"]]),
+    /// `kube_pod_status_reason`, one series per reason that applies.
+    PodStatusReason => ("kube_pod_status_reason", Gauge, "The pod status reasons",
+        [&POD, &["reason"]]),
+    /// `kube_pod_container_status_last_terminated_reason`.
+    PodContainerStatusLastTerminatedReason => ("kube_pod_container_status_last_terminated_reason", Gauge, "Describes the last reason the container was in terminated state.",
+        [&CONTAINER, &["reason"]]),
+    /// `kube_pod_container_status_last_terminated_exitcode`.
+    PodContainerStatusLastTerminatedExitcode => ("kube_pod_container_status_last_terminated_exitcode", Gauge, "Describes the exit code for the last container in terminated state.",
+        [&CONTAINER]),
+
+    // Nodes.
+    /// `kube_node_status_capacity`.
+    NodeStatusCapacity => ("kube_node_status_capacity", Gauge, "The capacity for different resources of a node.",
+        [&["node", "resource", "unit"]]),
+    /// `kube_node_status_allocatable`.
+    NodeStatusAllocatable => ("kube_node_status_allocatable", Gauge, "The allocatable for different resources of a node that are available for scheduling.",
+        [&["node", "resource", "unit"]]),
+    /// `kube_node_status_condition`, one-hot over true/false/unknown per condition.
+    NodeStatusCondition => ("kube_node_status_condition", Gauge, "The condition of a cluster node.",
+        [&["node", "condition", "status"]]),
+    /// `machine_cpu_cores` (cAdvisor's name), from the node's CPU capacity.
+    MachineCpuCores => ("machine_cpu_cores", Gauge, "Number of logical CPU cores of the node (its status.capacity cpu).",
+        [&["node"]]),
+    /// `machine_memory_bytes` (cAdvisor's name), from the node's memory capacity.
+    MachineMemoryBytes => ("machine_memory_bytes", Gauge, "Amount of memory installed on the node (its status.capacity memory).",
+        [&["node"]]),
+
+    // Deployments and their ReplicaSets.
+    /// `kube_deployment_spec_replicas`.
+    DeploymentSpecReplicas => ("kube_deployment_spec_replicas", Gauge, "Number of desired pods for a deployment.",
+        [&DEPLOYMENT]),
+    /// `kube_deployment_status_replicas`.
+    DeploymentStatusReplicas => ("kube_deployment_status_replicas", Gauge, "The number of replicas per deployment.",
+        [&DEPLOYMENT]),
+    /// `kube_deployment_status_replicas_ready`.
+    DeploymentStatusReplicasReady => ("kube_deployment_status_replicas_ready", Gauge, "The number of ready replicas per deployment.",
+        [&DEPLOYMENT]),
+    /// `kube_deployment_status_replicas_available`.
+    DeploymentStatusReplicasAvailable => ("kube_deployment_status_replicas_available", Gauge, "The number of available replicas per deployment.",
+        [&DEPLOYMENT]),
+    /// `kube_deployment_status_replicas_unavailable`.
+    DeploymentStatusReplicasUnavailable => ("kube_deployment_status_replicas_unavailable", Gauge, "The number of unavailable replicas per deployment.",
+        [&DEPLOYMENT]),
+    /// `kube_deployment_status_replicas_updated`.
+    DeploymentStatusReplicasUpdated => ("kube_deployment_status_replicas_updated", Gauge, "The number of updated replicas per deployment.",
+        [&DEPLOYMENT]),
+    /// `kube_deployment_status_observed_generation`.
+    DeploymentStatusObservedGeneration => ("kube_deployment_status_observed_generation", Gauge, "The generation observed by the deployment controller.",
+        [&DEPLOYMENT]),
+    /// `kube_deployment_metadata_generation`.
+    DeploymentMetadataGeneration => ("kube_deployment_metadata_generation", Gauge, "Sequence number representing a specific generation of the desired state.",
+        [&DEPLOYMENT]),
+    /// `kube_deployment_status_condition`, one-hot over true/false/unknown per condition.
+    DeploymentStatusCondition => ("kube_deployment_status_condition", Gauge, "The current status conditions of a deployment.",
+        [&DEPLOYMENT, &["reason", "condition", "status"]]),
+    /// `kube_replicaset_owner`.
+    ReplicaSetOwner => ("kube_replicaset_owner", Gauge, "Information about the ReplicaSet's owner.",
+        [&["namespace", "replicaset", "owner_kind", "owner_name", "owner_is_controller"]]),
+
+    // Namespaces.
+    /// `kube_namespace_created`.
+    NamespaceCreated => ("kube_namespace_created", Gauge, "Unix creation timestamp",
+        [&["namespace"]]),
 }
 
 impl Family {

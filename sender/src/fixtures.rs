@@ -5,6 +5,9 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus, ReplicaSet,
+};
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerCondition,
     HorizontalPodAutoscalerSpec, HorizontalPodAutoscalerStatus, MetricIdentifier, MetricSpec,
@@ -14,8 +17,8 @@ use k8s_openapi::api::autoscaling::v2::{
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
     ContainerStateWaiting, ContainerStatus, Event, EventSeries, Namespace, NamespaceStatus, Node,
-    NodeAddress, NodeSpec, NodeStatus, NodeSystemInfo, ObjectReference, Pod, PodCondition, PodSpec,
-    PodStatus, ResourceRequirements,
+    NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, ObjectReference, Pod,
+    PodCondition, PodSpec, PodStatus, ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -28,6 +31,10 @@ fn meta(namespace: Option<&str>, name: &str) -> ObjectMeta {
         uid: Some(format!("uid-{name}")),
         ..ObjectMeta::default()
     }
+}
+
+fn time(seconds: i64) -> Time {
+    Time(Timestamp::from_second(seconds).expect("valid time"))
 }
 
 fn quantities(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, Quantity>> {
@@ -84,6 +91,37 @@ impl PodFixture {
             status: status.to_owned(),
             ..PodCondition::default()
         });
+        self
+    }
+
+    /// Adds (or replaces) a condition of `type_` with `status` and an optional reason.
+    pub fn condition(mut self, type_: &str, status: &str, reason: Option<&str>) -> Self {
+        let conditions = self.status().conditions.get_or_insert_with(Vec::new);
+        conditions.retain(|c| c.type_ != type_);
+        conditions.push(PodCondition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.map(str::to_owned),
+            ..PodCondition::default()
+        });
+        self
+    }
+
+    /// Sets `status.reason` (`Evicted`, ...).
+    pub fn reason(mut self, reason: &str) -> Self {
+        self.status().reason = Some(reason.to_owned());
+        self
+    }
+
+    /// Sets the creation timestamp (Unix seconds).
+    pub fn created(mut self, seconds: i64) -> Self {
+        self.0.metadata.creation_timestamp = Some(time(seconds));
+        self
+    }
+
+    /// Sets the deletion timestamp (Unix seconds): the pod is being deleted.
+    pub fn deleting(mut self, seconds: i64) -> Self {
+        self.0.metadata.deletion_timestamp = Some(time(seconds));
         self
     }
 
@@ -214,6 +252,19 @@ impl ContainerFixture {
             terminated: Some(ContainerStateTerminated {
                 reason: Some(reason.to_owned()),
                 exit_code: 1,
+                ..ContainerStateTerminated::default()
+            }),
+            ..ContainerState::default()
+        });
+        self
+    }
+
+    /// The previous run terminated for `reason` with `exit_code` (`lastState.terminated`).
+    pub fn last_terminated(mut self, reason: &str, exit_code: i32) -> Self {
+        self.status().last_state = Some(ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                reason: Some(reason.to_owned()),
+                exit_code,
                 ..ContainerStateTerminated::default()
             }),
             ..ContainerState::default()
@@ -410,6 +461,126 @@ pub fn node(name: &str) -> Node {
     }
 }
 
+/// `node` with this capacity and allocatable, e.g. `&[("cpu", "4"), ("memory", "16Gi")]`.
+pub fn with_resources(
+    mut node: Node,
+    capacity: &[(&str, &str)],
+    allocatable: &[(&str, &str)],
+) -> Node {
+    let status = node.status.get_or_insert_with(NodeStatus::default);
+    status.capacity = quantities(capacity);
+    status.allocatable = quantities(allocatable);
+    node
+}
+
+/// `node` with a condition of `type_` in `status` (`True`, `False`, `Unknown`).
+pub fn with_condition(mut node: Node, type_: &str, status: &str) -> Node {
+    node.status
+        .get_or_insert_with(NodeStatus::default)
+        .conditions
+        .get_or_insert_with(Vec::new)
+        .push(NodeCondition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            ..NodeCondition::default()
+        });
+    node
+}
+
+/// A Deployment under construction.
+#[derive(Debug, Clone)]
+pub struct DeploymentFixture(pub Deployment);
+
+/// A Deployment `name` in `default` at generation 1, with an empty spec and status.
+pub fn deployment(name: &str) -> DeploymentFixture {
+    let mut metadata = meta(Some("default"), name);
+    metadata.generation = Some(1);
+    DeploymentFixture(Deployment {
+        metadata,
+        spec: Some(DeploymentSpec::default()),
+        status: Some(DeploymentStatus::default()),
+    })
+}
+
+impl DeploymentFixture {
+    fn status_mut(&mut self) -> &mut DeploymentStatus {
+        self.0.status.get_or_insert_with(DeploymentStatus::default)
+    }
+
+    /// Sets `spec.replicas`.
+    pub fn replicas(mut self, n: i32) -> Self {
+        self.0
+            .spec
+            .get_or_insert_with(DeploymentSpec::default)
+            .replicas = Some(n);
+        self
+    }
+
+    /// Sets `metadata.generation` and `status.observedGeneration`.
+    pub fn generation(mut self, generation: i64, observed: Option<i64>) -> Self {
+        self.0.metadata.generation = Some(generation);
+        self.status_mut().observed_generation = observed;
+        self
+    }
+
+    /// Sets the status counts: replicas, ready, available, updated, unavailable.
+    pub fn counts(
+        mut self,
+        replicas: i32,
+        ready: i32,
+        available: i32,
+        updated: i32,
+        unavailable: i32,
+    ) -> Self {
+        let s = self.status_mut();
+        s.replicas = Some(replicas);
+        s.ready_replicas = Some(ready);
+        s.available_replicas = Some(available);
+        s.updated_replicas = Some(updated);
+        s.unavailable_replicas = Some(unavailable);
+        self
+    }
+
+    /// Adds a status condition.
+    pub fn condition(mut self, type_: &str, status: &str, reason: &str) -> Self {
+        self.status_mut()
+            .conditions
+            .get_or_insert_with(Vec::new)
+            .push(DeploymentCondition {
+                type_: type_.to_owned(),
+                status: status.to_owned(),
+                reason: Some(reason.to_owned()),
+                ..DeploymentCondition::default()
+            });
+        self
+    }
+
+    /// The Deployment.
+    pub fn build(self) -> Deployment {
+        self.0
+    }
+}
+
+/// A ReplicaSet `name` in `default`, controlled by Deployment `owner` when given.
+pub fn replicaset(name: &str, owner: Option<&str>) -> ReplicaSet {
+    let mut metadata = meta(Some("default"), name);
+    metadata.owner_references = owner.map(|owner| {
+        vec![OwnerReference {
+            api_version: "apps/v1".to_owned(),
+            kind: "Deployment".to_owned(),
+            name: owner.to_owned(),
+            uid: format!("uid-{owner}"),
+            controller: Some(true),
+            ..OwnerReference::default()
+        }]
+    });
+    ReplicaSet {
+        metadata,
+        spec: None,
+        status: None,
+    }
+}
+
 /// A namespace in `phase`.
 pub fn namespace(name: &str, phase: &str) -> Namespace {
     Namespace {
@@ -425,7 +596,7 @@ pub fn namespace(name: &str, phase: &str) -> Namespace {
 /// A `SuccessfulRescale` event about HPA `hpa` in `default`, uid `uid`, seen `count` times,
 /// last at `last_seconds` (Unix time).
 pub fn rescale_event(uid: &str, hpa: &str, message: &str, count: i32, last_seconds: i64) -> Event {
-    let at = Time(Timestamp::from_second(last_seconds).expect("valid time"));
+    let at = time(last_seconds);
     Event {
         metadata: ObjectMeta {
             namespace: Some("default".to_owned()),

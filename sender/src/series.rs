@@ -21,6 +21,10 @@ pub enum ObjectKind {
     Node,
     /// A Namespace.
     Namespace,
+    /// A Deployment.
+    Deployment,
+    /// A ReplicaSet.
+    ReplicaSet,
     /// The usage series of one pod (from metrics.k8s.io or the kubelet).
     PodUsage,
     /// The scaling-event counters of one HPA (from the scaling ledger).
@@ -37,6 +41,8 @@ impl ObjectKind {
             ObjectKind::Hpa => "horizontalpodautoscalers",
             ObjectKind::Node => "nodes",
             ObjectKind::Namespace => "namespaces",
+            ObjectKind::Deployment => "deployments",
+            ObjectKind::ReplicaSet => "replicasets",
             ObjectKind::PodUsage => "podmetrics",
             ObjectKind::ScalingEvents => "events",
             ObjectKind::SelfMetrics => "self",

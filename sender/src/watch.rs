@@ -8,6 +8,9 @@
 //! name, and `InitDone` deletes every object of that watcher's scope that the new list did
 //! not contain. Every `Init` after a watcher's first counts as a watch restart.
 //!
+//! Deployments and ReplicaSets are watched for their replica counts and owners (the
+//! kubernetes-mixin reaches a pod's Deployment through its ReplicaSet).
+//!
 //! Events are watched with the field selector `reason=SuccessfulRescale` (and filtered again
 //! here) and feed the [`ScalingLedger`].
 
@@ -17,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::stream::{BoxStream, SelectAll};
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Node, Pod};
 use kube::Client;
@@ -31,6 +35,9 @@ use crate::error::kube_error_kind;
 use crate::events::{RESCALE_REASON, ScalingLedger, rescale_target};
 use crate::series::{ObjectKey, ObjectKind};
 use crate::shared::Shared;
+use crate::translate::deployments::{
+    deployment_key, deployment_series, replicaset_key, replicaset_series,
+};
 use crate::translate::hpa::{hpa_key, hpa_series};
 use crate::translate::namespaces::{namespace_key, namespace_series};
 use crate::translate::nodes::{node_key, node_series};
@@ -50,6 +57,10 @@ pub enum Resource {
     Namespaces,
     /// `events`.
     Events,
+    /// `deployments`.
+    Deployments,
+    /// `replicasets`.
+    ReplicaSets,
 }
 
 impl Resource {
@@ -61,6 +72,8 @@ impl Resource {
             Resource::Nodes => "nodes",
             Resource::Namespaces => "namespaces",
             Resource::Events => "events",
+            Resource::Deployments => "deployments",
+            Resource::ReplicaSets => "replicasets",
         }
     }
 }
@@ -78,6 +91,10 @@ pub enum Watched {
     Namespace(Box<Event<Namespace>>),
     /// A core/v1 Event event.
     Event(Box<Event<CoreEvent>>),
+    /// A Deployment event.
+    Deployment(Box<Event<Deployment>>),
+    /// A ReplicaSet event.
+    ReplicaSet(Box<Event<ReplicaSet>>),
 }
 
 /// What the merged stream yields.
@@ -167,6 +184,20 @@ pub fn watch_all(client: &Client, scope: &WatchScope) -> SelectAll<BoxStream<'st
             Resource::Hpas,
             ns.clone(),
             |e| Watched::Hpa(Box::new(e)),
+        ));
+        streams.push(stream(
+            api::<Deployment>(client, &ns),
+            watcher::Config::default(),
+            Resource::Deployments,
+            ns.clone(),
+            |e| Watched::Deployment(Box::new(e)),
+        ));
+        streams.push(stream(
+            api::<ReplicaSet>(client, &ns),
+            watcher::Config::default(),
+            Resource::ReplicaSets,
+            ns.clone(),
+            |e| Watched::ReplicaSet(Box::new(e)),
         ));
         streams.push(stream(
             api::<CoreEvent>(client, &ns),
@@ -279,6 +310,16 @@ impl Applier {
                 })
             }
             Watched::Event(e) => self.events(*e, scope),
+            Watched::Deployment(e) => {
+                self.generic(*e, resource, scope, ObjectKind::Deployment, |d| {
+                    Some((deployment_key(d)?, deployment_series(d)))
+                })
+            }
+            Watched::ReplicaSet(e) => {
+                self.generic(*e, resource, scope, ObjectKind::ReplicaSet, |rs| {
+                    Some((replicaset_key(rs)?, replicaset_series(rs)))
+                })
+            }
         }
     }
 

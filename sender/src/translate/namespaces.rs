@@ -1,4 +1,5 @@
-//! Namespace → `kube_namespace_status_phase`, one-hot over `Active` and `Terminating`.
+//! Namespace → `kube_namespace_status_phase`, one-hot over `Active` and `Terminating`, and
+//! `kube_namespace_created` (dashboards count namespaces with it).
 
 use std::borrow::Cow;
 
@@ -6,6 +7,7 @@ use k8s_openapi::api::core::v1::Namespace;
 
 use crate::family::Family;
 use crate::series::{ObjectKey, ObjectKind, SeriesSet};
+use crate::translate::unix_seconds;
 
 /// Namespace phases.
 pub const NAMESPACE_PHASES: [&str; 2] = ["Active", "Terminating"];
@@ -33,6 +35,9 @@ pub fn namespace_series(ns: &Namespace) -> SeriesSet<'_> {
         &NAMESPACE_PHASES,
         phase,
     );
+    if let Some(created) = ns.metadata.creation_timestamp.as_ref() {
+        set.push(Family::NamespaceCreated, [name], unix_seconds(created));
+    }
     set
 }
 
@@ -49,6 +54,20 @@ mod tests {
                 r#"kube_namespace_status_phase{namespace="team-a",phase="Active"} 0"#,
                 r#"kube_namespace_status_phase{namespace="team-a",phase="Terminating"} 1"#,
             ]
+        );
+    }
+
+    #[test]
+    fn creation_time_when_the_server_set_one() {
+        let mut ns = namespace("team-b", "Active");
+        ns.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).expect("time"),
+            ));
+        assert!(
+            namespace_series(&ns)
+                .render()
+                .contains(&r#"kube_namespace_created{namespace="team-b"} 1700000000"#.to_owned())
         );
     }
 }

@@ -1,11 +1,19 @@
-//! Node → `kube_node_info` (community dashboards list clusters and nodes with it).
+//! Node → `kube_node_info` (community dashboards list clusters and nodes with it),
+//! capacity and allocatable per resource, conditions, and cAdvisor's `machine_cpu_cores` /
+//! `machine_memory_bytes` (what dashboards divide requests and usage by), taken from the
+//! capacity because the relay has no cAdvisor.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::family::Family;
+use crate::quantity::parse_quantity;
 use crate::series::{ObjectKey, ObjectKind, SeriesSet};
+use crate::translate::pods::{CONDITION_STATUSES, condition_label};
+use crate::translate::resource_label;
 
 /// The store key of a node, or `None` when it has no name.
 pub fn node_key(node: &Node) -> Option<ObjectKey> {
@@ -47,13 +55,54 @@ pub fn node_series(node: &Node) -> SeriesSet<'_> {
         .map(Cow::Borrowed),
         1.0,
     );
+    let Some(status) = status else {
+        return set;
+    };
+    for (family, amounts) in [
+        (Family::NodeStatusCapacity, &status.capacity),
+        (Family::NodeStatusAllocatable, &status.allocatable),
+    ] {
+        for (resource, quantity) in amounts.iter().flatten() {
+            let (Some((resource, unit)), Some(amount)) =
+                (resource_label(resource, true), parse_quantity(&quantity.0))
+            else {
+                continue;
+            };
+            set.push(
+                family,
+                [Cow::Borrowed(name), resource, Cow::Borrowed(unit)],
+                amount,
+            );
+        }
+    }
+    for (family, resource) in [
+        (Family::MachineCpuCores, "cpu"),
+        (Family::MachineMemoryBytes, "memory"),
+    ] {
+        if let Some(amount) = capacity(status.capacity.as_ref(), resource) {
+            set.push(family, [name], amount);
+        }
+    }
+    for condition in status.conditions.iter().flatten() {
+        let prefix = [Cow::Borrowed(name), Cow::Borrowed(condition.type_.as_str())];
+        set.push_one_hot(
+            Family::NodeStatusCondition,
+            &prefix,
+            &CONDITION_STATUSES,
+            condition_label(&condition.status),
+        );
+    }
     set
+}
+
+fn capacity(capacity: Option<&BTreeMap<String, Quantity>>, resource: &str) -> Option<f64> {
+    parse_quantity(&capacity?.get(resource)?.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::node;
+    use crate::fixtures::{node, with_condition, with_resources};
 
     #[test]
     fn node_info_carries_system_info_and_the_internal_ip() {
@@ -80,5 +129,60 @@ mod tests {
                 r#"kube_node_info{node="bare",kernel_version="",os_image="",container_runtime_version="",kubelet_version="",kubeproxy_version="",provider_id="",pod_cidr="",system_uuid="",internal_ip=""} 1"#
             ]
         );
+    }
+
+    #[test]
+    fn capacity_allocatable_conditions_and_machine_size() {
+        let n = with_condition(
+            with_condition(
+                with_resources(
+                    node("node-a"),
+                    &[
+                        ("cpu", "4"),
+                        ("memory", "16Gi"),
+                        ("pods", "110"),
+                        ("example.com/gpu", "2"),
+                        ("widgets", "3"),
+                    ],
+                    &[("cpu", "3500m"), ("memory", "15Gi"), ("pods", "110")],
+                ),
+                "Ready",
+                "False",
+            ),
+            "MemoryPressure",
+            "Unknown",
+        );
+        let lines: Vec<String> = node_series(&n)
+            .render()
+            .into_iter()
+            .filter(|l| !l.starts_with("kube_node_info"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                r#"kube_node_status_allocatable{node="node-a",resource="cpu",unit="core"} 3.5"#,
+                r#"kube_node_status_allocatable{node="node-a",resource="memory",unit="byte"} 16106127360"#,
+                r#"kube_node_status_allocatable{node="node-a",resource="pods",unit="integer"} 110"#,
+                r#"kube_node_status_capacity{node="node-a",resource="cpu",unit="core"} 4"#,
+                r#"kube_node_status_capacity{node="node-a",resource="example_com_gpu",unit="integer"} 2"#,
+                r#"kube_node_status_capacity{node="node-a",resource="memory",unit="byte"} 17179869184"#,
+                r#"kube_node_status_capacity{node="node-a",resource="pods",unit="integer"} 110"#,
+                r#"kube_node_status_condition{node="node-a",condition="MemoryPressure",status="false"} 0"#,
+                r#"kube_node_status_condition{node="node-a",condition="MemoryPressure",status="true"} 0"#,
+                r#"kube_node_status_condition{node="node-a",condition="MemoryPressure",status="unknown"} 1"#,
+                r#"kube_node_status_condition{node="node-a",condition="Ready",status="false"} 1"#,
+                r#"kube_node_status_condition{node="node-a",condition="Ready",status="true"} 0"#,
+                r#"kube_node_status_condition{node="node-a",condition="Ready",status="unknown"} 0"#,
+                r#"machine_cpu_cores{node="node-a"} 4"#,
+                r#"machine_memory_bytes{node="node-a"} 17179869184"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_node_without_capacity_has_no_machine_size() {
+        let n = with_resources(node("small"), &[("cpu", "lots")], &[]);
+        let lines = node_series(&n).render();
+        assert_eq!(lines.len(), 1, "info only: {lines:?}");
     }
 }

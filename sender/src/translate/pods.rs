@@ -1,10 +1,13 @@
-//! Pod → series: info, phase, readiness, QoS class, owners, containers and their resources.
+//! Pod → series: info, phase, readiness, scheduling, status reason, QoS class, owners,
+//! creation and deletion times, containers (state, reasons, last termination) and their
+//! resources.
 //!
 //! Follows kube-state-metrics' pod metrics: one-hot enums (every phase present, the actual
-//! one at 1), `<none>` for an unowned pod, per-container series from
-//! `status.containerStatuses`, and requests/limits from the spec with kube-state-metrics'
-//! resource names and units (`cpu`/`core`, `memory`/`byte`, extended resources sanitised,
-//! `integer`).
+//! one at 1), empty owner labels for an unowned pod, per-container series from
+//! `status.containerStatuses`, requests/limits from the spec with kube-state-metrics'
+//! resource names and units ([`resource_label`]), and series that exist only while their
+//! state does (a waiting reason while waiting, a last termination once there was one, a
+//! deletion timestamp once deletion began, a status reason when one applies).
 
 use std::borrow::Cow;
 
@@ -13,6 +16,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use crate::family::Family;
 use crate::quantity::parse_quantity;
 use crate::series::{ObjectKey, ObjectKind, SeriesSet};
+use crate::translate::{resource_label, unix_seconds};
 
 /// Pod phases, in kube-state-metrics' order.
 pub const PHASES: [&str; 5] = ["Pending", "Running", "Succeeded", "Failed", "Unknown"];
@@ -20,9 +24,22 @@ pub const PHASES: [&str; 5] = ["Pending", "Running", "Succeeded", "Failed", "Unk
 pub const QOS_CLASSES: [&str; 3] = ["BestEffort", "Burstable", "Guaranteed"];
 /// Condition statuses as label values.
 pub const CONDITION_STATUSES: [&str; 3] = ["true", "false", "unknown"];
+/// The `kube_pod_status_reason` values kube-state-metrics names; any other `status.reason`
+/// counts as `Other`.
+pub const STATUS_REASONS: [&str; 8] = [
+    "Evicted",
+    "NodeAffinity",
+    "NodeLost",
+    "PreemptionByScheduler",
+    "SchedulingGated",
+    "Shutdown",
+    "TerminationByKubelet",
+    "UnexpectedAdmissionError",
+];
 
-/// Placeholder kube-state-metrics uses for a missing owner.
-const NONE: &str = "<none>";
+/// What kube-state-metrics writes for a missing owner (empty: Prometheus treats the label
+/// as absent, and the kubernetes-mixin selects bare pods with `owner_kind=""`).
+const NONE: &str = "";
 
 /// The store key of a pod, or `None` when it has no name.
 pub fn pod_key(pod: &Pod) -> Option<ObjectKey> {
@@ -35,7 +52,8 @@ fn bool_label(b: bool) -> &'static str {
     if b { "true" } else { "false" }
 }
 
-fn condition_label(status: &str) -> &'static str {
+/// A condition status (`True`, `False`, anything else) as its label value.
+pub fn condition_label(status: &str) -> &'static str {
     match status {
         "True" => "true",
         "False" => "false",
@@ -99,6 +117,37 @@ pub fn pod_series(pod: &Pod) -> SeriesSet<'_> {
     if let Some(qos) = status.and_then(|s| s.qos_class.as_deref()) {
         set.push_one_hot(Family::PodStatusQosClass, &prefix, &QOS_CLASSES, qos);
     }
+    let conditions = status
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    if let Some(scheduled) = conditions.iter().find(|c| c.type_ == "PodScheduled") {
+        set.push_one_hot(
+            Family::PodStatusScheduled,
+            &prefix,
+            &CONDITION_STATUSES,
+            condition_label(&scheduled.status),
+        );
+    }
+    for reason in status_reasons(pod) {
+        set.push(
+            Family::PodStatusReason,
+            prefix.iter().cloned().chain([Cow::Borrowed(reason)]),
+            1.0,
+        );
+    }
+
+    // kube_pod_created, kube_pod_deletion_timestamp
+    for (family, time) in [
+        (Family::PodCreated, &pod.metadata.creation_timestamp),
+        (
+            Family::PodDeletionTimestamp,
+            &pod.metadata.deletion_timestamp,
+        ),
+    ] {
+        if let Some(seconds) = time.as_ref().map(unix_seconds) {
+            set.push(family, prefix.iter().cloned(), seconds);
+        }
+    }
 
     // kube_pod_owner
     if owners.is_empty() {
@@ -150,7 +199,9 @@ pub fn pod_series(pod: &Pod) -> SeriesSet<'_> {
                 let Some(amount) = parse_quantity(&quantity.0) else {
                     continue;
                 };
-                let (resource, unit) = resource_label(resource);
+                let Some((resource, unit)) = resource_label(resource, false) else {
+                    continue;
+                };
                 set.push(
                     family,
                     prefix.iter().cloned().chain([
@@ -223,33 +274,48 @@ fn container_status_series<'a>(
             1.0,
         );
     }
-}
-
-/// kube-state-metrics' `resource` and `unit` labels for a resource name.
-fn resource_label(resource: &str) -> (Cow<'_, str>, &'static str) {
-    match resource {
-        "cpu" => (Cow::Borrowed("cpu"), "core"),
-        "memory" => (Cow::Borrowed("memory"), "byte"),
-        "storage" | "ephemeral-storage" => (sanitize(resource), "byte"),
-        r if r.starts_with("hugepages-") || r.starts_with("attachable-volumes-") => {
-            (sanitize(r), "byte")
-        }
-        r => (sanitize(r), "integer"),
+    // The termination before the current state: a crash loop's `Error` or `OOMKilled`.
+    if let Some(last) = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()) {
+        set.push(
+            Family::PodContainerStatusLastTerminatedReason,
+            with_container().chain([Cow::Borrowed(last.reason.as_deref().unwrap_or_default())]),
+            1.0,
+        );
+        set.push(
+            Family::PodContainerStatusLastTerminatedExitcode,
+            with_container(),
+            f64::from(last.exit_code),
+        );
     }
 }
 
-/// Replaces characters invalid in a Prometheus label name with `_` (kube-state-metrics'
-/// `SanitizeLabelName`, applied to resource names such as `nvidia.com/gpu`).
-fn sanitize(s: &str) -> Cow<'_, str> {
-    if s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        Cow::Borrowed(s)
-    } else {
-        Cow::Owned(
-            s.chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                .collect(),
-        )
-    }
+/// The `kube_pod_status_reason` values that apply to a pod, as kube-state-metrics finds
+/// them: each known reason named by `status.reason`, a condition's reason or a terminated
+/// container's reason, then `Other` for an unknown `status.reason`.
+fn status_reasons(pod: &Pod) -> impl Iterator<Item = &'static str> + '_ {
+    let status = pod.status.as_ref();
+    let applies = move |reason: &str| {
+        let Some(status) = status else { return false };
+        status.reason.as_deref() == Some(reason)
+            || status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.reason.as_deref() == Some(reason))
+            || status.container_statuses.iter().flatten().any(|cs| {
+                cs.state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .is_some_and(|t| t.reason.as_deref() == Some(reason))
+            })
+    };
+    let other = status
+        .and_then(|s| s.reason.as_deref())
+        .is_some_and(|r| !r.is_empty() && !STATUS_REASONS.contains(&r));
+    STATUS_REASONS
+        .into_iter()
+        .filter(move |r| applies(r))
+        .chain(other.then_some("Other"))
 }
 
 #[cfg(test)]
@@ -263,8 +329,8 @@ mod tests {
         assert_eq!(
             pod_series(&p).render(),
             [
-                r#"kube_pod_info{namespace="default",pod="web",uid="uid-web",host_ip="",pod_ip="",node="",created_by_kind="<none>",created_by_name="<none>",priority_class="",host_network="false"} 1"#,
-                r#"kube_pod_owner{namespace="default",pod="web",uid="uid-web",owner_kind="<none>",owner_name="<none>",owner_is_controller="<none>"} 1"#,
+                r#"kube_pod_info{namespace="default",pod="web",uid="uid-web",host_ip="",pod_ip="",node="",created_by_kind="",created_by_name="",priority_class="",host_network="false"} 1"#,
+                r#"kube_pod_owner{namespace="default",pod="web",uid="uid-web",owner_kind="",owner_name="",owner_is_controller=""} 1"#,
                 r#"kube_pod_status_phase{namespace="default",pod="web",uid="uid-web",phase="Failed"} 0"#,
                 r#"kube_pod_status_phase{namespace="default",pod="web",uid="uid-web",phase="Pending"} 1"#,
                 r#"kube_pod_status_phase{namespace="default",pod="web",uid="uid-web",phase="Running"} 0"#,
@@ -368,7 +434,7 @@ mod tests {
             .iter()
             .find(|l| l.starts_with("kube_pod_info"))
             .expect("info");
-        assert!(info.contains(r#"created_by_kind="<none>",created_by_name="<none>""#));
+        assert!(info.contains(r#"created_by_kind="",created_by_name="""#));
     }
 
     #[test]
@@ -388,20 +454,150 @@ mod tests {
         assert_eq!(pod_key(&nameless), None);
     }
 
+    fn lines_of(p: &Pod, family: &str) -> Vec<String> {
+        pod_series(p)
+            .render()
+            .into_iter()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .collect()
+    }
+
     #[test]
-    fn resource_labels_follow_kube_state_metrics() {
-        assert_eq!(resource_label("cpu"), (Cow::Borrowed("cpu"), "core"));
+    fn a_crash_looping_container_reports_its_last_termination() {
+        let p = pod("oom")
+            .phase("Running")
+            .container(
+                container("app", "app:1")
+                    .waiting("CrashLoopBackOff")
+                    .last_terminated("OOMKilled", 137)
+                    .restarts(4),
+            )
+            .container(container("sidecar", "proxy:1").running())
+            .build();
         assert_eq!(
-            resource_label("ephemeral-storage"),
-            (Cow::Owned("ephemeral_storage".to_owned()), "byte")
+            lines_of(&p, "kube_pod_container_status_last_terminated_reason"),
+            [
+                r#"kube_pod_container_status_last_terminated_reason{namespace="default",pod="oom",uid="uid-oom",container="app",reason="OOMKilled"} 1"#
+            ]
         );
         assert_eq!(
-            resource_label("hugepages-2Mi"),
-            (Cow::Owned("hugepages_2Mi".to_owned()), "byte")
+            lines_of(&p, "kube_pod_container_status_last_terminated_exitcode"),
+            [
+                r#"kube_pod_container_status_last_terminated_exitcode{namespace="default",pod="oom",uid="uid-oom",container="app"} 137"#
+            ]
         );
         assert_eq!(
-            resource_label("example.com/foo"),
-            (Cow::Owned("example_com_foo".to_owned()), "integer")
+            lines_of(&p, "kube_pod_container_status_waiting_reason"),
+            [
+                r#"kube_pod_container_status_waiting_reason{namespace="default",pod="oom",uid="uid-oom",container="app",reason="CrashLoopBackOff"} 1"#
+            ]
+        );
+    }
+
+    #[test]
+    fn image_pull_failures_are_waiting_reasons() {
+        for reason in ["ErrImagePull", "ImagePullBackOff", "ContainerCreating"] {
+            let p = pod("pull")
+                .phase("Pending")
+                .container(container("app", "app:missing").waiting(reason))
+                .build();
+            assert_eq!(
+                lines_of(&p, "kube_pod_container_status_waiting_reason"),
+                [format!(
+                    r#"kube_pod_container_status_waiting_reason{{namespace="default",pod="pull",uid="uid-pull",container="app",reason="{reason}"}} 1"#
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn scheduling_is_one_hot_and_absent_before_the_scheduler_saw_the_pod() {
+        let unschedulable = pod("big")
+            .phase("Pending")
+            .condition("PodScheduled", "False", Some("Unschedulable"))
+            .build();
+        assert_eq!(
+            lines_of(&unschedulable, "kube_pod_status_scheduled"),
+            [
+                r#"kube_pod_status_scheduled{namespace="default",pod="big",uid="uid-big",condition="false"} 1"#,
+                r#"kube_pod_status_scheduled{namespace="default",pod="big",uid="uid-big",condition="true"} 0"#,
+                r#"kube_pod_status_scheduled{namespace="default",pod="big",uid="uid-big",condition="unknown"} 0"#,
+            ]
+        );
+        assert!(
+            lines_of(
+                &pod("new").phase("Pending").build(),
+                "kube_pod_status_scheduled"
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn status_reasons_come_from_status_conditions_and_terminations() {
+        let reasons = |p: &Pod| -> Vec<String> {
+            lines_of(p, "kube_pod_status_reason")
+                .iter()
+                .map(|l| {
+                    l.split("reason=\"")
+                        .nth(1)
+                        .unwrap_or_default()
+                        .split('"')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect()
+        };
+        let evicted = pod("ev").phase("Failed").reason("Evicted").build();
+        assert_eq!(
+            lines_of(&evicted, "kube_pod_status_reason"),
+            [
+                r#"kube_pod_status_reason{namespace="default",pod="ev",uid="uid-ev",reason="Evicted"} 1"#
+            ]
+        );
+        let by_condition = pod("c")
+            .condition("DisruptionTarget", "True", Some("TerminationByKubelet"))
+            .build();
+        assert_eq!(reasons(&by_condition), ["TerminationByKubelet"]);
+        let by_container = pod("s")
+            .container(container("app", "app:1").terminated("Shutdown"))
+            .build();
+        assert_eq!(reasons(&by_container), ["Shutdown"]);
+        let unknown = pod("u").reason("OutOfcpu").build();
+        assert_eq!(reasons(&unknown), ["Other"]);
+        assert!(reasons(&pod("fine").phase("Running").build()).is_empty());
+    }
+
+    #[test]
+    fn creation_and_deletion_times_are_unix_seconds() {
+        let p = pod("old")
+            .created(1_700_000_000)
+            .deleting(1_700_000_300)
+            .build();
+        assert_eq!(
+            lines_of(&p, "kube_pod_created"),
+            [r#"kube_pod_created{namespace="default",pod="old",uid="uid-old"} 1700000000"#]
+        );
+        assert_eq!(
+            lines_of(&p, "kube_pod_deletion_timestamp"),
+            [
+                r#"kube_pod_deletion_timestamp{namespace="default",pod="old",uid="uid-old"} 1700000300"#
+            ]
+        );
+        let alive = pod("alive").created(1_700_000_000).build();
+        assert!(lines_of(&alive, "kube_pod_deletion_timestamp").is_empty());
+    }
+
+    #[test]
+    fn container_resources_kube_state_metrics_ignores_are_skipped() {
+        let p = pod("odd")
+            .container(container("app", "app:1").requests(&[("pods", "1"), ("cpu", "1")]))
+            .build();
+        assert_eq!(
+            lines_of(&p, "kube_pod_container_resource_requests").len(),
+            1,
+            "only cpu"
         );
     }
 }

@@ -76,7 +76,7 @@ async fn every_family_appears_changes_and_disappears_with_its_object() {
     let c = ("cluster", "demo");
 
     // At once: nodes, namespaces, pods with their spec, the HPA's spec.
-    sender.wait_synced(5).await;
+    sender.wait_synced(7).await;
     let text = bed.metrics().await;
     assert_eq!(values(&text, "kube_node_info", &[c]).len(), 3);
     assert_eq!(
@@ -87,8 +87,73 @@ async fn every_family_appears_changes_and_disappears_with_its_object() {
         ),
         Some(1.0)
     );
+    for (family, labels) in [
+        (
+            "kube_node_status_capacity",
+            vec![("resource", "cpu"), ("unit", "core")],
+        ),
+        (
+            "kube_node_status_allocatable",
+            vec![("resource", "memory"), ("unit", "byte")],
+        ),
+        (
+            "kube_node_status_condition",
+            vec![("condition", "Ready"), ("status", "true")],
+        ),
+        ("machine_cpu_cores", vec![]),
+        ("machine_memory_bytes", vec![]),
+    ] {
+        let mut labels = labels;
+        labels.push(c);
+        let found = values(&text, family, &labels);
+        assert_eq!(found.len(), 3, "{family} {labels:?} per node\n{text}");
+    }
+    assert_eq!(
+        value(&text, "machine_cpu_cores", &[c]),
+        value(
+            &text,
+            "kube_node_status_capacity",
+            &[c, ("resource", "cpu"), ("unit", "core")]
+        ),
+        "machine_cpu_cores is the CPU capacity"
+    );
+    assert!(
+        value(
+            &text,
+            "kube_namespace_created",
+            &[c, ("namespace", "default")]
+        )
+        .is_some()
+    );
+    let php_deployment = [c, ("namespace", "default"), ("deployment", "php-apache")];
+    assert_eq!(
+        value(&text, "kube_deployment_spec_replicas", &php_deployment),
+        Some(1.0)
+    );
+    assert!(
+        value(
+            &text,
+            "kube_deployment_metadata_generation",
+            &php_deployment
+        )
+        .is_some()
+    );
+    assert_eq!(
+        values(
+            &text,
+            "kube_replicaset_owner",
+            &[
+                c,
+                ("owner_kind", "Deployment"),
+                ("owner_name", "php-apache")
+            ]
+        )
+        .len(),
+        1
+    );
     let php = &pods_of(&bed, "php-apache")[0];
     let p = ("pod", php.as_str());
+    assert!(value(&text, "kube_pod_created", &[c, p]).is_some());
     for (family, labels, expected) in [
         (
             "kube_pod_container_resource_requests",
@@ -235,6 +300,17 @@ async fn every_family_appears_changes_and_disappears_with_its_object() {
                 &[hpa[0], hpa[1], ("direction", "up")],
             )
             .is_some();
+            let available = value(
+                t,
+                "kube_deployment_status_replicas_available",
+                &[c, ("deployment", "php-apache")],
+            )
+            .is_some_and(|n| n >= 1.0);
+            let scheduled = value(
+                t,
+                "kube_pod_status_scheduled",
+                &[c, p, ("condition", "true")],
+            ) == Some(1.0);
             let condition = value(
                 t,
                 "kube_horizontalpodautoscaler_status_condition",
@@ -254,7 +330,9 @@ async fn every_family_appears_changes_and_disappears_with_its_object() {
                 && desired
                 && scaled
                 && when
-                && condition)
+                && condition
+                && available
+                && scheduled)
                 .then_some(())
         },
     )
@@ -290,8 +368,21 @@ async fn every_family_appears_changes_and_disappears_with_its_object() {
             ) == Some(1.0)
                 && value(t, "kube_pod_container_status_restarts_total", &[c, e])
                     .is_some_and(|r| r >= 1.0)
-                && value(t, "kube_pod_container_status_waiting", &[c, e]) == Some(1.0))
-            .then_some(())
+                && value(t, "kube_pod_container_status_waiting", &[c, e]) == Some(1.0)
+                && value(
+                    t,
+                    "kube_pod_container_status_last_terminated_exitcode",
+                    &[c, e],
+                )
+                .is_some()
+                && values(
+                    t,
+                    "kube_pod_container_status_last_terminated_reason",
+                    &[c, e],
+                )
+                .len()
+                    == 1)
+                .then_some(())
         },
     )
     .await;
@@ -543,7 +634,7 @@ async fn deleted_hpas_nodes_and_namespaces_take_their_series_with_them() {
     bed.advance(Duration::from_secs(10));
     let sender = bed.sender("gone", bed.config());
     let c = ("cluster", "gone");
-    sender.wait_synced(5).await;
+    sender.wait_synced(7).await;
 
     // An HPA's scaling counters exist from the start, at zero both ways, so Prometheus'
     // increase() sees its first rescale.

@@ -14,8 +14,9 @@ use support::{Bed, value};
 
 const DEMO: &str = include_str!("../../../sim/scenarios/demo.yaml");
 
-/// Watchers of a sender without namespace filter: pods, HPAs, events, namespaces, nodes.
-const WATCHERS: u64 = 5;
+/// Watchers of a sender without namespace filter: pods, HPAs, events, namespaces, nodes,
+/// Deployments, ReplicaSets.
+const WATCHERS: u64 = 7;
 
 /// Occurrences per direction in the events the API holds now.
 fn occurrences(events: &[Event]) -> (f64, f64) {
