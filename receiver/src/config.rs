@@ -230,7 +230,8 @@ impl ReceiverConfig {
         for entry in file.remote_write.clone().unwrap_or_default() {
             c.remote_write.push(entry.resolve().map_err(Error::Config)?);
         }
-        for url in &cli.remote_write_url {
+        // An empty value (`KUBE_RELAY_REMOTE_WRITE_URL=` in a compose file) means none.
+        for url in cli.remote_write_url.iter().filter(|u| !u.is_empty()) {
             if !c.remote_write.iter().any(|e| &e.url == url) {
                 c.remote_write.push(Endpoint::new(url.clone()));
             }
@@ -965,6 +966,29 @@ mod tests {
         .expect("parse");
         let err = ReceiverConfig::from_cli(&bad).expect_err("not a URL");
         assert!(err.to_string().contains("vm:8428"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_remote_write_example_is_a_valid_configuration() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("remote-write.example.yaml");
+        let cli = Cli {
+            config: Some(path),
+            ..Cli::default()
+        };
+        let c = ReceiverConfig::from_cli(&cli).expect("the example loads");
+        let urls: Vec<&str> = c.remote_write.iter().map(|e| e.url.as_str()).collect();
+        assert_eq!(urls.len(), 3, "{urls:?}");
+        assert_eq!(
+            c.remote_write[1].tenant_header.as_deref(),
+            Some("X-Scope-OrgID")
+        );
+        assert_eq!(
+            c.remote_write[2]
+                .headers
+                .get("THANOS-TENANT")
+                .map(String::as_str),
+            Some("platform")
+        );
     }
 
     #[test]

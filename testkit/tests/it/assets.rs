@@ -383,6 +383,83 @@ fn receiver_settings_in_compose_and_its_image_are_valid_receiver_flags() {
     assert_eq!(receiver.ttl, std::time::Duration::from_secs(300));
 }
 
+#[test]
+fn long_term_store_compose_writes_the_receiver_into_victoria_metrics() {
+    let out = run_in(
+        &root(),
+        "docker-compose",
+        &[
+            "-f",
+            "docker-compose.yml",
+            "-f",
+            "docker-compose.long-term-store.yml",
+            "config",
+        ],
+        &[
+            "KUBE_RELAY_TOKEN",
+            "KUBE_RELAY_TTL",
+            "GRAFANA_ADMIN_PASSWORD",
+        ],
+        COMPOSE_HINT,
+    );
+    let config = yaml(&out);
+    let env = &config["services"]["receiver"]["environment"];
+    let url = str_at(env, "/KUBE_RELAY_REMOTE_WRITE_URL");
+    assert_eq!(url, "http://victoriametrics:8428/api/v1/write");
+    assert!(
+        mount_source(&config, "receiver", str_at(env, "/KUBE_RELAY_STATE_DIR")).is_some(),
+        "the receiver's state directory (its remote-write queue) is a volume"
+    );
+    assert!(
+        read("receiver/Dockerfile").contains("chown 10001:10001 /var/lib/kube-relay"),
+        "the image's state directory is writable by the relay user"
+    );
+    let vm = &config["services"]["victoriametrics"];
+    assert!(
+        vm["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["target"] == 8428),
+        "{vm:?}"
+    );
+    assert!(vm["healthcheck"]["test"].to_string().contains("/health"));
+    assert_eq!(
+        config["services"]["receiver"]["depends_on"]["victoriametrics"]["condition"],
+        "service_healthy"
+    );
+
+    // Grafana gets both datasources; the Prometheus one is a copy kept identical.
+    let datasources = mount_source(&config, "grafana", "/etc/grafana/provisioning/datasources")
+        .expect("grafana's datasources mount");
+    assert!(
+        datasources.ends_with("grafana/long-term-store"),
+        "{datasources}"
+    );
+    assert_eq!(
+        read("grafana/long-term-store/prometheus.yml"),
+        read("grafana/provisioning/datasources/prometheus.yml")
+    );
+    let vm_source = yaml(&read("grafana/long-term-store/victoriametrics.yml"));
+    assert_eq!(
+        str_at(&vm_source, "/datasources/0/url"),
+        "http://victoriametrics:8428"
+    );
+
+    // The receiver's settings are still valid flags, and remote write is on.
+    let mut settings = dockerfile_env("receiver/Dockerfile");
+    for (key, value) in env.as_object().expect("receiver environment") {
+        settings.insert(key.clone(), value.as_str().unwrap_or("x").to_owned());
+    }
+    let command = kube_relay_receiver::Cli::command();
+    let mut args = vec!["receiver".to_owned()];
+    args.extend(as_flags(&settings, &command));
+    let cli = kube_relay_receiver::Cli::try_parse_from(&args)
+        .unwrap_or_else(|e| panic!("receiver {args:?}: {e}"));
+    let receiver = ReceiverConfig::from_cli(&cli).expect("a valid receiver configuration");
+    assert_eq!(receiver.remote_write.len(), 1);
+}
+
 #[tokio::test]
 async fn compose_healthcheck_passes_on_a_running_receiver_and_fails_without_one() {
     let config = compose_config();
@@ -450,13 +527,14 @@ fn alert_rules_pass_their_promtool_unit_tests() {
     assert!(out.contains("SUCCESS"), "{out}");
 }
 
-/// The alerts the issue asks for, and the certificate reload alert, by name.
-const ALERTS: [&str; 10] = [
+/// The alerts the issues ask for, and the certificate reload alert, by name.
+const ALERTS: [&str; 11] = [
     "KubeRelayReceiverDown",
     "KubeRelayClusterDisconnected",
     "KubeRelayClusterStale",
     "KubeRelayClusterGone",
     "KubeRelayCertificateReloadFailed",
+    "KubeRelayRemoteWriteBehind",
     "KubePodCrashLooping",
     "KubePodNotReady",
     "KubeHpaMaxedOut",

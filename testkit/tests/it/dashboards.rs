@@ -658,11 +658,22 @@ async fn every_dashboard_query_returns_data_for_the_hpa_demo() {
     use kube_relay_testkit::prometheus::PrometheusConfig;
     use tokio_util::sync::CancellationToken;
 
-    // host B: the receiver, and Prometheus scraping it every second with our alert rules
+    // host B: the receiver (remote-writing, so the remote-write panels have data), and
+    // Prometheus scraping it every second with our alert rules
     let shutdown = CancellationToken::new();
-    let receiver = Receiver::bind(ReceiverConfig::loopback())
+    let backend = kube_relay_testkit::write_backend::WriteBackend::start(Vec::new())
         .await
-        .expect("receiver binds");
+        .expect("a remote-write backend");
+    let state = tempfile::tempdir().expect("state dir");
+    let receiver = Receiver::bind(ReceiverConfig {
+        state_dir: Some(state.path().to_owned()),
+        remote_write: vec![kube_relay_receiver::remote_write::Endpoint::new(
+            backend.url(),
+        )],
+        ..ReceiverConfig::loopback()
+    })
+    .await
+    .expect("receiver binds");
     let ingest = receiver.ingest_addr();
     let prometheus = Prometheus::start_with(PrometheusConfig {
         rule_files: vec![root().join("prometheus/rules/kube-relay.yml")],
