@@ -3,8 +3,15 @@
 //! the same run: Pushgateway (Debian `prometheus-pushgateway`) serving the same 100 k series,
 //! and the seed design (`shared/baselines/seed_receiver.py`, Python `prometheus_client`).
 //!
-//! Run: `cargo bench -p kube-relay-receiver --bench receiver`. A baseline that cannot be
-//! started (binary or Python module missing) is reported as unavailable, never guessed.
+//! Section `stall` measures whether a scrape stalls ingest: a sender streams one small batch
+//! per millisecond (100 value changes and one series redefined, as pod churn does) into the
+//! cluster that holds 100 k or 1 M series, and each batch's latency is taken from when it
+//! was due to when its `Store::apply` returned; first with nobody scraping (the baseline,
+//! same run), then while `/metrics` is fetched over HTTP in a loop.
+//!
+//! Run: `cargo bench -p kube-relay-receiver --bench receiver` (or only some sections:
+//! `... -- stall`). A baseline that cannot be started (binary or Python module missing) is
+//! reported as unavailable, never guessed.
 //! Set `KUBE_RELAY_BASELINES` to the baselines folder if it is not `../shared/baselines`
 //! beside the workspace.
 
@@ -249,6 +256,165 @@ fn bench_ingest(per_batch: u32, batches: u64) -> Result<(f64, f64)> {
     Ok((median(rates), bytes_per_update))
 }
 
+/// Latency percentiles of the batches of one phase, and the longest `apply` call itself
+/// (the rest of a batch's latency is waiting for a CPU or for the previous batch), in
+/// seconds.
+#[derive(Debug, Clone, Copy)]
+struct Latencies {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    count: usize,
+    longest_call: f64,
+}
+
+impl Latencies {
+    fn of(mut xs: Vec<f64>, longest_call: f64) -> Result<Latencies> {
+        if xs.is_empty() {
+            bail!("no applies measured");
+        }
+        xs.sort_by(f64::total_cmp);
+        let at = |q: f64| xs[((xs.len() - 1) as f64 * q).round() as usize];
+        Ok(Latencies {
+            p50: at(0.5),
+            p99: at(0.99),
+            max: xs[xs.len() - 1],
+            count: xs.len(),
+            longest_call,
+        })
+    }
+}
+
+impl std::fmt::Display for Latencies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:>7.3} ms, p99 {:>7.3} ms, max {:>7.3} ms ({} batches; longest apply call {:.3} ms)",
+            self.p50 * 1e3,
+            self.p99 * 1e3,
+            self.max * 1e3,
+            self.count,
+            self.longest_call * 1e3
+        )
+    }
+}
+
+/// Applies one batch per millisecond to `cluster` for `duration` on a thread of its own:
+/// 100 value changes and one series redefined (same labels, as a pod replaced under the
+/// same name would be). Returns the batches' latencies (from when each was due to when its
+/// apply returned) and the next seq.
+fn stream_applies(
+    store: &Store,
+    conn: kube_relay_receiver::store::ConnId,
+    defs: &[SeriesDef],
+    mut seq: u64,
+    duration: Duration,
+) -> Result<(Latencies, u64)> {
+    let n = defs.len() as u64;
+    let mut rng: u64 = 0x2545_f491_4f6c_dd1d ^ seq;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut latencies = Vec::with_capacity(duration.as_millis() as usize);
+    let mut longest_call = 0.0_f64;
+    let start = Instant::now();
+    let mut tick = start;
+    while start.elapsed() < duration {
+        let churn = defs[(next() % n) as usize].clone();
+        let mut pairs: Vec<(u32, Value)> = (0..100)
+            .map(|_| {
+                let r = next();
+                ((r % n) as u32, Value::Int(((r >> 8) % 1_000_000) as i64))
+            })
+            .collect();
+        pairs.push((churn.id, Value::Int(1)));
+        let batch = Batch {
+            seq,
+            series: vec![churn],
+            updates: Updates::from_unsorted(pairs),
+            ..Batch::default()
+        };
+        let call = Instant::now();
+        store
+            .apply("bench", conn, &batch, 0)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        longest_call = longest_call.max(call.elapsed().as_secs_f64());
+        // From when the batch was due, not when the apply started: batches that queued up
+        // behind a stalled apply waited too (no coordinated omission).
+        latencies.push(tick.elapsed().as_secs_f64());
+        seq += 1;
+        tick += Duration::from_millis(1);
+        if let Some(wait) = tick.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    Ok((Latencies::of(latencies, longest_call)?, seq))
+}
+
+/// Apply latency of a streaming sender on a receiver holding `n` series in its cluster,
+/// idle and while `/metrics` is scraped in a loop; also the scrapes' median time.
+async fn ingest_under_scrape(n: u32, phase: Duration) -> Result<(Latencies, Latencies, f64)> {
+    let receiver = Receiver::bind(ReceiverConfig {
+        max_series_per_cluster: 10_000_000,
+        ..ReceiverConfig::loopback()
+    })
+    .await?;
+    let http_addr = receiver.http_addr();
+    let store = receiver.store().clone();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(receiver.run(shutdown.clone()));
+    let claim = store
+        .claim(&hello("bench"), None, CancellationToken::new())
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let parts = snapshot_parts(n, 1);
+    let seq = parts.len() as u64 + 1;
+    for part in parts {
+        store
+            .apply("bench", claim.conn, &part, 0)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let defs = series(n).0;
+    let conn = claim.conn;
+
+    let applier = {
+        let (store, defs) = (store.clone(), defs.clone());
+        tokio::task::spawn_blocking(move || stream_applies(&store, conn, &defs, seq, phase))
+    };
+    let (idle, seq) = applier.await??;
+
+    let scraping = CancellationToken::new();
+    let scraper = {
+        let scraping = scraping.clone();
+        tokio::spawn(async move {
+            let mut times = Vec::new();
+            while !scraping.is_cancelled() {
+                let t = Instant::now();
+                let r = http::get(http_addr, "/metrics", &[]).await?;
+                if r.status != 200 {
+                    bail!("GET /metrics answered {}", r.status);
+                }
+                times.push(t.elapsed().as_secs_f64());
+            }
+            Ok(times)
+        })
+    };
+    // Let the first scrape start before measuring.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let applier = {
+        let (store, defs) = (store.clone(), defs);
+        tokio::task::spawn_blocking(move || stream_applies(&store, conn, &defs, seq, phase))
+    };
+    let (busy, _) = applier.await??;
+    scraping.cancel();
+    let scrapes = scraper.await??;
+    shutdown.cancel();
+    let _ = task.await;
+    Ok((idle, busy, median(scrapes)))
+}
+
 fn free_port() -> Result<u16> {
     Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -452,7 +618,7 @@ async fn seed_ingest() -> Result<f64> {
 }
 
 fn main() -> Result<()> {
-    // `cargo bench ... -- encode` runs only the sections named (encode, ingest, http,
+    // `cargo bench ... -- encode` runs only the sections named (encode, ingest, stall, http,
     // pushgateway, seed); `cargo bench` itself passes `--bench`.
     let filters: Vec<String> = std::env::args()
         .skip(1)
@@ -496,6 +662,23 @@ fn main() -> Result<()> {
             "ingest, decode + apply on one core: {:.2} M updates/s ({bytes:.2} wire bytes/update)",
             rate / 1e6
         );
+    }
+
+    if want("stall") {
+        for (n, phase) in [
+            (100_000, Duration::from_secs(4)),
+            (1_000_000, Duration::from_secs(8)),
+        ] {
+            let (idle, busy, scrape) = rt.block_on(ingest_under_scrape(n, phase))?;
+            println!(
+                "apply latency, streaming sender, {n:>7} series in its cluster:\n  \
+                 no scrape:          {idle}\n  \
+                 /metrics in a loop: {busy} (scrape median {:.1} ms)\n  \
+                 ratio: p99 while scraping = {:.1} x p99 idle (target: p99 <= 10 ms at 1 M)",
+                scrape * 1e3,
+                busy.p99 / idle.p99
+            );
+        }
     }
 
     let mut ours_http = f64::NAN;

@@ -1,10 +1,8 @@
-//! Exposition: the store and the self-metrics as OpenMetrics or Prometheus text.
+//! Exposition: the writers of OpenMetrics and Prometheus text, and content negotiation.
 //!
-//! Relayed series are written straight from the store: each series carries its pre-rendered
-//! prefix (`name{cluster="c",...}`, rendered once when the sender defined it), so a scrape
-//! writes one header per family and then, per series, the prefix and the value. Families of
-//! the same name from different clusters are merged under one header (both formats forbid
-//! repeating a family), in name order, clusters in name order.
+//! Pure functions over strings, used by the store (series prefixes rendered once when a
+//! sender defines a series, family headers and values at scrape time) and by the
+//! self-metrics.
 //!
 //! The receiver's own metrics live in a prometheus-client `Registry` (see
 //! [`crate::metrics`]), which encodes OpenMetrics; for Prometheus text the few self-metric
@@ -13,11 +11,7 @@
 //! `# TYPE x_total counter` in Prometheus text (as kube-state-metrics exposes them), and
 //! OpenMetrics ends with `# EOF`.
 
-use std::collections::BTreeMap;
-
 use kube_relay_proto::MetricKind;
-
-use crate::store::{ClusterData, Family, State};
 
 /// An exposition format, chosen per scrape from the `Accept` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +126,14 @@ pub(crate) fn push_value(out: &mut String, v: f64) {
     }
 }
 
-fn push_header(out: &mut String, name: &str, help: &str, kind: MetricKind, format: Format) {
+/// Appends a family's `# HELP` and `# TYPE` lines.
+pub(crate) fn push_header(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    kind: MetricKind,
+    format: Format,
+) {
     let (kind_str, suffix) = match (kind, format) {
         (MetricKind::Gauge, _) => ("gauge", ""),
         (MetricKind::Counter, Format::OpenMetrics) => ("counter", ""),
@@ -149,43 +150,6 @@ fn push_header(out: &mut String, name: &str, help: &str, kind: MetricKind, forma
     out.push(' ');
     out.push_str(kind_str);
     out.push('\n');
-}
-
-/// Appends every cluster's relayed series (families merged across clusters by name).
-pub(crate) fn encode_clusters(state: &State, format: Format, out: &mut String) {
-    let mut by_name: BTreeMap<&str, Vec<(&ClusterData, &Family)>> = BTreeMap::new();
-    for cluster in state.clusters.values() {
-        for family in cluster.data.families.values() {
-            if !family.members.is_empty() {
-                by_name
-                    .entry(family.name.as_str())
-                    .or_default()
-                    .push((&cluster.data, family));
-            }
-        }
-    }
-    let mut value = String::with_capacity(32);
-    for (name, families) in by_name {
-        let (_, first) = families[0];
-        push_header(out, name, &first.help, first.kind, format);
-        // A family another cluster defines with a different type cannot share the header;
-        // its series are left out rather than mislabelled.
-        for (data, family) in families.iter().filter(|(_, f)| f.kind == first.kind) {
-            for &slot in &family.members {
-                let series = &data.slots[slot as usize];
-                if !series.has_value {
-                    continue;
-                }
-                value.clear();
-                push_value(&mut value, series.value);
-                out.reserve(series.prefix.len() + value.len() + 2);
-                out.push_str(&series.prefix);
-                out.push(' ');
-                out.push_str(&value);
-                out.push('\n');
-            }
-        }
-    }
 }
 
 /// Rewrites OpenMetrics text (as prometheus-client writes it) as Prometheus text 0.0.4:

@@ -47,9 +47,12 @@
 //!   files; handshake failures as bounded labels.
 //! - [`security`]: constant-time secret comparison, HTTP basic auth, the rate-limited log
 //!   of refused connections.
-//! - [`store`]: per-cluster state behind one mutex: pre-rendered series, snapshot staging,
-//!   session memory for resumption, link state and TTL expiry, scaling events.
-//! - [`exposition`]: OpenMetrics and Prometheus text encoding, content negotiation.
+//! - [`store`]: per-cluster state, each cluster behind its own lock: pre-rendered series,
+//!   snapshot staging, session memory for resumption, link state and TTL expiry, scaling
+//!   events, and the encoding of every cluster's series from copy-on-write views, so a
+//!   scrape does not stall ingest.
+//! - [`exposition`]: the OpenMetrics and Prometheus text writers and content negotiation
+//!   (a leaf: pure functions over strings).
 //! - [`metrics`]: the receiver's self-metrics in a prometheus-client registry.
 //! - [`remote_write`]: with `--remote-write-url`, every cluster's history as Prometheus
 //!   remote-write samples at their observation time, from a durable on-disk queue per URL

@@ -1,0 +1,253 @@
+//! One cluster's state: who holds it ([`Holder`]), its live data, the staging area where a
+//! snapshot is assembled before it replaces the live data at once, the order rules for
+//! batches (sequence numbers, snapshot parts, duplicates) and the counters behind the
+//! receiver's self-metrics.
+
+use std::time::{Duration, SystemTime};
+
+use kube_relay_proto::{Batch, Hello};
+use tokio::time::Instant;
+
+use super::claims::{Holder, LinkState};
+use super::data::{ClusterData, DataView, Violation};
+use super::scaling::ScalingEvent;
+
+/// What applying a batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The batch was applied; `acked` is now the highest contiguous applied seq.
+    Batch {
+        /// Highest contiguous applied seq.
+        acked: Option<u64>,
+    },
+    /// A snapshot part was staged (not yet visible, not acked).
+    Staged,
+    /// A snapshot's last part arrived and the snapshot replaced the live state; ack at once.
+    SnapshotComplete {
+        /// The last part's seq, now acked.
+        acked: u64,
+    },
+    /// The batch had already been applied (`seq <= acked`) and was ignored.
+    Duplicate,
+}
+
+/// Why a batch could not be applied. The connection is closed; for [`ApplyError::Violation`]
+/// the session memory is forgotten, so the sender's next `Hello` is answered `Snapshot`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The batch breaks a protocol rule.
+    #[error("protocol violation: {0}")]
+    Violation(String),
+    /// This connection no longer holds the cluster (the same sender reconnected).
+    #[error("failed to apply: the connection was replaced by a newer one of the same sender")]
+    Superseded,
+}
+
+impl From<Violation> for ApplyError {
+    fn from(v: Violation) -> Self {
+        ApplyError::Violation(v.0)
+    }
+}
+
+/// What the status page and self-metrics show about one cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterStatus {
+    /// Cluster name.
+    pub cluster: String,
+    /// Link state.
+    pub link: LinkState,
+    /// Sender id of the last sender.
+    pub sender_id: String,
+    /// The sender's software (`Hello::agent`).
+    pub agent: String,
+    /// Last time a batch was applied.
+    pub last_update: Option<SystemTime>,
+    /// Series currently exposed.
+    pub series: usize,
+    /// Frames received (all connections of this cluster).
+    pub frames: u64,
+    /// Payload and header bytes received.
+    pub bytes: u64,
+    /// Samples changed (updates plus removals) received.
+    pub updates: u64,
+    /// Batches ignored as duplicates.
+    pub duplicates: u64,
+    /// Series definitions dropped by the series cap.
+    pub series_dropped: u64,
+}
+
+/// One cluster's state (see the module docs).
+#[derive(Debug)]
+pub(crate) struct ClusterState {
+    pub(crate) holder: Holder,
+    data: ClusterData,
+    staging: Option<Staging>,
+    last_update: Option<SystemTime>,
+    frames: u64,
+    bytes: u64,
+    updates: u64,
+    duplicates: u64,
+    series_dropped: u64,
+}
+
+#[derive(Debug)]
+struct Staging {
+    data: ClusterData,
+    next_seq: u64,
+}
+
+impl ClusterState {
+    /// A cluster first seen in `hello`, with no data and no holder yet.
+    pub(crate) fn new(hello: &Hello) -> Self {
+        ClusterState {
+            holder: Holder::new(hello),
+            data: ClusterData::default(),
+            staging: None,
+            last_update: None,
+            frames: 0,
+            bytes: 0,
+            updates: 0,
+            duplicates: 0,
+            series_dropped: 0,
+        }
+    }
+
+    /// Counts a frame of `bytes` received for this cluster.
+    pub(crate) fn count_frame(&mut self, bytes: usize) {
+        self.frames += 1;
+        self.bytes += bytes as u64;
+    }
+
+    /// Drops a half-received snapshot (its connection ended or was replaced).
+    pub(crate) fn drop_staging(&mut self) {
+        self.staging = None;
+    }
+
+    /// Applies one batch in sequence. Increases of tracked counters are appended to
+    /// `events`; live data a snapshot replaced is moved to `garbage`, to be freed outside
+    /// the lock. A violation forgets the session memory.
+    pub(crate) fn apply(
+        &mut self,
+        cluster: &str,
+        batch: &Batch,
+        max_series: usize,
+        events: &mut Vec<ScalingEvent>,
+        garbage: &mut Option<ClusterData>,
+    ) -> Result<Applied, ApplyError> {
+        let result = self.apply_in_order(cluster, batch, max_series, events, garbage);
+        if let Err(ApplyError::Violation(_)) = result {
+            self.holder.acked = None;
+            self.staging = None;
+        }
+        result
+    }
+
+    fn apply_in_order(
+        &mut self,
+        cluster: &str,
+        batch: &Batch,
+        max_series: usize,
+        events: &mut Vec<ScalingEvent>,
+        garbage: &mut Option<ClusterData>,
+    ) -> Result<Applied, ApplyError> {
+        let seq = batch.seq;
+        if self.holder.acked.is_some_and(|acked| seq <= acked) {
+            self.duplicates += 1;
+            return Ok(Applied::Duplicate);
+        }
+        let snapshot = batch.snapshot;
+        if snapshot.is_some_and(|p| p.first) {
+            // A snapshot may follow any seq: re-base on it.
+            self.staging = Some(Staging {
+                data: ClusterData::default(),
+                next_seq: seq,
+            });
+        } else {
+            let expected = match (&self.staging, self.holder.acked) {
+                (Some(staging), _) => staging.next_seq,
+                (None, Some(acked)) => acked.saturating_add(1),
+                (None, None) => {
+                    return Err(violation(format!(
+                        "batch {seq} arrived before the snapshot the receiver asked for"
+                    )));
+                }
+            };
+            if seq < expected {
+                self.duplicates += 1;
+                return Ok(Applied::Duplicate);
+            }
+            if seq > expected {
+                return Err(violation(format!(
+                    "gap in sequence numbers: expected {expected}, got {seq}"
+                )));
+            }
+            match (snapshot.is_some(), self.staging.is_some()) {
+                (true, false) => {
+                    return Err(violation(format!(
+                        "snapshot part {seq} without the snapshot's first part"
+                    )));
+                }
+                (false, true) => {
+                    return Err(violation(format!(
+                        "delta batch {seq} in the middle of a snapshot"
+                    )));
+                }
+                _ => {}
+            }
+        }
+        self.updates += batch.changed_samples() as u64;
+        self.last_update = Some(SystemTime::now());
+        match &mut self.staging {
+            Some(staging) => {
+                let dropped = staging.data.apply(cluster, batch, max_series, None)?;
+                self.series_dropped += dropped;
+                staging.next_seq = seq.saturating_add(1);
+                if snapshot.is_some_and(|p| p.last) {
+                    if let Some(staging) = self.staging.take() {
+                        let old = std::mem::replace(&mut self.data, staging.data);
+                        self.data.record_increases_since(&old, cluster, events);
+                        *garbage = Some(old);
+                    }
+                    self.holder.acked = Some(seq);
+                    Ok(Applied::SnapshotComplete { acked: seq })
+                } else {
+                    Ok(Applied::Staged)
+                }
+            }
+            None => {
+                let dropped = self.data.apply(cluster, batch, max_series, Some(events))?;
+                self.series_dropped += dropped;
+                self.holder.acked = Some(seq);
+                Ok(Applied::Batch {
+                    acked: self.holder.acked,
+                })
+            }
+        }
+    }
+
+    /// A copy of the live data for a scrape.
+    pub(crate) fn view(&self) -> DataView {
+        self.data.view()
+    }
+
+    /// The cluster as the status page and self-metrics show it.
+    pub(crate) fn status(&self, name: &str, ttl: Duration, now: Instant) -> ClusterStatus {
+        ClusterStatus {
+            cluster: name.to_owned(),
+            link: self.holder.link_state(ttl, now),
+            sender_id: self.holder.sender_id.clone(),
+            agent: self.holder.agent.clone(),
+            last_update: self.last_update,
+            series: self.data.live(),
+            frames: self.frames,
+            bytes: self.bytes,
+            updates: self.updates,
+            duplicates: self.duplicates,
+            series_dropped: self.series_dropped,
+        }
+    }
+}
+
+fn violation(msg: String) -> ApplyError {
+    ApplyError::Violation(msg)
+}
