@@ -39,6 +39,12 @@ pub struct PrometheusConfig {
     /// How scrapes verify the target's certificate and which client certificate they
     /// present (`tls_config`).
     pub tls_config: Option<TlsConfig>,
+    /// More targets of the same job, each with its own target labels (one `static_configs`
+    /// entry each): e.g. a receiver labelled with the one cluster it serves.
+    pub labelled_targets: Vec<(SocketAddr, BTreeMap<String, String>)>,
+    /// `honor_labels`: a scraped series keeps its own value of a label that is also a
+    /// target label (the receiver's `cluster`), instead of it becoming `exported_<name>`.
+    pub honor_labels: bool,
 }
 
 /// A scrape job's `basic_auth` section.
@@ -73,6 +79,8 @@ impl PrometheusConfig {
             scheme: "http".to_owned(),
             basic_auth: None,
             tls_config: None,
+            labelled_targets: Vec::new(),
+            honor_labels: false,
         }
     }
 
@@ -115,10 +123,22 @@ impl PrometheusConfig {
                 let _ = writeln!(y, "      server_name: {name:?}");
             }
         }
-        y.push_str("    static_configs:\n      - targets: [");
-        let targets: Vec<String> = self.targets.iter().map(|t| format!("\"{t}\"")).collect();
-        y.push_str(&targets.join(", "));
-        y.push_str("]\n");
+        if self.honor_labels {
+            y.push_str("    honor_labels: true\n");
+        }
+        y.push_str("    static_configs:\n");
+        if !self.targets.is_empty() {
+            let targets: Vec<String> = self.targets.iter().map(|t| format!("\"{t}\"")).collect();
+            let _ = writeln!(y, "      - targets: [{}]", targets.join(", "));
+        }
+        for (target, labels) in &self.labelled_targets {
+            let _ = writeln!(y, "      - targets: [\"{target}\"]");
+            if !labels.is_empty() {
+                let labels: Vec<String> =
+                    labels.iter().map(|(k, v)| format!("{k}: {v:?}")).collect();
+                let _ = writeln!(y, "        labels: {{{}}}", labels.join(", "));
+            }
+        }
         y
     }
 }
@@ -462,6 +482,29 @@ mod tests {
             "{y}"
         );
         assert!(!y.contains("scheme") && !y.contains("basic_auth") && !y.contains("tls_config"));
+    }
+
+    #[test]
+    fn labelled_targets_get_their_own_static_config() {
+        let a: SocketAddr = "127.0.0.1:9100".parse().expect("addr");
+        let b: SocketAddr = "127.0.0.1:9101".parse().expect("addr");
+        let mut config = PrometheusConfig::new(&[]);
+        config.labelled_targets = vec![
+            (
+                a,
+                BTreeMap::from([("cluster".to_owned(), "east".to_owned())]),
+            ),
+            (b, BTreeMap::new()),
+        ];
+        config.honor_labels = true;
+        let y = config.to_yaml();
+        assert!(y.contains("    honor_labels: true\n"), "{y}");
+        assert!(
+            y.ends_with(
+                "    static_configs:\n      - targets: [\"127.0.0.1:9100\"]\n        labels: {cluster: \"east\"}\n      - targets: [\"127.0.0.1:9101\"]\n"
+            ),
+            "{y}"
+        );
     }
 
     #[test]

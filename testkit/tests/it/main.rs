@@ -8,5 +8,6 @@ mod dashboards;
 mod faults;
 mod netns_harness;
 mod prometheus_runner;
+mod public_dashboards;
 mod sender_restart;
 mod walking_skeleton;
