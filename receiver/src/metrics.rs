@@ -214,7 +214,7 @@ impl Collector for StoreCollector {
                 .encode(series.encode_family(&[("cluster", c.cluster.as_str())])?)?;
         }
 
-        let counters: [ClusterCounter; 5] = [
+        let counters: [ClusterCounter; 6] = [
             (
                 "relay_receiver_frames_received",
                 "Frames received from the cluster's senders.",
@@ -239,6 +239,13 @@ impl Collector for StoreCollector {
                 "relay_receiver_series_dropped",
                 "Series definitions dropped because the cluster reached the series cap.",
                 |c| c.series_dropped,
+            ),
+            (
+                "relay_receiver_families_refused",
+                "Family definitions refused because their sample names clash with a family \
+                 already exposed (same name of another kind, or a gauge x_total beside a \
+                 counter x); their series are not exposed.",
+                |c| c.families_refused,
             ),
         ];
         for (name, help, value) in counters {

@@ -210,6 +210,14 @@ impl Session {
                     .reject(&mut conn, RejectReason::ClusterInUse, message)
                     .await);
             }
+            Err(ClaimError::TooManyClusters { limit }) => {
+                let message = format!(
+                    "cluster {:?} is new and the receiver already holds its limit of {limit} \
+                     clusters (clusters whose sender left count until their TTL)",
+                    hello.cluster
+                );
+                return Err(self.reject(&mut conn, RejectReason::Busy, message).await);
+            }
         };
         self.store
             .count_frame(&hello.cluster, claim.conn, hello_bytes);

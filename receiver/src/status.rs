@@ -180,6 +180,7 @@ mod tests {
             updates: 0,
             duplicates: 0,
             series_dropped: 0,
+            families_refused: 0,
         };
         let html = render(&[c], &[]);
         assert!(!html.contains("<script>"), "{html}");

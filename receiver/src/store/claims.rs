@@ -22,6 +22,11 @@ pub enum ClaimError {
         /// The sender id holding it.
         holder: String,
     },
+    /// The cluster is new and the store already holds its limit of clusters.
+    TooManyClusters {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// A successful claim of a cluster by a connection.

@@ -3,13 +3,18 @@
 //! batches (sequence numbers, snapshot parts, duplicates) and the counters behind the
 //! receiver's self-metrics.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use kube_relay_proto::{Batch, Hello};
 use tokio::time::Instant;
 
 use super::claims::{Holder, LinkState};
-use super::data::{ClusterData, DataView, Violation};
+use super::data::{
+    ClusterData, DataApplied, DataView, Live, MAX_FAMILIES_PER_CLUSTER, Refusal, Violation,
+};
+use super::names::FamilyNames;
 use super::scaling::ScalingEvent;
 
 /// What applying a batch did.
@@ -74,6 +79,8 @@ pub struct ClusterStatus {
     pub duplicates: u64,
     /// Series definitions dropped by the series cap.
     pub series_dropped: u64,
+    /// Family definitions refused because their names clash with another family's.
+    pub families_refused: u64,
 }
 
 /// One cluster's state (see the module docs).
@@ -88,6 +95,10 @@ pub(crate) struct ClusterState {
     updates: u64,
     duplicates: u64,
     series_dropped: u64,
+    families_refused: u64,
+    /// Names of refused families already logged (bounded by the family limit), so a
+    /// sender re-sending its snapshot does not repeat the line.
+    refusals_logged: HashSet<String>,
 }
 
 #[derive(Debug)]
@@ -109,6 +120,8 @@ impl ClusterState {
             updates: 0,
             duplicates: 0,
             series_dropped: 0,
+            families_refused: 0,
+            refusals_logged: HashSet::new(),
         }
     }
 
@@ -131,10 +144,11 @@ impl ClusterState {
         cluster: &str,
         batch: &Batch,
         max_series: usize,
+        names: &Mutex<FamilyNames>,
         events: &mut Vec<ScalingEvent>,
         garbage: &mut Option<ClusterData>,
     ) -> Result<Applied, ApplyError> {
-        let result = self.apply_in_order(cluster, batch, max_series, events, garbage);
+        let result = self.apply_in_order(cluster, batch, max_series, names, events, garbage);
         if let Err(ApplyError::Violation(_)) = result {
             self.holder.acked = None;
             self.staging = None;
@@ -147,6 +161,7 @@ impl ClusterState {
         cluster: &str,
         batch: &Batch,
         max_series: usize,
+        names: &Mutex<FamilyNames>,
         events: &mut Vec<ScalingEvent>,
         garbage: &mut Option<ClusterData>,
     ) -> Result<Applied, ApplyError> {
@@ -199,12 +214,21 @@ impl ClusterState {
         self.last_update = Some(SystemTime::now());
         match &mut self.staging {
             Some(staging) => {
-                let dropped = staging.data.apply(cluster, batch, max_series, None)?;
-                self.series_dropped += dropped;
+                let applied = staging.data.apply(cluster, batch, max_series, None)?;
                 staging.next_seq = seq.saturating_add(1);
+                self.count(cluster, applied);
                 if snapshot.is_some_and(|p| p.last) {
                     if let Some(staging) = self.staging.take() {
-                        let old = std::mem::replace(&mut self.data, staging.data);
+                        let mut old = std::mem::replace(&mut self.data, staging.data);
+                        old.release_names(names);
+                        let refused = self.data.publish(cluster, names);
+                        self.count(
+                            cluster,
+                            DataApplied {
+                                dropped: 0,
+                                refused,
+                            },
+                        );
                         self.data.record_increases_since(&old, cluster, events);
                         *garbage = Some(old);
                     }
@@ -215,14 +239,39 @@ impl ClusterState {
                 }
             }
             None => {
-                let dropped = self.data.apply(cluster, batch, max_series, Some(events))?;
-                self.series_dropped += dropped;
+                let live = Live { names, events };
+                let applied = self.data.apply(cluster, batch, max_series, Some(live))?;
+                self.count(cluster, applied);
                 self.holder.acked = Some(seq);
                 Ok(Applied::Batch {
                     acked: self.holder.acked,
                 })
             }
         }
+    }
+
+    /// Counts dropped series and refused families; logs each refused family once.
+    fn count(&mut self, cluster: &str, applied: DataApplied) {
+        self.series_dropped += applied.dropped;
+        for Refusal { family, reason } in applied.refused {
+            self.families_refused += 1;
+            if self.refusals_logged.len() < MAX_FAMILIES_PER_CLUSTER
+                && self.refusals_logged.insert(family.clone())
+            {
+                tracing::warn!(
+                    cluster = %cluster,
+                    family = %family,
+                    reason = %reason,
+                    "family refused: its series are not exposed (counted in \
+                     relay_receiver_families_refused_total; logged once per family)"
+                );
+            }
+        }
+    }
+
+    /// Gives back the names the live data holds (the cluster is being removed).
+    pub(crate) fn release_names(&mut self, names: &Mutex<FamilyNames>) {
+        self.data.release_names(names);
     }
 
     /// A copy of the live data for a scrape.
@@ -244,6 +293,7 @@ impl ClusterState {
             updates: self.updates,
             duplicates: self.duplicates,
             series_dropped: self.series_dropped,
+            families_refused: self.families_refused,
         }
     }
 }

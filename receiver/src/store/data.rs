@@ -10,12 +10,13 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasherDefault;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kube_relay_proto::{Batch, FamilyDef, FamilyId, MetricKind, SeriesDef, SeriesId};
 
 use super::chunks::Chunks;
 use super::ids::{IdHasher, IdIndex};
+use super::names::FamilyNames;
 use super::scaling::{SCALING_EVENTS_FAMILY, ScalingEvent, record_increase};
 use crate::exposition;
 
@@ -23,11 +24,37 @@ use crate::exposition;
 pub const MAX_FAMILIES_PER_CLUSTER: usize = 10_000;
 
 /// Family names the receiver uses for its own metrics; senders may not define them.
-const RESERVED_PREFIXES: [&str; 2] = ["relay_receiver_", "relay_cluster_up"];
+const RESERVED_PREFIXES: [&str; 3] = ["relay_receiver_", "relay_remote_write_", "relay_cluster_up"];
 
 /// A batch broke a protocol rule; the text says which.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Violation(pub(crate) String);
+
+/// A family definition refused because its name clashes with another family's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    /// The refused family's name.
+    pub(crate) family: String,
+    /// Why, naming the family it clashes with.
+    pub(crate) reason: String,
+}
+
+/// What applying a batch to the data did besides changing it.
+#[derive(Debug, Default)]
+pub(crate) struct DataApplied {
+    /// Series definitions the series cap dropped.
+    pub(crate) dropped: u64,
+    /// Family definitions refused for a name clash.
+    pub(crate) refused: Vec<Refusal>,
+}
+
+/// What applying to live data (not to a staged snapshot) also touches: the names every
+/// cluster's families hold, and the scaling events log.
+#[derive(Debug)]
+pub(crate) struct Live<'a> {
+    pub(crate) names: &'a Mutex<FamilyNames>,
+    pub(crate) events: &'a mut Vec<ScalingEvent>,
+}
 
 /// Live metric data of one cluster.
 #[derive(Debug, Default)]
@@ -37,7 +64,10 @@ pub(crate) struct ClusterData {
     values: Chunks<Sample>,
     free: Vec<u32>,
     ids: IdIndex,
+    /// Ids the series cap dropped, so their updates and removals are no violation; at most
+    /// as many as the cap, after which `dropped_overflow` makes any unknown id tolerated.
     dropped: HashSet<SeriesId, BuildHasherDefault<IdHasher>>,
+    dropped_overflow: bool,
     live: usize,
 }
 
@@ -50,6 +80,18 @@ struct Family {
     /// Slots of this family's series, in definition order (swap-removed).
     members: Chunks<u32>,
     tracks_scaling: bool,
+    exposure: Exposure,
+}
+
+/// Whether a family's name is held in [`FamilyNames`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exposure {
+    /// Defined in a snapshot being staged: the name is taken when the snapshot goes live.
+    Pending,
+    /// The name is held; the family is exposed.
+    Exposed,
+    /// The name clashed; the family's series are kept but never exposed.
+    Refused,
 }
 
 /// One series slot: its pre-rendered exposition prefix, `None` while the slot is free.
@@ -115,7 +157,7 @@ impl ClusterData {
             families: self
                 .families
                 .values()
-                .filter(|f| f.members.len() > 0)
+                .filter(|f| f.exposure == Exposure::Exposed && f.members.len() > 0)
                 .map(|f| FamilyView {
                     name: f.name.clone(),
                     help: f.help.clone(),
@@ -128,25 +170,29 @@ impl ClusterData {
         }
     }
 
-    /// Applies families, series, updates, removals; returns how many series definitions
-    /// the cap dropped. Increases of tracked counters go to `events` (`None` while staging
-    /// a snapshot).
+    /// Applies families, series, updates, removals. `live` is `None` while staging a
+    /// snapshot: its families take their names when it goes live ([`ClusterData::publish`]),
+    /// and its counters' increases are compared with the data it replaces then.
     pub(crate) fn apply(
         &mut self,
         cluster: &str,
         batch: &Batch,
         max_series: usize,
-        mut events: Option<&mut Vec<ScalingEvent>>,
-    ) -> Result<u64, Violation> {
+        mut live: Option<Live<'_>>,
+    ) -> Result<DataApplied, Violation> {
+        let mut applied = DataApplied::default();
         for def in &batch.families {
-            self.define_family(def)?;
-        }
-        let mut dropped = 0;
-        for def in &batch.series {
-            if !self.define_series(cluster, def, max_series)? {
-                dropped += 1;
+            let names = live.as_ref().map(|l| l.names);
+            if let Some(refusal) = self.define_family(cluster, def, names)? {
+                applied.refused.push(refusal);
             }
         }
+        for def in &batch.series {
+            if !self.define_series(cluster, def, max_series)? {
+                applied.dropped += 1;
+            }
+        }
+        let mut events = live.as_mut().map(|l| &mut *l.events);
         for &(id, value) in batch.updates.iter() {
             let value = value.as_f64();
             match self.ids.get(id) {
@@ -167,21 +213,61 @@ impl ClusterData {
                         record_increase(events, cluster, labels, before, value);
                     }
                 }
-                None if self.dropped.contains(&id) => {}
+                None if self.dropped_overflow || self.dropped.contains(&id) => {}
                 None => {
                     return Err(violation(format!("update for unknown series id {id}")));
                 }
             }
         }
         for &id in &batch.removals {
-            if !self.remove_series(id) && !self.dropped.remove(&id) {
+            if !self.remove_series(id) && !self.dropped.remove(&id) && !self.dropped_overflow {
                 return Err(violation(format!("removal of unknown series id {id}")));
             }
         }
-        Ok(dropped)
+        Ok(applied)
     }
 
-    fn define_family(&mut self, def: &FamilyDef) -> Result<(), Violation> {
+    /// Takes the names of the families defined while this data was staged, now that it is
+    /// live; returns the definitions refused for a clash.
+    pub(crate) fn publish(&mut self, cluster: &str, names: &Mutex<FamilyNames>) -> Vec<Refusal> {
+        let mut names = lock(names);
+        let mut refused = Vec::new();
+        for family in self.families.values_mut() {
+            if family.exposure == Exposure::Pending {
+                family.exposure = match names.acquire(&family.name, family.kind, cluster) {
+                    Ok(()) => Exposure::Exposed,
+                    Err(reason) => {
+                        refused.push(Refusal {
+                            family: family.name.to_string(),
+                            reason,
+                        });
+                        Exposure::Refused
+                    }
+                };
+            }
+        }
+        refused
+    }
+
+    /// Gives back the names of the exposed families (the data is being replaced or removed).
+    pub(crate) fn release_names(&mut self, names: &Mutex<FamilyNames>) {
+        let mut names = lock(names);
+        for family in self.families.values_mut() {
+            if family.exposure == Exposure::Exposed {
+                names.release(&family.name);
+                family.exposure = Exposure::Pending;
+            }
+        }
+    }
+
+    /// Defines (or re-states) a family; `names` is `None` while staging. Returns the refusal
+    /// when its name clashes with another family's.
+    fn define_family(
+        &mut self,
+        cluster: &str,
+        def: &FamilyDef,
+        names: Option<&Mutex<FamilyNames>>,
+    ) -> Result<Option<Refusal>, Violation> {
         def.validate().map_err(|e| violation(e.to_string()))?;
         if RESERVED_PREFIXES.iter().any(|p| def.name.starts_with(p)) {
             return Err(violation(format!(
@@ -219,6 +305,19 @@ impl ClusterData {
                 }
             }
             Entry::Vacant(v) => {
+                let (exposure, refusal) = match names {
+                    None => (Exposure::Pending, None),
+                    Some(names) => match lock(names).acquire(&def.name, def.kind, cluster) {
+                        Ok(()) => (Exposure::Exposed, None),
+                        Err(reason) => (
+                            Exposure::Refused,
+                            Some(Refusal {
+                                family: def.name.clone(),
+                                reason,
+                            }),
+                        ),
+                    },
+                };
                 v.insert(Family {
                     name: def.name.as_str().into(),
                     help: def.help.as_str().into(),
@@ -226,10 +325,12 @@ impl ClusterData {
                     members: Chunks::default(),
                     tracks_scaling: def.kind == MetricKind::Counter
                         && def.name == SCALING_EVENTS_FAMILY,
+                    exposure,
                 });
+                return Ok(refusal);
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Defines (or redefines) a series; false when the cap dropped it.
@@ -252,7 +353,11 @@ impl ClusterData {
         self.remove_series(def.id);
         self.dropped.remove(&def.id);
         if self.live >= max_series {
-            self.dropped.insert(def.id);
+            if self.dropped.len() < max_series {
+                self.dropped.insert(def.id);
+            } else {
+                self.dropped_overflow = true;
+            }
             return Ok(false);
         }
         let family = self
@@ -356,6 +461,13 @@ fn violation(msg: String) -> Violation {
     Violation(msg)
 }
 
+fn lock(names: &Mutex<FamilyNames>) -> std::sync::MutexGuard<'_, FamilyNames> {
+    // Plain bookkeeping: a panic elsewhere leaves it usable.
+    names
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use kube_relay_proto::{SnapshotPart, Updates, Value};
@@ -404,6 +516,30 @@ pub(crate) mod tests {
         }
     }
 
+    /// A snapshot of one family `name` with one series (no labels) valued 1.
+    pub(crate) fn one_family_snapshot(name: &str, kind: MetricKind) -> Batch {
+        Batch {
+            families: vec![family(0, name, kind)],
+            series: vec![series(0, 0, &[])],
+            updates: updates(&[(0, 1.0)]),
+            ..snapshot(1, 0)
+        }
+    }
+
+    /// Applies `batch` to `data` as live data.
+    fn apply_live(
+        data: &mut ClusterData,
+        names: &Mutex<FamilyNames>,
+        batch: &Batch,
+    ) -> DataApplied {
+        let mut events = Vec::new();
+        let live = Live {
+            names,
+            events: &mut events,
+        };
+        data.apply("c", batch, 10, Some(live)).expect("apply")
+    }
+
     #[test]
     fn removal_keeps_the_other_members_reachable() {
         let mut data = ClusterData::default();
@@ -431,8 +567,9 @@ pub(crate) mod tests {
 
     #[test]
     fn a_view_is_unchanged_by_later_applies() {
+        let names = Mutex::new(FamilyNames::default());
         let mut data = ClusterData::default();
-        data.apply("c", &snapshot(1, 3), 10, None).expect("apply");
+        apply_live(&mut data, &names, &snapshot(1, 3));
         let view = data.view();
         let delta = Batch {
             seq: 2,
@@ -441,7 +578,7 @@ pub(crate) mod tests {
             removals: vec![0],
             ..Batch::default()
         };
-        data.apply("c", &delta, 10, None).expect("delta");
+        apply_live(&mut data, &names, &delta);
         let before: Vec<(&str, f64)> = view.samples(&view.families[0]).collect();
         assert_eq!(
             before,
@@ -467,19 +604,71 @@ pub(crate) mod tests {
     #[test]
     fn reserved_and_duplicate_family_names_are_violations() {
         let mut data = ClusterData::default();
-        let err = data
-            .define_family(&family(0, "relay_cluster_up", MetricKind::Gauge))
-            .expect_err("reserved");
-        assert!(err.0.contains("reserved"), "{err:?}");
-        data.define_family(&family(0, "a", MetricKind::Gauge))
+        for reserved in [
+            "relay_cluster_up",
+            "relay_receiver_x",
+            "relay_remote_write_shards",
+        ] {
+            let err = data
+                .define_family("c", &family(0, reserved, MetricKind::Gauge), None)
+                .expect_err("reserved");
+            assert!(err.0.contains("reserved"), "{err:?}");
+        }
+        data.define_family("c", &family(0, "a", MetricKind::Gauge), None)
             .expect("a");
         assert!(
-            data.define_family(&family(1, "a", MetricKind::Gauge))
+            data.define_family("c", &family(1, "a", MetricKind::Gauge), None)
                 .is_err()
         );
         assert!(
-            data.define_family(&family(0, "b", MetricKind::Gauge))
+            data.define_family("c", &family(0, "b", MetricKind::Gauge), None)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_staged_family_takes_its_name_when_published() {
+        let names = Mutex::new(FamilyNames::default());
+        let mut other = ClusterData::default();
+        apply_live(&mut other, &names, &snapshot(1, 1));
+        let mut staged = ClusterData::default();
+        let mut batch = snapshot(1, 2);
+        batch.families[0].kind = MetricKind::Counter;
+        let applied = staged.apply("c2", &batch, 10, None).expect("staged");
+        assert!(applied.refused.is_empty(), "nothing decided while staged");
+        let refused = staged.publish("c2", &names);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].family, "kube_pod_info");
+        assert!(
+            staged.view().families.is_empty(),
+            "a refused family is not exposed"
+        );
+        assert_eq!(staged.live(), 2, "its series are kept for the sender's ids");
+        other.release_names(&names);
+        let mut again = ClusterData::default();
+        again.apply("c2", &batch, 10, None).expect("staged");
+        assert!(again.publish("c2", &names).is_empty());
+        assert_eq!(again.view().families.len(), 1);
+    }
+
+    #[test]
+    fn dropped_ids_are_remembered_up_to_the_cap() {
+        let names = Mutex::new(FamilyNames::default());
+        let mut data = ClusterData::default();
+        let mut batch = snapshot(1, 25);
+        batch.updates = updates(&[]);
+        let applied = apply_live(&mut data, &names, &batch);
+        assert_eq!(applied.dropped, 15);
+        assert_eq!(data.dropped.len(), 10, "bounded by the cap");
+        assert!(data.dropped_overflow);
+        // Past the bound, updates for ids never seen are tolerated, not violations.
+        let delta = Batch {
+            seq: 2,
+            updates: updates(&[(24, 1.0), (1_000, 1.0)]),
+            removals: vec![23],
+            ..Batch::default()
+        };
+        apply_live(&mut data, &names, &delta);
+        assert_eq!(data.live(), 10);
     }
 }

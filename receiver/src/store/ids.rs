@@ -5,47 +5,68 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use kube_relay_proto::SeriesId;
 
-/// Series id → slot. Senders number series densely from 0, so ids below [`DENSE_IDS`] are
-/// looked up in a plain vector (4 bytes per id up to the highest id used); any larger id
-/// goes to a hash map, so a sender with sparse ids costs memory per series, not per id.
+/// Series id → slot. Senders number series densely from 0, so small ids are looked up in a
+/// plain vector; any other id goes to a hash map. The vector only grows while at least a
+/// quarter of it would be in use (and never past [`DENSE_IDS`]), so its memory follows the
+/// number of series, whatever ids a sender picks: a sender defining series 0 and 4,000,000
+/// costs two entries, not 16 MiB.
 #[derive(Debug, Default)]
 pub(crate) struct IdIndex {
     /// `slot + 1` per id, 0 for none.
     dense: Vec<u32>,
+    /// Ids that did not fit the vector when they were inserted.
     sparse: HashMap<SeriesId, u32, BuildHasherDefault<IdHasher>>,
+    len: usize,
 }
 
-/// Ids below this use [`IdIndex`]'s vector (at most 16 MiB of index per cluster).
+/// Ids at or above this always use [`IdIndex`]'s map (at most 16 MiB of vector per cluster).
 pub(crate) const DENSE_IDS: SeriesId = 1 << 22;
 
+/// The vector may always grow to this many ids.
+const DENSE_FLOOR: usize = 4096;
+
 impl IdIndex {
+    /// The slot of `id`, if it is defined.
+    #[inline]
     pub(crate) fn get(&self, id: SeriesId) -> Option<u32> {
         match self.dense.get(id as usize) {
-            Some(&v) => v.checked_sub(1),
-            None if id < DENSE_IDS => None,
-            None => self.sparse.get(&id).copied(),
+            Some(&v) if v > 0 => Some(v - 1),
+            _ if self.sparse.is_empty() => None,
+            _ => self.sparse.get(&id).copied(),
         }
     }
 
+    /// Maps `id` (not currently defined) to `slot`.
     pub(crate) fn insert(&mut self, id: SeriesId, slot: u32) {
-        if id < DENSE_IDS {
-            let i = id as usize;
-            if i >= self.dense.len() {
-                self.dense.resize((i + 1).next_power_of_two(), 0);
-            }
+        let i = id as usize;
+        let limit = (4 * (self.len + 1)).max(DENSE_FLOOR);
+        if i < self.dense.len() {
+            self.dense[i] = slot + 1;
+        } else if id < DENSE_IDS && i < limit {
+            self.dense.resize((i + 1).next_power_of_two(), 0);
             self.dense[i] = slot + 1;
         } else {
             self.sparse.insert(id, slot);
         }
+        self.len += 1;
     }
 
+    /// Forgets `id`; returns its slot.
     pub(crate) fn remove(&mut self, id: SeriesId) -> Option<u32> {
-        if id < DENSE_IDS {
-            let v = std::mem::take(self.dense.get_mut(id as usize)?);
-            v.checked_sub(1)
-        } else {
-            self.sparse.remove(&id)
+        let slot = match self.dense.get_mut(id as usize) {
+            Some(v) if *v > 0 => std::mem::take(v).checked_sub(1),
+            _ => self.sparse.remove(&id),
+        };
+        if slot.is_some() {
+            self.len -= 1;
         }
+        slot
+    }
+
+    /// Bytes of index held (for tests of the bound).
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.dense.capacity() * 4 + self.sparse.capacity() * 8
     }
 }
 
@@ -96,5 +117,27 @@ mod tests {
         assert_eq!(index.get(u32::MAX), None);
         assert_eq!(index.get(DENSE_IDS), Some(8));
         assert_eq!(index.remove(123_456), None);
+    }
+
+    #[test]
+    fn scattered_ids_cost_memory_per_series_not_per_id() {
+        let mut index = IdIndex::default();
+        for k in 0..100u32 {
+            index.insert(k * 40_000, k);
+        }
+        assert!(index.bytes() < 64 * 1024, "{} bytes", index.bytes());
+        for k in 0..100u32 {
+            assert_eq!(index.get(k * 40_000), Some(k));
+        }
+        // Dense ids still land in the vector, also after the scattered ones.
+        for id in 1..10_000u32 {
+            index.insert(id, id);
+        }
+        assert!(index.sparse.len() < 100);
+        assert_eq!(index.get(9_999), Some(9_999));
+        assert_eq!(index.get(40_000), Some(1));
+        assert_eq!(index.remove(40_000), Some(1));
+        assert_eq!(index.get(40_000), None);
+        assert_eq!(index.len, 100 + 9_999 - 1);
     }
 }

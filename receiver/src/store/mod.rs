@@ -8,8 +8,13 @@
 //! million series), and encodes the views with no lock held; a batch applied meanwhile
 //! copies the chunks it writes to (`cargo bench -p kube-relay-receiver --bench receiver --
 //! stall` measures what a scrape costs ingest).
-//! No lock is held across an `.await`; locks are taken registry → cluster → scaling log,
-//! never the other way.
+//! No lock is held across an `.await`; locks are taken registry → cluster → family names
+//! or scaling log, never the other way.
+//!
+//! Everything a remote peer can make the store hold is bounded: clusters
+//! ([`StoreLimits::max_clusters`], further `Hello`s refused), series per cluster (further
+//! definitions dropped and counted), families per cluster (a protocol violation past
+//! [`MAX_FAMILIES_PER_CLUSTER`]), and the indexes and logs that follow from those.
 //!
 //! A disconnected cluster reports `relay_cluster_up 0` at once and is removed by
 //! [`Store::run_expiry`] once the TTL has passed, unless a sender resumes it first.
@@ -19,6 +24,8 @@
 //! - `cluster`: one cluster's state: batch order, snapshot staging, counters, status.
 //! - `data`: families, series and values; the view a scrape encodes.
 //! - `encode`: the views of all clusters merged into one exposition.
+//! - `names`: family names across clusters, so one cluster cannot corrupt or hide
+//!   another's exposition.
 //! - `scaling`: the recent increases of the HPA scaling-events counter.
 //! - `chunks`, `ids`: the copy-on-write vector and the series-id index.
 
@@ -28,6 +35,7 @@ mod cluster;
 mod data;
 mod encode;
 mod ids;
+mod names;
 mod scaling;
 
 use std::collections::BTreeMap;
@@ -45,9 +53,26 @@ pub use self::claims::{Claim, ClaimError, ConnId, LinkState};
 use self::cluster::ClusterState;
 pub use self::cluster::{Applied, ApplyError, ClusterStatus};
 pub use self::data::MAX_FAMILIES_PER_CLUSTER;
+use self::names::FamilyNames;
 use self::scaling::ScalingLog;
 pub use self::scaling::{SCALING_EVENTS_FAMILY, SCALING_EVENTS_KEPT, ScalingEvent};
 use crate::exposition::Format;
+
+/// Default for [`StoreLimits::max_clusters`]: twice the fan-in goal of 10,000 senders, so
+/// clusters whose senders left and that wait for their TTL do not lock out live ones.
+pub const DEFAULT_MAX_CLUSTERS: usize = 20_000;
+
+/// How much the store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// How long a disconnected cluster's series stay.
+    pub ttl: Duration,
+    /// Most series one cluster may hold; further definitions are dropped and counted.
+    pub max_series_per_cluster: usize,
+    /// Most clusters held at once, connected or waiting for their TTL; a `Hello` for a new
+    /// cluster beyond it is refused.
+    pub max_clusters: usize,
+}
 
 /// The shared store. Cheap to clone (an `Arc`).
 #[derive(Debug, Clone)]
@@ -60,11 +85,11 @@ type Shared = Arc<Mutex<ClusterState>>;
 #[derive(Debug)]
 struct Inner {
     clusters: RwLock<BTreeMap<String, Shared>>,
+    names: Mutex<FamilyNames>,
     scaling: Mutex<ScalingLog>,
     next_conn: AtomicU64,
     disconnected: Notify,
-    ttl: Duration,
-    max_series_per_cluster: usize,
+    limits: StoreLimits,
 }
 
 /// Locks `m`. A panic while holding a lock leaves consistent-enough data for a metrics
@@ -75,16 +100,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Store {
     /// An empty store keeping disconnected clusters for `ttl` and at most
-    /// `max_series_per_cluster` series per cluster.
+    /// `max_series_per_cluster` series per cluster, [`DEFAULT_MAX_CLUSTERS`] clusters.
     pub fn new(ttl: Duration, max_series_per_cluster: usize) -> Self {
+        Store::with_limits(StoreLimits {
+            ttl,
+            max_series_per_cluster,
+            max_clusters: DEFAULT_MAX_CLUSTERS,
+        })
+    }
+
+    /// An empty store with these limits.
+    pub fn with_limits(limits: StoreLimits) -> Self {
         Store {
             inner: Arc::new(Inner {
                 clusters: RwLock::new(BTreeMap::new()),
+                names: Mutex::new(FamilyNames::default()),
                 scaling: Mutex::new(ScalingLog::default()),
                 next_conn: AtomicU64::new(1),
                 disconnected: Notify::new(),
-                ttl,
-                max_series_per_cluster,
+                limits,
             }),
         }
     }
@@ -121,7 +155,9 @@ impl Store {
     /// `cancel` is cancelled if a later connection of the same sender replaces this one.
     ///
     /// # Errors
-    /// [`ClaimError::ClusterInUse`] when another live sender holds the cluster.
+    /// [`ClaimError::ClusterInUse`] when another live sender holds the cluster,
+    /// [`ClaimError::TooManyClusters`] when the cluster is new and the store holds
+    /// [`StoreLimits::max_clusters`] already.
     pub fn claim(
         &self,
         hello: &Hello,
@@ -129,11 +165,17 @@ impl Store {
         cancel: CancellationToken,
     ) -> Result<Claim, ClaimError> {
         let conn = ConnId(self.inner.next_conn.fetch_add(1, Ordering::Relaxed));
-        let shared = self
-            .registry_mut()
-            .entry(hello.cluster.clone())
-            .or_insert_with(|| Arc::new(Mutex::new(ClusterState::new(hello))))
-            .clone();
+        let shared = {
+            let mut registry = self.registry_mut();
+            let limit = self.inner.limits.max_clusters;
+            if registry.len() >= limit && !registry.contains_key(&hello.cluster) {
+                return Err(ClaimError::TooManyClusters { limit });
+            }
+            registry
+                .entry(hello.cluster.clone())
+                .or_insert_with(|| Arc::new(Mutex::new(ClusterState::new(hello))))
+                .clone()
+        };
         let mut cs = lock(&shared);
         let (resume, replaced) = cs.holder.claim(hello, conn, cancel, peer)?;
         cs.drop_staging();
@@ -169,7 +211,8 @@ impl Store {
             cs.apply(
                 cluster,
                 batch,
-                self.inner.max_series_per_cluster,
+                self.inner.limits.max_series_per_cluster,
+                &self.inner.names,
                 &mut events,
                 &mut garbage,
             )
@@ -215,7 +258,7 @@ impl Store {
     /// Removes clusters down for at least the TTL as of `now`; returns when the next one
     /// expires, if any is down.
     pub fn expire(&self, now: Instant) -> Option<Instant> {
-        let ttl = self.inner.ttl;
+        let ttl = self.inner.limits.ttl;
         let expired = |cs: &Shared| lock(cs).holder.expires_at(ttl).is_some_and(|at| at <= now);
         let candidates: Vec<String> = self
             .all()
@@ -236,7 +279,10 @@ impl Store {
                 }
             }
         }
-        // Free the removed clusters' memory outside the registry lock.
+        // Give back their family names and free their memory outside the registry lock.
+        for cs in &removed {
+            lock(cs).release_names(&self.inner.names);
+        }
         drop(removed);
         self.all()
             .iter()
@@ -276,7 +322,7 @@ impl Store {
         let now = Instant::now();
         self.all()
             .iter()
-            .map(|(name, cs)| lock(cs).status(name, self.inner.ttl, now))
+            .map(|(name, cs)| lock(cs).status(name, self.inner.limits.ttl, now))
             .collect()
     }
 
@@ -603,6 +649,138 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn one_family(seq: u64, name: &str, kind: MetricKind, pod: &str) -> Batch {
+        Batch {
+            observed_at_ms: 0,
+            seq,
+            snapshot: Some(SnapshotPart {
+                first: true,
+                last: true,
+            }),
+            families: vec![family(0, name, kind)],
+            series: vec![series(0, 0, &[("pod", pod)])],
+            updates: updates(&[(0, 1.0)]),
+            removals: vec![],
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_family_clashing_with_another_clusters_is_refused_until_the_name_is_free() {
+        let store = Store::new(Duration::from_secs(60), 100);
+        let a = connect(&store, "a", "s");
+        store
+            .apply(
+                "a",
+                a.conn,
+                &one_family(1, "x_total", MetricKind::Gauge, "p"),
+                0,
+            )
+            .expect("a");
+        let b = connect(&store, "b", "s");
+        store
+            .apply(
+                "b",
+                b.conn,
+                &one_family(1, "x", MetricKind::Counter, "q"),
+                0,
+            )
+            .expect("b's snapshot is applied, its clashing family refused");
+        let before = text(&store);
+        assert_eq!(
+            before,
+            "# HELP x_total x_total help\n# TYPE x_total gauge\nx_total{cluster=\"a\",pod=\"p\"} 1\n"
+        );
+        // A delta defining another clashing family, and a family of the same kind as a's.
+        let delta = Batch {
+            seq: 2,
+            families: vec![
+                family(1, "x_total", MetricKind::Counter),
+                family(2, "y", MetricKind::Gauge),
+            ],
+            series: vec![series(1, 2, &[("pod", "q")])],
+            updates: updates(&[(0, 5.0), (1, 2.0)]),
+            ..Batch::default()
+        };
+        let err = store
+            .apply("b", b.conn, &delta, 0)
+            .expect_err("counter x_total");
+        assert!(err.to_string().contains("_total"), "{err}");
+        let b = connect(&store, "b", "s");
+        store
+            .apply(
+                "b",
+                b.conn,
+                &one_family(3, "x", MetricKind::Counter, "q"),
+                0,
+            )
+            .expect("again");
+        let status: Vec<u64> = store
+            .clusters()
+            .iter()
+            .map(|c| c.families_refused)
+            .collect();
+        assert_eq!(status, vec![0, 2], "counted per refused definition");
+        assert_eq!(text(&store), before, "a's series intact, b's never exposed");
+
+        // Once a's data is gone, b's next snapshot takes the name.
+        store.release("a", a.conn);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        store.expire(Instant::now());
+        store
+            .apply(
+                "b",
+                b.conn,
+                &one_family(4, "x", MetricKind::Counter, "q"),
+                0,
+            )
+            .expect("b");
+        assert_eq!(
+            text(&store),
+            "# HELP x_total x help\n# TYPE x_total counter\nx_total{cluster=\"b\",pod=\"q\"} 1\n"
+        );
+    }
+
+    #[test]
+    fn one_family_of_many_clusters_shares_a_header_whatever_its_help() {
+        let store = Store::new(Duration::from_secs(60), 100);
+        for (cluster, help) in [("b", "newer help"), ("a", "older help")] {
+            let claim = connect(&store, cluster, "s");
+            let mut batch = one_family(1, "up_ish", MetricKind::Gauge, cluster);
+            batch.families[0].help = help.into();
+            store.apply(cluster, claim.conn, &batch, 0).expect("apply");
+        }
+        assert_eq!(
+            text(&store),
+            "# HELP up_ish older help\n# TYPE up_ish gauge\n\
+             up_ish{cluster=\"a\",pod=\"a\"} 1\nup_ish{cluster=\"b\",pod=\"b\"} 1\n"
+        );
+        assert!(store.clusters().iter().all(|c| c.families_refused == 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_clusters_beyond_the_limit_are_refused() {
+        let store = Store::with_limits(StoreLimits {
+            ttl: Duration::from_secs(60),
+            max_series_per_cluster: 100,
+            max_clusters: 2,
+        });
+        let a = connect(&store, "a", "s");
+        connect(&store, "b", "s");
+        // A known cluster is no new one; a new one is refused.
+        let refused = store.claim(&hello("c", "s", 1), None, CancellationToken::new());
+        assert_eq!(
+            refused.expect_err("third cluster"),
+            ClaimError::TooManyClusters { limit: 2 }
+        );
+        store.release("a", a.conn);
+        let a = connect(&store, "a", "s");
+        store.release("a", a.conn);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        store.expire(Instant::now());
+        connect(&store, "c", "s");
+        assert_eq!(store.clusters().len(), 2);
     }
 
     #[tokio::test(start_paused = true)]

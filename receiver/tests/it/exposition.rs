@@ -1,12 +1,16 @@
 //! The exposition checked by Prometheus' own tools: `promtool check metrics` on the real
-//! output of a receiver fed by two clusters, with label values that need escaping.
+//! output of a receiver fed by two clusters, with label values that need escaping, and with
+//! families whose names clash across clusters.
 
 use crate::common;
 
 use std::process::Stdio;
 
-use common::{Running, TestSender, hello, phase, pod_families, restarts, values};
-use kube_relay_proto::{Batch, SnapshotPart};
+use common::{
+    Running, TestSender, capture_logs, hello, logged, phase, pod_families, restarts, sample,
+    small_snapshot, values,
+};
+use kube_relay_proto::{Batch, FamilyDef, MetricKind, SeriesDef, SnapshotPart};
 use kube_relay_testkit::http;
 use tokio::io::AsyncWriteExt;
 
@@ -135,4 +139,119 @@ async fn promtool_accepts_the_real_exposition() {
             .collect::<Vec<_>>()
     };
     assert_eq!(samples(&om), samples(&text));
+}
+
+/// West's snapshot: a gauge named like east's restart counter's samples, east's phase gauge
+/// as a counter, and a family of its own.
+fn clashing_snapshot() -> Batch {
+    let family = |id, name: &str, kind| FamilyDef {
+        id,
+        name: name.into(),
+        help: format!("West's {name}."),
+        kind,
+    };
+    let series = |id, family, pod: &str| SeriesDef {
+        id,
+        family,
+        labels: vec![("pod".into(), pod.into())],
+    };
+    Batch {
+        observed_at_ms: 0,
+        seq: 1,
+        snapshot: Some(SnapshotPart {
+            first: true,
+            last: true,
+        }),
+        families: vec![
+            family(
+                0,
+                "kube_pod_container_status_restarts_total",
+                MetricKind::Gauge,
+            ),
+            family(1, "kube_pod_status_phase", MetricKind::Counter),
+            family(2, "kube_node_info", MetricKind::Gauge),
+        ],
+        series: vec![series(0, 0, "w"), series(1, 1, "w"), series(2, 2, "w")],
+        updates: values(&[(0, 7.0), (1, 8.0), (2, 1.0)]),
+        removals: vec![],
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_whose_families_clash_with_another_clusters_cannot_break_the_exposition() {
+    capture_logs();
+    let rx = Running::loopback().await.expect("receiver");
+    let mut east = TestSender::welcomed(rx.ingest, hello("east", "east"))
+        .await
+        .expect("welcome");
+    east.batch(small_snapshot(1)).await.expect("send");
+    east.ack_of(1).await.expect("ack");
+    // West sends its snapshot twice (restarted: a new epoch): refused twice, logged once.
+    for epoch in 1..=2 {
+        let restarted = kube_relay_proto::Hello {
+            epoch,
+            ..hello("west", "west")
+        };
+        let mut west = TestSender::welcomed(rx.ingest, restarted)
+            .await
+            .expect("welcome");
+        west.batch(clashing_snapshot()).await.expect("send");
+        west.ack_of(1)
+            .await
+            .expect("west's snapshot is acknowledged");
+        west.goodbye().await.expect("goodbye");
+    }
+    let text = rx.metrics().await.expect("scrape");
+
+    let refused = r#"relay_receiver_families_refused_total{cluster="west"}"#;
+    assert_eq!(sample(&text, refused), Some(4.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"relay_receiver_families_refused_total{cluster="east"}"#
+        ),
+        Some(0.0)
+    );
+    // East's series are intact, west's clashing ones are nowhere, its own family is there.
+    for (series, value) in [
+        (
+            r#"kube_pod_container_status_restarts_total{cluster="east",namespace="default",pod="web-1",container="app"}"#,
+            2.0,
+        ),
+        (
+            r#"kube_pod_status_phase{cluster="east",namespace="default",pod="web-1",phase="Running"}"#,
+            1.0,
+        ),
+        (r#"kube_node_info{cluster="west",pod="w"}"#, 1.0),
+    ] {
+        assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
+    }
+    assert!(!text.contains(r#"{cluster="west",pod="w"} 7"#), "{text}");
+    assert!(!text.contains(r#"{cluster="west",pod="w"} 8"#), "{text}");
+    let log = logged();
+    let lines = |family: &str| {
+        log.lines()
+            .filter(|l| l.contains("family refused") && l.contains("cluster=west"))
+            .filter(|l| l.contains(&format!("family={family} ")))
+            .count()
+    };
+    assert_eq!(lines("kube_pod_status_phase"), 1, "{log}");
+    assert_eq!(
+        lines("kube_pod_container_status_restarts_total"),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("would both write samples named \"kube_pod_container_status_restarts_total\""),
+        "the reason names the clash:\n{log}"
+    );
+
+    let Some((ok, report)) = promtool_check(&text).await else {
+        kube_relay_testkit::skip("promtool is not installed (apt-get install prometheus)");
+        return;
+    };
+    assert!(
+        ok && report.trim().is_empty(),
+        "promtool check metrics:\n{report}\n--- exposition ---\n{text}"
+    );
 }
