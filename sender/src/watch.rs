@@ -4,7 +4,8 @@
 //!
 //! Objects are translated the moment they arrive and dropped: no reflector store of whole
 //! Pods. Relists follow kube-runtime's semantics: `Init` starts one (after a `410 Gone`, a
-//! failed watch or at start), `InitApply` objects are applied at once and remembered by
+//! failed watch or at start, and, added here, after the API server refused a resumed watch's
+//! resourceVersion as one it never issued: `504 Too large resource version`), `InitApply` objects are applied at once and remembered by
 //! name, and `InitDone` deletes every object of that watcher's scope that the new list did
 //! not contain. Every `Init` after a watcher's first counts as a watch restart.
 //!
@@ -142,14 +143,65 @@ fn stream<K>(
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    watcher::watcher(api, config)
-        .default_backoff()
+    relisting_watcher(api, config)
         .map(move |event| Update {
             resource,
             scope: scope.clone(),
             event: event.map(wrap),
         })
         .boxed()
+}
+
+/// kube's watcher with its default backoff, started afresh (a full relist) when the API
+/// server refuses the resourceVersion it resumes from as one it never issued.
+///
+/// kube-runtime relists only after `410 Gone`. An API server restarted with fresh storage
+/// (or after an etcd restore) answers a resume from any resourceVersion of its earlier life
+/// with `504 Too large resource version`, on which kube's watcher would resume from the same
+/// resourceVersion for ever, keeping objects that are gone and missing new ones. client-go's
+/// reflector relists from scratch on that error; so does this.
+fn relisting_watcher<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> BoxStream<'static, Result<Event<K>, watcher::Error>>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let fresh = move || {
+        watcher::watcher(api.clone(), config.clone())
+            .default_backoff()
+            .boxed()
+    };
+    futures::stream::unfold((fresh(), fresh), |(mut current, fresh)| async move {
+        let item = current.next().await?;
+        if let Err(e) = &item
+            && resource_version_too_large(e)
+        {
+            warn!(cause = %e, "the API server never issued the resourceVersion the watch resumed from (restarted with fresh storage?): relisting");
+            current = fresh();
+        }
+        Some((item, (current, fresh)))
+    })
+    .boxed()
+}
+
+/// Whether a watcher error is the API server refusing a resourceVersion it never issued:
+/// `504` with the cause `ResourceVersionTooLarge` (or, from servers older than that cause,
+/// the message), as client-go's `isTooLargeResourceVersionError` decides.
+fn resource_version_too_large(e: &watcher::Error) -> bool {
+    let status = match e {
+        watcher::Error::WatchError(status) => status,
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status,
+        _ => return false,
+    };
+    status.code == 504
+        && (status.details.as_ref().is_some_and(|d| {
+            d.causes
+                .iter()
+                .any(|c| c.reason == "ResourceVersionTooLarge")
+        }) || status.message.contains("Too large resource version"))
 }
 
 fn api<K>(client: &Client, scope: &Option<String>) -> Api<K>
@@ -584,6 +636,50 @@ mod tests {
             .into_iter()
             .map(|k| k.name)
             .collect()
+    }
+
+    fn status(json: serde_json::Value) -> Box<kube::core::Status> {
+        Box::new(serde_json::from_value(json).expect("a Status"))
+    }
+
+    #[test]
+    fn a_resource_version_the_server_never_issued_is_recognised() {
+        // What an API server restarted with fresh storage answers, in a watch and a list.
+        let too_large = serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "Too large resource version: 5000, current: 120", "reason": "Timeout",
+            "details": {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1},
+            "code": 504
+        });
+        assert!(resource_version_too_large(&watcher::Error::WatchError(
+            status(too_large.clone())
+        )));
+        assert!(resource_version_too_large(
+            &watcher::Error::WatchStartFailed(kube::Error::Api(status(too_large)))
+        ));
+        // Servers older than the cause say it in the message only.
+        let old_server = serde_json::json!({
+            "status": "Failure", "message": "Too large resource version: 5000, current: 120",
+            "reason": "Timeout", "code": 504
+        });
+        assert!(resource_version_too_large(&watcher::Error::WatchError(
+            status(old_server)
+        )));
+        // Other timeouts and 410 Gone (which kube's watcher handles itself) are not it.
+        let timeout = serde_json::json!({
+            "status": "Failure", "message": "the server was unable to return a response in the time allotted",
+            "reason": "Timeout", "code": 504
+        });
+        assert!(!resource_version_too_large(&watcher::Error::WatchError(
+            status(timeout)
+        )));
+        let gone = serde_json::json!({
+            "status": "Failure", "message": "too old resource version: 1 (40)",
+            "reason": "Expired", "code": 410
+        });
+        assert!(!resource_version_too_large(&watcher::Error::WatchError(
+            status(gone)
+        )));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -115,6 +116,59 @@ impl Reply {
     /// `400`.
     pub(crate) fn bad_request(message: String) -> Reply {
         Reply::status(StatusCode::BAD_REQUEST, "BadRequest", message, None)
+    }
+
+    /// `504` for a resourceVersion the server has not reached (see [`too_large`]).
+    pub(crate) fn too_large(requested: u64, current: u64) -> Reply {
+        Reply::json(StatusCode::GATEWAY_TIMEOUT, &too_large(requested, current))
+    }
+}
+
+/// How long a request for a resourceVersion the store has not reached waits for it before
+/// it is refused: the watch cache's `blockTimeout`.
+pub(crate) const TOO_LARGE_WAIT: Duration = Duration::from_secs(3);
+
+/// The Status a real API server answers a list, get or watch from a resourceVersion it has
+/// not reached with (`storage.NewTooLargeResourceVersionError`): `504 Timeout`, the cause
+/// `ResourceVersionTooLarge` and a retry after one second. client-go's reflector relists
+/// from scratch on it (`isTooLargeResourceVersionError`); a watch gets it as an `ERROR`
+/// event. A restarted server with fresh storage (or an etcd restore) is where clients meet
+/// it: every resourceVersion they hold is one this server never issued.
+pub(crate) fn too_large(requested: u64, current: u64) -> Status {
+    Status {
+        code: Some(i32::from(StatusCode::GATEWAY_TIMEOUT.as_u16())),
+        details: Some(StatusDetails {
+            retry_after_seconds: Some(1),
+            causes: Some(vec![StatusCause {
+                reason: Some("ResourceVersionTooLarge".to_string()),
+                message: Some("Too large resource version".to_string()),
+                field: None,
+            }]),
+            ..StatusDetails::default()
+        }),
+        message: Some(format!(
+            "Too large resource version: {requested}, current: {current}"
+        )),
+        metadata: ListMeta::default(),
+        reason: Some("Timeout".to_string()),
+        status: Some("Failure".to_string()),
+    }
+}
+
+/// The resourceVersion a list, get or watch asks for (`None` for none or `0`: "any").
+///
+/// # Errors
+/// `400` for one that is not a number.
+pub(crate) fn requested_rv(q: &Query) -> Result<Option<u64>, Reply> {
+    match q
+        .get("resourceVersion")
+        .filter(|v| !v.is_empty() && *v != "0")
+    {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| Reply::bad_request(format!("invalid resource version: {v}"))),
     }
 }
 
@@ -393,14 +447,11 @@ pub(crate) fn list(c: &mut Cluster, r: &ResourceRequest, q: &Query, format: Form
     let current = c.store.rv();
     let (list_rv, items, offset, snapshot) = match q.get("continue").filter(|t| !t.is_empty()) {
         Some(token) => {
-            let parsed = token
-                .split_once('.')
-                .and_then(|(id, off)| Some((id.parse::<u64>().ok()?, off.parse::<usize>().ok()?)));
-            let Some((id, offset)) = parsed else {
+            let Ok(parsed) = c.store.parse_continue(token) else {
                 return Reply::bad_request(format!("continue key is not valid: {token}"));
             };
-            match c.store.snapshot(id) {
-                Some((rv, items)) => (rv, items, offset, Some(id)),
+            match parsed.and_then(|(id, offset)| Some((c.store.snapshot(id)?, offset, id))) {
+                Some(((rv, items), offset, id)) => (rv, items, offset, Some(id)),
                 None => {
                     return Reply::status(
                         StatusCode::GONE,
@@ -421,6 +472,9 @@ pub(crate) fn list(c: &mut Cluster, r: &ResourceRequest, q: &Query, format: Form
                     let Ok(rv) = v.parse::<u64>() else {
                         return Reply::bad_request(format!("invalid resource version: {v}"));
                     };
+                    if rv > current {
+                        return Reply::too_large(rv, current);
+                    }
                     if m == Some("Exact") && rv != current {
                         return Reply::status(
                             StatusCode::GONE,
@@ -429,22 +483,6 @@ pub(crate) fn list(c: &mut Cluster, r: &ResourceRequest, q: &Query, format: Form
                                 "The resourceVersion for the provided list is too old. (requested {rv}, current {current})"
                             ),
                             None,
-                        );
-                    }
-                    if rv > current {
-                        return Reply::status(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            "Timeout",
-                            format!("Too large resource version: {rv}, current: {current}"),
-                            Some(StatusDetails {
-                                retry_after_seconds: Some(1),
-                                causes: Some(vec![StatusCause {
-                                    reason: Some("ResourceVersionTooLarge".to_string()),
-                                    message: Some("Too large resource version".to_string()),
-                                    field: None,
-                                }]),
-                                ..StatusDetails::default()
-                            }),
                         );
                     }
                 }
@@ -479,7 +517,7 @@ pub(crate) fn list(c: &mut Cluster, r: &ResourceRequest, q: &Query, format: Form
             Some(id) => id,
             None => c.store.save_snapshot(list_rv, items.clone()),
         };
-        meta.continue_ = Some(format!("{id}.{end}"));
+        meta.continue_ = Some(c.store.continue_token(id, end));
         if selection.labels.is_empty() && selection.fields.is_empty() {
             meta.remaining_item_count = Some(i64::try_from(items.len() - end).unwrap_or(i64::MAX));
         }
@@ -586,6 +624,12 @@ pub(crate) fn get(c: &mut Cluster, r: &ResourceRequest, q: &Query, format: Forma
         return Reply::no_resource();
     };
     let now_ms = c.wall_ms(c.now_ms);
+    let current = c.store.rv();
+    match requested_rv(q) {
+        Err(reply) => return reply,
+        Ok(Some(rv)) if rv > current => return Reply::too_large(rv, current),
+        Ok(_) => {}
+    }
     match (r.def.source, r.sub.as_deref()) {
         (Source::Store(kind, view), None | Some("status")) => {
             let Some(s) = c.store.get(kind, &key_of(r, name)) else {

@@ -102,7 +102,7 @@ impl Cluster {
                     scale_down: Some(to_rules(secs(h.scale_down_stabilization), false)),
                 }
             });
-        let uid = objects::uid(&mut self.rng);
+        let uid = self.new_uid();
         let mut obj = HorizontalPodAutoscaler {
             metadata: ObjectMeta {
                 name: Some(h.name.clone()),

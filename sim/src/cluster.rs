@@ -58,6 +58,7 @@ impl Cluster {
             now_ms: 0,
             clock_ms: 0,
             rng: StdRng::seed_from_u64(spec.seed),
+            uid_salt: rand::random(),
             namespaces: BTreeMap::new(),
             nodes: Vec::new(),
             deployments: BTreeMap::new(),
@@ -92,7 +93,7 @@ impl Cluster {
         }
         for i in 0..spec.nodes.count as usize {
             let name = format!("{}-{}", spec.nodes.name_prefix, i + 1);
-            let mut node = objects::node(&name, i, &spec.nodes, &created, &mut c.rng);
+            let mut node = objects::node(&name, i, &spec.nodes, &created, &mut c.rng, c.uid_salt);
             c.store.upsert(&mut node)?;
             c.nodes.push(NodeState {
                 node,
@@ -174,7 +175,7 @@ impl Cluster {
         if self.namespaces.contains_key(name) {
             return Ok(());
         }
-        let uid = objects::uid(&mut self.rng);
+        let uid = self.new_uid();
         let mut ns = objects::namespace(name, uid, created);
         self.store.upsert(&mut ns)?;
         self.namespaces.insert(name.to_string(), ns);

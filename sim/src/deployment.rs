@@ -38,7 +38,7 @@ impl Cluster {
     ) -> Result<()> {
         let now = self.now()?;
         let hash = objects::pod_template_hash(&format!("{namespace}/{name}/{}", template.image));
-        let uid = objects::uid(&mut self.rng);
+        let uid = self.new_uid();
         let mut obj = Deployment {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
@@ -155,7 +155,7 @@ impl Cluster {
 
     fn create_replicaset(&mut self, dkey: &ObjKey, replicas: i32) -> Result<()> {
         let now = self.now()?;
-        let uid = objects::uid(&mut self.rng);
+        let uid = self.new_uid();
         let Some(d) = self.deployments.get(dkey) else {
             return Ok(());
         };

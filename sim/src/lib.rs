@@ -4,7 +4,9 @@
 //! sender tests and the README demo stand on. It serves the Kubernetes API over plain HTTP
 //! on a listener the caller binds: discovery (`/api`, `/apis`, `/version`, group/version
 //! resource lists including `metrics.k8s.io/v1beta1`), list and watch with
-//! resourceVersions, bookmarks, `410 Gone`, `limit`/`continue` paging and label/field
+//! resourceVersions, bookmarks, `410 Gone` for forgotten ones and `504 Too large resource
+//! version` for ones never issued (what a restart with fresh storage looks like to a client:
+//! every object has a fresh uid too), `limit`/`continue` paging and label/field
 //! selectors, Tables for `kubectl get`, the deployment scale subresource, pod deletion, and
 //! the kubelet's `/metrics/resource` through the node proxy. Every object is a real
 //! `k8s-openapi` (or `k8s-metrics`) type, serialized once when written, with

@@ -34,9 +34,15 @@ pub(crate) fn time(wall_ms: i64) -> Result<Time> {
         .map_err(|e| Error::Time(e.to_string()))
 }
 
-/// A random (seeded) version-4 UUID, as the API server assigns to every object.
-pub(crate) fn uid(rng: &mut StdRng) -> String {
-    let mut b: [u8; 16] = rng.random();
+/// A version-4 UUID, as the API server assigns to every object: seeded, mixed with `salt`.
+///
+/// Pod names, crashes and timings follow the scenario's seed; uids must not. A real uid is
+/// never issued twice, and clients rely on it (the sender counts each scaling Event by its
+/// uid): a simulator restarted with the same scenario replays the same seeded choices, so
+/// each run mixes in its own random salt.
+pub(crate) fn uid(rng: &mut StdRng, salt: u128) -> String {
+    let seeded: u128 = rng.random();
+    let mut b = (seeded ^ salt).to_be_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -330,6 +336,7 @@ pub(crate) fn node(
     spec: &NodesSpec,
     created: &Time,
     rng: &mut StdRng,
+    salt: u128,
 ) -> Node {
     let capacity = BTreeMap::from([
         ("cpu".to_string(), Quantity(format_cpu_millis(spec.cpu.0))),
@@ -359,7 +366,7 @@ pub(crate) fn node(
         ("kubernetes.io/hostname".to_string(), name.to_string()),
         ("kubernetes.io/os".to_string(), "linux".to_string()),
     ]);
-    let node_uid = uid(rng);
+    let node_uid = uid(rng, salt);
     Node {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -441,7 +448,7 @@ pub(crate) fn node(
             }),
             node_info: Some(NodeSystemInfo {
                 architecture: "amd64".to_string(),
-                boot_id: uid(rng),
+                boot_id: uid(rng, salt),
                 container_runtime_version: "containerd://2.1.4".to_string(),
                 kernel_version: "6.12.48+deb13-amd64".to_string(),
                 kube_proxy_version: String::new(),
@@ -611,13 +618,17 @@ mod tests {
     use rand::SeedableRng;
 
     #[test]
-    fn uids_look_like_uuid_v4_and_follow_the_seed() {
+    fn uids_look_like_uuid_v4_and_differ_between_runs() {
         let mut a = StdRng::seed_from_u64(1);
         let mut b = StdRng::seed_from_u64(1);
-        let u = uid(&mut a);
-        assert_eq!(u, uid(&mut b));
+        let u = uid(&mut a, 7);
         assert_eq!(u.len(), 36);
-        assert_eq!(&u[14..15], "4");
+        assert_eq!((&u[14..15], &u[8..9], &u[13..14]), ("4", "-", "-"));
+        assert!(
+            matches!(&u[19..20], "8" | "9" | "a" | "b"),
+            "RFC 4122 variant: {u}"
+        );
+        assert_ne!(u, uid(&mut b, 8), "another run, another salt");
     }
 
     #[test]

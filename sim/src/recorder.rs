@@ -49,7 +49,7 @@ impl Cluster {
         self.event_seq += 1;
         let stamp = self.wall_ms(self.now_ms) as u64 * 1_000_000 + self.event_seq;
         let name = format!("{}.{:x}", involved.name.clone().unwrap_or_default(), stamp);
-        let uid = objects::uid(&mut self.rng);
+        let uid = self.new_uid();
         let mut event = Event {
             metadata: ObjectMeta {
                 name: Some(name.clone()),

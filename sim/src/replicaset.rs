@@ -105,7 +105,7 @@ impl Cluster {
         };
         let mut labels = d.template.labels.clone();
         labels.insert("pod-template-hash".to_string(), d.hash.clone());
-        let uid = objects::uid(&mut self.rng);
+        let uid = objects::uid(&mut self.rng, self.uid_salt);
         let instant = d.instant;
         let pod = Pod {
             metadata: ObjectMeta {

@@ -202,6 +202,16 @@ async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>) -> (Response<Bod
                     false,
                 );
             };
+            // A real API server's watch cache waits a while for a resourceVersion it has
+            // not reached before it refuses it (lists and gets here; watches in `watch`).
+            if matches!(parts.method, Method::GET | Method::HEAD)
+                && !query.flag("watch")
+                && query.get("continue").is_none_or(str::is_empty)
+                && let Ok(Some(rv)) = api::requested_rv(&query)
+                && rv > shared.lock().store.rv()
+            {
+                shared.wait_for_rv(rv, api::TOO_LARGE_WAIT).await;
+            }
             match parts.method {
                 Method::GET | Method::HEAD if r.name.is_none() => {
                     if query.flag("watch") {

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -80,6 +81,18 @@ impl Shared {
     /// A receiver that changes whenever the store's resourceVersion moves.
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.rv_tx.subscribe()
+    }
+
+    /// Waits until the store's resourceVersion reaches `rv`, at most `timeout` or until
+    /// shutdown; whether it did.
+    pub(crate) async fn wait_for_rv(&self, rv: u64, timeout: Duration) -> bool {
+        let mut changes = self.subscribe();
+        tokio::select! {
+            reached = tokio::time::timeout(timeout, changes.wait_for(|v| *v >= rv)) => {
+                reached.is_ok_and(|r| r.is_ok())
+            }
+            _ = self.shutdown.cancelled() => false,
+        }
     }
 
     /// The requests served so far (the most recent ones).

@@ -139,6 +139,8 @@ pub(crate) struct Cluster {
     /// Where callers asked the clock to be (`now_ms` trails it by less than a tick).
     pub clock_ms: u64,
     pub rng: StdRng,
+    /// Mixed into every uid (see [`objects::uid`]): random per run.
+    pub uid_salt: u128,
     pub namespaces: BTreeMap<String, Namespace>,
     pub nodes: Vec<NodeState>,
     pub deployments: BTreeMap<ObjKey, DeploymentState>,
@@ -185,6 +187,11 @@ impl Cluster {
     /// The current simulation time as a `Time`.
     pub(crate) fn now(&self) -> Result<Time> {
         objects::time(self.wall_ms(self.now_ms))
+    }
+
+    /// A new object uid.
+    pub(crate) fn new_uid(&mut self) -> String {
+        objects::uid(&mut self.rng, self.uid_salt)
     }
 
     /// Whether the current tick is a multiple of `period_ms`.

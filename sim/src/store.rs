@@ -143,6 +143,9 @@ pub(crate) struct Store {
     history_capacity: usize,
     snapshots: BTreeMap<u64, Snapshot>,
     next_snapshot: u64,
+    /// Random per store, in continue tokens: a token from another run of the simulator (a
+    /// client paging across a restart) is expired, never mistaken for one of this run's.
+    instance: u32,
 }
 
 /// A watch asked for changes the history no longer holds.
@@ -161,6 +164,7 @@ impl Store {
             history_capacity: history_capacity.max(1),
             snapshots: BTreeMap::new(),
             next_snapshot: 1,
+            instance: rand::random(),
         }
     }
 
@@ -310,6 +314,30 @@ impl Store {
             },
         );
         id
+    }
+
+    /// The continue token of a paged list's snapshot, for the page ending at `offset`.
+    pub(crate) fn continue_token(&self, id: u64, offset: usize) -> String {
+        format!("{}.{id}.{offset}", self.instance)
+    }
+
+    /// The snapshot and offset a continue token names, if it is one of this store's.
+    ///
+    /// # Errors
+    /// `Err(())` for a token this simulator could not have issued (malformed).
+    #[allow(clippy::result_unit_err, reason = "the caller words the error")]
+    pub(crate) fn parse_continue(
+        &self,
+        token: &str,
+    ) -> std::result::Result<Option<(u64, usize)>, ()> {
+        let mut parts = token.split('.').map(str::parse::<u64>);
+        let (Some(Ok(instance)), Some(Ok(id)), Some(Ok(offset)), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(());
+        };
+        let offset = usize::try_from(offset).map_err(drop)?;
+        Ok((instance == u64::from(self.instance)).then_some((id, offset)))
     }
 
     /// A paged list's snapshot, if it has not expired: (resourceVersion, items).

@@ -5,7 +5,11 @@
 //!   annotated `k8s.io/initial-events-end`).
 //! - Changes are read from the store's history after the watch's resourceVersion; a
 //!   resourceVersion the history no longer holds ends the stream with an `ERROR` event
-//!   carrying a `410 Expired` Status (so does falling behind by more than the history).
+//!   carrying a `410 Expired` Status (so does falling behind by more than the history). One
+//!   the server has not issued is waited for up to 3 s and then ends the stream with an
+//!   `ERROR` event carrying `504 Too large resource version` (cause
+//!   `ResourceVersionTooLarge`), as the watch cache answers after a restart with fresh
+//!   storage.
 //! - With selectors, an object entering the selection arrives as `ADDED` and one leaving as
 //!   `DELETED`, like the watch cache does.
 //! - `allowWatchBookmarks=true` adds a `BOOKMARK` every bookmark interval and before the
@@ -25,8 +29,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta, Statu
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
+use tracing::info;
 
-use crate::api::{Format, Query, Reply, ResourceRequest, Selection};
+use crate::api::{
+    self, Format, Query, Reply, ResourceRequest, Selection, TOO_LARGE_WAIT, too_large,
+};
 use crate::resources::{ResourceDef, Source, View};
 use crate::shared::{Body, Shared};
 use crate::store::{ChangeType, Stored};
@@ -133,41 +140,28 @@ pub(crate) fn start(
         Some(t) => Duration::from_secs(t.min(MAX_TIMEOUT_SECONDS)),
         None => Duration::from_secs(1800 + rand::random_range(0..1800)),
     };
-    let requested = q.get("resourceVersion").filter(|v| !v.is_empty());
-    let (start_rv, initial, drop_token, bookmark_every) = {
+    let requested = api::requested_rv(q)?;
+    let (drop_token, bookmark_every) = {
         let c = shared.lock();
-        let from_now = send_initial || requested.is_none_or(|v| v == "0");
-        let (rv, initial) = if from_now {
-            let initial: Vec<Arc<Stored>> = c
-                .store
-                .objects(kind, selection.namespace.as_deref())
-                .into_iter()
-                .filter(|s| selection.matches(s))
-                .collect();
-            (c.store.rv(), initial)
-        } else {
-            let v = requested.unwrap_or("0");
-            let rv = v
-                .parse::<u64>()
-                .map_err(|_| Reply::bad_request(format!("invalid resource version: {v}")))?;
-            (rv, Vec::new())
-        };
-        (rv, initial, c.watch_drop.clone(), c.cfg.bookmark_interval)
+        (c.watch_drop.clone(), c.cfg.bookmark_interval)
     };
     let (tx, rx) = mpsc::channel::<Chunk>(64);
     let table = (format == Format::Table).then(|| q.get("includeObject").map(str::to_string));
     let def = r.def;
     let task_shared = shared.clone();
     shared.tracker.spawn(async move {
-        let stream = Stream {
+        let mut stream = Stream {
             shared: task_shared,
             def,
             kind,
             view,
             selection,
             tx,
-            rv: start_rv,
+            rv: 0,
             table,
+        };
+        let Some(initial) = stream.begin(requested, send_initial).await else {
+            return;
         };
         stream
             .run(
@@ -283,6 +277,48 @@ impl Stream {
                 Drained::Events(events)
             }
             Err(e) => Drained::Expired { oldest: e.oldest },
+        }
+    }
+
+    /// Where the stream starts: the current objects (no resourceVersion, `0`, or
+    /// `sendInitialEvents`) or the changes after the requested resourceVersion. One the
+    /// store has not reached is waited for (at most [`TOO_LARGE_WAIT`]) and then refused
+    /// with an `ERROR` event carrying `504 Too large resource version`, as the watch cache
+    /// does. `None` when the stream ends there.
+    async fn begin(
+        &mut self,
+        requested: Option<u64>,
+        send_initial: bool,
+    ) -> Option<Vec<Arc<Stored>>> {
+        if let Some(rv) = requested {
+            let current = self.shared.lock().store.rv();
+            if rv > current && !self.shared.wait_for_rv(rv, TOO_LARGE_WAIT).await {
+                let current = self.shared.lock().store.rv();
+                info!(
+                    resource = self.def.plural,
+                    requested = rv,
+                    current,
+                    "refused a watch from a resourceVersion this server never issued (Too large resource version)"
+                );
+                let _ = self
+                    .send(line(&WatchEvent::<()>::ErrorStatus(too_large(rv, current))))
+                    .await;
+                return None;
+            }
+        }
+        let c = self.shared.lock();
+        if send_initial || requested.is_none() {
+            self.rv = c.store.rv();
+            let initial = c
+                .store
+                .objects(self.kind, self.selection.namespace.as_deref())
+                .into_iter()
+                .filter(|s| self.selection.matches(s))
+                .collect();
+            Some(initial)
+        } else {
+            self.rv = requested.unwrap_or(0);
+            Some(Vec::new())
         }
     }
 

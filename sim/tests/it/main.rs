@@ -9,5 +9,6 @@ mod deletion;
 mod hpa;
 mod kubectl;
 mod lifecycle;
+mod resource_versions;
 mod scenario;
 mod watcher;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use k8s_openapi::api::core::v1::Pod;
+use kube_relay_sender::events::{Direction, stated_direction};
 use kube_relay_sim::{ClockMode, RunningSim, Scenario, SimHandle, Simulator};
 use kube_relay_testkit::exposition::{self, ExposedSample};
 use kube_relay_testkit::http;
@@ -32,6 +33,8 @@ pub struct Cluster {
     /// Its handle (manual clock).
     pub handle: SimHandle,
     running: Arc<AtomicBool>,
+    /// Cleared to end the task that moves the clock.
+    alive: Arc<AtomicBool>,
     kubeconfig: tempfile::NamedTempFile,
 }
 
@@ -40,16 +43,25 @@ impl Cluster {
     /// Running and Ready) and writes a kubeconfig for it. Churn is off.
     pub async fn start(yaml: &str) -> Result<Cluster> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let kubeconfig = tempfile::NamedTempFile::new()?;
+        Cluster::start_on(yaml, listener, kubeconfig).await
+    }
+
+    async fn start_on(
+        yaml: &str,
+        listener: tokio::net::TcpListener,
+        kubeconfig: tempfile::NamedTempFile,
+    ) -> Result<Cluster> {
         let sim = Simulator::start(Scenario::from_yaml(yaml)?, listener, ClockMode::Manual).await?;
         let handle = sim.handle();
         handle.advance(Duration::from_secs(30))?;
-        let kubeconfig = tempfile::NamedTempFile::new()?;
         std::fs::write(kubeconfig.path(), sim.kubeconfig_yaml())?;
         let running = Arc::new(AtomicBool::new(false));
-        let (h, r) = (handle.clone(), running.clone());
+        let alive = Arc::new(AtomicBool::new(true));
+        let (h, r, a) = (handle.clone(), running.clone(), alive.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(50));
-            loop {
+            while a.load(Ordering::Relaxed) {
                 tick.tick().await;
                 if r.load(Ordering::Relaxed) && h.advance(Duration::from_millis(50)).is_err() {
                     return;
@@ -60,8 +72,20 @@ impl Cluster {
             sim,
             handle,
             running,
+            alive,
             kubeconfig,
         })
+    }
+
+    /// Stops the simulator and starts the scenario `yaml` afresh on the same address (and
+    /// kubeconfig): an API server restarted with fresh storage, at simulated second 30.
+    pub async fn restart(self, yaml: &str) -> Result<Cluster> {
+        let addr = self.sim.local_addr();
+        let kubeconfig = self.kubeconfig;
+        self.alive.store(false, Ordering::Relaxed);
+        self.sim.shutdown().await;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        Cluster::start_on(yaml, listener, kubeconfig).await
     }
 
     /// Starts (`true`) or freezes (`false`) the clock moving in real time.
@@ -79,8 +103,30 @@ impl Cluster {
         self.handle.pods().iter().map(pod_state).collect()
     }
 
+    /// The `SuccessfulRescale` occurrences (the sum of the events' counts) per direction
+    /// (`up`, `down`, `unknown`), as the sender's ledger classifies their messages.
+    pub fn scaling_actions(&self) -> BTreeMap<String, i64> {
+        let mut scaling = BTreeMap::new();
+        for e in self.handle.scaling_events() {
+            let n = e
+                .series
+                .as_ref()
+                .and_then(|s| s.count)
+                .or(e.count)
+                .unwrap_or(1);
+            let direction = match stated_direction(e.message.as_deref().unwrap_or_default()) {
+                Some(Direction::Up) => "up",
+                Some(Direction::Down) => "down",
+                _ => "unknown",
+            };
+            *scaling.entry(direction.to_owned()).or_insert(0) += i64::from(n);
+        }
+        scaling
+    }
+
     /// Stops the simulator.
     pub async fn shutdown(self) {
+        self.alive.store(false, Ordering::Relaxed);
         self.sim.shutdown().await;
     }
 }
@@ -110,6 +156,24 @@ pub fn relayed_pods(samples: &[ExposedSample], cluster: &str) -> Pods {
         }
     }
     pods
+}
+
+/// `kube_horizontalpodautoscaler_scaling_events_total` of one HPA of `cluster` per
+/// direction, as the receiver serves it (directions never seen left out).
+pub fn relayed_scaling(
+    samples: &[ExposedSample],
+    cluster: &str,
+    hpa: &str,
+) -> BTreeMap<String, i64> {
+    let labels = [("cluster", cluster), ("horizontalpodautoscaler", hpa)];
+    exposition::select(
+        samples,
+        "kube_horizontalpodautoscaler_scaling_events_total",
+        &labels,
+    )
+    .filter(|s| s.value > 0.0)
+    .map(|s| (s.label("direction").to_owned(), s.value as i64))
+    .collect()
 }
 
 /// How many pods differ between `a` and `b` (in one and not the other, or in another state).

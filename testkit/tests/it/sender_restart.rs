@@ -28,7 +28,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use kube_relay_sender::events::{Direction, stated_direction};
 use kube_relay_testkit::exposition::{self, ExposedSample};
 use kube_relay_testkit::process::ChildProcess;
 use kube_relay_testkit::prometheus::free_loopback_addr;
@@ -36,8 +35,8 @@ use kube_relay_testkit::proxy::LinkProxy;
 use kube_relay_testkit::wait_until;
 
 use common::{
-    Cluster, Pods, cluster_up, differing_pods, link_failures, logs, relayed_pods, scrape,
-    sender_notices_dead_link, spawn_receiver, spawn_sender, sum,
+    Cluster, Pods, cluster_up, differing_pods, link_failures, logs, relayed_pods, relayed_scaling,
+    scrape, sender_notices_dead_link, spawn_receiver, spawn_sender, sum,
 };
 
 /// php-apache behind an HPA (load set by the test), and 20 pods whose readiness flaps.
@@ -92,21 +91,7 @@ impl Cluster {
         let pods = self.pods();
         let status = self.handle.hpa_status("default", HPA);
         let hpa = status.map(|s| (s.current_replicas.unwrap_or(0), s.desired_replicas));
-        let mut scaling = BTreeMap::new();
-        for e in self.handle.scaling_events() {
-            let n = e
-                .series
-                .as_ref()
-                .and_then(|s| s.count)
-                .or(e.count)
-                .unwrap_or(1);
-            let direction = match stated_direction(e.message.as_deref().unwrap_or_default()) {
-                Some(Direction::Up) => "up",
-                Some(Direction::Down) => "down",
-                _ => "unknown",
-            };
-            *scaling.entry(direction.to_owned()).or_insert(0) += i64::from(n);
-        }
+        let scaling = self.scaling_actions();
         State { pods, hpa, scaling }
     }
 }
@@ -143,16 +128,7 @@ fn relayed(samples: &[ExposedSample], cluster: &str) -> State {
     let hpa = replicas("kube_horizontalpodautoscaler_status_current_replicas").zip(replicas(
         "kube_horizontalpodautoscaler_status_desired_replicas",
     ));
-    let mut scaling = BTreeMap::new();
-    for s in exposition::select(
-        samples,
-        "kube_horizontalpodautoscaler_scaling_events_total",
-        &hpa_labels,
-    ) {
-        if s.value > 0.0 {
-            scaling.insert(s.label("direction").to_owned(), s.value as i64);
-        }
-    }
+    let scaling = relayed_scaling(samples, cluster, HPA);
     State { pods, hpa, scaling }
 }
 
