@@ -14,8 +14,13 @@
 //!   handshake, sequence-numbered data [`Batch`]es, acks and heartbeats.
 //! - [`metric`]: what a batch carries: [`FamilyDef`], [`SeriesDef`], compact [`Updates`]
 //!   (sorted series ids sent as gaps, integral values as varints) and removals.
+//! - [`names`]: the rule for cluster names and sender ids, checked by the receiver in the
+//!   handshake and by the sender at start-up with the same function.
 //! - `tls` (feature `tls`): the rustls plumbing both sides share: the crypto provider, PEM
 //!   certificates and keys, a CA trust store, server names.
+//! - `config` (feature `config`): the configuration layer both binaries share: flag >
+//!   environment > file > default for every setting, one config file and one environment
+//!   for both binaries, one duration grammar, one reader of secret files.
 //!
 //! # A session
 //! ```text
@@ -32,10 +37,13 @@
 //! then removals. Series ids are scoped to one sender epoch and are reset by a snapshot.
 //! Values are absolute (never increments), so replaying a batch is harmless.
 
+#[cfg(feature = "config")]
+pub mod config;
 pub mod error;
 pub mod frame;
 pub mod message;
 pub mod metric;
+pub mod names;
 #[cfg(feature = "tls")]
 pub mod tls;
 
@@ -46,6 +54,7 @@ pub use message::{
     SenderMessage, SnapshotPart, Welcome,
 };
 pub use metric::{FamilyDef, FamilyId, MetricKind, SeriesDef, SeriesId, Updates, Value};
+pub use names::{check_cluster_name, check_sender_id};
 
 /// The protocol version this build speaks. A receiver rejects any other version with
 /// [`RejectReason::UnsupportedVersion`], naming the versions it supports.

@@ -1,13 +1,22 @@
-//! Configuration: the documented defaults ([`ReceiverConfig::default`]), the command line
-//! ([`Cli`], every flag also read from a `KUBE_RELAY_*` environment variable) and an optional
-//! TOML or YAML file (`--config`). Precedence: defaults < file < environment < flags.
+//! Configuration: the documented defaults ([`ReceiverConfig::default`]), the command line,
+//! the environment (`KUBE_RELAY_RECEIVER_*`, and the shared `KUBE_RELAY_CONFIG`,
+//! `KUBE_RELAY_TOKEN`, `KUBE_RELAY_TOKEN_FILE`, `KUBE_RELAY_LOG_FORMAT`) and an optional
+//! config file (its `[receiver]` section and shared top-level keys).
+//!
+//! The layering is the one both binaries share ([`kube_relay_proto::config`]): flag >
+//! environment > file > default for every setting. [`Cli`] is the schema of all three
+//! layers (a field is a flag, a variable and a file key at once).
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use kube_relay_proto::config::{self as layer, HumanDuration, Section};
 use serde::Deserialize;
+
+pub use kube_relay_proto::config::LogFormat;
 
 use crate::remote_write::{self, Endpoint};
 use crate::security::BasicAuth;
@@ -30,20 +39,13 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_SERIES_PER_CLUSTER: usize = 500_000;
 /// Default bound on draining connections at shutdown: 10 s.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Smallest `--max-frame-bytes`, 64 KiB: a sender's first snapshot frame carries every
+/// family definition (about 6 KB today), and a limit that cannot hold it would refuse every
+/// snapshot.
+pub const MIN_MAX_FRAME_BYTES: usize = 64 << 10;
 
 /// Heartbeat intervals of silence after which a link is declared dead.
 pub const SILENT_INTERVALS: u32 = 3;
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// Everything the receiver needs to run. `Default` gives the documented defaults.
 ///
@@ -73,7 +75,8 @@ pub struct ReceiverConfig {
     /// Cap on connections from one IP address that have not yet authenticated
     /// (`--max-handshakes-per-ip`); `None` means half of `max_connections`.
     pub max_handshakes_per_ip: Option<usize>,
-    /// Largest data frame payload accepted, in bytes (`--max-frame-bytes`).
+    /// Largest data frame payload accepted, in bytes (`--max-frame-bytes`); told to senders
+    /// in `Welcome`, so they split batches to fit it.
     pub max_frame_bytes: usize,
     /// Time a connection has to send an acceptable `Hello` (`--handshake-timeout`).
     pub handshake_timeout: Duration,
@@ -171,108 +174,95 @@ impl ReceiverConfig {
         self.heartbeat_interval * SILENT_INTERVALS
     }
 
-    /// Builds the configuration from parsed flags (and their environment variables), reading
-    /// `--config` and `--token-file` if given.
+    /// The process's configuration: its arguments, its environment and the config file they
+    /// name.
     ///
     /// # Errors
-    /// [`Error::Config`] for an unreadable file or a bad value, [`Error::TokenFile`] when the
-    /// token file cannot be read.
-    pub fn from_cli(cli: &Cli) -> Result<Self> {
-        let file = match &cli.config {
-            Some(path) => FileConfig::load(path)?,
-            None => FileConfig::default(),
-        };
-        let mut c = ReceiverConfig::default();
-        // Each setting: the flag (or its env var) if given, else the file, else the default.
-        if let Some(v) = pick(&cli.listen, &file.listen) {
-            c.listen = parse_addr("listen", v)?;
-        }
-        if let Some(v) = pick(&cli.http_listen, &file.http_listen) {
-            c.http_listen = parse_addr("http-listen", v)?;
-        }
-        if let Some(v) = pick(&cli.ttl, &file.ttl) {
-            c.ttl = parse_duration(v).map_err(|e| Error::Config(format!("ttl: {e}")))?;
-        }
-        if let Some(v) = pick(&cli.handshake_timeout, &file.handshake_timeout) {
-            c.handshake_timeout =
-                parse_duration(v).map_err(|e| Error::Config(format!("handshake-timeout: {e}")))?;
-        }
-        if let Some(v) = pick(&cli.heartbeat_interval, &file.heartbeat_interval) {
-            c.heartbeat_interval =
-                parse_duration(v).map_err(|e| Error::Config(format!("heartbeat-interval: {e}")))?;
-        }
-        if let Some(v) = pick(&cli.shutdown_timeout, &file.shutdown_timeout) {
-            c.shutdown_timeout =
-                parse_duration(v).map_err(|e| Error::Config(format!("shutdown-timeout: {e}")))?;
-        }
-        if let Some(v) = cli.max_connections.or(file.max_connections) {
-            c.max_connections = v;
-        }
-        if let Some(v) = cli.max_handshakes_per_ip.or(file.max_handshakes_per_ip) {
-            c.max_handshakes_per_ip = Some(v);
-        }
-        if let Some(v) = cli.max_frame_bytes.or(file.max_frame_bytes) {
-            c.max_frame_bytes = v;
-        }
-        if let Some(v) = cli.max_series_per_cluster.or(file.max_series_per_cluster) {
-            c.max_series_per_cluster = v;
-        }
-        if let Some(v) = cli.log_format.or(file.log_format) {
-            c.log_format = v;
-        }
-        c.state_dir = pick_path(&cli.state_dir, &file.state_dir).cloned();
-        if let Some(v) = pick(&cli.remote_write_interval, &file.remote_write_interval) {
-            c.remote_write_interval = parse_duration(v)
-                .map_err(|e| Error::Config(format!("remote-write-interval: {e}")))?;
-        }
-        // The file's entries carry their own settings; a flag URL not among them gets the
-        // defaults.
-        for entry in file.remote_write.clone().unwrap_or_default() {
-            c.remote_write.push(entry.resolve().map_err(Error::Config)?);
-        }
-        // An empty value (`KUBE_RELAY_REMOTE_WRITE_URL=` in a compose file) means none.
-        for url in cli.remote_write_url.iter().filter(|u| !u.is_empty()) {
-            if !c.remote_write.iter().any(|e| &e.url == url) {
-                c.remote_write.push(Endpoint::new(url.clone()));
+    /// As [`ReceiverConfig::load`].
+    pub fn from_env() -> Result<Self> {
+        ReceiverConfig::load(std::env::args_os(), std::env::vars_os())
+    }
+
+    /// The configuration `args` (the first is the program name), the environment `env` and
+    /// the config file they name give, flag over variable over file over default.
+    ///
+    /// # Errors
+    /// [`Error::Settings`] naming the flag, variable or file key at fault (and for `--help`
+    /// and `--version`, which `main` prints), [`Error::Config`] for values that parse but
+    /// cannot work.
+    pub fn load<A, T, E>(args: A, env: E) -> Result<Self>
+    where
+        A: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+        E: IntoIterator<Item = (OsString, OsString)>,
+    {
+        let cli: Cli = layer::load(Section::Receiver, args, env)?;
+        ReceiverConfig::from_cli(cli)
+    }
+
+    /// The configuration from merged settings: the token and password files read, pairs
+    /// checked, every value validated.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad value or an incomplete pair, [`Error::Settings`] for an
+    /// unreadable or empty token or password file.
+    pub fn from_cli(cli: Cli) -> Result<Self> {
+        let token = match (cli.token, cli.token_file) {
+            (Some(token), _) if token.is_empty() => {
+                return Err(Error::Config(
+                    "--token is empty: give the shared secret or leave it unset".into(),
+                ));
             }
-        }
-        let token_file = cli.token_file.as_ref().or(file.token_file.as_ref());
-        // An empty token (e.g. `KUBE_RELAY_TOKEN=` in a compose file) means none.
-        let token = pick(&cli.token, &file.token).filter(|t| !t.is_empty());
-        c.token = match (token, token_file) {
-            (Some(t), _) => Some(t.clone()),
-            (None, Some(path)) => Some(read_token(path)?),
+            (Some(token), _) => Some(token),
+            (None, Some(path)) => Some(layer::read_secret_file("token", &path)?),
             (None, None) => None,
         };
-        c.tls = tls_files(
-            "tls",
-            pick_path(&cli.tls_cert, &file.tls_cert),
-            pick_path(&cli.tls_key, &file.tls_key),
-        )?;
-        c.tls_client_ca = pick_path(&cli.tls_client_ca, &file.tls_client_ca).cloned();
-        c.http_tls = tls_files(
-            "http-tls",
-            pick_path(&cli.http_tls_cert, &file.http_tls_cert),
-            pick_path(&cli.http_tls_key, &file.http_tls_key),
-        )?;
-        let user = pick(&cli.http_basic_auth_user, &file.http_basic_auth_user);
-        let password_file = pick_path(
-            &cli.http_basic_auth_password_file,
-            &file.http_basic_auth_password_file,
-        );
-        c.http_basic_auth = match (user, password_file) {
+        let http_basic_auth = match (cli.http_basic_auth_user, cli.http_basic_auth_password_file) {
             (None, None) => None,
             (Some(user), Some(path)) => Some(BasicAuth {
-                user: user.clone(),
-                password: read_password(path)?,
+                user,
+                password: layer::read_secret_file("password", &path)?,
             }),
             _ => {
                 return Err(Error::Config(
-                    "http-basic-auth-user and http-basic-auth-password-file must be given \
-                     together"
-                        .into(),
+                    "--http-basic-auth-user and --http-basic-auth-password-file go together".into(),
                 ));
             }
+        };
+        // The file's entries carry their own settings; a URL given only by a flag or the
+        // environment gets the defaults.
+        let mut remote_write: Vec<Endpoint> = cli
+            .remote_write
+            .unwrap_or_default()
+            .into_iter()
+            .map(EndpointFile::resolve)
+            .collect();
+        // An empty URL (`--remote-write-url=` in a script) means none, as an empty variable.
+        for url in cli.remote_write_url.unwrap_or_default() {
+            if !url.is_empty() && !remote_write.iter().any(|e| e.url == url) {
+                remote_write.push(Endpoint::new(url));
+            }
+        }
+        let c = ReceiverConfig {
+            listen: cli.listen,
+            http_listen: cli.http_listen,
+            ttl: cli.ttl.get(),
+            token,
+            tls: tls_files("--tls", cli.tls_cert, cli.tls_key)?,
+            tls_client_ca: cli.tls_client_ca,
+            http_tls: tls_files("--http-tls", cli.http_tls_cert, cli.http_tls_key)?,
+            http_basic_auth,
+            max_connections: cli.max_connections,
+            max_handshakes_per_ip: cli.max_handshakes_per_ip,
+            max_frame_bytes: cli.max_frame_bytes,
+            handshake_timeout: cli.handshake_timeout.get(),
+            heartbeat_interval: cli.heartbeat_interval.get(),
+            max_series_per_cluster: cli.max_series_per_cluster,
+            shutdown_timeout: cli.shutdown_timeout.get(),
+            log_format: cli.log_format,
+            state_dir: cli.state_dir,
+            remote_write,
+            remote_write_interval: cli.remote_write_interval.get(),
         };
         c.validate()?;
         Ok(c)
@@ -285,35 +275,35 @@ impl ReceiverConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |what: &str| Err(Error::Config(format!("{what} must be greater than zero")));
         if self.max_connections == 0 {
-            return bad("max-connections");
+            return bad("--max-connections");
         }
-        if self.max_frame_bytes == 0 {
-            return bad("max-frame-bytes");
-        }
-        if self.max_frame_bytes > kube_relay_proto::MAX_FRAME_BYTES_CEILING {
+        if !(MIN_MAX_FRAME_BYTES..=kube_relay_proto::MAX_FRAME_BYTES_CEILING)
+            .contains(&self.max_frame_bytes)
+        {
             return Err(Error::Config(format!(
-                "max-frame-bytes must be at most {} bytes",
+                "--max-frame-bytes {} must be between {MIN_MAX_FRAME_BYTES} and {} bytes",
+                self.max_frame_bytes,
                 kube_relay_proto::MAX_FRAME_BYTES_CEILING
             )));
         }
         if self.heartbeat_interval.is_zero() {
-            return bad("heartbeat-interval");
+            return bad("--heartbeat-interval");
         }
         if self.handshake_timeout.is_zero() {
-            return bad("handshake-timeout");
+            return bad("--handshake-timeout");
         }
         if self.heartbeat_interval.as_millis() > u128::from(u32::MAX) {
-            return Err(Error::Config("heartbeat-interval is too long".into()));
+            return Err(Error::Config("--heartbeat-interval is too long".into()));
         }
         if self.token.as_deref() == Some("") {
-            return Err(Error::Config("token must not be empty".into()));
+            return Err(Error::Config("--token must not be empty".into()));
         }
         if self.max_handshakes_per_ip == Some(0) {
-            return bad("max-handshakes-per-ip");
+            return bad("--max-handshakes-per-ip");
         }
         if self.tls_client_ca.is_some() && self.tls.is_none() {
             return Err(Error::Config(
-                "tls-client-ca requires tls-cert and tls-key (mutual TLS needs TLS)".into(),
+                "--tls-client-ca requires --tls-cert and --tls-key (mutual TLS needs TLS)".into(),
             ));
         }
         for (i, endpoint) in self.remote_write.iter().enumerate() {
@@ -334,13 +324,13 @@ impl ReceiverConfig {
         }
         if self.remote_write_interval < Duration::from_secs(1) {
             return Err(Error::Config(
-                "remote-write-interval must be at least 1s".into(),
+                "--remote-write-interval must be at least 1s".into(),
             ));
         }
         if let Some(auth) = &self.http_basic_auth {
             if auth.user.is_empty() || auth.user.contains(':') {
                 return Err(Error::Config(
-                    "http-basic-auth-user must be non-empty and contain no ':'".into(),
+                    "--http-basic-auth-user must be non-empty and contain no ':'".into(),
                 ));
             }
             if auth.password.is_empty() {
@@ -349,107 +339,42 @@ impl ReceiverConfig {
                 ));
             }
         }
+        if addresses_clash(self.listen, self.http_listen) {
+            return Err(Error::Config(format!(
+                "--listen {} and --http-listen {} take the same port: give the sender port \
+                 and the HTTP port different ones",
+                self.listen, self.http_listen
+            )));
+        }
         Ok(())
     }
 }
 
-fn pick<'a>(flag: &'a Option<String>, file: &'a Option<String>) -> Option<&'a String> {
-    flag.as_ref().or(file.as_ref())
-}
-
-fn pick_path<'a>(flag: &'a Option<PathBuf>, file: &'a Option<PathBuf>) -> Option<&'a PathBuf> {
-    flag.as_ref().or(file.as_ref())
+/// Whether two listen addresses would fight over one port: the same port (not 0, which
+/// picks a free one) on the same address, or on any address when either is unspecified
+/// (`0.0.0.0` and `::` take the port on every address).
+fn addresses_clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// A certificate and key given together, or neither.
-fn tls_files(
-    what: &str,
-    cert: Option<&PathBuf>,
-    key: Option<&PathBuf>,
-) -> Result<Option<TlsFiles>> {
+fn tls_files(what: &str, cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFiles>> {
     match (cert, key) {
         (None, None) => Ok(None),
-        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-        })),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
         _ => Err(Error::Config(format!(
-            "{what}-cert and {what}-key must be given together"
+            "{what}-cert and {what}-key go together"
         ))),
     }
 }
 
-fn read_password(path: &Path) -> Result<String> {
-    let raw = std::fs::read_to_string(path).map_err(|source| Error::PasswordFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok(raw.trim_end_matches(['\n', '\r']).to_owned())
-}
-
-fn parse_addr(what: &str, v: &str) -> Result<SocketAddr> {
-    v.parse().map_err(|e| {
-        Error::Config(format!(
-            "{what}: {v:?} is not an address like 0.0.0.0:9000: {e}"
-        ))
-    })
-}
-
-fn read_token(path: &Path) -> Result<String> {
-    let raw = std::fs::read_to_string(path).map_err(|source| Error::TokenFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok(raw.trim_end_matches(['\n', '\r']).to_owned())
-}
-
-/// Parses a humane duration: `500ms`, `30s`, `5m`, `1h`, `1h30m`, or bare seconds (`90`).
-///
-/// # Errors
-/// A message naming what could not be read.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("{s:?}: expected a number before {rest:?}"));
-        }
-        let n: u64 = rest[..digits].parse().map_err(|e| format!("{s:?}: {e}"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            "d" => Duration::from_secs(n.saturating_mul(86_400)),
-            other => {
-                return Err(format!(
-                    "{s:?}: unknown unit {other:?} (use ms, s, m, h, d)"
-                ));
-            }
-        };
-        total = total.saturating_add(unit);
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
-}
-
-/// The receiver's command line. Every flag can also be set through the environment variable
-/// shown, or in the `--config` file (same names, `snake_case` or as the flags).
-#[derive(Debug, Clone, Default, clap::Parser)]
+/// The receiver's settings as any layer gives them: the command line, and the schema of the
+/// environment and the config file (a field is a flag, a variable and a file key at once;
+/// see [`kube_relay_proto::config`]). A default declared here (`default_value_t`) is the
+/// lowest layer and shown by `--help`; `None` means no layer gave the setting.
+#[derive(Debug, Clone, clap::Parser, Deserialize)]
 #[command(
     name = "receiver",
     version,
@@ -463,211 +388,145 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                   status page take --http-tls-cert/--http-tls-key and HTTP basic auth; \
                   /healthz and /readyz stay open. Without TLS and token any client reaching \
                   --listen can report any cluster: fine for a lab, logged as a warning.\n\n\
-                  Precedence: defaults < --config file < environment < flags."
+                  Port 9100, the default of --http-listen, is also node_exporter's: on a \
+                  host that runs one, move either (e.g. --http-listen 0.0.0.0:9101)."
 )]
 pub struct Cli {
-    /// Configuration file (TOML or YAML, by extension) with the same settings, in snake_case
-    /// or spelled like the flags.
-    #[arg(long, env = "KUBE_RELAY_CONFIG", value_name = "PATH")]
+    /// Config file (TOML or YAML, by extension): the shared keys at the top level, the
+    /// receiver's under [receiver].
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Address senders connect to [default: 0.0.0.0:9000].
-    #[arg(long, env = "KUBE_RELAY_LISTEN", value_name = "ADDR")]
-    pub listen: Option<String>,
+    /// Address senders connect to.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
 
-    /// Address of /metrics, /healthz, /readyz and the status page [default: 0.0.0.0:9100].
-    #[arg(long, env = "KUBE_RELAY_HTTP_LISTEN", value_name = "ADDR")]
-    pub http_listen: Option<String>,
+    /// Address of /metrics, /healthz, /readyz and the status page.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_HTTP_LISTEN)]
+    pub http_listen: SocketAddr,
 
     /// How long a disconnected cluster's series stay before they are removed; its
-    /// relay_cluster_up drops to 0 at once [default: 5m].
-    #[arg(long, env = "KUBE_RELAY_TTL", value_name = "DURATION")]
-    pub ttl: Option<String>,
+    /// relay_cluster_up drops to 0 at once.
+    #[arg(long, value_name = "DURATION", default_value_t = HumanDuration(DEFAULT_TTL))]
+    pub ttl: HumanDuration,
 
-    /// Shared secret senders must present in their Hello; empty means none [default: none,
-    /// any sender is accepted, with a warning at start].
-    #[arg(
-        long,
-        env = "KUBE_RELAY_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
+    /// Shared secret senders must present in their Hello; --token and --token-file are one
+    /// setting, the highest layer giving either wins [default: none, any sender is
+    /// accepted, with a warning at start].
+    #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
 
-    /// File holding the shared secret (trailing newline ignored); --token wins if both are
-    /// set.
-    #[arg(long, env = "KUBE_RELAY_TOKEN_FILE", value_name = "PATH")]
+    /// File holding the shared secret (surrounding whitespace trimmed; an empty file is
+    /// refused).
+    #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
     /// PEM certificate chain for TLS on the sender port; with --tls-key, senders must speak
     /// TLS. A renewed pair is served to new connections without a restart
     /// [default: none, plain TCP].
-    #[arg(long, env = "KUBE_RELAY_TLS_CERT", value_name = "PATH")]
+    #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
-    #[arg(long, env = "KUBE_RELAY_TLS_KEY", value_name = "PATH")]
+    #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 
     /// PEM CA certificate(s): senders must present a client certificate signed by one of
     /// them (mutual TLS); requires --tls-cert. A changed file is used for new connections
     /// without a restart (rotate through a bundle holding the old and the new CA) [default:
     /// none, no client certificates].
-    #[arg(long, env = "KUBE_RELAY_TLS_CLIENT_CA", value_name = "PATH")]
+    #[arg(long, value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
 
     /// PEM certificate chain for HTTPS on --http-listen (with --http-tls-key)
     /// [default: none, plain HTTP].
-    #[arg(long, env = "KUBE_RELAY_HTTP_TLS_CERT", value_name = "PATH")]
+    #[arg(long, value_name = "FILE")]
     pub http_tls_cert: Option<PathBuf>,
 
     /// PEM private key of --http-tls-cert.
-    #[arg(long, env = "KUBE_RELAY_HTTP_TLS_KEY", value_name = "PATH")]
+    #[arg(long, value_name = "FILE")]
     pub http_tls_key: Option<PathBuf>,
 
     /// User name for HTTP basic auth on /metrics and the status page (with
     /// --http-basic-auth-password-file); /healthz and /readyz stay open [default: none].
-    #[arg(long, env = "KUBE_RELAY_HTTP_BASIC_AUTH_USER", value_name = "USER")]
+    #[arg(long, value_name = "USER")]
     pub http_basic_auth_user: Option<String>,
 
-    /// File holding the basic auth password in clear (trailing newline ignored; the same
-    /// file can serve Prometheus' basic_auth.password_file).
-    #[arg(
-        long,
-        env = "KUBE_RELAY_HTTP_BASIC_AUTH_PASSWORD_FILE",
-        value_name = "PATH"
-    )]
+    /// File holding the basic auth password in clear (surrounding whitespace trimmed, as
+    /// Prometheus' basic_auth.password_file does, so the same file can serve both).
+    #[arg(long, value_name = "FILE")]
     pub http_basic_auth_password_file: Option<PathBuf>,
 
-    /// Most concurrent sender connections; more are answered Busy and closed [default: 2048].
-    #[arg(long, env = "KUBE_RELAY_MAX_CONNECTIONS", value_name = "N")]
-    pub max_connections: Option<usize>,
+    /// Most concurrent sender connections; more are answered Busy and closed.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
 
     /// Most connections from one IP address still in their handshake (TLS and Hello, not
     /// yet authenticated); more are closed at once [default: half of --max-connections].
-    #[arg(long, env = "KUBE_RELAY_MAX_HANDSHAKES_PER_IP", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub max_handshakes_per_ip: Option<usize>,
 
-    /// Largest data frame accepted, in bytes; a larger length prefix closes the connection
-    /// [default: 1048576].
-    #[arg(long, env = "KUBE_RELAY_MAX_FRAME_BYTES", value_name = "BYTES")]
-    pub max_frame_bytes: Option<usize>,
+    /// Largest data frame accepted, in bytes (at least 65536); told to senders when they
+    /// connect, so they split batches to fit.
+    #[arg(long, value_name = "BYTES",
+          default_value_t = kube_relay_proto::DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
 
-    /// Time a new connection has to send its Hello [default: 5s].
-    #[arg(long, env = "KUBE_RELAY_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
-    pub handshake_timeout: Option<String>,
+    /// Time a new connection has to send its Hello.
+    #[arg(long, value_name = "DURATION",
+          default_value_t = HumanDuration(DEFAULT_HANDSHAKE_TIMEOUT))]
+    pub handshake_timeout: HumanDuration,
 
-    /// Heartbeat interval told to senders; a link silent for 3 intervals is closed
-    /// [default: 5s].
-    #[arg(long, env = "KUBE_RELAY_HEARTBEAT_INTERVAL", value_name = "DURATION")]
-    pub heartbeat_interval: Option<String>,
+    /// Heartbeat interval told to senders when they connect; a link silent for 3 intervals
+    /// is closed.
+    #[arg(long, value_name = "DURATION",
+          default_value_t = HumanDuration(DEFAULT_HEARTBEAT_INTERVAL))]
+    pub heartbeat_interval: HumanDuration,
 
     /// Most series kept per cluster; further definitions are dropped and counted in
-    /// relay_receiver_series_dropped_total [default: 500000].
-    #[arg(long, env = "KUBE_RELAY_MAX_SERIES_PER_CLUSTER", value_name = "N")]
-    pub max_series_per_cluster: Option<usize>,
+    /// relay_receiver_series_dropped_total.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SERIES_PER_CLUSTER)]
+    pub max_series_per_cluster: usize,
 
-    /// Bound on draining connections at shutdown [default: 10s].
-    #[arg(long, env = "KUBE_RELAY_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
-    pub shutdown_timeout: Option<String>,
+    /// Bound on draining connections at shutdown.
+    #[arg(long, value_name = "DURATION",
+          default_value_t = HumanDuration(DEFAULT_SHUTDOWN_TIMEOUT))]
+    pub shutdown_timeout: HumanDuration,
 
-    /// Log line format; the level comes from RUST_LOG [default: text].
-    #[arg(long, env = "KUBE_RELAY_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
+    /// Log format (the level comes from RUST_LOG, default `info`).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Directory for durable state: remote write keeps each URL's queue under
     /// DIR/remote-write/ (required with --remote-write-url) [default: none].
-    #[arg(long, env = "KUBE_RELAY_STATE_DIR", value_name = "DIR")]
+    #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
     /// Prometheus remote-write URL (repeatable; the environment variable takes a
     /// comma-separated list). Every change of every cluster is written as a sample at the
     /// time the sender observed it, from a durable queue in --state-dir; senders' batches
     /// are acknowledged once every queue holds them. Per-URL settings (auth, TLS, headers,
-    /// tenant, queue size, shards) go in the config file's remote_write list
-    /// [default: none].
-    #[arg(
-        long,
-        env = "KUBE_RELAY_REMOTE_WRITE_URL",
-        value_name = "URL",
-        value_delimiter = ','
-    )]
-    pub remote_write_url: Vec<String>,
+    /// tenant, queue size, shards) go in the config file's remote_write list under
+    /// [receiver] [default: none].
+    #[arg(long, value_name = "URL")]
+    pub remote_write_url: Option<Vec<String>>,
 
     /// Every live series is written again at each multiple of this interval of cluster
-    /// time, so PromQL's lookback never sees a steady value as absent [default: 15s].
-    #[arg(
-        long,
-        env = "KUBE_RELAY_REMOTE_WRITE_INTERVAL",
-        value_name = "DURATION"
-    )]
-    pub remote_write_interval: Option<String>,
-}
+    /// time, so PromQL's lookback never sees a steady value as absent.
+    #[arg(long, value_name = "DURATION",
+          default_value_t = HumanDuration(remote_write::DEFAULT_INTERVAL))]
+    pub remote_write_interval: HumanDuration,
 
-/// The settings a `--config` file may hold, all optional: snake_case, or spelled like the
-/// long flags (`http-listen`), as the sender's file accepts both.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<String>,
-    #[serde(alias = "http-listen")]
-    http_listen: Option<String>,
-    ttl: Option<String>,
-    token: Option<String>,
-    #[serde(alias = "token-file")]
-    token_file: Option<PathBuf>,
-    #[serde(alias = "tls-cert")]
-    tls_cert: Option<PathBuf>,
-    #[serde(alias = "tls-key")]
-    tls_key: Option<PathBuf>,
-    #[serde(alias = "tls-client-ca")]
-    tls_client_ca: Option<PathBuf>,
-    #[serde(alias = "http-tls-cert")]
-    http_tls_cert: Option<PathBuf>,
-    #[serde(alias = "http-tls-key")]
-    http_tls_key: Option<PathBuf>,
-    #[serde(alias = "http-basic-auth-user")]
-    http_basic_auth_user: Option<String>,
-    #[serde(alias = "http-basic-auth-password-file")]
-    http_basic_auth_password_file: Option<PathBuf>,
-    #[serde(alias = "max-connections")]
-    max_connections: Option<usize>,
-    #[serde(alias = "max-handshakes-per-ip")]
-    max_handshakes_per_ip: Option<usize>,
-    #[serde(alias = "max-frame-bytes")]
-    max_frame_bytes: Option<usize>,
-    #[serde(alias = "handshake-timeout")]
-    handshake_timeout: Option<String>,
-    #[serde(alias = "heartbeat-interval")]
-    heartbeat_interval: Option<String>,
-    #[serde(alias = "max-series-per-cluster")]
-    max_series_per_cluster: Option<usize>,
-    #[serde(alias = "shutdown-timeout")]
-    shutdown_timeout: Option<String>,
-    #[serde(alias = "log-format")]
-    log_format: Option<LogFormat>,
-    #[serde(alias = "state-dir")]
-    state_dir: Option<PathBuf>,
-    #[serde(alias = "remote-write")]
-    remote_write: Option<Vec<EndpointFile>>,
-    #[serde(alias = "remote-write-interval")]
-    remote_write_interval: Option<String>,
-}
-
-impl FileConfig {
-    fn load(path: &Path) -> Result<Self> {
-        config::Config::builder()
-            .add_source(config::File::from(path))
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
-    }
+    /// Remote-write endpoints with their settings: only in the config file (a list of
+    /// tables under [receiver]).
+    #[arg(skip)]
+    pub remote_write: Option<Vec<EndpointFile>>,
 }
 
 /// An entry of the config file's `remote_write` list; unset fields take the defaults.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EndpointFile {
+pub struct EndpointFile {
     url: String,
     #[serde(alias = "bearer-token-file")]
     bearer_token_file: Option<PathBuf>,
@@ -694,21 +553,14 @@ struct EndpointFile {
     #[serde(alias = "max-samples-per-send")]
     max_samples_per_send: Option<usize>,
     #[serde(alias = "batch-deadline")]
-    batch_deadline: Option<String>,
-    timeout: Option<String>,
+    batch_deadline: Option<HumanDuration>,
+    timeout: Option<HumanDuration>,
 }
 
 impl EndpointFile {
     /// The settings, defaults filled in.
-    ///
-    /// # Errors
-    /// A message naming a duration that does not parse.
-    fn resolve(self) -> Result<Endpoint, String> {
+    fn resolve(self) -> Endpoint {
         let mut e = Endpoint::new(self.url);
-        let at = e.display_url();
-        let duration = |what: &str, v: &str| {
-            parse_duration(v).map_err(|err| format!("remote_write {at}: {what}: {err}"))
-        };
         e.bearer_token_file = self.bearer_token_file;
         e.basic_auth_username = self.basic_auth_username;
         e.basic_auth_password_file = self.basic_auth_password_file;
@@ -729,38 +581,311 @@ impl EndpointFile {
         if let Some(v) = self.max_samples_per_send {
             e.max_samples_per_send = v;
         }
-        if let Some(v) = &self.batch_deadline {
-            e.batch_deadline = duration("batch_deadline", v)?;
+        if let Some(v) = self.batch_deadline {
+            e.batch_deadline = v.get();
         }
-        if let Some(v) = &self.timeout {
-            e.timeout = duration("timeout", v)?;
+        if let Some(v) = self.timeout {
+            e.timeout = v.get();
         }
-        Ok(e)
+        e
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use clap::{CommandFactory, Parser};
-
     use super::*;
 
+    // Tests pass the environment explicitly; none sets the process environment (tests run
+    // in parallel threads).
+
+    fn load(args: &[&str], env: &[(&str, &str)]) -> Result<ReceiverConfig> {
+        let env: Vec<(OsString, OsString)> = env
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect();
+        ReceiverConfig::load(std::iter::once("receiver").chain(args.iter().copied()), env)
+    }
+
+    fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_str().expect("utf-8").to_owned()
+    }
+
+    /// One row per setting: a value for the file (a TOML literal), one for the environment
+    /// and one for the flag, each different from the layer below (the file's from the
+    /// default), the flags the setting needs to be valid, and what the setting changes.
+    struct Row {
+        key: &'static str,
+        values: [&'static str; 3],
+        needs: &'static [&'static str],
+        shows: fn(&ReceiverConfig) -> String,
+    }
+
+    fn rows() -> Vec<Row> {
+        fn row(
+            key: &'static str,
+            values: [&'static str; 3],
+            shows: fn(&ReceiverConfig) -> String,
+        ) -> Row {
+            Row {
+                key,
+                values,
+                needs: &[],
+                shows,
+            }
+        }
+        let tls = |c: &ReceiverConfig| format!("{:?}", c.tls);
+        let http_tls = |c: &ReceiverConfig| format!("{:?}", c.http_tls);
+        vec![
+            row(
+                "listen",
+                ["\"127.0.0.1:7001\"", "127.0.0.1:7002", "127.0.0.1:7003"],
+                |c| c.listen.to_string(),
+            ),
+            row(
+                "http_listen",
+                ["\"127.0.0.1:7101\"", "127.0.0.1:7102", "127.0.0.1:7103"],
+                |c| c.http_listen.to_string(),
+            ),
+            row("ttl", ["\"1m\"", "2m", "3m"], |c| format!("{:?}", c.ttl)),
+            row("token", ["\"f\"", "e", "g"], |c| format!("{:?}", c.token)),
+            Row {
+                needs: &["--tls-key=/k"],
+                ..row("tls_cert", ["\"/f\"", "/e", "/g"], tls)
+            },
+            Row {
+                needs: &["--tls-cert=/c"],
+                ..row("tls_key", ["\"/f\"", "/e", "/g"], tls)
+            },
+            Row {
+                needs: &["--tls-cert=/c", "--tls-key=/k"],
+                ..row("tls_client_ca", ["\"/f\"", "/e", "/g"], |c| {
+                    format!("{:?}", c.tls_client_ca)
+                })
+            },
+            Row {
+                needs: &["--http-tls-key=/k"],
+                ..row("http_tls_cert", ["\"/f\"", "/e", "/g"], http_tls)
+            },
+            Row {
+                needs: &["--http-tls-cert=/c"],
+                ..row("http_tls_key", ["\"/f\"", "/e", "/g"], http_tls)
+            },
+            row("max_connections", ["10", "20", "30"], |c| {
+                c.max_connections.to_string()
+            }),
+            row("max_handshakes_per_ip", ["1", "2", "3"], |c| {
+                format!("{:?}", c.max_handshakes_per_ip)
+            }),
+            row("max_frame_bytes", ["70000", "80000", "90000"], |c| {
+                c.max_frame_bytes.to_string()
+            }),
+            row("handshake_timeout", ["\"1s\"", "2s", "3s"], |c| {
+                format!("{:?}", c.handshake_timeout)
+            }),
+            row("heartbeat_interval", ["\"1s\"", "2s", "3s"], |c| {
+                format!("{:?}", c.heartbeat_interval)
+            }),
+            row("max_series_per_cluster", ["1", "2", "3"], |c| {
+                c.max_series_per_cluster.to_string()
+            }),
+            row("shutdown_timeout", ["\"1s\"", "2s", "3s"], |c| {
+                format!("{:?}", c.shutdown_timeout)
+            }),
+            row("log_format", ["\"json\"", "text", "json"], |c| {
+                c.log_format.to_string()
+            }),
+            row("state_dir", ["\"/f\"", "/e", "/g"], |c| {
+                format!("{:?}", c.state_dir)
+            }),
+            Row {
+                needs: &["--state-dir=/s"],
+                ..row(
+                    "remote_write_url",
+                    ["[\"http://f/w\"]", "http://e/w,http://e2/w", "http://g/w"],
+                    |c| {
+                        let urls: Vec<&str> =
+                            c.remote_write.iter().map(|e| e.url.as_str()).collect();
+                        urls.join(",")
+                    },
+                )
+            },
+            row("remote_write_interval", ["\"1m\"", "2m", "3m"], |c| {
+                format!("{:?}", c.remote_write_interval)
+            }),
+        ]
+    }
+
     #[test]
-    fn humane_durations_parse() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert!(parse_duration("5 minutes").is_err());
-        assert!(parse_duration("m").is_err());
-        assert!(parse_duration("").is_err());
+    fn every_setting_takes_the_flag_over_the_environment_over_the_file_over_the_default() {
+        let command = layer::command::<Cli>(Section::Receiver);
+        let rows = rows();
+        // `config` names the file itself; the file settings read one: each has its own test.
+        let special = [
+            "config",
+            "token_file",
+            "http_basic_auth_user",
+            "http_basic_auth_password_file",
+        ];
+        for key in layer::keys(&command) {
+            assert!(
+                special.contains(&key.id.as_str()) || rows.iter().any(|r| r.key == key.id),
+                "setting {} has no precedence row: add one",
+                key.id
+            );
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        for row in rows {
+            let flag = format!("--{}", row.key.replace('_', "-"));
+            let var = Section::Receiver.env_name(row.key);
+            let section = if layer::SHARED_KEYS.contains(&row.key) {
+                ""
+            } else {
+                "[receiver]\n"
+            };
+            let key = row.key.replace('_', "-");
+            let path = write(
+                &dir,
+                "receiver.toml",
+                &format!("{section}{key} = {}\n", row.values[0]),
+            );
+            let with = |extra: &[String], env: &[(&str, &str)]| {
+                let mut all: Vec<&str> = row.needs.to_vec();
+                all.extend(extra.iter().map(String::as_str));
+                let config =
+                    load(&all, env).unwrap_or_else(|e| panic!("{}: {all:?} {env:?}: {e}", row.key));
+                (row.shows)(&config)
+            };
+            let config_flag = ["--config".to_owned(), path.clone()];
+            let value_flag = [format!("{flag}={}", row.values[2])];
+            let env = [(var.as_str(), row.values[1])];
+            let both_flags = [
+                config_flag[0].clone(),
+                config_flag[1].clone(),
+                value_flag[0].clone(),
+            ];
+            // Without the setting, a row that needs it may be refused: that is its default.
+            let default = {
+                let all: Vec<&str> = row.needs.to_vec();
+                load(&all, &[]).map_or_else(|e| e.to_string(), |c| (row.shows)(&c))
+            };
+            let file = with(&config_flag, &[]);
+            assert_ne!(file, default, "{}: the file is read", row.key);
+            let file_env = with(&config_flag, &env);
+            assert_eq!(
+                file_env,
+                with(&[], &env),
+                "{}: the environment beats the file",
+                row.key
+            );
+            assert_ne!(file_env, file, "{}: {var} is read", row.key);
+            let all = with(&both_flags, &env);
+            assert_eq!(
+                all,
+                with(&value_flag, &[]),
+                "{}: the flag beats the environment",
+                row.key
+            );
+            assert_ne!(all, file_env, "{}: {flag} is read", row.key);
+        }
+    }
+
+    #[test]
+    fn secret_files_take_the_flag_over_the_environment_over_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files: Vec<String> = ["file", "env", "flag"]
+            .iter()
+            .map(|t| write(&dir, &format!("{t}.secret"), &format!("{t}-secret \n")))
+            .collect();
+        for (key, shows) in [
+            (
+                "token_file",
+                (|c: &ReceiverConfig| c.token.clone()) as fn(&_) -> _,
+            ),
+            ("http_basic_auth_password_file", |c: &ReceiverConfig| {
+                c.http_basic_auth.as_ref().map(|a| a.password.clone())
+            }),
+        ] {
+            let needs: &[&str] = if key == "token_file" {
+                &[]
+            } else {
+                &["--http-basic-auth-user=prom"]
+            };
+            let file_key = Section::Receiver.file_key(key);
+            let (section, name) = match file_key.split_once('.') {
+                Some((section, name)) => (format!("[{section}]\n"), name.to_owned()),
+                None => (String::new(), file_key),
+            };
+            let toml = write(
+                &dir,
+                "r.toml",
+                &format!("{section}{name} = {:?}\n", files[0]),
+            );
+            let var = Section::Receiver.env_name(key);
+            let flag = format!("--{}={}", key.replace('_', "-"), files[2]);
+            let get = |args: &[&str], env: &[(&str, &str)]| {
+                let mut all = needs.to_vec();
+                all.extend_from_slice(args);
+                shows(&load(&all, env).expect("config"))
+            };
+            let env = [(var.as_str(), files[1].as_str())];
+            assert_eq!(
+                get(&["--config", &toml], &[]).as_deref(),
+                Some("file-secret")
+            );
+            assert_eq!(
+                get(&["--config", &toml], &env).as_deref(),
+                Some("env-secret")
+            );
+            assert_eq!(
+                get(&["--config", &toml, &flag], &env).as_deref(),
+                Some("flag-secret"),
+                "{key}"
+            );
+        }
+        // The basic auth user, too, goes flag > environment > file.
+        let toml = write(
+            &dir,
+            "u.toml",
+            &format!(
+                "[receiver]\nhttp-basic-auth-user = \"f\"\nhttp-basic-auth-password-file = {:?}\n",
+                files[0]
+            ),
+        );
+        let user = |args: &[&str], env: &[(&str, &str)]| {
+            load(args, env)
+                .expect("config")
+                .http_basic_auth
+                .map(|a| a.user)
+        };
+        let env = [("KUBE_RELAY_RECEIVER_HTTP_BASIC_AUTH_USER", "e")];
+        assert_eq!(user(&["--config", &toml], &[]).as_deref(), Some("f"));
+        assert_eq!(user(&["--config", &toml], &env).as_deref(), Some("e"));
+        assert_eq!(
+            user(&["--config", &toml, "--http-basic-auth-user=g"], &env).as_deref(),
+            Some("g")
+        );
+    }
+
+    #[test]
+    fn a_token_file_flag_beats_a_token_in_the_file_or_the_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = write(&dir, "token", "from-token-file\n");
+        let toml = write(&dir, "r.toml", "token = \"from-config-file\"\n");
+        let flag = format!("--token-file={token}");
+        let c = load(&["--config", &toml, &flag], &[]).expect("config");
+        assert_eq!(c.token.as_deref(), Some("from-token-file"));
+        let c = load(&[&flag], &[("KUBE_RELAY_TOKEN", "from-env")]).expect("config");
+        assert_eq!(c.token.as_deref(), Some("from-token-file"));
+        // The receiver no longer silently prefers --token when both are given.
+        let err = load(&["--token=t", &flag], &[]).expect_err("both");
+        assert!(err.to_string().contains("--token-file"), "{err}");
     }
 
     #[test]
     fn no_flags_give_the_documented_defaults() {
-        let cli = Cli::try_parse_from(["receiver"]).expect("parse");
-        let c = ReceiverConfig::from_cli(&cli).expect("config");
+        let c = load(&[], &[]).expect("config");
         assert_eq!(c, ReceiverConfig::default());
         assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(c.http_listen.to_string(), "0.0.0.0:9100");
@@ -768,8 +893,10 @@ mod tests {
     }
 
     #[test]
-    fn help_states_the_real_defaults() {
-        let help = Cli::command().render_long_help().to_string();
+    fn help_states_the_real_defaults_the_variables_and_the_precedence() {
+        let help = layer::command::<Cli>(Section::Receiver)
+            .render_long_help()
+            .to_string();
         let d = ReceiverConfig::default();
         for needle in [
             format!("[default: {}]", d.listen),
@@ -780,167 +907,125 @@ mod tests {
             "[default: 5s]".to_owned(),
             format!("[default: {}]", d.max_series_per_cluster),
             "[default: 10s]".to_owned(),
-            "KUBE_RELAY_LISTEN".to_owned(),
-            "KUBE_RELAY_TTL".to_owned(),
+            "[env: KUBE_RELAY_RECEIVER_LISTEN]".to_owned(),
+            "[env: KUBE_RELAY_RECEIVER_TTL]".to_owned(),
+            "[env: KUBE_RELAY_TOKEN_FILE]".to_owned(),
+            "--token-file <FILE>".to_owned(),
+            "--tls-cert <FILE>".to_owned(),
+            "--log-format <FORMAT>".to_owned(),
+            "node_exporter".to_owned(),
+            layer::PRECEDENCE
+                .lines()
+                .next()
+                .expect("a first line")
+                .to_owned(),
         ] {
             assert!(help.contains(&needle), "help lacks {needle:?}:\n{help}");
         }
-        assert_eq!(d.ttl, parse_duration("5m").expect("5m"));
-        assert_eq!(d.handshake_timeout, parse_duration("5s").expect("5s"));
-        assert_eq!(d.heartbeat_interval, parse_duration("5s").expect("5s"));
-        assert_eq!(d.shutdown_timeout, parse_duration("10s").expect("10s"));
+        assert!(!help.contains("<PATH>"), "{help}");
+        assert!(
+            layer::schema_problems::<Cli>(Section::Receiver).is_empty(),
+            "{:?}",
+            layer::schema_problems::<Cli>(Section::Receiver)
+        );
     }
 
     #[test]
-    fn flags_beat_the_file_and_the_file_beats_defaults() {
+    fn bad_values_are_refused_naming_the_setting() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("receiver.toml");
-        std::fs::write(
-            &path,
-            "listen = \"127.0.0.1:7000\"\nttl = \"30s\"\nmax_series_per_cluster = 10\n",
-        )
-        .expect("write");
-        let cli = Cli::try_parse_from([
-            "receiver",
-            "--config",
-            path.to_str().expect("utf-8 path"),
-            "--ttl",
-            "2m",
-        ])
-        .expect("parse");
-        let c = ReceiverConfig::from_cli(&cli).expect("config");
-        assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
-        assert_eq!(c.ttl, Duration::from_secs(120));
-        assert_eq!(c.max_series_per_cluster, 10);
-        assert_eq!(c.http_listen, ReceiverConfig::default().http_listen);
-    }
-
-    #[test]
-    fn a_yaml_file_works_and_unknown_keys_are_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let good = dir.path().join("r.yaml");
-        std::fs::write(&good, "log_format: json\nheartbeat_interval: 2s\n").expect("write");
-        let cli = Cli {
-            config: Some(good),
-            ..Cli::default()
-        };
-        let c = ReceiverConfig::from_cli(&cli).expect("config");
-        assert_eq!(c.log_format, LogFormat::Json);
-        assert_eq!(c.idle_timeout(), Duration::from_secs(6));
-
-        let bad = dir.path().join("bad.yaml");
-        std::fs::write(&bad, "listn: 1.2.3.4:5\n").expect("write");
-        let cli = Cli {
-            config: Some(bad),
-            ..Cli::default()
-        };
-        let err = ReceiverConfig::from_cli(&cli).expect_err("unknown key");
-        assert!(err.to_string().contains("listn"), "{err}");
-    }
-
-    #[test]
-    fn file_keys_may_be_spelled_like_the_flags() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("r.toml");
-        std::fs::write(
-            &file,
-            "http-listen = \"127.0.0.1:9191\"\nmax-series-per-cluster = 12\n\
-             heartbeat_interval = \"2s\"\n",
-        )
-        .expect("write");
-        let cli = Cli {
-            config: Some(file),
-            ..Cli::default()
-        };
-        let c = ReceiverConfig::from_cli(&cli).expect("config");
-        assert_eq!(c.http_listen.to_string(), "127.0.0.1:9191");
-        assert_eq!(c.max_series_per_cluster, 12);
-        assert_eq!(c.idle_timeout(), Duration::from_secs(6));
-    }
-
-    #[test]
-    fn tls_and_basic_auth_come_from_flags_or_the_file_and_come_in_pairs() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let password = dir.path().join("password");
-        std::fs::write(&password, "pa ss\n").expect("write");
-        let file = dir.path().join("receiver.yaml");
-        std::fs::write(
-            &file,
-            format!(
-                "tls_cert: /etc/relay/tls.crt\ntls_key: /etc/relay/tls.key\n\
-                 tls_client_ca: /etc/relay/ca.crt\nhttp_basic_auth_user: prom\n\
-                 http_basic_auth_password_file: {}\nmax_handshakes_per_ip: 7\n",
-                password.display()
+        let empty = write(&dir, "empty.tok", " \n");
+        let missing = dir.path().join("missing.tok");
+        let missing = missing.to_str().expect("utf-8");
+        for (args, env, needle) in [
+            (
+                vec![],
+                vec![("KUBE_RELAY_RECEIVER_TTL", "abc")],
+                "KUBE_RELAY_RECEIVER_TTL",
             ),
-        )
-        .expect("write");
-        let cli = Cli::try_parse_from([
-            "receiver",
-            "--config",
-            file.to_str().expect("utf-8"),
-            "--http-tls-cert",
-            "/h.crt",
-            "--http-tls-key",
-            "/h.key",
-        ])
-        .expect("parse");
-        let c = ReceiverConfig::from_cli(&cli).expect("config");
-        assert_eq!(
-            c.tls,
-            Some(TlsFiles {
-                cert: "/etc/relay/tls.crt".into(),
-                key: "/etc/relay/tls.key".into(),
-            })
-        );
-        assert_eq!(c.tls_client_ca, Some(PathBuf::from("/etc/relay/ca.crt")));
-        assert_eq!(
-            c.http_tls.as_ref().map(|t| t.cert.clone()),
-            Some(PathBuf::from("/h.crt"))
-        );
-        assert_eq!(
-            c.http_basic_auth,
-            Some(BasicAuth {
-                user: "prom".into(),
-                password: "pa ss".into(),
-            })
-        );
-        assert_eq!(c.handshakes_per_ip_limit(), 7);
-
-        for args in [
-            &["receiver", "--tls-cert", "/c"][..],
-            &["receiver", "--http-tls-key", "/k"],
-            &["receiver", "--http-basic-auth-user", "prom"],
-            &["receiver", "--tls-client-ca", "/ca"],
-            &["receiver", "--max-handshakes-per-ip", "0"],
+            (
+                vec![],
+                vec![("KUBE_RELAY_TTL", "abc")],
+                "KUBE_RELAY_RECEIVER_TTL",
+            ),
+            (vec!["--token-file", &empty], vec![], "empty.tok"),
+            (vec!["--token-file", missing], vec![], "missing.tok"),
+            (vec!["--token="], vec![], "--token is empty"),
+            (
+                vec!["--listen=127.0.0.1:9000", "--http-listen=127.0.0.1:9000"],
+                vec![],
+                "take the same port",
+            ),
+            (
+                vec!["--listen=0.0.0.0:9000", "--http-listen=127.0.0.1:9000"],
+                vec![],
+                "take the same port",
+            ),
+            (
+                vec!["--max-frame-bytes=100"],
+                vec![],
+                "--max-frame-bytes 100",
+            ),
+            (vec!["--tls-cert", "/c"], vec![], "--tls-cert and --tls-key"),
+            (
+                vec!["--http-tls-key", "/k"],
+                vec![],
+                "--http-tls-cert and --http-tls-key",
+            ),
+            (
+                vec!["--http-basic-auth-user", "prom"],
+                vec![],
+                "go together",
+            ),
+            (
+                vec!["--tls-client-ca", "/ca"],
+                vec![],
+                "--tls-client-ca requires",
+            ),
+            (
+                vec!["--max-handshakes-per-ip", "0"],
+                vec![],
+                "--max-handshakes-per-ip",
+            ),
         ] {
-            let cli = Cli::try_parse_from(args).expect("parse");
-            let err = ReceiverConfig::from_cli(&cli).expect_err("incomplete");
-            assert!(matches!(err, Error::Config(_)), "{args:?}: {err}");
+            let err = load(&args, &env).expect_err("refused");
+            let text = kube_relay_proto::config::error_chain(std::iter::successors(
+                Some(&err as &(dyn std::error::Error + 'static)),
+                |e| e.source(),
+            ));
+            assert!(text.contains(needle), "{args:?} {env:?}: {text}");
         }
+        // Different ports, or port 0 twice (tests), are fine.
+        load(&["--listen=127.0.0.1:0", "--http-listen=127.0.0.1:0"], &[]).expect("port 0");
+        load(
+            &["--listen=127.0.0.1:9000", "--http-listen=127.0.0.2:9000"],
+            &[],
+        )
+        .expect("two addresses");
     }
 
     #[test]
     fn remote_write_urls_come_from_flags_and_the_file_with_their_settings() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("receiver.yaml");
-        std::fs::write(
-            &file,
-            "state_dir: /var/lib/relay\nremote_write_interval: 30s\nremote_write:\n  \
-             - url: https://mimir.example/api/v1/push\n    tenant_header: X-Scope-OrgID\n    \
-             headers: {X-Extra: one}\n    max_shards: 4\n    batch_deadline: 250ms\n",
+        let file = write(
+            &dir,
+            "receiver.yaml",
+            "receiver:\n  state_dir: /var/lib/relay\n  remote_write_interval: 30s\n  \
+             remote_write:\n    - url: https://mimir.example/api/v1/push\n      \
+             tenant_header: X-Scope-OrgID\n      headers: {X-Extra: one}\n      \
+             max_shards: 4\n      batch_deadline: 250ms\n",
+        );
+        let c = load(
+            &[
+                "--config",
+                &file,
+                "--remote-write-url",
+                "http://vm:8428/api/v1/write",
+                "--remote-write-url",
+                "https://mimir.example/api/v1/push",
+            ],
+            &[],
         )
-        .expect("write");
-        let cli = Cli::try_parse_from([
-            "receiver",
-            "--config",
-            file.to_str().expect("utf-8"),
-            "--remote-write-url",
-            "http://vm:8428/api/v1/write",
-            "--remote-write-url",
-            "https://mimir.example/api/v1/push",
-        ])
-        .expect("parse");
-        let c = ReceiverConfig::from_cli(&cli).expect("config");
+        .expect("config");
         assert_eq!(c.remote_write.len(), 2, "{:?}", c.remote_write);
         let mimir = &c.remote_write[0];
         assert_eq!(mimir.tenant_header.as_deref(), Some("X-Scope-OrgID"));
@@ -952,30 +1037,28 @@ mod tests {
         );
         assert_eq!(c.remote_write_interval, Duration::from_secs(30));
 
-        let no_state =
-            Cli::try_parse_from(["receiver", "--remote-write-url", "http://vm/w"]).expect("parse");
-        let err = ReceiverConfig::from_cli(&no_state).expect_err("needs a state dir");
+        let err = load(&["--remote-write-url", "http://vm/w"], &[]).expect_err("no state dir");
         assert!(err.to_string().contains("--state-dir"), "{err}");
-        let bad = Cli::try_parse_from([
-            "receiver",
-            "--state-dir",
-            "/tmp/x",
-            "--remote-write-url",
-            "vm:8428",
-        ])
-        .expect("parse");
-        let err = ReceiverConfig::from_cli(&bad).expect_err("not a URL");
+        let err = load(
+            &["--state-dir", "/tmp/x", "--remote-write-url", "vm:8428"],
+            &[],
+        )
+        .expect_err("not a URL");
         assert!(err.to_string().contains("vm:8428"), "{err}");
+        let typo = write(
+            &dir,
+            "typo.yaml",
+            "receiver:\n  remote_write:\n    - url: http://vm/w\n      tenant: x\n",
+        );
+        let err = load(&["--config", &typo], &[]).expect_err("unknown endpoint key");
+        assert!(err.to_string().contains("tenant"), "{err}");
     }
 
     #[test]
     fn the_shipped_remote_write_example_is_a_valid_configuration() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("remote-write.example.yaml");
-        let cli = Cli {
-            config: Some(path),
-            ..Cli::default()
-        };
-        let c = ReceiverConfig::from_cli(&cli).expect("the example loads");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("remote-write.example.yaml");
+        let c = load(&["--config", path.to_str().expect("utf-8")], &[]).expect("the example loads");
         let urls: Vec<&str> = c.remote_write.iter().map(|e| e.url.as_str()).collect();
         assert_eq!(urls.len(), 3, "{urls:?}");
         assert_eq!(
@@ -989,6 +1072,12 @@ mod tests {
                 .map(String::as_str),
             Some("platform")
         );
+        let empty = load(
+            &["--state-dir=/s"],
+            &[("KUBE_RELAY_RECEIVER_REMOTE_WRITE_URL", "")],
+        )
+        .expect("an empty variable is unset");
+        assert!(empty.remote_write.is_empty());
     }
 
     #[test]
@@ -1018,34 +1107,5 @@ mod tests {
         let debug = format!("{c:?}");
         assert!(!debug.contains("s3cret"), "{debug}");
         assert!(debug.contains("<redacted>"), "{debug}");
-    }
-
-    #[test]
-    fn the_token_file_is_read_and_trimmed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("token");
-        std::fs::write(&path, "s3cret\n").expect("write");
-        let cli = Cli {
-            token_file: Some(path),
-            ..Cli::default()
-        };
-        let c = ReceiverConfig::from_cli(&cli).expect("config");
-        assert_eq!(c.token.as_deref(), Some("s3cret"));
-
-        let empty = Cli {
-            token: Some(String::new()),
-            ..Cli::default()
-        };
-        let c = ReceiverConfig::from_cli(&empty).expect("an empty token means none");
-        assert_eq!(c.token, None);
-
-        let missing = Cli {
-            token_file: Some(dir.path().join("nope")),
-            ..Cli::default()
-        };
-        assert!(matches!(
-            ReceiverConfig::from_cli(&missing),
-            Err(Error::TokenFile { .. })
-        ));
     }
 }

@@ -25,29 +25,15 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// The configuration is invalid (a bad duration, an unreadable token file, ...).
-    #[error("failed to load the configuration: {0}")]
+    /// The configuration is invalid: values that parse but cannot work together.
+    #[error("invalid configuration: {0}")]
     Config(String),
 
-    /// The token file could not be read.
-    #[error("failed to read the token file {path}")]
-    TokenFile {
-        /// Path given.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: io::Error,
-    },
-
-    /// The HTTP basic auth password file could not be read.
-    #[error("failed to read the password file {path}")]
-    PasswordFile {
-        /// Path given.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: io::Error,
-    },
+    /// A setting could not be read (a bad flag, variable or config-file key, an unreadable
+    /// config, token or password file; also `--help` and `--version`, which `main` prints).
+    /// The message names the flag, variable or file.
+    #[error(transparent)]
+    Settings(#[from] kube_relay_proto::config::Error),
 
     /// A certificate, key or CA file could not be read, or held nothing of the kind.
     #[error("failed to read the {what} from {path}")]
@@ -136,8 +122,7 @@ impl Error {
         match self {
             Error::Bind { .. } => "bind",
             Error::Config(_) => "config",
-            Error::TokenFile { .. } => "token_file",
-            Error::PasswordFile { .. } => "password_file",
+            Error::Settings(_) => "config",
             Error::Pem { .. } => "pem",
             Error::Tls { .. } => "tls_setup",
             Error::ClientCa { .. } => "client_ca",

@@ -35,8 +35,9 @@
 //! ```
 //!
 //! # Layout
-//! - [`config`]: [`ReceiverConfig`] and its defaults, the command line ([`Cli`]) and the
-//!   config file.
+//! - [`config`]: [`ReceiverConfig`] and its defaults; [`Cli`], the schema of the flags, the
+//!   `KUBE_RELAY_RECEIVER_*` environment and `[receiver]` in the config file, resolved by the
+//!   layer both binaries share (`kube_relay_proto::config`).
 //! - [`server`]: [`Receiver`]: binds both listeners; the sender accept loop (connection cap,
 //!   per-address handshake cap, accept backoff), the TLS handshake in each connection's
 //!   task, start-up warnings, shutdown.

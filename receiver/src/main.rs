@@ -1,21 +1,51 @@
 //! `receiver`: parses the configuration, starts logging, runs the receiver until SIGINT or
-//! SIGTERM.
+//! SIGTERM. Whatever stops it is said once, on stderr (through the log once logging is set
+//! up), with exit status 1 (2 for a bad configuration).
 
-use anyhow::Context;
-use clap::Parser;
-use kube_relay_receiver::{Cli, Receiver, ReceiverConfig, telemetry};
+use std::process::ExitCode;
+
+use kube_relay_proto::config::error_chain;
+use kube_relay_receiver::{Error, Receiver, ReceiverConfig, telemetry};
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let config = ReceiverConfig::from_cli(&cli).context("invalid configuration")?;
+fn main() -> ExitCode {
+    let config = match ReceiverConfig::from_env() {
+        Ok(config) => config,
+        Err(Error::Settings(kube_relay_proto::config::Error::CommandLine(e))) => e.exit(),
+        Err(e) => {
+            eprintln!("receiver: {}", error_chain(causes(&e)));
+            return ExitCode::from(2);
+        }
+    };
     telemetry::init(config.log_format);
+    let result = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run(config)),
+        Err(e) => {
+            tracing::error!(cause = %e, "failed to start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(cause = %error_chain(causes(&e)), "receiver stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: ReceiverConfig) -> Result<(), Error> {
     let receiver = Receiver::bind(config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
-    receiver.run(shutdown).await?;
-    Ok(())
+    receiver.run(shutdown).await
+}
+
+/// `e` and its sources, outermost first.
+fn causes(e: &Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    })
 }
 
 /// Cancels `shutdown` on SIGINT (ctrl-c) or SIGTERM.

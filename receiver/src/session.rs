@@ -22,7 +22,8 @@ use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
 use kube_relay_proto::{
     Ack, Hello, MAX_HANDSHAKE_FRAME_BYTES, MAX_NAME_BYTES, PROTOCOL_VERSION, ReceiverCodec,
-    ReceiverMessage, Reject, RejectReason, Resume, SenderMessage, Welcome,
+    ReceiverMessage, Reject, RejectReason, Resume, SenderMessage, Welcome, check_cluster_name,
+    check_sender_id,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
@@ -347,7 +348,7 @@ impl Session {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let refusal = if let Err(problem) = check_name("cluster", &hello.cluster) {
+        let refusal = if let Err(problem) = check_cluster_name(&hello.cluster) {
             Some((RejectReason::InvalidHello, problem))
         } else if let Err(problem) = check_sender_id(&hello.sender_id) {
             Some((RejectReason::InvalidHello, problem))
@@ -574,46 +575,5 @@ fn message_name(msg: &SenderMessage) -> &'static str {
         SenderMessage::Batch(_) => "Batch",
         SenderMessage::Heartbeat(_) => "Heartbeat",
         SenderMessage::Goodbye(_) => "Goodbye",
-    }
-}
-
-/// A cluster name: 1 to 253 bytes of `[A-Za-z0-9._-]`.
-fn check_name(what: &str, name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > MAX_NAME_BYTES {
-        return Err(format!("{what} name must be 1 to {MAX_NAME_BYTES} bytes"));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "{what} name {name:?} contains {c:?}; use [A-Za-z0-9._-]"
-        ));
-    }
-    Ok(())
-}
-
-fn check_sender_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > MAX_NAME_BYTES || id.chars().any(char::is_control) {
-        return Err(format!(
-            "sender_id must be 1 to {MAX_NAME_BYTES} bytes without control characters"
-        ));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cluster_names_are_checked() {
-        assert!(check_name("cluster", "prod-eu.1_a").is_ok());
-        assert!(check_name("cluster", "").is_err());
-        assert!(check_name("cluster", "a b").is_err());
-        assert!(check_name("cluster", "a\"b").is_err());
-        assert!(check_name("cluster", &"x".repeat(254)).is_err());
-        assert!(check_sender_id("host-a/1234").is_ok());
-        assert!(check_sender_id("bad\nid").is_err());
     }
 }

@@ -17,15 +17,11 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
-    /// The configuration file could not be read or parsed.
-    #[error("failed to read the configuration file {path}: {source}")]
-    ConfigFile {
-        /// The file.
-        path: PathBuf,
-        /// What the `config` crate reported.
-        #[source]
-        source: config::ConfigError,
-    },
+    /// A setting could not be read (a bad flag, variable or config-file key, an unreadable
+    /// config or token file; also `--help` and `--version`, which `main` prints). The
+    /// message names the flag, variable or file.
+    #[error(transparent)]
+    Settings(#[from] kube_relay_proto::config::Error),
 
     /// No Kubernetes client configuration could be built (kubeconfig, context, in-cluster).
     #[error("failed to configure Kubernetes access: {0}")]
@@ -131,7 +127,7 @@ impl Error {
                 reason: RejectReason::UnsupportedVersion { .. },
                 ..
             } | Error::Config(_)
-                | Error::ConfigFile { .. }
+                | Error::Settings(_)
                 | Error::TlsFile { .. }
         )
     }
@@ -154,7 +150,7 @@ impl Error {
             return failure.as_label();
         }
         match self {
-            Error::Config(_) | Error::ConfigFile { .. } => "config",
+            Error::Config(_) | Error::Settings(_) => "config",
             Error::KubeConfig(_) => "kubeconfig",
             Error::Kube { source, .. } => kube_error_kind(source),
             Error::Simulator(_) => "simulator",

@@ -84,7 +84,7 @@ pub fn cluster_name_from_context(context: &str) -> String {
     let mut name: String = context
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+            if kube_relay_proto::names::is_cluster_name_char(c) {
                 c
             } else {
                 '-'

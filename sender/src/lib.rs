@@ -40,8 +40,9 @@
 //! - [`spool`]: unacknowledged batches, in memory or on disk (`--spool-dir`,
 //!   `<state-dir>/spool`): bounded, checksummed, surviving a restart, after which the sender
 //!   continues the spooled epoch and replays them if the receiver still holds it.
-//! - [`sender`]: [`Sender`] wires it all; [`config`]: flags, `KUBE_RELAY_*` environment and
-//!   config file; [`kubeclient`]: kubectl-like access; [`simulate`]: `--simulate`;
+//! - [`sender`]: [`Sender`] wires it all; [`config`]: the sender's settings (flags,
+//!   `KUBE_RELAY_SENDER_*` environment, `[sender]` in the config file) through the layer
+//!   both binaries share; [`kubeclient`]: kubectl-like access; [`simulate`]: `--simulate`;
 //!   [`access`]: the RBAC rules the sender needs; [`malloc`], [`telemetry`]: process set-up.
 //!
 //! [`SeriesSet`]: series::SeriesSet

@@ -75,6 +75,16 @@ fn refusal_hint(e: &Error) -> Option<&'static str> {
     e.tls_failure().map(TlsFailure::hint)
 }
 
+/// The frame limit of a session: our own, lowered to the receiver's (its `--max-frame-bytes`
+/// from `Welcome`; 0 means it named none). Batches are split to fit it, so no frame the
+/// receiver would refuse as too large is ever written.
+pub fn frame_limit(ours: usize, receivers: u32) -> usize {
+    match usize::try_from(receivers) {
+        Ok(0) | Err(_) => ours,
+        Ok(theirs) => ours.min(theirs),
+    }
+}
+
 /// Counts bytes written through it.
 struct CountingIo<T> {
     inner: T,
@@ -122,11 +132,12 @@ pub struct LinkConfig {
     pub sender_id: String,
     /// Shared secret.
     pub token: Option<String>,
-    /// Heartbeat interval until the receiver says otherwise.
+    /// Heartbeat interval if the receiver's `Welcome` names none (receivers always do).
     pub heartbeat_interval: Duration,
     /// How long changes coalesce before a delta batch.
     pub flush_interval: Duration,
-    /// Largest frame payload sent.
+    /// Largest frame payload this sender writes; the receiver's smaller limit (from its
+    /// `Welcome`) lowers it for the session.
     pub max_frame_bytes: usize,
     /// Bound of connect + handshake.
     pub connect_timeout: Duration,
@@ -146,9 +157,9 @@ impl LinkConfig {
             cluster,
             sender_id,
             token: config.token.clone(),
-            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
             flush_interval: config.flush_interval,
-            max_frame_bytes: config.max_frame_bytes,
+            max_frame_bytes: defaults::MAX_FRAME_BYTES,
             connect_timeout: config.connect_timeout,
             shutdown_timeout: config.shutdown_timeout,
             spool_max_bytes: config.spool_max_bytes,
@@ -203,6 +214,9 @@ pub struct Link<C: Connector, S: Spool = MemorySpool> {
     /// An ack of a batch not sent yet was logged (once per link).
     warned_future_ack: bool,
     backoff: Backoff,
+    /// Largest frame payload of the current session: the smaller of ours and the
+    /// receiver's (see [`frame_limit`]).
+    frame_limit: usize,
 }
 
 impl<C: Connector> Link<C, MemorySpool> {
@@ -232,7 +246,6 @@ impl<C: Connector, S: Spool> Link<C, S> {
             .spooled_samples
             .store(spool.samples(), Ordering::Relaxed);
         Link {
-            config,
             connector,
             shared,
             spool,
@@ -243,6 +256,8 @@ impl<C: Connector, S: Spool> Link<C, S> {
             restored: restored.is_some(),
             warned_future_ack: false,
             backoff: Backoff::new(),
+            frame_limit: config.max_frame_bytes,
+            config,
         }
     }
 
@@ -403,8 +418,8 @@ impl<C: Connector, S: Spool> Link<C, S> {
                 ));
             }
         };
-        conn.codec_mut()
-            .set_max_frame_bytes(self.config.max_frame_bytes);
+        self.frame_limit = frame_limit(self.config.max_frame_bytes, welcome.max_frame_bytes);
+        conn.codec_mut().set_max_frame_bytes(self.frame_limit);
         let heartbeat = match welcome.heartbeat_interval_ms {
             0 => self.config.heartbeat_interval,
             ms => Duration::from_millis(u64::from(ms)),
@@ -447,6 +462,7 @@ impl<C: Connector, S: Spool> Link<C, S> {
                 cluster = %self.config.cluster,
                 resume = ?welcome.resume,
                 heartbeat_ms = heartbeat.as_millis() as u64,
+                max_frame_bytes = self.frame_limit,
                 "connected; sending a snapshot"
             );
             let superseded = self.spool.samples();
@@ -476,8 +492,7 @@ impl<C: Connector, S: Spool> Link<C, S> {
         let mut room_wait: Option<Instant> = None;
         loop {
             let room = self.spool.bytes() == 0
-                || self.spool.bytes() + self.config.max_frame_bytes as u64
-                    <= self.config.spool_max_bytes;
+                || self.spool.bytes() + self.frame_limit as u64 <= self.config.spool_max_bytes;
             if room {
                 room_wait = None;
             } else if flushing && room_wait.is_none() {
@@ -517,7 +532,7 @@ impl<C: Connector, S: Spool> Link<C, S> {
                     )));
                 }
                 () = std::future::ready(()), if snapshotting => {
-                    let part = self.shared.store().next_snapshot_part(self.config.max_frame_bytes);
+                    let part = self.shared.store().next_snapshot_part(self.frame_limit);
                     match part {
                         Some(batch) => {
                             let last = batch.snapshot.is_some_and(|p| p.last);
@@ -549,7 +564,7 @@ impl<C: Connector, S: Spool> Link<C, S> {
                 // large backlog.
                 () = sleep_until(room_wait.unwrap_or(dead_at)), if flushing && !snapshotting && !may_send => {}
                 () = std::future::ready(()), if flushing && !snapshotting && may_send => {
-                    let batch = self.shared.store().take_delta(self.config.max_frame_bytes);
+                    let batch = self.shared.store().take_delta(self.frame_limit);
                     match batch {
                         Some(batch) => {
                             self.send_batch(conn, batch, true, heartbeat).await?;
@@ -646,7 +661,7 @@ impl<C: Connector, S: Spool> Link<C, S> {
         T: AsyncRead + AsyncWrite + Unpin,
     {
         loop {
-            let batch = self.shared.store().take_delta(self.config.max_frame_bytes);
+            let batch = self.shared.store().take_delta(self.frame_limit);
             match batch {
                 Some(batch) => {
                     self.send_batch(conn, batch, true, heartbeat).await?;

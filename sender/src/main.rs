@@ -1,28 +1,53 @@
 //! `sender`: parses the configuration, sets up logging and Kubernetes access, and runs a
-//! [`Sender`] until SIGTERM or Ctrl-C.
+//! [`Sender`] until SIGTERM or Ctrl-C. Whatever stops it is said once, on stderr (through
+//! the log once logging is set up), with exit status 1 (2 for a bad configuration).
+
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use kube_relay_proto::config::error_chain;
 use kube_relay_sender::config::defaults;
 use kube_relay_sender::kubeclient::{self, cluster_name_from_context};
-use kube_relay_sender::{Config, Sender, malloc, simulate, telemetry, tls};
+use kube_relay_sender::{Config, Error, Sender, malloc, simulate, telemetry, tls};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     // Before any thread exists: glibc reads its tunables only at start-up.
     let malloc = malloc::tune_and_reexec();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("failed to start the async runtime")?
-        .block_on(run(malloc))
-}
-
-async fn run(malloc: &'static str) -> Result<()> {
-    let config = Config::from_env()?;
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(Error::Settings(kube_relay_proto::config::Error::CommandLine(e))) => e.exit(),
+        Err(e) => {
+            eprintln!("sender: {}", error_chain(causes(&e)));
+            return ExitCode::from(2);
+        }
+    };
     telemetry::init(config.log_format);
     tracing::debug!(malloc, "allocator settings");
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
+        .and_then(|runtime| runtime.block_on(run(config)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(cause = %error_chain(e.chain()), "sender stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `e` and its sources, outermost first.
+fn causes(e: &Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    })
+}
+
+async fn run(config: Config) -> Result<()> {
     // TLS files are read now: a bad one stops the start-up with its name.
     let connector = tls::connector(&config)?;
     let shutdown = CancellationToken::new();
@@ -47,7 +72,7 @@ async fn run(malloc: &'static str) -> Result<()> {
                 (Some(cluster), _) => cluster.clone(),
                 (None, Some(context)) => cluster_name_from_context(context),
                 (None, None) => anyhow::bail!(
-                    "--cluster (KUBE_RELAY_CLUSTER) is required in-cluster: \
+                    "--cluster (KUBE_RELAY_SENDER_CLUSTER) is required in-cluster: \
                      there is no kube context to name it after"
                 ),
             };
@@ -64,10 +89,7 @@ async fn run(malloc: &'static str) -> Result<()> {
     if let Some(sim) = simulated {
         sim.sim.shutdown().await;
     }
-    if let Err(e) = &result {
-        error!(cause = %e, "sender failed");
-    }
-    result.context("the sender stopped with an error")
+    Ok(result?)
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.

@@ -13,6 +13,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use kube_relay_proto::config::read_secret_file;
 use kube_relay_proto::tls as shared_tls;
 
 use super::settings::Endpoint;
@@ -130,10 +131,7 @@ impl Client {
         let bad_header =
             |what: &str| Error::Config(format!("remote_write {}: {what}", endpoint.display_url()));
         if let Some(path) = &endpoint.bearer_token_file {
-            let token = read_secret(path).map_err(|source| Error::TokenFile {
-                path: path.clone(),
-                source,
-            })?;
+            let token = read_secret_file("bearer token", path)?;
             let mut v = HeaderValue::try_from(format!("Bearer {token}"))
                 .map_err(|_| bad_header("the bearer token holds characters a header cannot"))?;
             v.set_sensitive(true);
@@ -144,10 +142,7 @@ impl Client {
             &endpoint.basic_auth_password_file,
         ) {
             use base64::Engine as _;
-            let password = read_secret(path).map_err(|source| Error::PasswordFile {
-                path: path.clone(),
-                source,
-            })?;
+            let password = read_secret_file("password", path)?;
             let encoded =
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
             let mut v = HeaderValue::try_from(format!("Basic {encoded}"))
@@ -265,12 +260,6 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
     let secs: u64 = v.trim().parse().ok()?;
     Some(Duration::from_secs(secs.min(300)))
-}
-
-fn read_secret(path: &std::path::Path) -> std::io::Result<String> {
-    Ok(std::fs::read_to_string(path)?
-        .trim_end_matches(['\n', '\r'])
-        .to_owned())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -54,28 +54,37 @@ async fn help_teaches_every_option_with_its_default_and_env_var() {
         "--http-basic-auth-user",
         "--http-basic-auth-password-file",
         "--max-handshakes-per-ip",
-        "KUBE_RELAY_LISTEN",
-        "KUBE_RELAY_HTTP_LISTEN",
-        "KUBE_RELAY_TLS_CERT",
-        "KUBE_RELAY_TLS_CLIENT_CA",
-        "KUBE_RELAY_HTTP_BASIC_AUTH_PASSWORD_FILE",
+        "KUBE_RELAY_RECEIVER_LISTEN",
+        "KUBE_RELAY_RECEIVER_HTTP_LISTEN",
+        "KUBE_RELAY_RECEIVER_TLS_CERT",
+        "KUBE_RELAY_RECEIVER_TLS_CLIENT_CA",
+        "KUBE_RELAY_RECEIVER_HTTP_BASIC_AUTH_PASSWORD_FILE",
+        "KUBE_RELAY_TOKEN_FILE",
         "Security:",
+        "flag > environment > config file > default",
     ] {
         assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
     }
 }
 
 #[tokio::test]
-async fn a_bad_setting_stops_the_start_with_a_clear_error() {
-    let mut child = ChildProcess::spawn(
-        "receiver",
-        std::iter::empty::<&str>(),
-        &[("KUBE_RELAY_TTL", "5 minutes")],
-    )
-    .expect("spawn");
-    assert!(!exit_of(&mut child).await.success());
-    let log = child.log();
-    assert!(log.contains("ttl") && log.contains("5 minutes"), "{log}");
+async fn a_bad_setting_stops_the_start_naming_the_variable_once() {
+    for (var, names) in [
+        ("KUBE_RELAY_RECEIVER_TTL", "KUBE_RELAY_RECEIVER_TTL"),
+        // The unsectioned name of before is refused with the name to use.
+        ("KUBE_RELAY_TTL", "KUBE_RELAY_RECEIVER_TTL"),
+    ] {
+        let mut child = ChildProcess::spawn(
+            "receiver",
+            std::iter::empty::<&str>(),
+            &[(var, "5 minutes and")],
+        )
+        .expect("spawn");
+        assert_eq!(exit_of(&mut child).await.code(), Some(2), "{}", child.log());
+        let log = child.log();
+        assert!(log.contains(var) && log.contains(names), "{log}");
+        assert_eq!(log.lines().count(), 1, "one line, said once: {log}");
+    }
 }
 
 #[tokio::test]

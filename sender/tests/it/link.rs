@@ -211,6 +211,62 @@ async fn a_full_spool_waits_for_acks_instead_of_dropping() {
 }
 
 #[tokio::test]
+async fn batches_are_split_to_the_receivers_frame_limit() {
+    // The receiver takes frames of 64 KiB at most (its smallest setting) and says so in its
+    // Welcome; the sender's own limit is 1 MiB. A snapshot and a burst of about 400 KiB each
+    // must fit.
+    let rx = RunningReceiver::start(ReceiverConfig {
+        max_frame_bytes: kube_relay_receiver::config::MIN_MAX_FRAME_BYTES,
+        ..ReceiverConfig::loopback()
+    })
+    .await;
+    let (ingest, http) = (rx.ingest, rx.http);
+    let shared = Arc::new(Shared::new(1));
+    let names: Vec<String> = (0..4000).map(|i| format!("pod-{i:04}")).collect();
+    for name in &names[..2000] {
+        shared.update(|s| s.apply(&pod_key(name), &phases(name, "Running")));
+    }
+    let (shutdown, running) = start_link(ingest, link_config("c12"), &shared);
+    wait_line(
+        http,
+        r#"kube_pod_status_phase{cluster="c12",namespace="default",pod="pod-1999""#,
+        true,
+    )
+    .await;
+    for name in &names[2000..] {
+        shared.update(|s| s.apply(&pod_key(name), &phases(name, "Running")));
+    }
+    wait_until("every series delivered", WAIT, POLL, || async {
+        let text = metrics_text(http).await?;
+        let n = text
+            .lines()
+            .filter(|l| l.starts_with(r#"kube_pod_status_phase{cluster="c12""#))
+            .count();
+        Ok((n == 12_000).then_some(()))
+    })
+    .await
+    .expect("delivered");
+    assert_eq!(
+        shared.stats.sessions.load(Ordering::Relaxed),
+        1,
+        "one session: no frame was refused"
+    );
+    let text = rx.metrics().await;
+    assert!(
+        !text.contains(r#"relay_receiver_decode_errors_total{kind="frame_too_large"}"#)
+            || value(
+                &text,
+                "relay_receiver_decode_errors_total",
+                &[("kind", "frame_too_large")]
+            ) == Some(0.0),
+        "{text}"
+    );
+
+    stop_link(shutdown, running).await;
+    rx.stop().await;
+}
+
+#[tokio::test]
 async fn a_wrong_token_is_refused_counted_and_retried_until_fixed() {
     let rx = RunningReceiver::start(ReceiverConfig {
         token: Some("right".to_owned()),

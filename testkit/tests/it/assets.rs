@@ -16,11 +16,12 @@
 //! them. A missing tool fails the test with the command to install it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use clap::{CommandFactory, Parser};
 use k8s_openapi::Resource;
+use kube_relay_proto::config::{self as layer, Section};
 use kube_relay_receiver::{Receiver, ReceiverConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -101,7 +102,7 @@ fn compose_config() -> Value {
         &["-f", "docker-compose.yml", "config"],
         &[
             "KUBE_RELAY_TOKEN",
-            "KUBE_RELAY_TTL",
+            "KUBE_RELAY_RECEIVER_TTL",
             "GRAFANA_ADMIN_PASSWORD",
         ],
         COMPOSE_HINT,
@@ -117,7 +118,7 @@ fn compose_file_passes_docker_compose_config() {
         &["-f", "docker-compose.yml", "config", "-q"],
         &[
             "KUBE_RELAY_TOKEN",
-            "KUBE_RELAY_TTL",
+            "KUBE_RELAY_RECEIVER_TTL",
             "GRAFANA_ADMIN_PASSWORD",
         ],
         COMPOSE_HINT,
@@ -209,8 +210,8 @@ fn compose_receiver_publishes_both_ports_and_takes_its_token_only_when_set() {
         .collect();
     assert_eq!(ports, BTreeSet::from([(9000, 9000), (9100, 9100)]));
     let env = &receiver["environment"];
-    assert_eq!(env["KUBE_RELAY_LISTEN"], "0.0.0.0:9000");
-    assert_eq!(env["KUBE_RELAY_HTTP_LISTEN"], "0.0.0.0:9100");
+    assert_eq!(env["KUBE_RELAY_RECEIVER_LISTEN"], "0.0.0.0:9000");
+    assert_eq!(env["KUBE_RELAY_RECEIVER_HTTP_LISTEN"], "0.0.0.0:9100");
     assert!(
         env["KUBE_RELAY_TOKEN"].is_null(),
         "without a token on the host, none is passed: {env}"
@@ -315,32 +316,27 @@ fn compose_mounts_are_where_prometheus_and_grafana_read_them() {
     assert!(prometheus_ports.iter().any(|p| p["target"] == 9090));
 }
 
-/// `KUBE_RELAY_*` variable → long flag, from a binary's clap command.
-fn flags_by_env(command: &clap::Command) -> BTreeMap<String, String> {
-    command
-        .get_arguments()
-        .filter_map(|arg| {
-            let env = arg.get_env()?.to_string_lossy().into_owned();
-            Some((env, format!("--{}", arg.get_long()?)))
+/// The `KUBE_RELAY_*` variables of `settings` as a process environment for `section`'s
+/// binary (others, such as `RUST_LOG`, are left out); panics on a variable that is neither
+/// the binary's (`KUBE_RELAY_<SECTION>_*`) nor shared. Loading them then refuses a name the
+/// binary does not know.
+fn relay_env(section: Section, settings: &BTreeMap<String, String>) -> Vec<(OsString, OsString)> {
+    let prefix = format!("KUBE_RELAY_{}_", section.name().to_ascii_uppercase());
+    settings
+        .iter()
+        .filter(|(name, _)| name.starts_with("KUBE_RELAY_"))
+        .map(|(name, value)| {
+            let shared = layer::SHARED_KEYS
+                .iter()
+                .any(|key| section.env_name(key) == *name);
+            assert!(
+                shared || name.starts_with(&prefix),
+                "{name} is not a {} setting",
+                section.name()
+            );
+            (OsString::from(name), OsString::from(value))
         })
         .collect()
-}
-
-/// Turns `KUBE_RELAY_*` settings into command-line flags; panics on a setting the binary
-/// does not have. Other variables (`RUST_LOG`) are skipped.
-fn as_flags(settings: &BTreeMap<String, String>, command: &clap::Command) -> Vec<String> {
-    let flags = flags_by_env(command);
-    let mut args = Vec::new();
-    for (env, value) in settings {
-        if !env.starts_with("KUBE_RELAY_") {
-            continue;
-        }
-        let flag = flags
-            .get(env)
-            .unwrap_or_else(|| panic!("{env} is not a setting of {}", command.get_name()));
-        args.push(format!("{flag}={value}"));
-    }
-    args
 }
 
 /// `ENV` settings of a Dockerfile's last stage.
@@ -372,12 +368,9 @@ fn receiver_settings_in_compose_and_its_image_are_valid_receiver_flags() {
         };
     }
     assert!(settings.contains_key("KUBE_RELAY_TOKEN"));
-    let command = kube_relay_receiver::Cli::command();
-    let mut args = vec!["receiver".to_owned()];
-    args.extend(as_flags(&settings, &command));
-    let cli = kube_relay_receiver::Cli::try_parse_from(&args)
-        .unwrap_or_else(|e| panic!("receiver {args:?}: {e}"));
-    let receiver = ReceiverConfig::from_cli(&cli).expect("a valid receiver configuration");
+    let env = relay_env(Section::Receiver, &settings);
+    let receiver = ReceiverConfig::load(["receiver"], env.clone())
+        .unwrap_or_else(|e| panic!("receiver with {env:?}: {e}"));
     assert_eq!(receiver.listen.to_string(), "0.0.0.0:9000");
     assert_eq!(receiver.http_listen.to_string(), "0.0.0.0:9100");
     assert_eq!(receiver.ttl, std::time::Duration::from_secs(300));
@@ -397,17 +390,22 @@ fn long_term_store_compose_writes_the_receiver_into_victoria_metrics() {
         ],
         &[
             "KUBE_RELAY_TOKEN",
-            "KUBE_RELAY_TTL",
+            "KUBE_RELAY_RECEIVER_TTL",
             "GRAFANA_ADMIN_PASSWORD",
         ],
         COMPOSE_HINT,
     );
     let config = yaml(&out);
     let env = &config["services"]["receiver"]["environment"];
-    let url = str_at(env, "/KUBE_RELAY_REMOTE_WRITE_URL");
+    let url = str_at(env, "/KUBE_RELAY_RECEIVER_REMOTE_WRITE_URL");
     assert_eq!(url, "http://victoriametrics:8428/api/v1/write");
     assert!(
-        mount_source(&config, "receiver", str_at(env, "/KUBE_RELAY_STATE_DIR")).is_some(),
+        mount_source(
+            &config,
+            "receiver",
+            str_at(env, "/KUBE_RELAY_RECEIVER_STATE_DIR")
+        )
+        .is_some(),
         "the receiver's state directory (its remote-write queue) is a volume"
     );
     assert!(
@@ -446,18 +444,59 @@ fn long_term_store_compose_writes_the_receiver_into_victoria_metrics() {
         "http://victoriametrics:8428"
     );
 
-    // The receiver's settings are still valid flags, and remote write is on.
+    // The receiver's settings are still valid ones, and remote write is on.
     let mut settings = dockerfile_env("receiver/Dockerfile");
     for (key, value) in env.as_object().expect("receiver environment") {
         settings.insert(key.clone(), value.as_str().unwrap_or("x").to_owned());
     }
-    let command = kube_relay_receiver::Cli::command();
-    let mut args = vec!["receiver".to_owned()];
-    args.extend(as_flags(&settings, &command));
-    let cli = kube_relay_receiver::Cli::try_parse_from(&args)
-        .unwrap_or_else(|e| panic!("receiver {args:?}: {e}"));
-    let receiver = ReceiverConfig::from_cli(&cli).expect("a valid receiver configuration");
+    let env = relay_env(Section::Receiver, &settings);
+    let receiver = ReceiverConfig::load(["receiver"], env.clone())
+        .unwrap_or_else(|e| panic!("receiver with {env:?}: {e}"));
     assert_eq!(receiver.remote_write.len(), 1);
+}
+
+/// The first fenced block of `doc` whose first line is `first_line`, without the fences and
+/// the block's indentation.
+fn doc_block(doc: &str, first_line: &str) -> String {
+    let mut lines = doc.lines().skip_while(|l| l.trim() != first_line);
+    let first = lines
+        .next()
+        .unwrap_or_else(|| panic!("no block starting with {first_line:?}"));
+    let indent = first.len() - first.trim_start().len();
+    std::iter::once(first)
+        .chain(lines.take_while(|l| !l.trim_start().starts_with("```")))
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_config_file_of_deploy_md_serves_both_binaries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = doc_block(&read("docs/deploy.md"), "# kube-relay.toml")
+        .replace("/etc/kube-relay/", &format!("{}/", dir.path().display()));
+    std::fs::write(dir.path().join("token"), "s3cret\n").expect("token");
+    let path = dir.path().join("kube-relay.toml");
+    std::fs::write(&path, text).expect("write");
+    let config = ["--config".to_owned(), path.display().to_string()];
+
+    let sender = kube_relay_sender::Config::load(
+        std::iter::once("sender".to_owned()).chain(config.clone()),
+        std::iter::empty(),
+    )
+    .expect("the sender takes the file");
+    assert_eq!(sender.target, "hostb:9000");
+    assert_eq!(sender.token.as_deref(), Some("s3cret"));
+    assert_eq!(sender.usage_interval, std::time::Duration::from_secs(30));
+
+    let receiver = ReceiverConfig::load(
+        std::iter::once("receiver".to_owned()).chain(config),
+        std::iter::empty(),
+    )
+    .expect("the receiver takes the file");
+    assert_eq!(receiver.token.as_deref(), Some("s3cret"));
+    assert_eq!(receiver.ttl, std::time::Duration::from_secs(600));
+    assert!(receiver.tls.is_some());
 }
 
 #[tokio::test]
@@ -972,7 +1011,7 @@ fn granted_to_sender(objects: &BTreeMap<String, Object>) -> (BTreeSet<Grant>, St
     let usage = config_map
         .data
         .as_ref()
-        .and_then(|d| d.get("KUBE_RELAY_USAGE_SOURCE").cloned())
+        .and_then(|d| d.get("KUBE_RELAY_SENDER_USAGE_SOURCE").cloned())
         .expect("usage source set");
 
     let mut grants = BTreeSet::new();
@@ -1065,14 +1104,14 @@ fn sender_deployment_runs_unprivileged_with_its_settings_from_the_config_map() {
             "{key} is a sender setting"
         );
     }
-    for key in ["KUBE_RELAY_TARGET", "KUBE_RELAY_CLUSTER"] {
+    for key in ["KUBE_RELAY_SENDER_TARGET", "KUBE_RELAY_SENDER_CLUSTER"] {
         assert!(data.contains_key(key), "{key} is set");
     }
 }
 
 /// The sender's settings in the rendered manifests: the ConfigMap, the container's
 /// arguments and its other environment variables (values from Secrets become `x`).
-fn sender_command_line(objects: &BTreeMap<String, Object>) -> (Vec<String>, Vec<String>) {
+fn sender_command_line(objects: &BTreeMap<String, Object>) -> (SenderStart, Vec<String>) {
     let Some(Object::Deployment(sender)) = objects.get("Deployment kube-relay/kube-relay-sender")
     else {
         panic!("sender Deployment");
@@ -1097,26 +1136,36 @@ fn sender_command_line(objects: &BTreeMap<String, Object>) -> (Vec<String>, Vec<
     }
     let mut args = vec!["sender".to_owned()];
     args.extend(container.args.clone().unwrap_or_default());
-    args.extend(as_flags(
-        &settings,
-        &kube_relay_sender::config::Cli::command(),
-    ));
+    let env = relay_env(Section::Sender, &settings);
     let mounts = container
         .volume_mounts
         .iter()
         .flatten()
         .map(|m| m.mount_path.clone())
         .collect();
-    (args, mounts)
+    (SenderStart { args, env }, mounts)
+}
+
+/// The sender's arguments and `KUBE_RELAY_*` environment in the manifests.
+#[derive(Debug)]
+struct SenderStart {
+    args: Vec<String>,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl SenderStart {
+    fn config(&self) -> kube_relay_sender::Config {
+        kube_relay_sender::Config::load(&self.args, self.env.clone())
+            .unwrap_or_else(|e| panic!("sender {self:?}: {e}"))
+    }
 }
 
 #[test]
 fn sender_settings_in_the_manifests_are_valid_sender_flags() {
     use kube_relay_sender::config::UsageSource;
 
-    let (args, mounts) = sender_command_line(&typed_objects(&kustomize(&root().join("k8s"))));
-    let config = kube_relay_sender::Config::try_from_args(&args)
-        .unwrap_or_else(|e| panic!("sender {args:?}: {e}"));
+    let (start, mounts) = sender_command_line(&typed_objects(&kustomize(&root().join("k8s"))));
+    let config = start.config();
     assert_eq!(config.target, "192.0.2.10:9000");
     assert_eq!(config.cluster.as_deref(), Some("minikube"));
     assert_eq!(config.usage_source, UsageSource::MetricsApi);
@@ -1131,11 +1180,10 @@ fn sender_settings_in_the_manifests_are_valid_sender_flags() {
         state_dir.display()
     );
 
-    let (args, _) = sender_command_line(&typed_objects(&kustomize_with_components(&[
+    let (start, _) = sender_command_line(&typed_objects(&kustomize_with_components(&[
         "sender/kubelet-usage",
     ])));
-    let config = kube_relay_sender::Config::try_from_args(&args)
-        .unwrap_or_else(|e| panic!("sender {args:?}: {e}"));
+    let config = start.config();
     assert_eq!(config.usage_source, UsageSource::Kubelet);
 }
 
