@@ -113,6 +113,36 @@ impl Reply {
         )
     }
 
+    /// `405` for a write the simulator does not serve, saying which writes it serves.
+    pub(crate) fn read_only(method: &http::Method, r: &ResourceRequest) -> Reply {
+        let what = match (&r.name, &r.sub) {
+            (Some(name), Some(sub)) => format!("{}/{name}/{sub}", r.def.plural),
+            (Some(name), None) => format!("{}/{name}", r.def.plural),
+            (None, _) => r.def.plural.to_string(),
+        };
+        Reply::status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!(
+                "the server does not allow this method on the requested resource: kube-sim serves no {method} on {what}; its only writes are deleting pods and scaling deployments (the scale subresource), the scenario shapes everything else (kube-sim --help)"
+            ),
+            None,
+        )
+    }
+
+    /// `404` for the container subresources (`kubectl logs`, `exec`, `attach`,
+    /// `port-forward`): no containers run behind the simulator.
+    pub(crate) fn no_containers(sub: &str) -> Reply {
+        Reply::status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!(
+                "kube-sim runs no containers, so it serves no pods/{sub} (kubectl logs, exec, attach and port-forward do not work against it; kube-sim --help)"
+            ),
+            None,
+        )
+    }
+
     /// `400`.
     pub(crate) fn bad_request(message: String) -> Reply {
         Reply::status(StatusCode::BAD_REQUEST, "BadRequest", message, None)
@@ -747,7 +777,7 @@ pub(crate) fn update_scale(
     body: &[u8],
 ) -> Reply {
     let Some(name) = r.name.as_deref() else {
-        return Reply::method_not_allowed();
+        return Reply::read_only(method, r);
     };
     let Some(current) = scale_of(c, r, name) else {
         return not_found(r.def, name);
@@ -859,10 +889,10 @@ pub(crate) fn update_scale(
 /// `DELETE` on a pod.
 pub(crate) fn delete(c: &mut Cluster, r: &ResourceRequest, q: &Query, body: &[u8]) -> Reply {
     let (Some(name), None) = (r.name.as_deref(), r.sub.as_deref()) else {
-        return Reply::method_not_allowed();
+        return Reply::read_only(&http::Method::DELETE, r);
     };
     if r.def.source != Source::Store(crate::resources::Kind::Pod, View::Primary) {
-        return Reply::method_not_allowed();
+        return Reply::read_only(&http::Method::DELETE, r);
     }
     let options: DeleteOptions = if body.iter().all(u8::is_ascii_whitespace) {
         DeleteOptions::default()

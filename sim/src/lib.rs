@@ -33,12 +33,14 @@
 //! ```
 //!
 //! # What it does not do
+//! (`kube-sim --help` says the same to users.)
 //! - Writes other than pod deletion and the deployment scale subresource (`GET`/`PUT`/
-//!   `PATCH` with merge, strategic-merge, JSON or apply patches) answer `405`: the scenario
-//!   and [`SimHandle`] shape the cluster, not API clients.
-//! - JSON only (no protobuf, `406` when a client accepts nothing else); legacy discovery only
-//!   (kubectl falls back from aggregated discovery); no OpenAPI documents, logs, exec,
-//!   rolling updates, services or authentication.
+//!   `PATCH` with merge, strategic-merge, JSON or apply patches) answer `405` naming what is
+//!   writable: the scenario and [`SimHandle`] shape the cluster, not API clients.
+//! - No containers run: `pods/log`, `exec`, `attach` and `portforward` answer `404` saying
+//!   so. No services, endpoints, configmaps, secrets or jobs; JSON only (no protobuf, `406`
+//!   when a client accepts nothing else); legacy discovery only (kubectl falls back from
+//!   aggregated discovery); no OpenAPI documents, rolling updates or authentication.
 //! - Timestamps are the simulation clock: wall-clock time at start plus simulated time. In
 //!   [`ClockMode::Manual`] or at `speed > 1` they run ahead of the wall clock, so ages that
 //!   clients compute themselves (`kubectl describe`) can read `<invalid>`.
@@ -50,7 +52,8 @@
 //! - Leaves: `units` (Kubernetes quantities and durations), `selector`, `resources` (the
 //!   served resources and discovery), `error`, [`scenario`] (the YAML format and the built-in
 //!   scenarios, `sim/scenarios/*.yaml`), `load` (the load model), `hpa` (the HPA algorithm,
-//!   pure), `faults` (injectable API faults), `timeline` (the scenario's scheduled actions).
+//!   pure), `faults` (injectable API faults), `timeline` (the scenario's scheduled actions),
+//!   [`telemetry`] (the binary's logging).
 //! - `store`: objects, the global resourceVersion, per-kind watch history, list snapshots.
 //! - `objects`: object builders; `pod`: a pod as the kubelet sees it and its rendered status.
 //! - `state`: the `Cluster` struct and the state types its controllers share.
@@ -87,6 +90,7 @@ mod sim;
 mod state;
 mod store;
 mod table;
+pub mod telemetry;
 mod termination;
 mod timeline;
 mod units;

@@ -129,6 +129,11 @@ impl Scenario {
         &self.spec.name
     }
 
+    /// What the scenario shows (its `description:` field).
+    pub fn description(&self) -> &str {
+        &self.spec.description
+    }
+
     /// The RNG seed.
     pub fn seed(&self) -> u64 {
         self.spec.seed
@@ -154,7 +159,6 @@ pub(crate) struct Spec {
     #[serde(default = "default_name")]
     pub name: String,
     #[serde(default)]
-    #[allow(dead_code, reason = "documentation inside the scenario file")]
     pub description: String,
     #[serde(default = "default_seed")]
     pub seed: u64,

@@ -191,6 +191,11 @@ async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>) -> (Response<Bod
                 Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
                 None => {}
             }
+            if r.def.plural == "pods"
+                && let Some(sub @ ("log" | "exec" | "attach" | "portforward")) = r.sub.as_deref()
+            {
+                return (respond(Reply::no_containers(sub)), false);
+            }
             let Some(format) = api::negotiate(accept.as_deref()) else {
                 return (
                     respond(Reply::status(
@@ -235,7 +240,7 @@ async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>) -> (Response<Bod
                         Err(reply) => reply,
                     }
                 }
-                _ => Reply::method_not_allowed(),
+                _ => Reply::read_only(&parts.method, &r),
             }
         }
     };

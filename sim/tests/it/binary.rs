@@ -1,10 +1,113 @@
 //! The `kube-sim` binary: serves a scenario, writes a kubeconfig and says how to use it,
-//! and stops cleanly on SIGTERM.
+//! stops cleanly on SIGTERM, says in `--help` what it serves and what not, and colours its
+//! log only on a terminal without `NO_COLOR`.
 
 use std::time::Duration;
 
-use kube_relay_testkit::process::ChildProcess;
+use kube_relay_testkit::process::{ChildProcess, bin_path};
 use kube_relay_testkit::{http, wait_until};
+
+const ESC: &str = "\x1b[";
+
+/// Waits until kube-sim has logged that it started; returns its log.
+async fn started(child: &ChildProcess) -> String {
+    wait_until(
+        "kube-sim started",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || {
+            let log = child.log();
+            async move { Ok(log.contains("simulated cluster started").then_some(log)) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", child.log()))
+}
+
+#[tokio::test]
+async fn kube_sim_help_says_what_it_serves_and_what_not() {
+    let out = std::process::Command::new(bin_path("kube-sim").expect("kube-sim built"))
+        .arg("--help")
+        .output()
+        .expect("kube-sim --help runs");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "What it serves",
+        "horizontalpodautoscalers",
+        "metrics.k8s.io/v1beta1",
+        "What it does not serve",
+        "kubectl logs, exec, attach, port-forward",
+        "kubectl create, apply, edit, patch",
+        "kubectl get svc",
+        "OpenAPI",
+        "NO_COLOR",
+        "Built-in scenarios",
+    ] {
+        assert!(
+            help.contains(expected),
+            "--help lacks {expected:?}:\n{help}"
+        );
+    }
+    for name in kube_relay_sim::Scenario::builtin_names() {
+        assert!(
+            help.contains(&format!("  {name} ")),
+            "--help lacks {name}:\n{help}"
+        );
+    }
+}
+
+/// kube-sim on a pseudo-terminal (util-linux `script`), so stderr is a terminal.
+fn on_a_terminal(no_color: &str, kubeconfig: &std::path::Path) -> ChildProcess {
+    let sim = bin_path("kube-sim").expect("kube-sim built");
+    let command = format!(
+        "{} --listen 127.0.0.1:0 --kubeconfig-out {}",
+        sim.display(),
+        kubeconfig.display()
+    );
+    let env = [
+        ("RUST_LOG", "info"),
+        ("TERM", "xterm"),
+        ("NO_COLOR", no_color),
+    ];
+    let args = [
+        "--quiet",
+        "--return",
+        "--command",
+        command.as_str(),
+        "/dev/null",
+    ];
+    ChildProcess::spawn_program("kube-sim-on-a-tty", "script", args, &env).expect("script starts")
+}
+
+#[tokio::test]
+async fn kube_sim_colours_its_log_only_on_a_terminal_without_no_color() {
+    if kube_relay_testkit::prometheus::which("script").is_none() {
+        kube_relay_testkit::skip("util-linux `script` is not installed; no pseudo-terminal test");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let out = kubeconfig.to_str().expect("utf-8 path");
+    let file = ChildProcess::spawn(
+        "kube-sim",
+        ["--listen", "127.0.0.1:0", "--kubeconfig-out", out],
+        &[],
+    )
+    .expect("kube-sim starts");
+    let log = started(&file).await;
+    assert!(!log.contains(ESC), "ANSI escapes in a log file:\n{log}");
+    drop(file);
+
+    let coloured = on_a_terminal("", &kubeconfig);
+    let log = started(&coloured).await;
+    assert!(log.contains(ESC), "a terminal gets colours:\n{log}");
+    drop(coloured);
+
+    let plain = on_a_terminal("1", &kubeconfig);
+    let log = started(&plain).await;
+    assert!(!log.contains(ESC), "NO_COLOR=1 on a terminal:\n{log:?}");
+}
 
 #[tokio::test]
 async fn kube_sim_writes_a_kubeconfig_serves_the_api_and_stops_on_sigterm() {

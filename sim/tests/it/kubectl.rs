@@ -1,6 +1,7 @@
 //! The real `kubectl` against the simulator, unchanged: every command the README and the
 //! seed projects use (get pods/hpa/deploy/events, get -w, describe, top, delete, scale),
-//! with their output checked.
+//! with their output checked, and the commands it does not serve failing with a reason
+//! that says so.
 //!
 //! Skips (loudly) only when no `kubectl` binary is on PATH; `.ci/run` installs one.
 
@@ -321,6 +322,37 @@ async fn kubectl_works_against_the_simulator_unchanged() {
         "{out}"
     );
     assert_eq!(&table[1][..4], ["worker", "3/3", "3", "3"], "{out}");
+
+    // What kube-sim does not serve fails with a reason that says so.
+    let web = handle.running_pods("default", "web");
+    let pod = web[0].metadata.name.as_deref().expect("a pod name");
+    let (ok, _, err) = kubectl.try_run(&["logs", pod]).await;
+    assert!(!ok && err.contains("kube-sim runs no containers"), "{err}");
+    let (ok, _, err) = kubectl
+        .try_run(&["create", "deployment", "extra", "--image=nginx"])
+        .await;
+    assert!(
+        !ok && err.contains("kube-sim serves no POST on deployments"),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl.try_run(&["delete", "deploy", "web"]).await;
+    assert!(
+        !ok && err.contains("kube-sim serves no DELETE on deployments/web"),
+        "{err}"
+    );
+    // A watch from a resourceVersion the server never issued ends with the real answer
+    // instead of hanging.
+    let out = kubectl
+        .run(&[
+            "get",
+            "--raw",
+            "/api/v1/pods?watch=1&resourceVersion=99999999",
+        ])
+        .await;
+    assert!(
+        out.contains(r#""reason":"ResourceVersionTooLarge""#) && out.contains(r#""code":504"#),
+        "{out}"
+    );
 
     sim.shutdown().await;
 }
