@@ -285,6 +285,13 @@ catalogue! {
     ReplicaSetOwner => ("kube_replicaset_owner", Gauge, "Information about the ReplicaSet's owner.",
         [&["namespace", "replicaset", "owner_kind", "owner_name", "owner_is_controller"]]),
 
+    /// `kube_node_spec_unschedulable` (cordoned).
+    NodeSpecUnschedulable => ("kube_node_spec_unschedulable", Gauge, "Whether a node can schedule new pods.",
+        [&["node"]]),
+    /// `kube_node_spec_taint`, one series per taint.
+    NodeSpecTaint => ("kube_node_spec_taint", Gauge, "The taint of a cluster node.",
+        [&["node", "key", "value", "effect"]]),
+
     // Namespaces.
     /// `kube_namespace_created`.
     NamespaceCreated => ("kube_namespace_created", Gauge, "Unix creation timestamp",

@@ -1,5 +1,6 @@
 //! Node → `kube_node_info` (community dashboards list clusters and nodes with it),
-//! capacity and allocatable per resource, conditions, and cAdvisor's `machine_cpu_cores` /
+//! capacity and allocatable per resource, conditions, cordon and taints (the
+//! kubernetes-mixin's node alerts read them), and cAdvisor's `machine_cpu_cores` /
 //! `machine_memory_bytes` (what dashboards divide requests and usage by), taken from the
 //! capacity because the relay has no cAdvisor.
 
@@ -55,6 +56,25 @@ pub fn node_series(node: &Node) -> SeriesSet<'_> {
         .map(Cow::Borrowed),
         1.0,
     );
+    set.push(
+        Family::NodeSpecUnschedulable,
+        [name],
+        f64::from(u8::from(
+            spec.and_then(|s| s.unschedulable).unwrap_or(false),
+        )),
+    );
+    for taint in spec.and_then(|s| s.taints.as_deref()).unwrap_or_default() {
+        set.push(
+            Family::NodeSpecTaint,
+            [
+                name,
+                taint.key.as_str(),
+                taint.value.as_deref().unwrap_or_default(),
+                taint.effect.as_str(),
+            ],
+            1.0,
+        );
+    }
     let Some(status) = status else {
         return set;
     };
@@ -109,7 +129,8 @@ mod tests {
         assert_eq!(
             node_series(&node("node-a")).render(),
             [
-                r#"kube_node_info{node="node-a",kernel_version="6.1.0",os_image="Debian GNU/Linux 12",container_runtime_version="containerd://1.7.0",kubelet_version="v1.35.0",kubeproxy_version="v1.35.0",provider_id="sim://node-a",pod_cidr="10.244.1.0/24",system_uuid="sys-uuid",internal_ip="10.0.0.11"} 1"#
+                r#"kube_node_info{node="node-a",kernel_version="6.1.0",os_image="Debian GNU/Linux 12",container_runtime_version="containerd://1.7.0",kubelet_version="v1.35.0",kubeproxy_version="v1.35.0",provider_id="sim://node-a",pod_cidr="10.244.1.0/24",system_uuid="sys-uuid",internal_ip="10.0.0.11"} 1"#,
+                r#"kube_node_spec_unschedulable{node="node-a"} 0"#,
             ]
         );
         assert_eq!(
@@ -126,7 +147,8 @@ mod tests {
         assert_eq!(
             node_series(&n).render(),
             [
-                r#"kube_node_info{node="bare",kernel_version="",os_image="",container_runtime_version="",kubelet_version="",kubeproxy_version="",provider_id="",pod_cidr="",system_uuid="",internal_ip=""} 1"#
+                r#"kube_node_info{node="bare",kernel_version="",os_image="",container_runtime_version="",kubelet_version="",kubeproxy_version="",provider_id="",pod_cidr="",system_uuid="",internal_ip=""} 1"#,
+                r#"kube_node_spec_unschedulable{node="bare"} 0"#,
             ]
         );
     }
@@ -155,7 +177,7 @@ mod tests {
         let lines: Vec<String> = node_series(&n)
             .render()
             .into_iter()
-            .filter(|l| !l.starts_with("kube_node_info"))
+            .filter(|l| !l.starts_with("kube_node_info") && !l.starts_with("kube_node_spec"))
             .collect();
         assert_eq!(
             lines,
@@ -183,6 +205,24 @@ mod tests {
     fn a_node_without_capacity_has_no_machine_size() {
         let n = with_resources(node("small"), &[("cpu", "lots")], &[]);
         let lines = node_series(&n).render();
-        assert_eq!(lines.len(), 1, "info only: {lines:?}");
+        assert_eq!(lines.len(), 2, "info and cordon only: {lines:?}");
+    }
+
+    #[test]
+    fn a_cordoned_tainted_node() {
+        let mut n = node("sick");
+        let spec = n.spec.get_or_insert_with(Default::default);
+        spec.unschedulable = Some(true);
+        spec.taints = Some(vec![k8s_openapi::api::core::v1::Taint {
+            key: "node.kubernetes.io/unreachable".to_owned(),
+            effect: "NoSchedule".to_owned(),
+            ..Default::default()
+        }]);
+        let lines = node_series(&n).render();
+        assert!(lines.contains(&r#"kube_node_spec_unschedulable{node="sick"} 1"#.to_owned()));
+        assert!(lines.contains(
+            &r#"kube_node_spec_taint{node="sick",key="node.kubernetes.io/unreachable",value="",effect="NoSchedule"} 1"#
+                .to_owned()
+        ));
     }
 }
