@@ -1,0 +1,435 @@
+//! The kubernetes-mixin's alerts against the relay: crash loops, waiting containers, HPA
+//! replica mismatch and maxed-out HPAs, Deployment replica mismatch and nodes not ready
+//! (`data/kubernetes-mixin-alerts.yaml`, copied verbatim from the mixin, source named there)
+//! fire for a broken cluster and stay quiet for a healthy one.
+//!
+//! Their `for:` clauses run to an hour, so the rules are evaluated by `promtool test rules`
+//! (Prometheus' own rule engine on a simulated clock) over what the relay actually served:
+//! each cluster runs on a manual clock, one simulated minute at a time; after each minute the
+//! test waits until the receiver shows the cluster's state (pods, restarts and waiting
+//! reasons, Deployments, HPAs, nodes) and records every series the alerts read, labelled as
+//! a scrape by job `kube-relay` would label it. Those minutes become promtool's input series;
+//! the expected alerts are the objects each scenario breaks, with the labels the relay gave
+//! their series.
+
+use crate::common::scrape;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kube_relay_receiver::{Receiver, ReceiverConfig};
+use kube_relay_sender::{Config, Sender};
+use kube_relay_sim::{ClockMode, Scenario, SimHandle, Simulator};
+use kube_relay_testkit::exposition::ExposedSample;
+use kube_relay_testkit::prometheus::which;
+use kube_relay_testkit::wait_until;
+use tokio_util::sync::CancellationToken;
+
+/// A healthy cluster: every pod starts, the HPA has room.
+const HEALTHY: &str = r#"
+name: healthy
+seed: 21
+nodes: {count: 2, cpu: "8", memory: 32Gi}
+deployments:
+  - {name: web, namespace: shop, replicas: 2, image: shop/web:1.0, requests: {cpu: 100m, memory: 64Mi}}
+  - name: worker
+    namespace: shop
+    replicas: 1
+    image: shop/worker:1.0
+    requests: {cpu: 200m, memory: 64Mi}
+    load: {cpu_per_client: 10m, curve: [{at: 0s, clients: 5}]}
+hpas:
+  - {name: worker, namespace: shop, target: worker, min: 1, max: 4, cpu_utilization: 50}
+"#;
+
+/// A broken cluster: one `api` pod crash-loops, `migrate`'s container never gets created,
+/// and `worker`'s HPA sits at its maximum under load.
+const BROKEN: &str = r#"
+name: broken
+seed: 22
+nodes: {count: 2, cpu: "8", memory: 32Gi}
+deployments:
+  - {name: api, namespace: shop, replicas: 2, image: shop/api:1.0, requests: {cpu: 100m, memory: 64Mi}}
+  - {name: migrate, namespace: shop, replicas: 1, image: shop/migrate:1.0, startup: 3h}
+  - name: worker
+    namespace: shop
+    replicas: 1
+    image: shop/worker:1.0
+    requests: {cpu: 200m, memory: 64Mi}
+    load: {cpu_per_client: 50m, curve: [{at: 0s, clients: 40}]}
+hpas:
+  - {name: worker, namespace: shop, target: worker, min: 1, max: 3, cpu_utilization: 50}
+crashes:
+  - {at: 2m, deployment: api, namespace: shop, count: 1, action: crash, restarts: 1000}
+"#;
+
+/// Simulated minutes recorded: the longest `for:` (an hour) plus the longest window.
+const MINUTES: u32 = 80;
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/data")
+}
+
+/// Metric names the alert expressions read.
+fn alert_metrics(rules: &str) -> BTreeSet<String> {
+    rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("kube_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What the receiver must show before a minute is recorded: the state of the cluster.
+fn truth(handle: &SimHandle) -> BTreeSet<String> {
+    let mut facts = BTreeSet::new();
+    for pod in handle.pods() {
+        let name = pod.metadata.name.unwrap_or_default();
+        let status = pod.status.unwrap_or_default();
+        facts.insert(format!(
+            "pod {name} phase {}",
+            status.phase.unwrap_or_default()
+        ));
+        for cs in status.container_statuses.unwrap_or_default() {
+            facts.insert(format!(
+                "pod {name} container {} restarts {}",
+                cs.name, cs.restart_count
+            ));
+            if let Some(reason) = cs.state.and_then(|s| s.waiting).and_then(|w| w.reason) {
+                facts.insert(format!("pod {name} container {} waiting {reason}", cs.name));
+            }
+        }
+    }
+    facts
+}
+
+/// The same facts as the receiver serves them for `cluster`.
+fn relayed(samples: &[ExposedSample], cluster: &str) -> BTreeSet<String> {
+    let mut facts = BTreeSet::new();
+    for s in samples.iter().filter(|s| s.label("cluster") == cluster) {
+        let pod = s.label("pod");
+        match s.name.as_str() {
+            "kube_pod_status_phase" if s.value == 1.0 => {
+                facts.insert(format!("pod {pod} phase {}", s.label("phase")));
+            }
+            "kube_pod_container_status_restarts_total" => {
+                facts.insert(format!(
+                    "pod {pod} container {} restarts {}",
+                    s.label("container"),
+                    s.value
+                ));
+            }
+            "kube_pod_container_status_waiting_reason" if s.value == 1.0 => {
+                facts.insert(format!(
+                    "pod {pod} container {} waiting {}",
+                    s.label("container"),
+                    s.label("reason")
+                ));
+            }
+            _ => {}
+        }
+    }
+    facts
+}
+
+/// A series as promtool reads it: `name{label="value",...}`.
+fn series_text(s: &ExposedSample, extra: &[(&str, &str)]) -> String {
+    let mut labels = s.labels.clone();
+    for (k, v) in extra {
+        labels.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{}{{{}}}", s.name, labels.join(","))
+}
+
+/// One relayed cluster's minutes: series text → value per recorded minute.
+struct Recording {
+    minutes: Vec<BTreeMap<String, f64>>,
+    /// The labels of every recorded series, by series text.
+    labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Pod names by Deployment, at the end.
+    pods_of: BTreeMap<String, Vec<String>>,
+}
+
+/// Runs `yaml` as cluster `cluster` for [`MINUTES`] simulated minutes through a real sender
+/// and receiver, recording the series named in `metrics` after each minute.
+async fn record(yaml: &str, cluster: &str, metrics: &BTreeSet<String>) -> Recording {
+    let shutdown = CancellationToken::new();
+    let receiver = Receiver::bind(ReceiverConfig::loopback())
+        .await
+        .expect("receiver binds");
+    let (ingest, http): (SocketAddr, SocketAddr) = (receiver.ingest_addr(), receiver.http_addr());
+    let receiver = tokio::spawn(receiver.run(shutdown.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let sim = Simulator::start(
+        Scenario::from_yaml(yaml).expect("scenario"),
+        listener,
+        ClockMode::Manual,
+    )
+    .await
+    .expect("simulated cluster starts");
+    let handle = sim.handle();
+    let client = kube_relay_sender::kubeclient::plain_client(&sim.base_url()).expect("client");
+    // the alerts read no usage series
+    let config = Config {
+        usage_source: kube_relay_sender::config::UsageSource::None,
+        ..Config::new(ingest.to_string())
+    };
+    let sender = tokio::spawn(
+        Sender::new(config, client, cluster)
+            .expect("sender")
+            .run(shutdown.clone()),
+    );
+
+    let instance = http.to_string();
+    let extra = [("job", "kube-relay"), ("instance", instance.as_str())];
+    let mut recording = Recording {
+        minutes: Vec::new(),
+        labels: BTreeMap::new(),
+        pods_of: BTreeMap::new(),
+    };
+    for minute in 0..MINUTES {
+        if minute > 0 {
+            handle.advance(Duration::from_secs(60)).expect("advance");
+        }
+        let expected = truth(&handle);
+        let samples = wait_until(
+            &format!("{cluster}: the receiver shows minute {minute}"),
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            || {
+                let expected = &expected;
+                async move {
+                    let samples = scrape(http).await?;
+                    Ok((relayed(&samples, cluster) == *expected).then_some(samples))
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let mut values = BTreeMap::new();
+        for s in samples
+            .iter()
+            .filter(|s| s.label("cluster") == cluster && metrics.contains(&s.name))
+        {
+            let text = series_text(s, &extra);
+            let mut labels = s.labels.clone();
+            labels.extend(extra.map(|(k, v)| (k.to_owned(), v.to_owned())));
+            recording.labels.insert(text.clone(), labels);
+            values.insert(text, s.value);
+        }
+        recording.minutes.push(values);
+    }
+    for pod in handle.pods() {
+        let name = pod.metadata.name.unwrap_or_default();
+        let owner = name.rsplitn(3, '-').nth(2).unwrap_or_default().to_owned();
+        recording.pods_of.entry(owner).or_default().push(name);
+    }
+
+    shutdown.cancel();
+    sender
+        .await
+        .expect("sender task")
+        .expect("sender stops cleanly");
+    receiver
+        .await
+        .expect("receiver task")
+        .expect("receiver stops cleanly");
+    sim.shutdown().await;
+    recording
+}
+
+/// promtool's `values` for one series over the recorded minutes (`_` where it was absent).
+fn values_line(recording: &Recording, series: &str) -> String {
+    recording
+        .minutes
+        .iter()
+        .map(|m| m.get(series).map_or("_".to_owned(), |v| format!("{v}")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// An expected alert: its name and the labels of the recorded series that make it fire,
+/// chosen by metric name and label values.
+struct Expect {
+    alert: &'static str,
+    metric: &'static str,
+    labels: Vec<(&'static str, String)>,
+}
+
+/// The labels (plus the rule's) of the alert firing for the recorded series that matches
+/// `expect`; exactly one series must.
+fn expected_labels(
+    recording: &Recording,
+    expect: &Expect,
+    severity: &str,
+) -> BTreeMap<String, String> {
+    let matching: Vec<&BTreeMap<String, String>> = recording
+        .labels
+        .iter()
+        .filter(|(text, labels)| {
+            text.starts_with(&format!("{}{{", expect.metric))
+                && expect
+                    .labels
+                    .iter()
+                    .all(|(k, v)| labels.get(*k).is_some_and(|l| l == v))
+        })
+        .map(|(_, labels)| labels)
+        .collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "{}: one {} series with {:?}, found {matching:?}",
+        expect.alert,
+        expect.metric,
+        expect.labels
+    );
+    let mut labels = matching[0].clone();
+    labels.insert("severity".to_owned(), severity.to_owned());
+    labels
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixin_alerts_fire_for_a_broken_cluster_and_stay_quiet_for_a_healthy_one() {
+    let Some(promtool) = which("promtool") else {
+        kube_relay_testkit::skip("promtool is not installed (Debian package prometheus)");
+        return;
+    };
+    let rules_path = data_dir().join("kubernetes-mixin-alerts.yaml");
+    let rules_text = std::fs::read_to_string(&rules_path).expect("alert rules");
+    let rules: serde_yaml::Value = serde_yaml::from_str(&rules_text).expect("rules YAML");
+    let severity: BTreeMap<String, String> = rules["groups"]
+        .as_sequence()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().expect("rules").iter())
+        .map(|r| {
+            (
+                r["alert"].as_str().expect("alert").to_owned(),
+                r["labels"]["severity"]
+                    .as_str()
+                    .expect("severity")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let metrics = alert_metrics(&rules_text);
+
+    let healthy = record(HEALTHY, "healthy", &metrics).await;
+    let broken = record(BROKEN, "broken", &metrics).await;
+
+    // what the broken cluster breaks, by object
+    let crashing = broken.pods_of["api"].clone();
+    let waiting = broken.pods_of["migrate"].clone();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    let shop = |extra: Vec<(&'static str, String)>| {
+        let mut labels = vec![
+            ("cluster", "broken".to_owned()),
+            ("namespace", "shop".to_owned()),
+        ];
+        labels.extend(extra);
+        labels
+    };
+    let mut expected = vec![
+        Expect {
+            alert: "KubeContainerWaiting",
+            metric: "kube_pod_container_status_waiting_reason",
+            labels: shop(vec![
+                ("pod", waiting[0].clone()),
+                ("reason", "ContainerCreating".to_owned()),
+            ]),
+        },
+        Expect {
+            alert: "KubeHpaMaxedOut",
+            metric: "kube_horizontalpodautoscaler_status_current_replicas",
+            labels: shop(vec![("horizontalpodautoscaler", "worker".to_owned())]),
+        },
+    ];
+    for deployment in ["api", "migrate"] {
+        expected.push(Expect {
+            alert: "KubeDeploymentReplicasMismatch",
+            metric: "kube_deployment_spec_replicas",
+            labels: shop(vec![("deployment", deployment.to_owned())]),
+        });
+    }
+    let looping: Vec<&String> = crashing
+        .iter()
+        .filter(|pod| {
+            broken.labels.values().any(|l| {
+                l.get("pod") == Some(*pod)
+                    && l.get("reason").map(String::as_str) == Some("CrashLoopBackOff")
+            })
+        })
+        .collect();
+    assert_eq!(looping.len(), 1, "one api pod crash-loops: {crashing:?}");
+    expected.push(Expect {
+        alert: "KubePodCrashLooping",
+        metric: "kube_pod_container_status_waiting_reason",
+        labels: shop(vec![
+            ("pod", looping[0].clone()),
+            ("reason", "CrashLoopBackOff".to_owned()),
+        ]),
+    });
+
+    // promtool's test: both clusters' minutes, every alert evaluated at the last minute
+    let mut test = String::new();
+    let _ = writeln!(test, "rule_files: [{:?}]", rules_path.display().to_string());
+    test.push_str("evaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n");
+    for recording in [&healthy, &broken] {
+        for series in recording.labels.keys() {
+            let _ = writeln!(
+                test,
+                "      - series: {series:?}\n        values: {:?}",
+                values_line(recording, series)
+            );
+        }
+    }
+    test.push_str("    alert_rule_test:\n");
+    let eval = format!("{}m", MINUTES - 1);
+    for (alert, severity) in &severity {
+        let _ = writeln!(
+            test,
+            "      - eval_time: {eval}\n        alertname: {alert}\n        exp_alerts:"
+        );
+        let mine: Vec<&Expect> = expected.iter().filter(|e| e.alert == alert).collect();
+        if mine.is_empty() {
+            test.push_str("          []\n");
+        }
+        for e in mine {
+            let labels = expected_labels(&broken, e, severity);
+            let labels: Vec<String> = labels
+                .iter()
+                .filter(|(k, _)| k.as_str() != "__name__")
+                .map(|(k, v)| format!("{k}: {v:?}"))
+                .collect();
+            let _ = writeln!(test, "          - exp_labels: {{{}}}", labels.join(", "));
+        }
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let test_path = dir.path().join("mixin-alerts-test.yaml");
+    std::fs::write(&test_path, &test).expect("write the promtool test");
+    let output = std::process::Command::new(promtool)
+        .args(["test", "rules"])
+        .arg(&test_path)
+        .output()
+        .expect("promtool runs");
+    let fired: BTreeSet<&str> = expected.iter().map(|e| e.alert).collect();
+    println!(
+        "FIGURE mixin alerts: {} of {} fire for the broken cluster ({}), none for the healthy one; {} input series over {MINUTES} simulated minutes",
+        fired.len(),
+        severity.len(),
+        fired.iter().copied().collect::<Vec<_>>().join(", "),
+        healthy.labels.len() + broken.labels.len()
+    );
+    assert!(
+        output.status.success(),
+        "promtool test rules failed:\n{}\n{}\ntest file kept at {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        dir.keep().join("mixin-alerts-test.yaml").display()
+    );
+}
