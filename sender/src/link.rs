@@ -16,9 +16,10 @@
 //!    a spooled batch that does not decode ends any replay, and a snapshot follows that
 //!    supersedes it and the batches after it (counted as superseded, not dropped);
 //! 3. deltas: changes wait `flush_interval` to coalesce, then go as batches with consecutive
-//!    sequence numbers, kept in the spool until acknowledged; while the spool is full, deltas
-//!    wait up to `ack_patience` for acks to make room (changes keep coalescing meanwhile), and
-//!    only then is the oldest batch dropped (see [`crate::spool`]);
+//!    sequence numbers, kept in the spool until acknowledged (each written to it before it
+//!    is sent, [`Spool::pushed`]); while the spool is full, deltas wait up to
+//!    `ack_patience` for acks to make room (changes keep coalescing meanwhile), and only
+//!    then is the oldest batch dropped (see [`crate::spool`]);
 //!    an ack of a seq not sent yet is ignored (and logged once);
 //! 4. a heartbeat after one silent interval; no frame from the receiver within three
 //!    intervals means a dead link;
@@ -266,6 +267,13 @@ impl<C: Connector, S: Spool> Link<C, S> {
     /// # Errors
     /// Only fatal ones: the receiver does not speak our protocol version.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), Error> {
+        let result = self.run_sessions(&shutdown).await;
+        // A disk spool's last sync and trim point, off the runtime.
+        self.spool.close().await;
+        result
+    }
+
+    async fn run_sessions(&mut self, shutdown: &CancellationToken) -> Result<(), Error> {
         let mut first = true;
         loop {
             if shutdown.is_cancelled() {
@@ -273,7 +281,7 @@ impl<C: Connector, S: Spool> Link<C, S> {
             }
             let started = Instant::now();
             let sessions = self.shared.stats.sessions.load(Ordering::Relaxed);
-            let result = self.connect_and_serve(&shutdown, &mut first).await;
+            let result = self.connect_and_serve(shutdown, &mut first).await;
             self.shared.stats.connected.store(false, Ordering::Relaxed);
             let established = self.shared.stats.sessions.load(Ordering::Relaxed) != sessions;
             if let Err(e) = &result
@@ -602,7 +610,7 @@ impl<C: Connector, S: Spool> Link<C, S> {
         T: AsyncRead + AsyncWrite + Unpin,
     {
         self.on_ack(acked);
-        let replay = self.spool.after(acked);
+        let replay = self.spool.replay(acked).await;
         info!(
             cluster = %self.config.cluster,
             acked,
@@ -703,6 +711,9 @@ impl<C: Connector, S: Spool> Link<C, S> {
             stats
                 .spooled_samples
                 .store(self.spool.samples(), Ordering::Relaxed);
+            // Written before it is sent: after a crash the spool holds every batch the
+            // receiver may hold (the disk spool writes on its own thread).
+            self.spool.pushed().await;
         }
         let written = self.send(conn, msg, heartbeat).await?;
         stats.sent_seq.store(seq, Ordering::Relaxed);

@@ -24,7 +24,7 @@ use crate::events::ScalingLedger;
 use crate::link::{Link, LinkConfig};
 use crate::poll::UsagePoller;
 use crate::shared::Shared;
-use crate::spool::{DiskSpool, MemorySpool, Spool};
+use crate::spool::{DiskSpool, MemorySpool, Spool, ThreadedSpool};
 use crate::state_file::{StateWriter, write_atomically};
 use crate::transport::Connector;
 use crate::usage::UsageTracker;
@@ -163,6 +163,8 @@ impl Sender {
         let (spool, recovered_epoch, recovery): (Box<dyn Spool + Sync>, _, _) = match &spool_path {
             Some(dir) => {
                 let (spool, recovery) = DiskSpool::open(dir, config.spool_max_bytes, &sender_id)?;
+                // Its file I/O runs on a thread of its own, never on the runtime.
+                let spool = ThreadedSpool::start(spool)?;
                 (Box::new(spool), recovery.epoch, Some(recovery))
             }
             None => (

@@ -13,15 +13,22 @@
 //! dropped ones the sender sends a full snapshot instead.
 //!
 //! [`Spool`] is a trait: [`MemorySpool`] by default, [`DiskSpool`] (`--spool-dir`, or
-//! `<state-dir>/spool`) when unacknowledged batches must survive a sender restart.
+//! `<state-dir>/spool`) when unacknowledged batches must survive a sender restart. A
+//! `DiskSpool` does blocking file I/O, so the sender runs it on a thread of its own behind a
+//! [`ThreadedSpool`]: the link's calls return at once, and the link awaits
+//! [`Spool::pushed`] (the batch is written) before it sends a batch,
+//! [`Spool::replay`] to read batches back, and [`Spool::close`] when it stops.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 
 pub mod disk;
+pub mod threaded;
 
 pub use disk::DiskSpool;
+pub use threaded::ThreadedSpool;
 
 /// A bounded store of unacknowledged batches, in sequence order.
 ///
@@ -61,6 +68,24 @@ pub trait Spool: Send {
 
     /// Samples kept.
     fn samples(&self) -> u64;
+
+    /// Resolves once every batch pushed so far is where a crash of this process cannot lose
+    /// it. The link awaits it before sending a batch, so a batch the receiver may hold is in
+    /// the spool after a `kill -9`. Ready at once unless the spool writes on another thread.
+    fn pushed(&self) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    /// [`Spool::after`] without blocking the caller's thread, for the link's replay.
+    fn replay(&self, seq: u64) -> BoxFuture<'static, Vec<(u64, Bytes)>> {
+        Box::pin(std::future::ready(self.after(seq)))
+    }
+
+    /// Finishes what is pending (a durable spool syncs and records its trim point); the link
+    /// awaits it when it stops. Ready at once unless the spool writes on another thread.
+    fn close(&mut self) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 impl<S: Spool + ?Sized> Spool for Box<S> {
@@ -99,44 +124,50 @@ impl<S: Spool + ?Sized> Spool for Box<S> {
     fn samples(&self) -> u64 {
         (**self).samples()
     }
+
+    fn pushed(&self) -> BoxFuture<'static, ()> {
+        (**self).pushed()
+    }
+
+    fn replay(&self, seq: u64) -> BoxFuture<'static, Vec<(u64, Bytes)>> {
+        (**self).replay(seq)
+    }
+
+    fn close(&mut self) -> BoxFuture<'static, ()> {
+        (**self).close()
+    }
 }
 
-struct Entry {
+/// One kept batch: its seq, samples, encoded length and `T` (the batch itself, or nothing
+/// where it lives elsewhere).
+struct Kept<T> {
     seq: u64,
-    payload: Bytes,
     samples: u64,
+    len: u64,
+    item: T,
 }
 
-/// An in-memory [`Spool`] bounded by `max_bytes` of encoded batches.
-pub struct MemorySpool {
+/// The bookkeeping of the [`Spool`] contract: a gap-free run of batches bounded in bytes,
+/// the oldest dropped to make room.
+struct Run<T> {
     max_bytes: u64,
-    entries: VecDeque<Entry>,
+    kept: VecDeque<Kept<T>>,
     bytes: u64,
     samples: u64,
 }
 
-impl MemorySpool {
-    /// An empty spool holding at most `max_bytes` of encoded batches.
-    pub fn new(max_bytes: u64) -> Self {
-        MemorySpool {
+impl<T> Run<T> {
+    fn new(max_bytes: u64) -> Self {
+        Run {
             max_bytes,
-            entries: VecDeque::new(),
+            kept: VecDeque::new(),
             bytes: 0,
             samples: 0,
         }
     }
 
-    fn pop_oldest(&mut self) -> Option<Entry> {
-        let e = self.entries.pop_front()?;
-        self.bytes -= e.payload.len() as u64;
-        self.samples -= e.samples;
-        Some(e)
-    }
-}
-
-impl Spool for MemorySpool {
-    fn push(&mut self, seq: u64, payload: Bytes, samples: u64) -> u64 {
-        let len = payload.len() as u64;
+    /// Keeps a batch of `len` bytes, returning the samples dropped (see [`Spool::push`]).
+    fn push(&mut self, seq: u64, len: u64, samples: u64, item: T) -> u64 {
         if len > self.max_bytes {
             // Cannot be kept: neither can anything older, or the run would have a gap.
             let dropped = self.samples + samples;
@@ -152,48 +183,93 @@ impl Spool for MemorySpool {
         }
         self.bytes += len;
         self.samples += samples;
-        self.entries.push_back(Entry {
+        self.kept.push_back(Kept {
             seq,
-            payload,
             samples,
+            len,
+            item,
         });
         dropped
     }
 
+    fn pop_oldest(&mut self) -> Option<Kept<T>> {
+        let e = self.kept.pop_front()?;
+        self.bytes -= e.len;
+        self.samples -= e.samples;
+        Some(e)
+    }
+
     fn ack(&mut self, seq: u64) {
-        while self.entries.front().is_some_and(|e| e.seq <= seq) {
+        while self.kept.front().is_some_and(|e| e.seq <= seq) {
             self.pop_oldest();
         }
     }
 
     fn oldest(&self) -> Option<u64> {
-        self.entries.front().map(|e| e.seq)
+        self.kept.front().map(|e| e.seq)
     }
 
     fn newest(&self) -> Option<u64> {
-        self.entries.back().map(|e| e.seq)
+        self.kept.back().map(|e| e.seq)
+    }
+
+    fn clear(&mut self) {
+        self.kept.clear();
+        self.bytes = 0;
+        self.samples = 0;
+    }
+}
+
+/// An in-memory [`Spool`] bounded by `max_bytes` of encoded batches.
+pub struct MemorySpool {
+    run: Run<Bytes>,
+}
+
+impl MemorySpool {
+    /// An empty spool holding at most `max_bytes` of encoded batches.
+    pub fn new(max_bytes: u64) -> Self {
+        MemorySpool {
+            run: Run::new(max_bytes),
+        }
+    }
+}
+
+impl Spool for MemorySpool {
+    fn push(&mut self, seq: u64, payload: Bytes, samples: u64) -> u64 {
+        self.run.push(seq, payload.len() as u64, samples, payload)
+    }
+
+    fn ack(&mut self, seq: u64) {
+        self.run.ack(seq);
+    }
+
+    fn oldest(&self) -> Option<u64> {
+        self.run.oldest()
+    }
+
+    fn newest(&self) -> Option<u64> {
+        self.run.newest()
     }
 
     fn after(&self, seq: u64) -> Vec<(u64, Bytes)> {
-        self.entries
+        self.run
+            .kept
             .iter()
             .filter(|e| e.seq > seq)
-            .map(|e| (e.seq, e.payload.clone()))
+            .map(|e| (e.seq, e.item.clone()))
             .collect()
     }
 
     fn clear(&mut self) {
-        self.entries.clear();
-        self.bytes = 0;
-        self.samples = 0;
+        self.run.clear();
     }
 
     fn bytes(&self) -> u64 {
-        self.bytes
+        self.run.bytes
     }
 
     fn samples(&self) -> u64 {
-        self.samples
+        self.run.samples
     }
 }
 

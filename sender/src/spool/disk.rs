@@ -34,16 +34,25 @@
 //! bound is dropped together with everything older, so what is kept is always a contiguous
 //! run of sequence numbers that can be replayed.
 //!
+//! # Threads
+//! A `DiskSpool` does blocking file I/O on the caller's thread (`write`, meta files with
+//! `fsync`, deletions, reads): the sender never calls it from the async runtime but runs it
+//! on a thread of its own behind a [`ThreadedSpool`](super::ThreadedSpool), which the link
+//! awaits without blocking. Its `fdatasync`s run on one more thread, the syncer below, so
+//! appends never wait for them.
+//!
 //! # Durability (fsync policy)
 //! Each record is written with one `write` call, no user-space buffer: a process crash
-//! (`kill -9`, OOM, panic) loses nothing written. A background thread holds the active
-//! segment and `fdatasync`s it within [`SYNC_INTERVAL`] of a write (it wakes once per
-//! interval and syncs when something was written since its last sync, so a write followed by
-//! silence is synced too), and syncs a segment at once when it is sealed (rolled); the link
-//! never waits for the disk, except that it waits for the thread when [`SYNC_QUEUE`] rolled
-//! segments are still queued (a hung disk). A failed sync is logged (at most once a minute)
-//! and, for the active segment, retried on the next tick; it never fails the write. The
-//! spool syncs inline when it is dropped. A power cut or kernel crash can therefore lose the
+//! (`kill -9`, OOM, panic) loses nothing written (and the link sends a batch only once it is
+//! written). A background thread holds the active segment and `fdatasync`s it within
+//! [`SYNC_INTERVAL`] of a write (it wakes once per interval and syncs when something was
+//! written since its last sync, so a write followed by silence is synced too), and syncs a
+//! segment at once when it is sealed (rolled); a write waits for it only when [`SYNC_QUEUE`]
+//! rolled segments are still queued (a hung disk). A failed sync is logged (at most once a
+//! minute) and, for the active segment, retried on the next tick; it never fails the write. A
+//! failed meta-file write is logged and redone at the next chance (the next push or ack a
+//! [`SYNC_INTERVAL`] later, a segment deletion, or the drop), so a new epoch whose first
+//! write failed is not lost. The spool syncs inline when it is dropped. A power cut or kernel crash can therefore lose the
 //! records of the last second: batches written in that second are missing after reboot (the
 //! receiver then answers `Snapshot` or the replay simply ends earlier). Any crash, a process
 //! crash too, can lose the trim point of the last second: batches acknowledged or dropped in
@@ -174,6 +183,9 @@ pub struct DiskSpool {
     last_sync: Instant,
     /// `meta.trimmed` as last written to the meta file.
     durable_trim: u64,
+    /// The last write of the meta file failed: what it holds may be older than `meta`
+    /// (an epoch, not only a trim point), so the next chance rewrites it.
+    meta_failed: bool,
     /// When the meta file was last written.
     meta_written: Instant,
     write_errors: u64,
@@ -227,6 +239,7 @@ impl DiskSpool {
             syncer: Syncer::start(sync),
             last_sync: Instant::now(),
             durable_trim: 0,
+            meta_failed: false,
             meta_written: Instant::now(),
             write_errors: 0,
         };
@@ -291,6 +304,21 @@ impl DiskSpool {
     /// The epoch the kept batches belong to.
     pub fn epoch(&self) -> u64 {
         self.meta.epoch
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The bound, in encoded batch bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// The kept batches as `(seq, samples, encoded bytes)`, oldest first.
+    pub fn kept(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.entries.iter().map(|e| (e.seq, e.samples, e.len))
     }
 
     /// The trim point as last written to the meta file: after a crash, kept batches after it
@@ -419,7 +447,7 @@ impl DiskSpool {
             changed = true;
         }
         self.delete_dead_segments();
-        if changed && self.meta.trimmed != self.durable_trim {
+        if changed && self.meta_behind() {
             self.write_meta();
         }
         Ok(())
@@ -439,7 +467,7 @@ impl DiskSpool {
             if live_from.is_some_and(|first| seg.first_seq >= first) {
                 break;
             }
-            if self.meta.trimmed != self.durable_trim {
+            if self.meta_behind() {
                 // Once its records are gone, the trim point must cover them.
                 self.write_meta();
             }
@@ -473,17 +501,27 @@ impl DiskSpool {
             .map_err(|e| Error::state(&path, io::Error::other(e)))
             .and_then(|json| write_atomically(&path, &json));
         match result {
-            Ok(()) => self.durable_trim = self.meta.trimmed,
+            Ok(()) => {
+                self.durable_trim = self.meta.trimmed;
+                self.meta_failed = false;
+            }
             Err(e) => {
+                self.meta_failed = true;
                 self.write_errors += 1;
                 warn!(file = %path.display(), cause = %e, "failed to write the spool's meta file");
             }
         }
     }
 
+    /// True when the meta file may not hold `meta`: the trim point moved since it was
+    /// written, or its last write failed.
+    fn meta_behind(&self) -> bool {
+        self.meta_failed || self.meta.trimmed != self.durable_trim
+    }
+
     /// Writes a moved trim point if the meta file was last written [`SYNC_INTERVAL`] ago.
     fn persist_trim_lazily(&mut self) {
-        if self.meta.trimmed != self.durable_trim && self.meta_written.elapsed() >= SYNC_INTERVAL {
+        if self.meta_behind() && self.meta_written.elapsed() >= SYNC_INTERVAL {
             self.write_meta();
         }
     }
@@ -742,7 +780,7 @@ impl Drop for DiskSpool {
         {
             self.sync.sync_file(file);
         }
-        if self.meta.trimmed != self.durable_trim {
+        if self.meta_behind() {
             self.write_meta();
         }
         // Dropping the syncer's sender ends its thread.

@@ -24,7 +24,7 @@ use kube_relay_sender::family::Family;
 use kube_relay_sender::link::{Link, LinkConfig};
 use kube_relay_sender::series::{ObjectKey, ObjectKind, SeriesSet};
 use kube_relay_sender::shared::Shared;
-use kube_relay_sender::spool::{DiskSpool, MemorySpool, Spool};
+use kube_relay_sender::spool::{DiskSpool, MemorySpool, Spool, ThreadedSpool};
 use kube_relay_sender::transport::TcpConnector;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -65,6 +65,7 @@ fn start_link_bounded(
     max_bytes: u64,
 ) -> (Arc<Shared>, JoinHandle<()>) {
     let (spool, recovery) = DiskSpool::open(dir, max_bytes, SENDER_ID).expect("spool");
+    let spool = ThreadedSpool::start(spool).expect("spool thread");
     // What `Sender::new` does: continue the spooled epoch if there is one.
     let shared = Arc::new(Shared::new(recovery.epoch.unwrap_or(EPOCH)));
     set_phase(&shared, "Pending");
