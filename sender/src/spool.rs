@@ -69,6 +69,16 @@ pub trait Spool: Send {
     /// Samples kept.
     fn samples(&self) -> u64;
 
+    /// Sets aside `bytes` of the bound for what the batches need besides themselves (the
+    /// store's tombstones, `crate::store`): from the next push on, batches are kept within
+    /// the bound minus them.
+    fn set_reserved(&mut self, bytes: u64);
+
+    /// True when no batch is kept.
+    fn is_empty(&self) -> bool {
+        self.oldest().is_none()
+    }
+
     /// Resolves once every batch pushed so far is where a crash of this process cannot lose
     /// it. The link awaits it before sending a batch, so a batch the receiver may hold is in
     /// the spool after a `kill -9`. Ready at once unless the spool writes on another thread.
@@ -125,6 +135,10 @@ impl<S: Spool + ?Sized> Spool for Box<S> {
         (**self).samples()
     }
 
+    fn set_reserved(&mut self, bytes: u64) {
+        (**self).set_reserved(bytes);
+    }
+
     fn pushed(&self) -> BoxFuture<'static, ()> {
         (**self).pushed()
     }
@@ -151,6 +165,8 @@ struct Kept<T> {
 /// the oldest dropped to make room.
 struct Run<T> {
     max_bytes: u64,
+    /// Bytes of the bound set aside (see [`Spool::set_reserved`]).
+    reserved: u64,
     kept: VecDeque<Kept<T>>,
     bytes: u64,
     samples: u64,
@@ -160,6 +176,7 @@ impl<T> Run<T> {
     fn new(max_bytes: u64) -> Self {
         Run {
             max_bytes,
+            reserved: 0,
             kept: VecDeque::new(),
             bytes: 0,
             samples: 0,
@@ -168,14 +185,15 @@ impl<T> Run<T> {
 
     /// Keeps a batch of `len` bytes, returning the samples dropped (see [`Spool::push`]).
     fn push(&mut self, seq: u64, len: u64, samples: u64, item: T) -> u64 {
-        if len > self.max_bytes {
+        let bound = self.max_bytes.saturating_sub(self.reserved);
+        if len > bound {
             // Cannot be kept: neither can anything older, or the run would have a gap.
             let dropped = self.samples + samples;
             self.clear();
             return dropped;
         }
         let mut dropped = 0;
-        while self.bytes + len > self.max_bytes {
+        while self.bytes + len > bound {
             match self.pop_oldest() {
                 Some(e) => dropped += e.samples,
                 None => break,
@@ -271,6 +289,10 @@ impl Spool for MemorySpool {
     fn samples(&self) -> u64 {
         self.run.samples
     }
+
+    fn set_reserved(&mut self, bytes: u64) {
+        self.run.reserved = bytes;
+    }
 }
 
 #[cfg(test)]
@@ -325,6 +347,29 @@ mod tests {
         );
         assert_eq!(spool.push(6, payload(100), 1), 0, "a fresh run");
         assert_eq!(spool.oldest(), Some(6));
+    }
+
+    #[test]
+    fn a_reservation_shrinks_the_bound_from_the_next_push() {
+        let mut spool = MemorySpool::new(300);
+        spool.push(1, payload(100), 1);
+        spool.push(2, payload(100), 2);
+        spool.set_reserved(150);
+        assert_eq!(spool.bytes(), 200, "nothing dropped until a push");
+        assert_eq!(
+            spool.push(3, payload(100), 4),
+            1 + 2,
+            "150 bytes left for batches"
+        );
+        assert_eq!(spool.oldest(), Some(3));
+        assert_eq!(
+            spool.push(4, payload(200), 8),
+            4 + 8,
+            "larger than what is left"
+        );
+        assert!(spool.is_empty());
+        spool.set_reserved(0);
+        assert_eq!(spool.push(5, payload(300), 1), 0);
     }
 
     #[test]

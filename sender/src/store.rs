@@ -27,6 +27,11 @@ use kube_relay_proto::{Batch, FamilyDef, SeriesDef, SeriesId, SnapshotPart, Upda
 use crate::family::Family;
 use crate::series::{ObjectKey, ObjectKind, SeriesSet, render_sample};
 
+mod base;
+
+use base::Tombstones;
+pub use base::Undescribable;
+
 /// An interned string.
 type Atom = u32;
 
@@ -68,6 +73,11 @@ impl Interner {
         };
         self.map.insert(text, atom);
         atom
+    }
+
+    /// One more reference to an atom already held.
+    fn retain(&mut self, atom: Atom) {
+        self.slots[atom as usize].refs += 1;
     }
 
     /// Drops one reference; the string is freed with its last one.
@@ -141,13 +151,27 @@ enum Pending {
     Remove,
 }
 
-/// Where a snapshot under way has got to.
+/// Where a snapshot (or a base) under way has got to.
 #[derive(Debug, Clone, Copy)]
 enum Cursor {
-    /// Nothing sent yet: the next part is the first and carries the families.
-    Start,
-    /// Every owner up to and including this key has been sent.
+    /// No owner sent yet; the families from this index on are still to be defined (a part
+    /// carries as many as fit: together they exceed the smallest frame limit).
+    Families(usize),
+    /// Every family and every owner up to and including this key has been sent.
     After(Key),
+}
+
+impl Cursor {
+    /// Before anything was sent.
+    const START: Cursor = Cursor::Families(0);
+
+    /// Where owners start, once the families are defined.
+    fn owners_from(self) -> Bound<Key> {
+        match self {
+            Cursor::Families(_) => Bound::Unbounded,
+            Cursor::After(k) => Bound::Excluded(k),
+        }
+    }
 }
 
 /// Pending tables larger than this many slots are shrunk once drained.
@@ -186,6 +210,10 @@ pub struct SeriesStore {
     /// link will not carry, such as those ahead of a snapshot's cursor, do not move
     /// `changed_at_ms`).
     recorded: bool,
+    /// Definitions of removed series the link may still have to describe in a base.
+    tombstones: Tombstones,
+    /// A base under way ([`SeriesStore::begin_base`]).
+    base: Option<Box<base::Base>>,
 }
 
 impl SeriesStore {
@@ -201,6 +229,8 @@ impl SeriesStore {
             snapshot: None,
             changed_at_ms: 0,
             recorded: false,
+            tombstones: Tombstones::default(),
+            base: None,
         }
     }
 
@@ -262,7 +292,7 @@ impl SeriesStore {
     fn records(&self, key: Key) -> bool {
         match self.snapshot {
             None => true,
-            Some(Cursor::Start) => false,
+            Some(Cursor::Families(_)) => false,
             Some(Cursor::After(done)) => key <= done,
         }
     }
@@ -381,7 +411,7 @@ impl SeriesStore {
         for (s, _) in old.series.iter().zip(&matched).filter(|(_, m)| !**m) {
             changed = true;
             self.series -= 1;
-            self.forget(s.id, records);
+            self.forget(s, old.labels_of(s), records);
         }
         old.labels.iter().for_each(|&a| self.atoms.release(a));
         self.owners.insert(k, new);
@@ -424,24 +454,27 @@ impl SeriesStore {
         Some(changed)
     }
 
-    /// Records that series `id` is gone.
-    fn forget(&mut self, id: SeriesId, records: bool) {
-        match self.pending.entry(id) {
+    /// Records that series `s` (with label atoms `labels`) is gone. A removal the link will
+    /// send keeps the series' definition as a tombstone, for a base.
+    fn forget(&mut self, s: &Stored, labels: &[Atom], records: bool) {
+        match self.pending.entry(s.id) {
             Entry::Occupied(e) if matches!(e.get(), Pending::Define(_)) => {
                 // Never sent: nothing to remove.
                 e.remove();
+                return;
             }
             Entry::Occupied(mut e) => {
                 *e.get_mut() = Pending::Remove;
-                self.recorded = true;
             }
             Entry::Vacant(e) => {
-                if records {
-                    e.insert(Pending::Remove);
-                    self.recorded = true;
+                if !records {
+                    return;
                 }
+                e.insert(Pending::Remove);
             }
         }
+        self.recorded = true;
+        self.entomb(s.id, s.family, labels);
     }
 
     /// Removes the owner `key` and all its series. Returns true when it existed.
@@ -455,7 +488,7 @@ impl SeriesStore {
         let records = self.records(k);
         for s in &owner.series {
             self.series -= 1;
-            self.forget(s.id, records);
+            self.forget(s, owner.labels_of(s), records);
         }
         owner.labels.iter().for_each(|&a| self.atoms.release(a));
         self.atoms.release(k.namespace);
@@ -598,39 +631,40 @@ impl SeriesStore {
     /// values), and from now on only owners the snapshot has passed record deltas.
     pub fn begin_snapshot(&mut self) {
         self.pending = HashMap::new();
-        self.snapshot = Some(Cursor::Start);
+        self.snapshot = Some(Cursor::START);
+        // The receiver gets every current series from it: nothing removed before it needs
+        // describing any more.
+        self.base = None;
+        self.clear_tombstones();
     }
 
     /// The next part of the snapshot begun with [`SeriesStore::begin_snapshot`], estimated
     /// to encode within `max_frame_bytes` (an owner is never split across parts), or `None`
-    /// when no snapshot is under way. The first part defines every family; the part marked
-    /// `last` ends the snapshot.
+    /// when no snapshot is under way. The first parts define every family, before any
+    /// series; the part marked `last` ends the snapshot.
     pub fn next_snapshot_part(&mut self, max_frame_bytes: usize) -> Option<Batch> {
         let cursor = self.snapshot?;
-        let first = matches!(cursor, Cursor::Start);
+        let first = matches!(cursor, Cursor::Families(0));
         let mut batch = BatchBuilder::new();
-        if first {
-            batch.families = Family::ALL.iter().map(|f| f.def()).collect();
-            batch.size += batch
-                .families
-                .iter()
-                .map(|f| 5 + size::string(&f.name) + size::string(&f.help) + 1)
-                .sum::<usize>();
+        if let Cursor::Families(from) = cursor {
+            let next = batch.define_families(from, max_frame_bytes);
+            if next < Family::ALL.len() {
+                self.snapshot = Some(Cursor::Families(next));
+                let mut out = batch.finish(now_ms());
+                out.snapshot = Some(SnapshotPart { first, last: false });
+                return Some(out);
+            }
         }
-        let start = match cursor {
-            Cursor::Start => Bound::Unbounded,
-            Cursor::After(k) => Bound::Excluded(k),
-        };
         let mut last_key = None;
         let mut done = true;
-        for (k, owner) in self.owners.range((start, Bound::Unbounded)) {
+        for (k, owner) in self.owners.range((cursor.owners_from(), Bound::Unbounded)) {
             let items: Vec<Item> = owner
                 .series
                 .iter()
                 .map(|s| Item::Define(self.series_def(owner, s), s.value))
                 .collect();
             let size: usize = items.iter().map(Item::size).sum();
-            if batch.size + size > max_frame_bytes && last_key.is_some() {
+            if batch.size + size > max_frame_bytes && !batch.is_empty_of_all() {
                 done = false;
                 break;
             }
@@ -640,7 +674,8 @@ impl SeriesStore {
         self.snapshot = if done {
             None
         } else {
-            last_key.map(Cursor::After)
+            // Nothing fitted beside the last families: owners from the start next time.
+            Some(last_key.map_or(Cursor::Families(Family::ALL.len()), Cursor::After))
         };
         let mut out = batch.finish(now_ms());
         out.snapshot = Some(SnapshotPart { first, last: done });
@@ -658,6 +693,8 @@ impl SeriesStore {
         self.epoch = self.epoch.wrapping_add(1);
         self.pending.clear();
         self.snapshot = None;
+        self.base = None;
+        self.clear_tombstones();
         let mut next = 0;
         for owner in self.owners.values_mut() {
             for s in &mut owner.series {
@@ -685,6 +722,8 @@ impl SeriesStore {
 /// One change headed for a batch.
 enum Item {
     Define(SeriesDef, f64),
+    /// A definition without a value (a base).
+    Describe(SeriesDef),
     Update(SeriesId, f64),
     Remove(SeriesId),
 }
@@ -699,6 +738,13 @@ impl Item {
                     .map(|(n, v)| size::string(n) + size::string(v))
                     .sum::<usize>()
                     + size::UPDATE
+            }
+            Item::Describe(def) => {
+                15 + def
+                    .labels
+                    .iter()
+                    .map(|(n, v)| size::string(n) + size::string(v))
+                    .sum::<usize>()
             }
             Item::Update(..) => size::UPDATE,
             Item::Remove(_) => size::REMOVAL,
@@ -736,6 +782,29 @@ impl BatchBuilder {
         self.series.is_empty() && self.updates.is_empty() && self.removals.is_empty()
     }
 
+    /// Defines the families from index `from` on, as many as fit within `max` (at least
+    /// one), for the first parts of a snapshot or a base; returns the index of the first
+    /// left out (`Family::ALL.len()` when none is).
+    fn define_families(&mut self, from: usize, max: usize) -> usize {
+        let mut next = from;
+        for family in Family::ALL.iter().skip(from) {
+            let def = family.def();
+            let size = 5 + size::string(&def.name) + size::string(&def.help) + 1;
+            if self.size + size > max && !self.families.is_empty() {
+                break;
+            }
+            self.size += size;
+            self.families.push(def);
+            next += 1;
+        }
+        next
+    }
+
+    /// True when nothing at all was added, families included.
+    fn is_empty_of_all(&self) -> bool {
+        self.is_empty() && self.families.is_empty()
+    }
+
     fn fits(&self, item: &Item, max: usize) -> bool {
         self.size + item.size() <= max
     }
@@ -747,6 +816,7 @@ impl BatchBuilder {
                 self.updates.push((def.id, Value::from(value)));
                 self.series.push(def);
             }
+            Item::Describe(def) => self.series.push(def),
             Item::Update(id, value) => self.updates.push((id, Value::from(value))),
             Item::Remove(id) => self.removals.push(id),
         }
@@ -794,6 +864,17 @@ mod tests {
         let mut batches = store.take_deltas(1 << 20);
         assert_eq!(batches.len(), 1, "{batches:?}");
         batches.remove(0)
+    }
+
+    /// The first part of the snapshot under way that carries series (the families come
+    /// first, over as many parts as they need).
+    fn first_part_with_series(store: &mut SeriesStore, max: usize) -> Batch {
+        loop {
+            let part = store.next_snapshot_part(max).expect("a part");
+            if !part.series.is_empty() {
+                return part;
+            }
+        }
     }
 
     fn values(batch: &Batch) -> Vec<(SeriesId, f64)> {
@@ -1000,6 +1081,38 @@ mod tests {
     }
 
     #[test]
+    fn at_the_smallest_frame_limit_the_families_spread_over_parts_and_every_part_fits() {
+        let limit = 4096; // the least --max-frame-bytes; the families alone encode larger
+        let mut store = SeriesStore::new(1);
+        for name in ["a", "b", "c"] {
+            store.apply(&pod_key(name), &phases(name, "Running"));
+        }
+        store.begin_snapshot();
+        let mut parts = Vec::new();
+        while let Some(part) = store.next_snapshot_part(limit) {
+            let len = encode_payload(&SenderMessage::Batch(part.clone()))
+                .expect("encode")
+                .len();
+            assert!(len <= limit, "{len} > {limit}");
+            parts.push(part);
+        }
+        let families: usize = parts.iter().map(|p| p.families.len()).sum();
+        assert_eq!(families, Family::ALL.len());
+        let first_series = parts
+            .iter()
+            .position(|p| !p.series.is_empty())
+            .expect("series");
+        let last_families = parts
+            .iter()
+            .rposition(|p| !p.families.is_empty())
+            .expect("families");
+        assert!(last_families <= first_series, "families before any series");
+        assert_eq!(parts.iter().map(|p| p.series.len()).sum::<usize>(), 15);
+        assert!(parts[0].snapshot.is_some_and(|p| p.first));
+        assert!(parts[parts.len() - 1].snapshot.is_some_and(|p| p.last));
+    }
+
+    #[test]
     fn an_empty_store_snapshots_as_one_part_with_families() {
         let mut store = SeriesStore::new(1);
         store.begin_snapshot();
@@ -1023,7 +1136,7 @@ mod tests {
             store.apply(&pod_key(name), &phases(name, "Pending"));
         }
         store.begin_snapshot();
-        let first = store.next_snapshot_part(6000).expect("first part");
+        let first = first_part_with_series(&mut store, 6000);
         assert!(!first.snapshot.expect("marked").last);
         let sent: Vec<String> = first.series.iter().map(|s| s.labels[1].1.clone()).collect();
         let behind = sent[0].clone();
@@ -1065,7 +1178,7 @@ mod tests {
             store.apply(&pod_key(name), &phases(name, "Pending"));
         }
         store.begin_snapshot();
-        let first = store.next_snapshot_part(6000).expect("first part");
+        let first = first_part_with_series(&mut store, 6000);
         let sent: Vec<&str> = first
             .series
             .iter()
@@ -1134,7 +1247,7 @@ mod tests {
             store.apply(&pod_key(name), &phases(name, "Pending"));
         }
         store.begin_snapshot();
-        let first = store.next_snapshot_part(6000).expect("first part");
+        let first = first_part_with_series(&mut store, 6000);
         let behind = first.series[0].labels[1].1.clone();
         store.apply(&pod_key(&behind), &phases(&behind, "Running"));
         let recorded = now_ms();
@@ -1171,13 +1284,13 @@ mod tests {
         let applied = now_ms();
         tick();
         store.begin_snapshot();
-        let first = store.next_snapshot_part(6000).expect("first part");
+        let first = first_part_with_series(&mut store, 6000);
         assert!(
             first.observed_at_ms > applied,
             "taken now, not when recorded"
         );
         tick();
-        let second = store.next_snapshot_part(6000).expect("second part");
+        let second = store.next_snapshot_part(6000).expect("next part");
         assert!(second.observed_at_ms > first.observed_at_ms);
     }
 

@@ -165,6 +165,8 @@ pub struct Recovery {
 pub struct DiskSpool {
     dir: PathBuf,
     max_bytes: u64,
+    /// Bytes of the bound set aside (see [`Spool::set_reserved`]).
+    reserved: u64,
     segment_bytes: u64,
     meta: Meta,
     entries: VecDeque<Entry>,
@@ -224,6 +226,7 @@ impl DiskSpool {
         let mut spool = DiskSpool {
             dir: dir.to_owned(),
             max_bytes,
+            reserved: 0,
             segment_bytes: segment_bytes.max(1),
             meta: Meta {
                 sender_id: sender_id.to_owned(),
@@ -681,7 +684,8 @@ impl DiskSpool {
 impl Spool for DiskSpool {
     fn push(&mut self, seq: u64, payload: Bytes, samples: u64) -> u64 {
         let len = payload.len() as u64;
-        if len > self.max_bytes {
+        let bound = self.max_bytes.saturating_sub(self.reserved);
+        if len > bound {
             // Cannot be kept: neither can anything older, or the run would have a gap.
             let dropped = self.samples + samples;
             self.entries.clear();
@@ -694,7 +698,7 @@ impl Spool for DiskSpool {
         }
         let mut dropped = 0;
         let mut last = None;
-        while self.bytes + len > self.max_bytes {
+        while self.bytes + len > bound {
             match self.pop_oldest() {
                 Some(e) => {
                     dropped += e.samples;
@@ -770,6 +774,10 @@ impl Spool for DiskSpool {
 
     fn samples(&self) -> u64 {
         self.samples
+    }
+
+    fn set_reserved(&mut self, bytes: u64) {
+        self.reserved = bytes;
     }
 }
 

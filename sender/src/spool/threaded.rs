@@ -40,6 +40,7 @@ enum Command {
         samples: u64,
     },
     Ack(u64),
+    Reserve(u64),
     Clear,
     Reset(u64),
     Read {
@@ -121,6 +122,7 @@ fn apply(mut spool: DiskSpool, queue: &mpsc::Receiver<Command>, applied: &watch:
                 spool.push(seq, payload, samples);
             }
             Command::Ack(seq) => spool.ack(seq),
+            Command::Reserve(bytes) => spool.set_reserved(bytes),
             Command::Clear => spool.clear(),
             Command::Reset(epoch) => spool.reset(epoch),
             Command::Read { after, reply } => reply(spool.after(after)),
@@ -193,6 +195,14 @@ impl Spool for ThreadedSpool {
 
     fn samples(&self) -> u64 {
         self.run.samples
+    }
+
+    fn set_reserved(&mut self, bytes: u64) {
+        if self.run.reserved != bytes {
+            // The disk spool must drop exactly what the handle drops: same bound, same order.
+            self.run.reserved = bytes;
+            self.send(Command::Reserve(bytes));
+        }
     }
 
     fn pushed(&self) -> BoxFuture<'static, ()> {
