@@ -296,6 +296,14 @@ catalogue! {
     /// `kube_namespace_created`.
     NamespaceCreated => ("kube_namespace_created", Gauge, "Unix creation timestamp",
         [&["namespace"]]),
+
+    // The sender's link.
+    /// `relay_sender_spool_offline_batches_total`.
+    SenderSpoolOfflineBatches => ("relay_sender_spool_offline_batches", Counter, "Delta batches taken into the spool while no receiver was connected, each with the time of its changes, for replay.",
+        []),
+    /// `relay_sender_spool_bases_total`.
+    SenderSpoolBases => ("relay_sender_spool_bases", Counter, "Bases sent: a receiver without this sender's series table got the definitions the spool needs, then the spool, instead of losing it to a snapshot.",
+        []),
 }
 
 impl Family {

@@ -28,12 +28,15 @@
 //!   from PodMetrics' rate and window) or relayed from the kubelet's `/metrics/resource`.
 //! - [`store`]: the derived state. [`SeriesStore`] assigns series ids, diffs an object's new
 //!   series set against its previous one, coalesces changes into delta batches and produces
-//!   full snapshots, one frame at a time. No Kubernetes object is kept.
+//!   full snapshots, one frame at a time. No Kubernetes object is kept. Its `base` module
+//!   keeps removed series' definitions (tombstones) until their removal is acknowledged and
+//!   builds the *base* a receiver without our series table gets before the spool.
 //! - [`watch`]: one kube-runtime watcher per kind merged into one stream, with relist
 //!   semantics; [`poll`]: the usage poller; [`shared`]: the store and the self-metric
 //!   counters shared by the tasks.
 //! - [`link`]: the connection: handshake, snapshot, deltas, acks, heartbeats, backoff,
-//!   replay from the [`spool`], goodbye; generic over the [`transport`] (a `Connector`
+//!   replay from the [`spool`] (changes keep going into it while no session is up), the
+//!   base for a receiver without our series table, goodbye; generic over the [`transport`] (a `Connector`
 //!   opens one per session; plain TCP there); [`tls`]: the TLS transport (`--tls-ca`,
 //!   mutual TLS) and the start-up warnings; [`tls_failure`]: a TLS failure as a bounded
 //!   label and a hint (a leaf, so [`error`] depends on no transport).

@@ -7,28 +7,38 @@
 //!    `Reject` ends it (`UnsupportedVersion` is fatal; anything else, `Unauthorized`
 //!    included, is logged and backs off), `Welcome` carries the heartbeat interval, which
 //!    wins over ours;
-//! 2. `Welcome{After{acked}}` when the receiver applied our latest snapshot and everything
-//!    unacknowledged is still in the [`Spool`]: replay the spool after `acked`; otherwise a
-//!    full snapshot, one frame at a time, from the [`SeriesStore`](crate::store::SeriesStore);
-//!    a link built on a spool that already holds batches (a [`DiskSpool`](crate::spool::DiskSpool)
-//!    reopened after a restart) offers them in its first `Hello` and, on `Welcome{After}`,
-//!    replays those after `acked` before that snapshot (on `Snapshot` they are superseded);
-//!    a spooled batch that does not decode ends any replay, and a snapshot follows that
-//!    supersedes it and the batches after it (counted as superseded, not dropped);
+//! 2. `Welcome{After{acked}}` when the receiver holds our series table and everything
+//!    unacknowledged is still in the [`Spool`]: replay the spool after `acked`. Otherwise,
+//!    if the spool holds batches numbered by the current store, a *base* (the definitions
+//!    the spool needs, [`crate::store`]) and the spool renumbered to follow it, then, once
+//!    those are acknowledged, a full snapshot, one frame at a time, from the
+//!    [`SeriesStore`](crate::store::SeriesStore); if not, the snapshot at once, which
+//!    supersedes the spool (counted). A link built on a spool that already holds batches (a
+//!    [`DiskSpool`](crate::spool::DiskSpool) reopened after a restart) offers them in its
+//!    first `Hello` and, on `Welcome{After}`, replays those after `acked`, then the snapshot
+//!    once they are acknowledged (on `Snapshot` they are superseded: they name the previous
+//!    run's ids); a spooled batch that does not decode ends any replay, and a snapshot
+//!    follows that supersedes it and the batches after it (counted as superseded, not
+//!    dropped);
 //! 3. deltas: changes wait `flush_interval` to coalesce, then go as batches with consecutive
 //!    sequence numbers, kept in the spool until acknowledged (each written to it before it
 //!    is sent, [`Spool::pushed`]); while the spool is full, deltas wait up to
 //!    `ack_patience` for acks to make room (changes keep coalescing meanwhile), and only
 //!    then is the oldest batch dropped (see [`crate::spool`]);
 //!    an ack of a seq not sent yet is ignored (and logged once);
-//! 4. a heartbeat after one silent interval; no frame from the receiver within three
-//!    intervals means a dead link;
+//! 4. a heartbeat after one silent interval, only when no batch waits; no frame from the
+//!    receiver within three intervals means a dead link;
 //! 5. on shutdown: pending deltas, then `Goodbye`, within the shutdown bound.
 //!
-//! Between sessions the store keeps coalescing changes (bounded by the number of series), so
-//! an outage costs no memory beyond the spool. Reconnects back off (800 ms → 30 s, jittered,
-//! reset after a healthy session).
+//! Between sessions (while connecting and backing off) changes keep going into the spool
+//! at the flush cadence, as if sent, each batch with the time of its changes, as long as a
+//! receiver got our table in this epoch and the spool has room; a full spool stops that
+//! (changes coalesce in the store, bounded by the number of series) rather than dropping
+//! what cannot be acknowledged yet. Reconnects back off (800 ms → 30 s, jittered, reset
+//! after a healthy session).
 
+use std::collections::HashSet;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -41,7 +51,7 @@ use futures::{SinkExt, StreamExt};
 use kube_relay_proto::frame::{decode_payload, encode_payload};
 use kube_relay_proto::{
     Batch, Goodbye, Heartbeat, Hello, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_VERSION, ReceiverMessage,
-    Resume, SenderCodec, SenderMessage,
+    Resume, SenderCodec, SenderMessage, SeriesId, Welcome,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
@@ -194,19 +204,112 @@ enum SessionEnd {
     EpochChanged,
 }
 
+/// How an attempt at a base ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Based {
+    /// The base went out and the spool was replayed after it; a snapshot is owed.
+    Sent,
+    /// No base can be built: the spool is empty, of a previous run, damaged, or names
+    /// series that can no longer be described. A snapshot supersedes the spool.
+    Impossible,
+    /// Shutdown requested during the base: goodbye said.
+    Shutdown,
+}
+
 type Conn<T> = Framed<CountingIo<T>, SenderCodec>;
+
+/// Connects through `connector`, sends `hello` and reads the answer, within
+/// `connect_timeout` for the connection and again for the answer. Owns what it uses, so the
+/// link can spool changes while it runs.
+async fn handshake<C: Connector>(
+    connector: Arc<C>,
+    hello: Hello,
+    connect_timeout: Duration,
+) -> Result<(Conn<C::Io>, Welcome), Error> {
+    let target = connector.target().to_owned();
+    let io = match timeout(connect_timeout, connector.connect()).await {
+        Ok(Ok(io)) => io,
+        Ok(Err(source)) => return Err(Error::Connect { target, source }),
+        Err(_) => {
+            return Err(Error::Connect {
+                target,
+                source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+            });
+        }
+    };
+    let io = CountingIo {
+        inner: io,
+        written: Arc::new(AtomicU64::new(0)),
+    };
+    let mut conn = Framed::new(io, SenderCodec::new(MAX_HANDSHAKE_FRAME_BYTES));
+    let answer = timeout(connect_timeout, async {
+        conn.send(SenderMessage::Hello(hello)).await?;
+        conn.next().await.transpose()
+    })
+    .await
+    .map_err(|_| {
+        Error::Session(format!(
+            "no answer to the handshake within {connect_timeout:?}"
+        ))
+    })??;
+    match answer {
+        Some(ReceiverMessage::Welcome(w)) => Ok((conn, w)),
+        Some(ReceiverMessage::Reject(r)) => Err(Error::Rejected {
+            reason: r.reason,
+            message: r.message,
+        }),
+        Some(other) => Err(Error::Session(format!(
+            "expected Welcome or Reject, got {other:?}"
+        ))),
+        None => Err(Error::Session(
+            "the receiver closed the connection during the handshake".to_owned(),
+        )),
+    }
+}
+
+/// What the spooled batches name without defining it, and when the oldest was observed;
+/// `None` when one does not decode (a damaged spool cannot be replayed whole).
+fn named_in(spooled: &[(u64, Bytes)]) -> Option<(Vec<SeriesId>, u64)> {
+    let mut defined: HashSet<SeriesId> = HashSet::new();
+    let mut named = Vec::new();
+    let mut oldest_ms = None;
+    for (_, payload) in spooled {
+        let Ok(SenderMessage::Batch(batch)) = decode_payload(payload) else {
+            return None;
+        };
+        oldest_ms.get_or_insert(batch.observed_at_ms);
+        defined.extend(batch.series.iter().map(|s| s.id));
+        named.extend(
+            batch
+                .updates
+                .iter()
+                .map(|(id, _)| *id)
+                .chain(batch.removals.iter().copied())
+                .filter(|id| !defined.contains(id)),
+        );
+    }
+    Some((named, oldest_ms.unwrap_or(0)))
+}
 
 /// The sender's side of the protocol. See the [module docs](self).
 pub struct Link<C: Connector, S: Spool = MemorySpool> {
     config: LinkConfig,
-    connector: C,
+    connector: Arc<C>,
     shared: Arc<Shared>,
     spool: S,
     epoch: u64,
-    /// Next sequence number to send in `epoch`.
+    /// Next sequence number on the wire in `epoch`.
     next_seq: u64,
-    /// Seq of the last part of the latest snapshot, once fully sent.
-    snapshot_done: Option<u64>,
+    /// Spooled batch `s` goes on the wire as `s + renumbered`: a base renumbered the spool to
+    /// follow it. 0 otherwise; back to 0 whenever the spool is empty.
+    renumbered: u64,
+    /// Wire seq of the last part of the latest snapshot or base fully sent: a receiver that
+    /// acknowledged it holds our series table, and batches spooled after it can be replayed
+    /// to it.
+    table_done: Option<u64>,
+    /// A snapshot must follow as soon as the spooled batches just replayed are acknowledged
+    /// (after a restarted sender's replay, or a base).
+    snapshot_owed: bool,
     /// Highest seq the receiver acknowledged in `epoch`.
     acked: u64,
     /// The spool came with batches of a previous run (a restarted sender): offered for
@@ -235,24 +338,28 @@ impl<C: Connector, S: Spool> Link<C, S> {
     /// reopened after a restart) must hold them for the store's epoch: the link numbers on
     /// after the newest, offers them for replay in its first `Hello` and sends a snapshot
     /// after them (see `docs/protocol.md`, "Sender restarts"). An empty spool is reset to
-    /// the store's epoch.
+    /// the store's epoch. The store keeps removed series' definitions within the spool's
+    /// bound, for a base.
     pub fn with_spool(config: LinkConfig, connector: C, shared: Arc<Shared>, mut spool: S) -> Self {
         let epoch = shared.store().epoch();
         let restored = spool.newest();
         if restored.is_none() {
             spool.reset(epoch);
         }
+        shared.store().keep_tombstones(config.spool_max_bytes);
         shared
             .stats
             .spooled_samples
             .store(spool.samples(), Ordering::Relaxed);
         Link {
-            connector,
+            connector: Arc::new(connector),
             shared,
             spool,
             epoch,
             next_seq: restored.map_or(1, |newest| newest.saturating_add(1)),
-            snapshot_done: None,
+            renumbered: 0,
+            table_done: None,
+            snapshot_owed: false,
             acked: 0,
             restored: restored.is_some(),
             warned_future_ack: false,
@@ -262,7 +369,8 @@ impl<C: Connector, S: Spool> Link<C, S> {
         }
     }
 
-    /// Keeps a session to the receiver until `shutdown`, reconnecting with backoff.
+    /// Keeps a session to the receiver until `shutdown`, reconnecting with backoff, and
+    /// spooling changes while no session is up.
     ///
     /// # Errors
     /// Only fatal ones: the receiver does not speak our protocol version.
@@ -279,16 +387,24 @@ impl<C: Connector, S: Spool> Link<C, S> {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
+            self.sync_epoch();
             let started = Instant::now();
-            let sessions = self.shared.stats.sessions.load(Ordering::Relaxed);
-            let result = self.connect_and_serve(shutdown, &mut first).await;
+            let attempt = handshake(
+                Arc::clone(&self.connector),
+                self.hello(),
+                self.config.connect_timeout,
+            );
+            let result = match self.spooling_while(attempt, shutdown).await {
+                None => return Ok(()),
+                Some(Ok((mut conn, welcome))) => {
+                    self.session(&mut conn, welcome, shutdown, &mut first).await
+                }
+                Some(Err(e)) => {
+                    self.shared.stats.connect_error(e.kind());
+                    Err(e)
+                }
+            };
             self.shared.stats.connected.store(false, Ordering::Relaxed);
-            let established = self.shared.stats.sessions.load(Ordering::Relaxed) != sessions;
-            if let Err(e) = &result
-                && !established
-            {
-                self.shared.stats.connect_error(e.kind());
-            }
             match result {
                 Ok(SessionEnd::Shutdown) => return Ok(()),
                 Ok(SessionEnd::EpochChanged) => {
@@ -324,41 +440,103 @@ impl<C: Connector, S: Spool> Link<C, S> {
                             "connection to the receiver failed"
                         ),
                     }
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
-                        () = sleep(delay) => {}
+                    if self.spooling_while(sleep(delay), shutdown).await.is_none() {
+                        return Ok(());
                     }
                 }
             }
         }
     }
 
-    async fn connect_and_serve(
+    /// The `Hello` for the next session: the oldest spooled batch is offered for replay
+    /// when a receiver could take it.
+    fn hello(&self) -> Hello {
+        let resume_from = if self.restored {
+            self.spool.oldest()
+        } else {
+            self.table_done.map(|_| {
+                self.spool
+                    .oldest()
+                    .map_or(self.next_seq, |oldest| oldest + self.renumbered)
+            })
+        };
+        Hello {
+            version: PROTOCOL_VERSION,
+            cluster: self.config.cluster.clone(),
+            sender_id: self.config.sender_id.clone(),
+            epoch: self.epoch,
+            token: self.config.token.clone(),
+            resume_from,
+            agent: concat!("kube-relay-sender/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+
+    /// Runs `fut` (a connection attempt, or the wait before the next) to completion, while
+    /// no session is up: changes are taken at the usual flush cadence into the spool, as if
+    /// they were sent, so a later replay carries each at its own time (see
+    /// [`Link::spool_offline`]). `None` on shutdown.
+    async fn spooling_while<F: Future>(
         &mut self,
+        fut: F,
         shutdown: &CancellationToken,
-        first: &mut bool,
-    ) -> Result<SessionEnd, Error> {
-        let target = self.connector.target().to_owned();
-        let io = tokio::select! {
-            () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-            io = timeout(self.config.connect_timeout, self.connector.connect()) => io,
-        };
-        let io = match io {
-            Ok(Ok(io)) => io,
-            Ok(Err(source)) => return Err(Error::Connect { target, source }),
-            Err(_) => {
-                return Err(Error::Connect {
-                    target,
-                    source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
-                });
+    ) -> Option<F::Output> {
+        tokio::pin!(fut);
+        let mut flush_at: Option<Instant> = None;
+        loop {
+            let at = flush_at;
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return None,
+                out = &mut fut => return Some(out),
+                () = self.shared.changed(), if at.is_none() => {
+                    flush_at = Some(Instant::now() + self.config.flush_interval);
+                }
+                () = sleep_until(at.unwrap_or_else(Instant::now)), if at.is_some() => {
+                    flush_at = None;
+                    self.spool_offline();
+                }
             }
-        };
-        let io = CountingIo {
-            inner: io,
-            written: Arc::new(AtomicU64::new(0)),
-        };
-        let mut conn = Framed::new(io, SenderCodec::new(MAX_HANDSHAKE_FRAME_BYTES));
-        self.session(&mut conn, shutdown, first).await
+        }
+    }
+
+    /// True while batches taken now could be replayed later: a receiver got our series table
+    /// in this epoch, and no snapshot is owed (a base and its replay need the spool as it is).
+    fn keeps_history(&self) -> bool {
+        self.table_done.is_some() && !self.snapshot_owed && !self.restored
+    }
+
+    /// Whether one more batch of up to a frame fits the spool's bound beside the tombstones
+    /// (an empty spool always takes one).
+    fn spool_has_room(&self) -> bool {
+        let reserved = self.shared.store().tombstone_bytes();
+        self.spool.is_empty()
+            || self.spool.bytes() + reserved + self.frame_limit as u64
+                <= self.config.spool_max_bytes
+    }
+
+    /// Takes pending changes into the spool while no session is up, numbered as if sent, as
+    /// long as they fit: when the spool is full, changes coalesce in the store instead (the
+    /// history kept is the outage's beginning, and the replay's last batch brings the rest
+    /// at its newest time); nothing is dropped for want of an acknowledgement that cannot
+    /// come.
+    fn spool_offline(&mut self) {
+        if !self.keeps_history() || self.shared.store().epoch() != self.epoch {
+            return;
+        }
+        while self.spool_has_room() {
+            // The last session's frame limit: the receiver that takes the replay is most
+            // likely the same (a smaller one ends the replay, see `replay`).
+            let batch = self.shared.store().take_delta(self.frame_limit);
+            let Some(batch) = batch else { return };
+            if let Err(e) = self.spool_batch(batch) {
+                warn!(cause = %e, "failed to spool a batch");
+                return;
+            }
+            self.shared
+                .stats
+                .offline_batches
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Starts a new epoch's numbering if the store renumbered its series.
@@ -367,65 +545,37 @@ impl<C: Connector, S: Spool> Link<C, S> {
         if epoch != self.epoch {
             self.epoch = epoch;
             self.next_seq = 1;
+            self.renumbered = 0;
             self.acked = 0;
-            self.snapshot_done = None;
+            self.table_done = None;
+            self.snapshot_owed = false;
             self.restored = false;
             self.spool.reset(epoch);
             self.shared.stats.acked_seq.store(0, Ordering::Relaxed);
         }
     }
 
+    /// True when the spool can be replayed after `acked` to a receiver holding our table.
+    fn replayable(&self, acked: u64) -> bool {
+        let oldest = self
+            .spool
+            .oldest()
+            .map_or(self.next_seq, |oldest| oldest + self.renumbered);
+        (self.restored || self.table_done.is_some_and(|done| acked >= done))
+            && acked < self.next_seq
+            && acked + 1 >= oldest
+    }
+
     async fn session<T>(
         &mut self,
         conn: &mut Conn<T>,
+        welcome: Welcome,
         shutdown: &CancellationToken,
         first: &mut bool,
     ) -> Result<SessionEnd, Error>
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
-        self.sync_epoch();
-        let resume_from = if self.restored {
-            self.spool.oldest()
-        } else {
-            self.snapshot_done
-                .map(|_| self.spool.oldest().unwrap_or(self.next_seq))
-        };
-        let hello = SenderMessage::Hello(Hello {
-            version: PROTOCOL_VERSION,
-            cluster: self.config.cluster.clone(),
-            sender_id: self.config.sender_id.clone(),
-            epoch: self.epoch,
-            token: self.config.token.clone(),
-            resume_from,
-            agent: concat!("kube-relay-sender/", env!("CARGO_PKG_VERSION")).to_owned(),
-        });
-        let bound = self.config.connect_timeout;
-        let welcome = timeout(bound, async {
-            conn.send(hello).await?;
-            conn.next().await.transpose()
-        })
-        .await
-        .map_err(|_| Error::Session(format!("no answer to the handshake within {bound:?}")))??;
-        let welcome = match welcome {
-            Some(ReceiverMessage::Welcome(w)) => w,
-            Some(ReceiverMessage::Reject(r)) => {
-                return Err(Error::Rejected {
-                    reason: r.reason,
-                    message: r.message,
-                });
-            }
-            Some(other) => {
-                return Err(Error::Session(format!(
-                    "expected Welcome or Reject, got {other:?}"
-                )));
-            }
-            None => {
-                return Err(Error::Session(
-                    "the receiver closed the connection during the handshake".to_owned(),
-                ));
-            }
-        };
         self.frame_limit = frame_limit(self.config.max_frame_bytes, welcome.max_frame_bytes);
         conn.codec_mut().set_max_frame_bytes(self.frame_limit);
         let heartbeat = match welcome.heartbeat_interval_ms {
@@ -444,28 +594,28 @@ impl<C: Connector, S: Spool> Link<C, S> {
             stats.reconnects.fetch_add(1, Ordering::Relaxed);
         }
 
-        // Resume or snapshot. A restarted sender's spool is replayed too (its batches name
-        // series ids the receiver still holds for this epoch), then a snapshot follows.
-        let replayable = |acked: u64| {
-            (self.restored || self.snapshot_done.is_some_and(|done| acked >= done))
-                && acked < self.next_seq
-                && acked + 1 >= self.spool.oldest().unwrap_or(self.next_seq)
-        };
-        let replayed_all = match welcome.resume {
-            Resume::After { acked } if replayable(acked) => {
-                self.replay(conn, acked, heartbeat).await?
+        // Resume (replay what the receiver lacks), or base (a receiver without our table gets
+        // the spool on top of one), or a snapshot that supersedes the spool.
+        let mut supersede = false;
+        match welcome.resume {
+            Resume::After { acked } if self.replayable(acked) => {
+                self.on_ack(acked);
+                if !self.replay(conn, acked, heartbeat).await? {
+                    supersede = true;
+                } else if std::mem::take(&mut self.restored) {
+                    // A restarted sender's batches name the previous run's series ids: only a
+                    // snapshot brings this run's.
+                    self.snapshot_owed = true;
+                }
             }
-            _ => false,
-        };
-        let mut snapshotting = self.restored || !replayed_all;
-        if snapshotting {
-            if replayed_all {
-                // A restarted sender's batches: delivered (acks will tell), and the snapshot
-                // that follows covers them: neither dropped nor superseded.
-                self.spool.clear();
-            }
-            self.restored = false;
-            let stats = &self.shared.stats;
+            _ => match self.send_base(conn, shutdown, heartbeat).await? {
+                Based::Sent => {}
+                Based::Impossible => supersede = true,
+                Based::Shutdown => return Ok(SessionEnd::Shutdown),
+            },
+        }
+        let mut snapshotting = false;
+        if supersede {
             info!(
                 cluster = %self.config.cluster,
                 resume = ?welcome.resume,
@@ -473,22 +623,9 @@ impl<C: Connector, S: Spool> Link<C, S> {
                 max_frame_bytes = self.frame_limit,
                 "connected; sending a snapshot"
             );
-            let superseded = self.spool.samples();
-            if superseded > 0 {
-                stats
-                    .superseded_samples
-                    .fetch_add(superseded, Ordering::Relaxed);
-                info!(
-                    oldest = self.spool.oldest(),
-                    newest = self.spool.newest(),
-                    samples = superseded,
-                    "unacknowledged batches superseded by the snapshot"
-                );
-            }
-            self.spool.clear();
-            stats.spooled_samples.store(0, Ordering::Relaxed);
-            self.snapshot_done = None;
+            self.supersede_spool();
             self.shared.store().begin_snapshot();
+            snapshotting = true;
         }
 
         let mut last_heard = Instant::now();
@@ -499,8 +636,16 @@ impl<C: Connector, S: Spool> Link<C, S> {
         // Set while deltas wait for acks to make room in a full spool.
         let mut room_wait: Option<Instant> = None;
         loop {
-            let room = self.spool.bytes() == 0
-                || self.spool.bytes() + self.frame_limit as u64 <= self.config.spool_max_bytes;
+            if self.snapshot_owed && self.spool.is_empty() {
+                // The replay is acknowledged: now the present.
+                self.snapshot_owed = false;
+                self.table_done = None;
+                self.shared.store().begin_snapshot();
+                snapshotting = true;
+                debug!("replay acknowledged; sending a snapshot");
+            }
+            let deltas = !snapshotting && !self.snapshot_owed;
+            let room = self.spool_has_room();
             if room {
                 room_wait = None;
             } else if flushing && room_wait.is_none() {
@@ -509,10 +654,11 @@ impl<C: Connector, S: Spool> Link<C, S> {
             let may_send = room || room_wait.is_some_and(|at| Instant::now() >= at);
             let dead_at = last_heard + heartbeat * 3;
             let heartbeat_at = last_sent + heartbeat;
+            let batch_waiting = deltas && (flush_at.is_some() || flushing);
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
-                    self.goodbye(conn, snapshotting, heartbeat).await;
+                    self.goodbye(conn, !deltas, heartbeat).await;
                     return Ok(SessionEnd::Shutdown);
                 }
                 msg = conn.next() => {
@@ -549,7 +695,7 @@ impl<C: Connector, S: Spool> Link<C, S> {
                             if last {
                                 snapshotting = false;
                                 last_heard = Instant::now();
-                                self.snapshot_done = Some(seq);
+                                self.table_done = Some(seq);
                                 self.shared.stats.snapshots_sent.fetch_add(1, Ordering::Relaxed);
                                 debug!(seq, "snapshot sent");
                             }
@@ -557,10 +703,10 @@ impl<C: Connector, S: Spool> Link<C, S> {
                         None => snapshotting = false,
                     }
                 }
-                () = self.shared.changed(), if flush_at.is_none() && !snapshotting && !flushing => {
+                () = self.shared.changed(), if flush_at.is_none() && deltas && !flushing => {
                     flush_at = Some(Instant::now() + self.config.flush_interval);
                 }
-                () = sleep_until(flush_at.unwrap_or(dead_at)), if flush_at.is_some() && !snapshotting && !flushing => {
+                () = sleep_until(flush_at.unwrap_or(dead_at)), if flush_at.is_some() && deltas && !flushing => {
                     flush_at = None;
                     if self.shared.store().epoch() != self.epoch {
                         self.goodbye(conn, true, heartbeat).await;
@@ -570,8 +716,8 @@ impl<C: Connector, S: Spool> Link<C, S> {
                 }
                 // One batch per turn, so acks and heartbeats are read between batches of a
                 // large backlog.
-                () = sleep_until(room_wait.unwrap_or(dead_at)), if flushing && !snapshotting && !may_send => {}
-                () = std::future::ready(()), if flushing && !snapshotting && may_send => {
+                () = sleep_until(room_wait.unwrap_or(dead_at)), if flushing && deltas && !may_send => {}
+                () = std::future::ready(()), if flushing && deltas && may_send => {
                     let batch = self.shared.store().take_delta(self.frame_limit);
                     match batch {
                         Some(batch) => {
@@ -584,7 +730,7 @@ impl<C: Connector, S: Spool> Link<C, S> {
                 }
                 // Only with no batch waiting, so a heartbeat's time never runs ahead of a
                 // batch that follows it (`docs/protocol.md`, "Time and history").
-                () = sleep_until(heartbeat_at), if flush_at.is_none() && !flushing => {
+                () = sleep_until(heartbeat_at), if !batch_waiting => {
                     let sent_at_ms = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_millis() as u64);
@@ -595,32 +741,152 @@ impl<C: Connector, S: Spool> Link<C, S> {
         }
     }
 
-    /// Replays the kept batches after `acked` (acknowledging what precedes), oldest first,
-    /// unchanged; they stay in the spool until acknowledged. Returns whether all of them
-    /// went: a batch that does not decode (a damaged spool) ends the replay, the batches
-    /// already replayed are forgotten and that one and the rest are left in the spool, for
-    /// the snapshot the session then sends to supersede (and count).
+    /// Counts the spooled samples as superseded by the snapshot that follows and forgets
+    /// them.
+    fn supersede_spool(&mut self) {
+        self.restored = false;
+        self.snapshot_owed = false;
+        self.table_done = None;
+        let stats = &self.shared.stats;
+        let superseded = self.spool.samples();
+        if superseded > 0 {
+            stats
+                .superseded_samples
+                .fetch_add(superseded, Ordering::Relaxed);
+            info!(
+                oldest = self.spool.oldest(),
+                newest = self.spool.newest(),
+                samples = superseded,
+                "unacknowledged batches superseded by the snapshot"
+            );
+        }
+        self.spool.clear();
+        self.renumbered = 0;
+        stats.spooled_samples.store(0, Ordering::Relaxed);
+    }
+
+    /// Sends a receiver that lacks our series table a base and then the whole spool on top
+    /// of it, renumbered to follow it (`docs/protocol.md`, "Time and history", item 5); the
+    /// snapshot is owed once the replay is acknowledged.
+    async fn send_base<T>(
+        &mut self,
+        conn: &mut Conn<T>,
+        shutdown: &CancellationToken,
+        heartbeat: Duration,
+    ) -> Result<Based, Error>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        if self.restored || self.spool.is_empty() {
+            return Ok(Based::Impossible);
+        }
+        let Some((named, oldest_ms)) = named_in(&self.spool.replay(0).await) else {
+            warn!("a spooled batch does not decode; a snapshot supersedes the spool");
+            return Ok(Based::Impossible);
+        };
+        let begun = self.shared.store().begin_base(named, oldest_ms);
+        if let Err(e) = begun {
+            warn!(
+                missing = e.missing,
+                "the spool names removed series whose definitions were not kept; a snapshot \
+                 supersedes it"
+            );
+            return Ok(Based::Impossible);
+        }
+        info!(
+            cluster = %self.config.cluster,
+            batches = self.spool.newest().zip(self.spool.oldest()).map_or(0, |(n, o)| n - o + 1),
+            samples = self.spool.samples(),
+            heartbeat_ms = heartbeat.as_millis() as u64,
+            "connected to a receiver without our series table; sending a base and replaying the spool on it"
+        );
+        loop {
+            if shutdown.is_cancelled() {
+                self.goodbye(conn, true, heartbeat).await;
+                return Ok(Based::Shutdown);
+            }
+            let part = self.shared.store().next_base_part(self.frame_limit);
+            let batch = match part {
+                Ok(Some(batch)) => batch,
+                Ok(None) => {
+                    return Err(Error::Session(
+                        "the base was abandoned (series ids renumbered)".to_owned(),
+                    ));
+                }
+                Err(e) => {
+                    return Err(Error::Session(format!(
+                        "{} series the base had to describe vanished",
+                        e.missing
+                    )));
+                }
+            };
+            let last = batch.snapshot.is_some_and(|p| p.last);
+            let seq = self.send_batch(conn, batch, false, heartbeat).await?;
+            if last {
+                self.table_done = Some(seq);
+                self.shared.stats.bases_sent.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+        let (Some(oldest), Some(newest)) = (self.spool.oldest(), self.spool.newest()) else {
+            return Ok(Based::Impossible);
+        };
+        // The spool follows the base: batch `s` goes out as `s + renumbered`.
+        self.renumbered = self.next_seq - oldest;
+        self.next_seq = newest + self.renumbered + 1;
+        self.snapshot_owed = true;
+        if !self
+            .replay(conn, oldest + self.renumbered - 1, heartbeat)
+            .await?
+        {
+            self.snapshot_owed = false;
+            return Ok(Based::Impossible);
+        }
+        Ok(Based::Sent)
+    }
+
+    /// Replays the kept batches after wire seq `after`, oldest first, unchanged but for their
+    /// seq when the spool was renumbered; they stay in the spool until acknowledged. Returns
+    /// whether all of them went: a batch that does not decode (a damaged spool), or that
+    /// this session's receiver would refuse as too large (spooled for a receiver with a
+    /// larger frame limit), ends the replay, the batches already replayed are forgotten and
+    /// that one and the rest are left in the spool, for the snapshot the session then sends
+    /// to supersede (and count).
     async fn replay<T>(
         &mut self,
         conn: &mut Conn<T>,
-        acked: u64,
+        after: u64,
         heartbeat: Duration,
     ) -> Result<bool, Error>
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
-        self.on_ack(acked);
-        let replay = self.spool.replay(acked).await;
+        let replay = self
+            .spool
+            .replay(after.saturating_sub(self.renumbered))
+            .await;
         info!(
             cluster = %self.config.cluster,
-            acked,
+            after,
             replay = replay.len(),
             restored = self.restored,
+            renumbered = self.renumbered,
             heartbeat_ms = heartbeat.as_millis() as u64,
-            "connected; resuming"
+            "connected; replaying the spool"
         );
         for (seq, payload) in replay {
-            let msg: SenderMessage = match decode_payload(&payload) {
+            // A renumbered seq may take a few more bytes than the spooled one.
+            if payload.len() + 16 > self.frame_limit {
+                warn!(
+                    seq,
+                    bytes = payload.len(),
+                    frame_limit = self.frame_limit,
+                    "a spooled batch exceeds this receiver's frame limit; replay ends, a snapshot follows"
+                );
+                self.spool.ack(seq - 1);
+                return Ok(false);
+            }
+            let mut msg: SenderMessage = match decode_payload(&payload) {
                 Ok(msg) => msg,
                 Err(e) => {
                     warn!(seq, cause = %e, "a spooled batch does not decode; replay ends, a snapshot follows");
@@ -628,6 +894,9 @@ impl<C: Connector, S: Spool> Link<C, S> {
                     return Ok(false);
                 }
             };
+            if let SenderMessage::Batch(batch) = &mut msg {
+                batch.seq = seq + self.renumbered;
+            }
             debug!(seq, "replaying");
             self.send(conn, msg, heartbeat).await?;
             self.shared
@@ -655,7 +924,11 @@ impl<C: Connector, S: Spool> Link<C, S> {
         if seq > self.acked {
             self.acked = seq;
         }
-        self.spool.ack(seq);
+        // Wire seqs before the spool's first (a base's parts) trim nothing.
+        if let Some(spooled) = seq.checked_sub(self.renumbered) {
+            self.spool.ack(spooled);
+        }
+        self.shared.store().release_tombstones(self.spool.oldest());
         let stats = &self.shared.stats;
         stats.acked_seq.store(self.acked, Ordering::Relaxed);
         stats
@@ -679,6 +952,46 @@ impl<C: Connector, S: Spool> Link<C, S> {
         }
     }
 
+    /// Numbers a delta batch and keeps it in the spool until acknowledged (dropping the
+    /// oldest to make room, counted); returns it as the message to send, with its seq and
+    /// its changed samples.
+    fn spool_batch(&mut self, mut batch: Batch) -> Result<(u64, SenderMessage, u64), Error> {
+        if self.spool.is_empty() {
+            self.renumbered = 0;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        batch.seq = seq;
+        let spool_seq = seq - self.renumbered;
+        let samples = batch.changed_samples() as u64;
+        let reserved = {
+            let mut store = self.shared.store();
+            if !batch.removals.is_empty() {
+                store.removals_sent(spool_seq, &batch.removals);
+            }
+            store.tombstone_bytes()
+        };
+        let msg = SenderMessage::Batch(batch);
+        let payload = Bytes::from(encode_payload(&msg)?);
+        self.spool.set_reserved(reserved);
+        let dropped = self.spool.push(spool_seq, payload, samples);
+        let stats = &self.shared.stats;
+        if dropped > 0 {
+            self.shared.store().release_tombstones(self.spool.oldest());
+            stats
+                .dropped_spool_full
+                .fetch_add(dropped, Ordering::Relaxed);
+            warn!(
+                dropped,
+                "spool full: dropped the oldest unacknowledged batches"
+            );
+        }
+        stats
+            .spooled_samples
+            .store(self.spool.samples(), Ordering::Relaxed);
+        Ok((seq, msg, samples))
+    }
+
     /// Numbers, sends and (for deltas) spools a batch; returns its seq.
     async fn send_batch<T>(
         &mut self,
@@ -690,32 +1003,22 @@ impl<C: Connector, S: Spool> Link<C, S> {
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        batch.seq = seq;
-        let samples = batch.changed_samples() as u64;
-        let msg = SenderMessage::Batch(batch);
-        let stats = &self.shared.stats;
+        let (seq, msg, samples) = if delta {
+            self.spool_batch(batch)?
+        } else {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            batch.seq = seq;
+            let samples = batch.changed_samples() as u64;
+            (seq, SenderMessage::Batch(batch), samples)
+        };
         if delta {
-            let payload = Bytes::from(encode_payload(&msg)?);
-            let dropped = self.spool.push(seq, payload, samples);
-            if dropped > 0 {
-                stats
-                    .dropped_spool_full
-                    .fetch_add(dropped, Ordering::Relaxed);
-                warn!(
-                    dropped,
-                    "spool full: dropped the oldest unacknowledged batches"
-                );
-            }
-            stats
-                .spooled_samples
-                .store(self.spool.samples(), Ordering::Relaxed);
             // Written before it is sent: after a crash the spool holds every batch the
             // receiver may hold (the disk spool writes on its own thread).
             self.spool.pushed().await;
         }
         let written = self.send(conn, msg, heartbeat).await?;
+        let stats = &self.shared.stats;
         stats.sent_seq.store(seq, Ordering::Relaxed);
         if delta {
             stats.delta_bytes_sent.fetch_add(written, Ordering::Relaxed);

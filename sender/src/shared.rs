@@ -31,6 +31,10 @@ pub struct Stats {
     pub replayed_batches: AtomicU64,
     /// Samples of spooled batches a snapshot superseded.
     pub superseded_samples: AtomicU64,
+    /// Delta batches taken into the spool while no session was up (replayed later).
+    pub offline_batches: AtomicU64,
+    /// Bases sent: a receiver without our series table got the spool on top of one.
+    pub bases_sent: AtomicU64,
     /// Bytes written to the receiver (frames of every kind).
     pub bytes_sent: AtomicU64,
     /// Bytes of delta batches (not snapshots, handshakes or heartbeats).
@@ -140,6 +144,16 @@ impl Stats {
             self.superseded_samples.load(Ordering::Relaxed) as f64,
         );
         set.push(
+            Family::SenderSpoolOfflineBatches,
+            none,
+            self.offline_batches.load(Ordering::Relaxed) as f64,
+        );
+        set.push(
+            Family::SenderSpoolBases,
+            none,
+            self.bases_sent.load(Ordering::Relaxed) as f64,
+        );
+        set.push(
             Family::SenderReconnects,
             none,
             self.reconnects.load(Ordering::Relaxed) as f64,
@@ -232,6 +246,8 @@ mod tests {
                 "relay_sender_queue_depth 4",
                 "relay_sender_reconnects_total 3",
                 "relay_sender_series 0",
+                "relay_sender_spool_bases_total 0",
+                "relay_sender_spool_offline_batches_total 0",
                 "relay_sender_spool_replayed_batches_total 0",
                 "relay_sender_spool_superseded_updates_total 0",
                 "relay_sender_usage_available 0",
@@ -240,7 +256,7 @@ mod tests {
         );
         // The next refresh counts its own series and the pending ones.
         shared.refresh_self_metrics();
-        assert_eq!(shared.store().value(Family::SenderSeries, &[]), Some(11.0));
+        assert_eq!(shared.store().value(Family::SenderSeries, &[]), Some(13.0));
         assert_eq!(shared.stats.watch_restarts("pods"), 2);
         assert_eq!(shared.stats.api_errors("pods"), 1);
     }

@@ -2,6 +2,7 @@
 //! module's own doc says what it covers). One binary links the crate's heavy dependencies
 //! once instead of once per file.
 
+mod backfill;
 mod binary;
 mod cluster;
 mod link;

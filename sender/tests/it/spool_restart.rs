@@ -4,8 +4,8 @@
 //! A first link sends a snapshot and deltas that are never acknowledged, then dies without
 //! any clean-up. A second link opened on the same spool directory continues the epoch, offers
 //! the oldest unacknowledged batch in its `Hello`, and then either replays exactly the
-//! batches after the receiver's ack, byte for byte, followed by a fresh snapshot
-//! (`Welcome{After}`), or supersedes them with a snapshot (`Welcome{Snapshot}`), counting
+//! batches after the receiver's ack, byte for byte, followed by a fresh snapshot once they
+//! are acknowledged (`Welcome{After}`), or supersedes them with a snapshot (`Welcome{Snapshot}`), counting
 //! them as superseded, not dropped. A spooled batch that does not decode ends the replay:
 //! it and the batches after it are superseded by the snapshot and counted so. A full spool drops exactly the samples it cannot keep
 //! (checked against what the peer received) and reopens with exactly the rest.
@@ -140,6 +140,9 @@ async fn a_restarted_link_replays_the_unacked_spool_then_sends_a_snapshot() {
             got.observed_at_ms
         );
     }
+    // The snapshot follows once the replay is acknowledged (a cut before then replays the
+    // rest again rather than losing it).
+    ack(&mut conn, EPOCH, deltas[DELTAS - 1].seq).await;
     let snapshot = next_batch(&mut conn).await;
     assert!(snapshot.snapshot.is_some_and(|p| p.first));
     assert!(

@@ -9,16 +9,19 @@
 //! - [`accept`], [`next`], [`next_batch`], [`welcome`], [`receive_snapshot`], [`ack`]: a
 //!   scripted peer speaking the receiver's side of the protocol over plain TCP, for tests that
 //!   decide what the receiver acknowledges and when it stays silent; [`kept_or_dropped`]: a
-//!   full spool's bookkeeping against what such a peer received.
+//!   full spool's bookkeeping against what such a peer received;
+//! - [`Tap`]: a TCP relay between a sender and a real receiver that records every batch the
+//!   sender sends, per connection, to check what went over the wire and in what order.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
 use kube_relay_proto::{
     Ack, Batch, Hello, PROTOCOL_VERSION, ReceiverCodec, ReceiverMessage, Resume, SenderMessage,
@@ -33,9 +36,10 @@ use kube_relay_sender::shared::Shared;
 use kube_relay_sender::{Error, Sender};
 use kube_relay_sim::{ClockMode, RunningSim, Scenario, SimHandle, Simulator};
 use kube_relay_testkit::wait_until;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Decoder, Framed};
 use tokio_util::sync::CancellationToken;
 
 /// How long a test waits for a condition.
@@ -327,11 +331,27 @@ pub async fn next_batch(conn: &mut PeerConn) -> Batch {
 
 /// Welcomes the sender with `resume`, asking for a heartbeat every `heartbeat_ms`.
 pub async fn welcome(conn: &mut PeerConn, resume: Resume, heartbeat_ms: u32) {
+    welcome_with_limit(
+        conn,
+        resume,
+        heartbeat_ms,
+        kube_relay_proto::DEFAULT_MAX_FRAME_BYTES,
+    )
+    .await;
+}
+
+/// [`welcome`] from a receiver whose frame limit is `max_frame_bytes`.
+pub async fn welcome_with_limit(
+    conn: &mut PeerConn,
+    resume: Resume,
+    heartbeat_ms: u32,
+    max_frame_bytes: usize,
+) {
     conn.send(ReceiverMessage::Welcome(Welcome {
         version: PROTOCOL_VERSION,
         resume,
         heartbeat_interval_ms: heartbeat_ms,
-        max_frame_bytes: kube_relay_proto::DEFAULT_MAX_FRAME_BYTES as u32,
+        max_frame_bytes: u32::try_from(max_frame_bytes).expect("a u32 limit"),
     }))
     .await
     .expect("welcome");
@@ -378,4 +398,103 @@ pub async fn stop_link(shutdown: CancellationToken, task: JoinHandle<Result<(), 
         .expect("the link stops in time")
         .expect("join")
         .expect("clean exit");
+}
+
+/// A relay from senders to a receiver (`upstream`) that records the batches each connection
+/// carried. When either side closes, so does the other.
+pub struct Tap {
+    addr: SocketAddr,
+    connections: Arc<Mutex<Vec<Vec<Batch>>>>,
+    task: JoinHandle<()>,
+}
+
+impl Tap {
+    /// Listens on loopback and relays every connection to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Tap {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tap");
+        let addr = listener.local_addr().expect("tap address");
+        let connections: Arc<Mutex<Vec<Vec<Batch>>>> = Arc::default();
+        let task = tokio::spawn({
+            let connections = Arc::clone(&connections);
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let index = {
+                        let mut all = connections.lock().expect("tap lock");
+                        all.push(Vec::new());
+                        all.len() - 1
+                    };
+                    tokio::spawn(Tap::relay(
+                        client,
+                        upstream,
+                        index,
+                        Arc::clone(&connections),
+                    ));
+                }
+            }
+        });
+        Tap {
+            addr,
+            connections,
+            task,
+        }
+    }
+
+    async fn relay(
+        client: TcpStream,
+        upstream: SocketAddr,
+        index: usize,
+        connections: Arc<Mutex<Vec<Vec<Batch>>>>,
+    ) {
+        let Ok(server) = TcpStream::connect(upstream).await else {
+            return;
+        };
+        let (mut client_rx, mut client_tx) = client.into_split();
+        let (mut server_rx, mut server_tx) = server.into_split();
+        let down = async {
+            let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
+            let _ = client_tx.shutdown().await;
+        };
+        let up = async {
+            let mut codec = ReceiverCodec::new(1 << 20);
+            let mut pending = BytesMut::new();
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                let n = match client_rx.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                pending.extend_from_slice(&buf[..n]);
+                while let Ok(Some(msg)) = codec.decode(&mut pending) {
+                    if let SenderMessage::Batch(batch) = msg {
+                        connections.lock().expect("tap lock")[index].push(batch);
+                    }
+                }
+                if server_tx.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            let _ = server_tx.shutdown().await;
+        };
+        // Either side closing ends the relay (a stopped receiver must look gone).
+        tokio::select! {
+            () = down => {}
+            () = up => {}
+        }
+    }
+
+    /// Where senders connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The batches of every connection so far, oldest connection first.
+    pub fn connections(&self) -> Vec<Vec<Batch>> {
+        self.connections.lock().expect("tap lock").clone()
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
