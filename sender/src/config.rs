@@ -197,6 +197,13 @@ pub struct Cli {
     /// Log format (the level comes from RUST_LOG, default `info`).
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Serve the sender's own /metrics (its relay_sender_* and process metrics, also while
+    /// the link is down), /healthz and /readyz (ready once every watch has listed the
+    /// cluster) on this HOST:PORT, e.g. 127.0.0.1:9101; the Kubernetes manifests use
+    /// $(POD_IP):9101 [default: off].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http_listen: Option<String>,
 }
 
 /// The resolved configuration of a sender.
@@ -240,6 +247,8 @@ pub struct Config {
     pub flush_interval: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// Where the sender's own HTTP port listens, `HOST:PORT`; `None`: no HTTP port.
+    pub http_listen: Option<String>,
     /// Handshake timeout.
     pub connect_timeout: Duration,
     /// Shutdown bound.
@@ -269,6 +278,7 @@ impl Config {
             spool_max_bytes: defaults::SPOOL_MAX_BYTES,
             flush_interval: defaults::FLUSH_INTERVAL,
             log_format: LogFormat::Text,
+            http_listen: None,
             connect_timeout: defaults::CONNECT_TIMEOUT,
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
         }
@@ -352,6 +362,7 @@ impl Config {
             spool_max_bytes: cli.spool_max_bytes,
             flush_interval: cli.flush_interval.get(),
             log_format: cli.log_format,
+            http_listen: cli.http_listen,
             ..Config::new("")
         };
         config.validate()?;
@@ -376,6 +387,14 @@ impl Config {
                 "--target {:?} is not HOST:PORT",
                 self.target
             )));
+        }
+        if let Some(listen) = &self.http_listen {
+            let port = listen.rsplit_once(':').map(|(_, port)| port.parse::<u16>());
+            if !matches!(port, Some(Ok(_))) {
+                return Err(Error::Config(format!(
+                    "--http-listen {listen:?} is not HOST:PORT (e.g. 127.0.0.1:9101)"
+                )));
+            }
         }
         if self.usage_interval < Duration::from_secs(1) {
             return Err(Error::Config(
@@ -517,7 +536,36 @@ mod tests {
             row("log_format", ["\"json\"", "text", "json"], |c| {
                 c.log_format.to_string()
             }),
+            row("http_listen", ["\"f:1\"", "e:2", "g:3"], |c| {
+                format!("{:?}", c.http_listen)
+            }),
         ]
+    }
+
+    #[test]
+    fn the_http_port_is_off_unless_asked_for_and_must_be_host_and_port() {
+        assert_eq!(
+            load(&["--target=b:1"], &[]).expect("config").http_listen,
+            None
+        );
+        for listen in [
+            "127.0.0.1:9101",
+            "[::1]:9101",
+            "fd00::7:9101",
+            "localhost:9101",
+        ] {
+            let config =
+                load(&["--target=b:1", &format!("--http-listen={listen}")], &[]).expect("config");
+            assert_eq!(config.http_listen.as_deref(), Some(listen));
+        }
+        for bad in ["9101", "127.0.0.1", "127.0.0.1:http", "127.0.0.1:70000"] {
+            let err =
+                load(&["--target=b:1", &format!("--http-listen={bad}")], &[]).expect_err("refused");
+            assert!(
+                err.to_string().contains("--http-listen") && err.to_string().contains(bad),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use kube_relay_proto::config::error_chain;
 use kube_relay_sender::config::defaults;
 use kube_relay_sender::kubeclient::{self, cluster_name_from_context};
-use kube_relay_sender::{Config, Error, Sender, malloc, simulate, telemetry, tls};
+use kube_relay_sender::{Config, Error, Sender, http, malloc, simulate, telemetry, tls};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -50,6 +50,15 @@ fn causes(e: &Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)>
 async fn run(config: Config) -> Result<()> {
     // TLS files are read now: a bad one stops the start-up with its name.
     let connector = tls::connector(&config)?;
+    // Bound now: a port in use stops the start-up with its address.
+    let http = match &config.http_listen {
+        Some(listen) => Some(
+            http::bind(listen)
+                .await
+                .with_context(|| format!("failed to listen on --http-listen {listen}"))?,
+        ),
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
 
@@ -85,6 +94,10 @@ async fn run(config: Config) -> Result<()> {
     })
     .await
     .context("the start-up task failed")??;
+    let sender = match http {
+        Some(listener) => sender.with_http(listener),
+        None => sender,
+    };
     let result = sender.run_with(connector, shutdown).await;
     if let Some(sim) = simulated {
         sim.sim.shutdown().await;

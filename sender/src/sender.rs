@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use kube::Client;
 use rand::Rng;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -21,6 +22,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::error::Error;
 use crate::events::ScalingLedger;
+use crate::http::{self, HttpApp};
 use crate::link::{Link, LinkConfig};
 use crate::poll::UsagePoller;
 use crate::shared::Shared;
@@ -61,6 +63,8 @@ pub struct Sender {
     ledger: Arc<Mutex<ScalingLedger>>,
     ledger_file: Option<LedgerFile>,
     spool: Box<dyn Spool + Sync>,
+    /// The bound `--http-listen` port, served while the sender runs.
+    http: Option<TcpListener>,
     /// Locks on the state and spool directories, held until the sender is dropped.
     _held: Vec<File>,
 }
@@ -228,7 +232,15 @@ impl Sender {
             ledger: Arc::new(Mutex::new(ledger)),
             ledger_file,
             spool,
+            http: None,
         })
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` ([`crate::http`]) on `listener` while
+    /// the sender runs (the binary binds `--http-listen`).
+    pub fn with_http(mut self, listener: TcpListener) -> Self {
+        self.http = Some(listener);
+        self
     }
 
     /// The shared state, for tests and diagnostics: the store's series and the counters.
@@ -286,7 +298,19 @@ impl Sender {
             Arc::clone(&self.usage),
             Arc::clone(&self.ledger),
         );
-        tasks.spawn(applier.run(watch_all(&self.client, &scope), stop.clone()));
+        let watchers = watch_all(&self.client, &scope);
+        self.shared
+            .stats
+            .watchers
+            .store(watchers.len() as u64, Ordering::Relaxed);
+        tasks.spawn(applier.run(watchers, stop.clone()));
+        if let Some(listener) = self.http {
+            if let Ok(addr) = listener.local_addr() {
+                info!(%addr, "serving /metrics, /healthz and /readyz");
+            }
+            let app = HttpApp::new(Arc::clone(&self.shared));
+            tasks.spawn(http::serve(listener, app, stop.clone()));
+        }
 
         let poller = UsagePoller::new(
             self.client.clone(),

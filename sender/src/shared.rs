@@ -51,6 +51,10 @@ pub struct Stats {
     pub spooled_samples: AtomicU64,
     /// Lists (initial or relists) completed by the watchers (`InitDone`s).
     pub lists_done: AtomicU64,
+    /// Watchers the sender runs (one per resource and namespace scope).
+    pub watchers: AtomicU64,
+    /// Watchers that completed their first list.
+    pub watchers_listed: AtomicU64,
     /// True while a session is established.
     pub connected: AtomicBool,
     /// True when the usage source answered its last poll.
@@ -80,6 +84,13 @@ impl Stats {
     /// error's bounded kind.
     pub fn connect_error(&self, kind: &'static str) {
         *lock(&self.connect_errors).entry(kind).or_default() += 1;
+    }
+
+    /// True once every watcher has completed its first list (the sender relays the whole
+    /// cluster): what `/readyz` answers. A later relist does not make it false.
+    pub fn watches_synced(&self) -> bool {
+        let watchers = self.watchers.load(Ordering::Relaxed);
+        watchers > 0 && self.watchers_listed.load(Ordering::Relaxed) >= watchers
     }
 
     /// Failed attempts of `kind` so far.

@@ -298,6 +298,8 @@ pub struct Applier {
     ledger: Arc<Mutex<ScalingLedger>>,
     relists: HashMap<(Resource, Option<String>), Relist>,
     inits: HashMap<(Resource, Option<String>), u64>,
+    /// Watchers whose first list completed (for readiness).
+    listed: HashSet<(Resource, Option<String>)>,
 }
 
 impl Applier {
@@ -313,6 +315,7 @@ impl Applier {
             ledger,
             relists: HashMap::new(),
             inits: HashMap::new(),
+            listed: HashSet::new(),
         }
     }
 
@@ -399,6 +402,12 @@ impl Applier {
         scope: &Option<String>,
     ) -> HashSet<(String, String)> {
         self.shared.stats.lists_done.fetch_add(1, Ordering::Relaxed);
+        if self.listed.insert((resource, scope.clone())) {
+            self.shared
+                .stats
+                .watchers_listed
+                .fetch_add(1, Ordering::Relaxed);
+        }
         self.relists
             .remove(&(resource, scope.clone()))
             .map(|r| r.seen)

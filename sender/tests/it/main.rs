@@ -7,6 +7,7 @@ mod binary;
 mod cluster;
 mod link;
 mod logging;
+mod own_port;
 mod scaling;
 mod spool_model;
 mod spool_restart;

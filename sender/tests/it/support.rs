@@ -5,7 +5,8 @@
 //! - [`RunningReceiver`]: the real receiver in this process, for any configuration (TLS,
 //!   tokens); [`phases`] and [`pod_key`]: a pod's series for link tests;
 //! - [`Bed`]: the real simulated cluster (manual clock) and the real receiver, with senders
-//!   started against them, and [`value`] to read one sample of the receiver's `/metrics`;
+//!   started against them (optionally serving their own HTTP port), and [`value`] to read
+//!   one sample of the receiver's `/metrics`;
 //! - [`accept`], [`next`], [`next_batch`], [`welcome`], [`receive_snapshot`], [`ack`]: a
 //!   scripted peer speaking the receiver's side of the protocol over plain TCP, for tests that
 //!   decide what the receiver acknowledges and when it stays silent; [`kept_or_dropped`]: a
@@ -211,6 +212,26 @@ impl Bed {
             shutdown,
             task,
         }
+    }
+
+    /// Starts a sender for cluster `cluster` with `config` that serves its own HTTP port
+    /// (`--http-listen`) on a loopback port; returns where.
+    pub async fn sender_with_http(&self, cluster: &str, config: Config) -> (Running, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = plain_client(&self.sim.base_url()).expect("client");
+        let sender = Sender::new(config, client, cluster)
+            .expect("sender")
+            .with_http(listener);
+        let shared = sender.shared();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(sender.run(shutdown.clone()));
+        let running = Running {
+            shared,
+            shutdown,
+            task,
+        };
+        (running, addr)
     }
 
     /// Advances simulated time.

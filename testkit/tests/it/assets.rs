@@ -1109,6 +1109,70 @@ fn sender_deployment_runs_unprivileged_with_its_settings_from_the_config_map() {
     }
 }
 
+#[test]
+fn sender_serves_its_own_port_on_the_pod_ip_with_the_probes_on_it() {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    let objects = typed_objects(&kustomize(&root().join("k8s")));
+    let Some(Object::Deployment(sender)) = objects.get("Deployment kube-relay/kube-relay-sender")
+    else {
+        panic!("sender Deployment");
+    };
+    let container = &sender
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec")
+        .containers[0];
+    let port = container
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("metrics"))
+        .expect("a container port named metrics");
+    let pod_ip = container
+        .env
+        .iter()
+        .flatten()
+        .find(|v| v.name == "POD_IP")
+        .and_then(|v| v.value_from.as_ref()?.field_ref.as_ref())
+        .map(|f| f.field_path.as_str());
+    assert_eq!(pod_ip, Some("status.podIP"), "POD_IP from the downward API");
+
+    // The flags as the kubelet expands `$(POD_IP)`, for an IPv4 and an IPv6 pod.
+    let (start, _) = sender_command_line(&objects);
+    for ip in ["10.1.2.3", "fd00::7"] {
+        let expanded = SenderStart {
+            args: start
+                .args
+                .iter()
+                .map(|a| a.replace("$(POD_IP)", ip))
+                .collect(),
+            env: start.env.clone(),
+        };
+        let config = expanded.config();
+        let listen = config.http_listen.expect("--http-listen is set");
+        let addr = kube_relay_sender::http::listen_addr(&listen)
+            .unwrap_or_else(|| panic!("{listen} is an address and a port"));
+        assert_eq!(addr.ip().to_string(), ip, "on the pod IP");
+        assert_eq!(
+            i32::from(addr.port()),
+            port.container_port,
+            "the metrics port is where the sender listens"
+        );
+    }
+    for (probe, path) in [
+        (container.liveness_probe.as_ref(), "/healthz"),
+        (container.readiness_probe.as_ref(), "/readyz"),
+    ] {
+        let get = probe
+            .and_then(|p| p.http_get.as_ref())
+            .unwrap_or_else(|| panic!("an HTTP probe on {path}"));
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(get.port, IntOrString::String("metrics".to_owned()));
+    }
+}
+
 /// The sender's settings in the rendered manifests: the ConfigMap, the container's
 /// arguments and its other environment variables (values from Secrets become `x`).
 fn sender_command_line(objects: &BTreeMap<String, Object>) -> (SenderStart, Vec<String>) {
