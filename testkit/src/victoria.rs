@@ -22,6 +22,25 @@ use crate::http::{self, encode_component};
 use crate::prometheus::{free_loopback_addr, which};
 use crate::wait::wait_until;
 
+/// VictoriaMetrics writes NaN and infinities in an export's `values` as bare `NaN`, `Inf`
+/// and `-Inf`, which JSON does not have, and staleness markers as `null`: quote the former
+/// so the line parses.
+fn quote_special_values(line: &str) -> String {
+    let Some(start) = line.find("\"values\":[") else {
+        return line.to_owned();
+    };
+    let start = start + "\"values\":[".len();
+    let end = line[start..].find(']').map_or(line.len(), |e| start + e);
+    let values: Vec<String> = line[start..end]
+        .split(',')
+        .map(|v| match v.trim() {
+            t @ ("NaN" | "Inf" | "+Inf" | "-Inf") => format!("\"{t}\""),
+            t => t.to_owned(),
+        })
+        .collect();
+    format!("{}{}{}", &line[..start], values.join(","), &line[end..])
+}
+
 /// One series of `/api/v1/export`: labels and raw samples in time order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exported {
@@ -51,6 +70,7 @@ pub struct VictoriaMetrics {
     child: Option<Child>,
     addr: SocketAddr,
     dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl VictoriaMetrics {
@@ -60,11 +80,21 @@ impl VictoriaMetrics {
     /// When the binary is missing (install Debian's `victoria-metrics`) or it does not come
     /// up.
     pub async fn start() -> Result<VictoriaMetrics> {
+        Self::start_with(&[]).await
+    }
+
+    /// [`VictoriaMetrics::start`] with extra command-line flags (e.g.
+    /// `-search.disableCache` for a benchmark polling fresh data).
+    ///
+    /// # Errors
+    /// As [`VictoriaMetrics::start`].
+    pub async fn start_with(extra: &[&str]) -> Result<VictoriaMetrics> {
         let dir = tempfile::tempdir().context("failed to create a temporary directory")?;
         let mut vm = VictoriaMetrics {
             child: None,
             addr: free_loopback_addr()?,
             dir,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         vm.restart().await?;
         Ok(vm)
@@ -92,6 +122,7 @@ impl VictoriaMetrics {
             .arg("-search.latencyOffset=0s")
             .arg("-retentionPeriod=100y")
             .arg("-loggerLevel=WARN")
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -116,16 +147,35 @@ impl VictoriaMetrics {
         .with_context(|| format!("log:\n{}", self.log()))
     }
 
-    /// Kills the server (its data stays for [`VictoriaMetrics::restart`]).
+    /// Stops the server the way an operator would (SIGINT: it flushes what it accepted to
+    /// disk; a `kill -9` loses the last seconds of accepted samples, which is the backend's
+    /// own durability, not the test's subject). Its data stays for
+    /// [`VictoriaMetrics::restart`].
     ///
     /// # Errors
-    /// When the process cannot be killed.
+    /// When the process cannot be signalled or does not exit within 30 s (it is then
+    /// killed).
     pub async fn stop(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = child.id().context("victoria-metrics already exited")?;
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .context("failed to run kill")?;
+        if !status.success() {
+            bail!("kill -INT {pid} failed");
+        }
+        if tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .is_err()
+        {
             child
                 .kill()
                 .await
                 .context("failed to kill victoria-metrics")?;
+            bail!("victoria-metrics did not stop within 30 s of SIGINT");
         }
         Ok(())
     }
@@ -142,6 +192,11 @@ impl VictoriaMetrics {
 
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("victoria-metrics.log")
+    }
+
+    /// The process id, while running (for CPU accounting in benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
     }
 
     /// The server's log so far.
@@ -165,11 +220,12 @@ impl VictoriaMetrics {
         }
         let mut out = Vec::new();
         for line in r.text()?.lines().filter(|l| !l.trim().is_empty()) {
+            let line = quote_special_values(line);
             let parsed: ExportLine =
-                serde_json::from_str(line).with_context(|| format!("bad export line {line:?}"))?;
+                serde_json::from_str(&line).with_context(|| format!("bad export line {line:?}"))?;
             let values = parsed.values.iter().map(|v| match v {
                 serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
-                // NaN and infinities come back as strings (or null).
+                // NaN and infinities quoted above; staleness markers are null.
                 serde_json::Value::String(s) => match s.as_str() {
                     "Inf" | "+Inf" => f64::INFINITY,
                     "-Inf" => f64::NEG_INFINITY,
@@ -186,5 +242,22 @@ impl VictoriaMetrics {
         }
         out.sort_by(|a, b| a.metric.cmp(&b.metric));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_nan_and_infinities_in_an_export_line_are_quoted() {
+        let line =
+            r#"{"metric":{"__name__":"NaN"},"values":[NaN,1,null,-Inf],"timestamps":[1,2,3,4]}"#;
+        let fixed = quote_special_values(line);
+        assert_eq!(
+            fixed,
+            r#"{"metric":{"__name__":"NaN"},"values":["NaN",1,null,"-Inf"],"timestamps":[1,2,3,4]}"#
+        );
+        assert!(serde_json::from_str::<ExportLine>(&fixed).is_ok());
     }
 }

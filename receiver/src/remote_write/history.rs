@@ -12,8 +12,10 @@
 //!   newest time the cluster's sender reported), with the value it had then;
 //! - the staleness marker for a removal, for a series a snapshot no longer has, and for
 //!   every series of a cluster that expired after the TTL;
-//! - a completed snapshot writes every valued series at its time but fills no re-sends
-//!   between the last known time and the snapshot: that stretch was not observed.
+//! - a completed snapshot writes every valued series at its time; the re-sends between the
+//!   last known time and the snapshot are written only when the same session applied deltas
+//!   before it (a replay: the stretch is known), never after a bare reconnect (the sender
+//!   lost what happened, the stretch stays empty).
 //!
 //! Keeping its own table (rather than reading the store's) costs a second copy of each
 //! series' labels, in the encoded form remote write needs, and leaves the store untouched
@@ -92,6 +94,9 @@ pub struct History {
     max_series: usize,
     next_id: AtomicU64,
     retimed: AtomicU64,
+    skipped: AtomicU64,
+    /// Last timestamp per series (encoded labels) in the queues a previous run left.
+    floors: Mutex<HashMap<Box<[u8]>, i64>>,
     clusters: Mutex<HashMap<String, Arc<Mutex<ClusterHistory>>>>,
 }
 
@@ -106,6 +111,9 @@ struct ClusterHistory {
     down_since: Option<Instant>,
     /// Bumped by every claim, so a replaced connection's release changes nothing.
     generation: u64,
+    /// A delta was applied since the last claim: the session replayed or streamed history,
+    /// so a snapshot completing now follows known history.
+    replayed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -129,6 +137,10 @@ struct Entry {
     has_value: bool,
     /// Timestamp of the last sample written for the series (`i64::MIN`: none).
     last_ms: i64,
+    /// `last_ms` comes from the queue a previous run left on disk: a sample at or before
+    /// it was written then (a batch the sender replays because its ack was lost with the
+    /// process), so it is skipped, not moved.
+    restored: bool,
 }
 
 /// Fibonacci hashing for sender-chosen `u32` ids (as the store does).
@@ -166,6 +178,8 @@ impl History {
             max_series,
             next_id: AtomicU64::new(1),
             retimed: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            floors: Mutex::new(HashMap::new()),
             clusters: Mutex::new(HashMap::new()),
         }
     }
@@ -173,6 +187,27 @@ impl History {
     /// Samples moved after a later sample of their series (a sender clock stepping back).
     pub fn retimed(&self) -> u64 {
         self.retimed.load(Ordering::Relaxed)
+    }
+
+    /// Samples not written because a previous run had queued them already.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// The last timestamp of each series (by encoded labels) in the queues a previous run
+    /// left: a series defined again starts from it, and samples at or before it are
+    /// skipped (the sender replays batches whose ack the previous run did not send).
+    pub fn restore(&self, floors: HashMap<Box<[u8]>, i64>) {
+        *lock(&self.floors) = floors;
+    }
+
+    fn floor(&self, labels: &[u8]) -> Option<i64> {
+        lock(&self.floors).remove(labels)
+    }
+
+    fn count(&self, counts: &Counts) {
+        self.retimed.fetch_add(counts.retimed, Ordering::Relaxed);
+        self.skipped.fetch_add(counts.skipped, Ordering::Relaxed);
     }
 
     fn cluster(&self, name: &str) -> Arc<Mutex<ClusterHistory>> {
@@ -195,6 +230,7 @@ impl History {
         c.down_since = None;
         c.staging = None;
         c.generation += 1;
+        c.replayed = false;
         c.generation
     }
 
@@ -222,21 +258,22 @@ impl History {
         };
         match applied {
             Applied::Delta => {
+                c.replayed = true;
                 let before = c.time;
                 ctx.advance(c, t, false, out);
-                let mut retimed = 0;
-                ctx.apply_defs(&mut c.live, batch, Some((t, &mut *out, &mut retimed)));
+                let mut counts = Counts::default();
+                ctx.apply_defs(&mut c.live, batch, Some((t, &mut *out, &mut counts)));
                 for &(id, value) in batch.updates.iter() {
                     if let Some(e) = c.live.ids.get_mut(&id) {
                         e.value = value.as_f64();
                         e.has_value = true;
-                        push(out, e, t, e.value, &mut retimed);
+                        push(out, e, t, e.value, &mut counts);
                     }
                 }
                 for id in &batch.removals {
                     if let Some(mut e) = c.live.ids.remove(id) {
                         if e.has_value {
-                            push(out, &mut e, t, wire::stale_nan(), &mut retimed);
+                            push(out, &mut e, t, wire::stale_nan(), &mut counts);
                         }
                     } else {
                         c.live.dropped.remove(id);
@@ -247,7 +284,7 @@ impl History {
                 if before.is_some_and(|b| t > b) && t % self.interval_ms == 0 {
                     resend(&mut c.live, t, out);
                 }
-                self.retimed.fetch_add(retimed, Ordering::Relaxed);
+                self.count(&counts);
             }
             Applied::Staged | Applied::SnapshotComplete => {
                 let staging = c.staging.get_or_insert_with(|| Staging {
@@ -276,6 +313,11 @@ impl History {
                 if applied == Applied::SnapshotComplete
                     && let Some(staging) = c.staging.take()
                 {
+                    // After deltas of this session the stretch up to the snapshot is
+                    // known (the sender replayed it): its re-sends are written first.
+                    if c.replayed {
+                        ctx.advance(c, staging.time, false, out);
+                    }
                     ctx.swap(c, staging, out);
                 }
             }
@@ -313,13 +355,13 @@ impl History {
             }
             let down_ms = i64::try_from(now.duration_since(since).as_millis()).unwrap_or(0);
             let t = c.time.map_or(0, |time| time.saturating_add(down_ms));
-            let mut retimed = 0;
+            let mut counts = Counts::default();
             for e in c.live.ids.values_mut() {
                 if e.has_value {
-                    push(out, e, t, wire::stale_nan(), &mut retimed);
+                    push(out, e, t, wire::stale_nan(), &mut counts);
                 }
             }
-            self.retimed.fetch_add(retimed, Ordering::Relaxed);
+            self.count(&counts);
             expired.push(name);
         }
         let mut clusters = lock(&self.clusters);
@@ -378,7 +420,7 @@ impl Ctx<'_> {
         &self,
         table: &mut Table,
         batch: &Batch,
-        mut emit: Option<(i64, &mut Vec<Sample>, &mut u64)>,
+        mut emit: Option<(i64, &mut Vec<Sample>, &mut Counts)>,
     ) {
         for f in &batch.families {
             let name = match f.kind {
@@ -394,15 +436,29 @@ impl Ctx<'_> {
             let labels = wire::encode_labels(name, &self.cluster, &def.labels).into_boxed_slice();
             let old = table.ids.remove(&def.id);
             table.dropped.remove(&def.id);
-            let (series, last_ms) = match old {
-                Some(old) if *old.series.labels == *labels => (old.series, old.last_ms),
-                Some(mut old) => {
-                    if let (true, Some((t, out, retimed))) = (old.has_value, emit.as_mut()) {
-                        push(out, &mut old, *t, wire::stale_nan(), retimed);
-                    }
-                    (self.new_series(labels), i64::MIN)
+            let (series, last_ms, restored) = match old {
+                Some(old) if *old.series.labels == *labels => {
+                    (old.series, old.last_ms, old.restored)
                 }
-                None => (self.new_series(labels), i64::MIN),
+                Some(mut old) => {
+                    if let (true, Some((t, out, counts))) = (old.has_value, emit.as_mut()) {
+                        push(out, &mut old, *t, wire::stale_nan(), counts);
+                    }
+                    let floor = self.history.floor(&labels);
+                    (
+                        self.new_series(labels),
+                        floor.unwrap_or(i64::MIN),
+                        floor.is_some(),
+                    )
+                }
+                None => {
+                    let floor = self.history.floor(&labels);
+                    (
+                        self.new_series(labels),
+                        floor.unwrap_or(i64::MIN),
+                        floor.is_some(),
+                    )
+                }
             };
             if table.ids.len() >= self.history.max_series {
                 table.dropped.insert(def.id);
@@ -415,6 +471,7 @@ impl Ctx<'_> {
                     value: 0.0,
                     has_value: false,
                     last_ms,
+                    restored,
                 },
             );
         }
@@ -437,34 +494,48 @@ impl Ctx<'_> {
             .map(|(_, e)| (e.series.labels.clone(), e))
             .collect();
         let mut table = staging.table;
-        let mut retimed = 0;
+        let mut counts = Counts::default();
         for e in table.ids.values_mut() {
             if let Some(prev) = old.remove(&e.series.labels) {
                 e.series = prev.series;
                 e.last_ms = prev.last_ms;
+                e.restored = prev.restored;
             }
             if e.has_value {
                 let value = e.value;
-                push(out, e, t, value, &mut retimed);
+                push(out, e, t, value, &mut counts);
             }
         }
         for e in old.values_mut() {
             if e.has_value {
-                push(out, e, t, wire::stale_nan(), &mut retimed);
+                push(out, e, t, wire::stale_nan(), &mut counts);
             }
         }
-        self.history.retimed.fetch_add(retimed, Ordering::Relaxed);
+        self.history.count(&counts);
         c.live = table;
         c.time = Some(c.time.map_or(t, |time| time.max(t)));
     }
 }
 
-/// Writes `value` for `e` at `t`, or 1 ms after its last sample if `t` is not later.
-fn push(out: &mut Vec<Sample>, e: &mut Entry, t: i64, value: f64, retimed: &mut u64) {
+/// What [`push`] counts.
+#[derive(Debug, Default)]
+struct Counts {
+    retimed: u64,
+    skipped: u64,
+}
+
+/// Writes `value` for `e` at `t`, or 1 ms after its last sample if `t` is not later (or
+/// nothing, when a previous run already wrote it).
+fn push(out: &mut Vec<Sample>, e: &mut Entry, t: i64, value: f64, counts: &mut Counts) {
+    if e.restored && t <= e.last_ms {
+        counts.skipped += 1;
+        return;
+    }
+    e.restored = false;
     let ts = if t > e.last_ms {
         t
     } else {
-        *retimed += 1;
+        counts.retimed += 1;
         e.last_ms.saturating_add(1)
     };
     e.last_ms = ts;
@@ -480,6 +551,7 @@ fn resend(table: &mut Table, b: i64, out: &mut Vec<Sample>) {
     for e in table.ids.values_mut() {
         if e.has_value && e.last_ms < b {
             e.last_ms = b;
+            e.restored = false;
             out.push(Sample {
                 series: e.series.clone(),
                 timestamp_ms: b,
@@ -749,6 +821,42 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_after_a_replay_fills_the_re_sends_up_to_it() {
+        let h = History::new(Duration::from_secs(15), 100);
+        let mut out = Vec::new();
+        h.claim("c");
+        h.apply(
+            "c",
+            &snapshot(10 * S, vec![def(0, "a")], &[(0, 1.0)]),
+            Applied::SnapshotComplete,
+            &mut out,
+        );
+        h.claim("c");
+        h.apply(
+            "c",
+            &delta(12 * S, &[(0, 2.0)], vec![]),
+            Applied::Delta,
+            &mut out,
+        );
+        out.clear();
+        h.apply(
+            "c",
+            &snapshot(50 * S, vec![def(0, "a")], &[(0, 3.0)]),
+            Applied::SnapshotComplete,
+            &mut out,
+        );
+        assert_eq!(
+            seen(&out),
+            vec![
+                ("a".into(), 15 * S, 2.0),
+                ("a".into(), 30 * S, 2.0),
+                ("a".into(), 45 * S, 2.0),
+                ("a".into(), 50 * S, 3.0)
+            ]
+        );
+    }
+
+    #[test]
     fn a_base_without_values_writes_nothing_and_the_deltas_replay_at_their_times() {
         let h = History::new(Duration::from_secs(15), 100);
         let mut out = Vec::new();
@@ -779,6 +887,48 @@ mod tests {
                 ("a".into(), 20 * S, 3.0)
             ]
         );
+    }
+
+    #[test]
+    fn samples_a_previous_run_queued_are_not_queued_again() {
+        let h = History::new(Duration::from_secs(15), 100);
+        let labels = wire::encode_labels(
+            "kube_hpa_replicas",
+            "c",
+            &[("pod".to_owned(), "a".to_owned())],
+        );
+        h.restore([(labels.into_boxed_slice(), 20 * S)].into_iter().collect());
+        let mut out = Vec::new();
+        h.claim("c");
+        // A base (no values), then the replayed batches: those at or before 20 s were
+        // written by the previous run.
+        h.apply(
+            "c",
+            &snapshot(10 * S, vec![def(0, "a")], &[]),
+            Applied::SnapshotComplete,
+            &mut out,
+        );
+        h.apply(
+            "c",
+            &delta(12 * S, &[(0, 2.0)], vec![]),
+            Applied::Delta,
+            &mut out,
+        );
+        h.apply(
+            "c",
+            &delta(20 * S, &[(0, 3.0)], vec![]),
+            Applied::Delta,
+            &mut out,
+        );
+        h.apply(
+            "c",
+            &delta(21 * S, &[(0, 4.0)], vec![]),
+            Applied::Delta,
+            &mut out,
+        );
+        assert_eq!(seen(&out), vec![("a".into(), 21 * S, 4.0)]);
+        assert_eq!(h.skipped(), 2);
+        assert_eq!(h.retimed(), 0);
     }
 
     #[test]

@@ -108,20 +108,28 @@ impl RemoteWrite {
     pub async fn start(options: Options, shutdown: CancellationToken) -> Result<Arc<RemoteWrite>> {
         let runtime = tokio::runtime::Handle::current();
         let mut urls = Vec::with_capacity(options.endpoints.len());
+        let mut floors = queue::Floors::new();
         for endpoint in &options.endpoints {
             let client = client::Client::new(endpoint)?;
             let shown = endpoint.display_url();
             let dir = queue_dir(&options.state_dir, &endpoint.url);
             let (tx, rx) = mpsc::channel(JOB_QUEUE);
             let (open_dir, name, max) = (dir.clone(), shown.clone(), endpoint.max_queue_bytes);
-            let (shared, written, writer) =
-                tokio::task::spawn_blocking(move || queue::open(&open_dir, max, rx, name))
-                    .await
-                    .map_err(|e| Error::Config(format!("remote-write queue start failed: {e}")))?
-                    .map_err(|source| Error::Queue {
-                        path: dir.clone(),
-                        source,
-                    })?;
+            let ((shared, written, writer), found) = tokio::task::spawn_blocking(move || {
+                let mut found = queue::Floors::new();
+                queue::open(&open_dir, max, rx, name, &mut found).map(|q| (q, found))
+            })
+            .await
+            .map_err(|e| Error::Config(format!("remote-write queue start failed: {e}")))?
+            .map_err(|source| Error::Queue {
+                path: dir.clone(),
+                source,
+            })?;
+            // A sample is queued to every URL at once: the newest found anywhere counts.
+            for (labels, ts) in found {
+                let last = floors.entry(labels).or_insert(ts);
+                *last = (*last).max(ts);
+            }
             let stats = Arc::new(shards::Stats::default());
             let sender = shards::Sender::new(
                 shown.clone(),
@@ -155,8 +163,10 @@ impl RemoteWrite {
                 reader_stopped: stopped,
             });
         }
+        let history = History::new(options.interval, options.max_series_per_cluster);
+        history.restore(floors);
         let rw = Arc::new(RemoteWrite {
-            history: History::new(options.interval, options.max_series_per_cluster),
+            history,
             urls,
             ttl: options.ttl,
         });
@@ -350,6 +360,14 @@ impl Collector for StatsCollector {
                 )?;
             }
         }
+        let skipped = ConstCounter::new(self.0.history.skipped());
+        skipped.encode(encoder.encode_descriptor(
+            "relay_remote_write_samples_replayed_skipped",
+            "Samples not queued again because the queue a previous run left on disk already \
+             held them (a sender replaying batches whose ack the killed receiver never sent).",
+            None,
+            MetricType::Counter,
+        )?)?;
         let retimed = ConstCounter::new(self.0.history.retimed());
         retimed.encode(encoder.encode_descriptor(
             "relay_remote_write_samples_retimed",

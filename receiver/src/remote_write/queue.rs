@@ -145,8 +145,9 @@ fn segment_path(dir: &Path, no: u64) -> PathBuf {
 }
 
 /// Opens the queue in `dir` (created if missing): checks existing segments, truncating a
-/// torn tail, and starts the writer thread, which takes [`Job`]s from `jobs` and publishes
-/// the last ticket written on the returned `watch`.
+/// torn tail and noting each series' last timestamp in `floors`, and starts the writer
+/// thread, which takes [`Job`]s from `jobs` and publishes the last ticket written on the
+/// returned `watch`.
 ///
 /// # Errors
 /// When the directory or a segment cannot be read or created.
@@ -155,6 +156,7 @@ pub fn open(
     max_bytes: u64,
     jobs: mpsc::Receiver<Job>,
     name: String,
+    floors: &mut Floors,
 ) -> io::Result<(
     Arc<Shared>,
     watch::Receiver<u64>,
@@ -172,7 +174,7 @@ pub fn open(
     let mut segments = VecDeque::new();
     for no in &found {
         let path = segment_path(dir, *no);
-        let (good, samples) = scan(&path)?;
+        let (good, samples) = scan(&path, floors)?;
         let len = std::fs::metadata(&path)?.len();
         if good < len {
             warn!(segment = %path.display(), kept = good, cut = len - good, "remote-write queue: truncating a torn tail");
@@ -250,19 +252,65 @@ fn create_segment(dir: &Path, no: u64) -> io::Result<File> {
     Ok(file)
 }
 
-/// Length of the valid prefix of a segment and the samples in it.
-fn scan(path: &Path) -> io::Result<(u64, u64)> {
+/// Last sample timestamp per series (encoded labels) found in a queue.
+pub type Floors = HashMap<Box<[u8]>, i64>;
+
+/// Length of the valid prefix of a segment and the samples in it; the last timestamp of
+/// each series in it goes into `floors`.
+fn scan(path: &Path, floors: &mut Floors) -> io::Result<(u64, u64)> {
     let mut data = Vec::new();
     File::open(path)?.read_to_end(&mut data)?;
     let mut off = 0;
     let mut samples = 0;
+    let mut series: HashMap<u64, Box<[u8]>> = HashMap::new();
     while let Some((payload, next)) = record_at(&data, off) {
-        if payload.first() == Some(&SAMPLES) {
-            samples += varint(&payload[1..]).map_or(0, |(n, _)| n);
+        match payload.first() {
+            Some(&SAMPLES) => {
+                samples += varint(&payload[1..]).map_or(0, |(n, _)| n);
+                for (id, ts, _) in sample_entries(&payload[1..]) {
+                    if let Some(labels) = series.get(&id) {
+                        let last = floors.entry(labels.clone()).or_insert(ts);
+                        *last = (*last).max(ts);
+                    }
+                }
+            }
+            Some(&SERIES) => {
+                if let Some(s) = parse_series(&payload[1..]) {
+                    series.insert(s.id, s.labels);
+                }
+            }
+            _ => {}
         }
         off = next;
     }
     Ok((off as u64, samples))
+}
+
+/// `(series id, timestamp, value)` of a samples record's payload (after its type byte).
+fn sample_entries(p: &[u8]) -> Vec<(u64, i64, f64)> {
+    let Some((count, mut i)) = varint(p) else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(count.min(RECORD_SAMPLES as u64) as usize);
+    let mut ts = 0i64;
+    for _ in 0..count {
+        let Some((id, n)) = p.get(i..).and_then(varint) else {
+            break;
+        };
+        i += n;
+        let Some((zz, n)) = p.get(i..).and_then(varint) else {
+            break;
+        };
+        i += n;
+        let delta = ((zz >> 1) as i64) ^ -((zz & 1) as i64);
+        ts = ts.wrapping_add(delta);
+        let Some(v) = p.get(i..i + 8) else { break };
+        i += 8;
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(v);
+        out.push((id, ts, f64::from_le_bytes(bytes)));
+    }
+    out
 }
 
 /// The record at `off` of `data`: its payload and the offset after it, or `None` at the end
@@ -658,34 +706,16 @@ impl Reader {
     }
 
     fn parse_samples(&self, p: &[u8]) -> Vec<Sample> {
-        let Some((count, mut i)) = varint(p) else {
-            return Vec::new();
-        };
-        let mut out = Vec::with_capacity(count.min(RECORD_SAMPLES as u64) as usize);
-        let mut ts = 0i64;
-        for _ in 0..count {
-            let Some((id, n)) = varint(&p[i..]) else {
-                break;
-            };
-            i += n;
-            let Some((zz, n)) = varint(&p[i..]) else {
-                break;
-            };
-            i += n;
-            let delta = ((zz >> 1) as i64) ^ -((zz & 1) as i64);
-            ts = ts.wrapping_add(delta);
-            let Some(v) = p.get(i..i + 8) else { break };
-            i += 8;
-            let value = f64::from_le_bytes(v.try_into().unwrap_or([0; 8]));
-            if let Some(series) = self.series.get(&id) {
-                out.push(Sample {
-                    series: series.clone(),
-                    timestamp_ms: ts,
+        sample_entries(p)
+            .into_iter()
+            .filter_map(|(id, timestamp_ms, value)| {
+                Some(Sample {
+                    series: self.series.get(&id)?.clone(),
+                    timestamp_ms,
                     value,
-                });
-            }
-        }
-        out
+                })
+            })
+            .collect()
     }
 }
 
@@ -858,7 +888,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = series(1, "a");
         let (tx, rx) = mpsc::channel(4);
-        let (shared, written, handle) = open(dir.path(), 1 << 20, rx, "q".into()).expect("open");
+        let (shared, written, handle) =
+            open(dir.path(), 1 << 20, rx, "q".into(), &mut Floors::new()).expect("open");
         send(&tx, 1, samples(&a, 100, 3));
         send(&tx, 2, samples(&a, 103, 2));
         wait_written(&written, 2);
@@ -877,7 +908,8 @@ mod tests {
         drop(reader);
 
         let (tx, rx) = mpsc::channel(4);
-        let (shared, _written, handle) = open(dir.path(), 1 << 20, rx, "q".into()).expect("reopen");
+        let (shared, _written, handle) =
+            open(dir.path(), 1 << 20, rx, "q".into(), &mut Floors::new()).expect("reopen");
         let mut reader = Reader::new(shared);
         let got: Vec<i64> = drain(&mut reader)
             .iter()
@@ -893,11 +925,34 @@ mod tests {
     }
 
     #[test]
+    fn reopening_finds_each_series_last_timestamp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (series(1, "a"), series(2, "b"));
+        let (tx, rx) = mpsc::channel(4);
+        let (_s, written, handle) =
+            open(dir.path(), 1 << 20, rx, "q".into(), &mut Floors::new()).expect("open");
+        send(&tx, 1, samples(&a, 100, 3));
+        send(&tx, 2, samples(&b, 50, 1));
+        wait_written(&written, 2);
+        drop(tx);
+        handle.join().expect("writer");
+        let (tx, rx) = mpsc::channel(4);
+        let mut floors = Floors::new();
+        let (_s, _w, handle) =
+            open(dir.path(), 1 << 20, rx, "q".into(), &mut floors).expect("reopen");
+        assert_eq!(floors.get(&a.labels), Some(&102));
+        assert_eq!(floors.get(&b.labels), Some(&50));
+        drop(tx);
+        handle.join().expect("writer");
+    }
+
+    #[test]
     fn a_torn_tail_is_cut_and_the_rest_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = series(1, "a");
         let (tx, rx) = mpsc::channel(4);
-        let (_shared, _w, handle) = open(dir.path(), 1 << 20, rx, "q".into()).expect("open");
+        let (_shared, _w, handle) =
+            open(dir.path(), 1 << 20, rx, "q".into(), &mut Floors::new()).expect("open");
         send(&tx, 1, samples(&a, 1, 10));
         drop(tx);
         handle.join().expect("writer");
@@ -909,7 +964,8 @@ mod tests {
         f.write_all(&[40, 0, 0, 0, 1, 2]).expect("torn write");
         drop(f);
         let (tx, rx) = mpsc::channel(4);
-        let (shared, _w, handle) = open(dir.path(), 1 << 20, rx, "q".into()).expect("reopen");
+        let (shared, _w, handle) =
+            open(dir.path(), 1 << 20, rx, "q".into(), &mut Floors::new()).expect("reopen");
         let mut reader = Reader::new(shared);
         let n: usize = drain(&mut reader).iter().map(|c| c.samples.len()).sum();
         assert_eq!(n, 10);
@@ -923,7 +979,8 @@ mod tests {
         let a = series(1, "a");
         let (tx, rx) = mpsc::channel(4);
         let max = 256 << 10; // segments of 64 KiB
-        let (shared, written, handle) = open(dir.path(), max, rx, "q".into()).expect("open");
+        let (shared, written, handle) =
+            open(dir.path(), max, rx, "q".into(), &mut Floors::new()).expect("open");
         // ~12 bytes a sample: 40,000 samples are about 480 KiB, far over the bound.
         for i in 0..40 {
             send(&tx, i + 1, samples(&a, (i * 1000) as i64, 1000));

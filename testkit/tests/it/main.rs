@@ -11,5 +11,6 @@ mod mixin_alerts;
 mod netns_harness;
 mod prometheus_runner;
 mod public_dashboards;
+mod remote_write;
 mod sender_restart;
 mod walking_skeleton;
