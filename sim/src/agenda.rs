@@ -1,9 +1,11 @@
 //! The pod agenda: every pod's next transition is due at a tick; each tick runs the due
-//! ones in order and hands them to the scheduler, the kubelet or pod termination.
+//! ones in order and hands them to the scheduler, the kubelet (and its image puller) or pod
+//! termination.
 
 use crate::error::Result;
 use crate::kubelet::KUBELET_DELAY_MS;
-use crate::pod::Stage;
+use crate::pod::{ContainerView, Stage};
+use crate::scenario::PodFault;
 use crate::scheduler::{RESCHEDULE_MS, SCHEDULE_DELAY_MS};
 use crate::state::{Cluster, TICK_MS};
 use crate::store::ObjKey;
@@ -59,11 +61,18 @@ impl Cluster {
                 self.set_due(key, Some(due));
                 self.write_pod(key)
             }
+            Stage::Creating if p.fault == Some(PodFault::ImagePull) => self.pull_failed(key),
             Stage::Creating | Stage::BackOff => {
                 self.container_start(key)?;
                 self.plan_running(key);
                 self.write_pod(key)
             }
+            Stage::ImagePull => match &p.container {
+                Some(ContainerView::Waiting { reason, .. }) if reason == "ErrImagePull" => {
+                    self.pull_back_off(key)
+                }
+                _ => self.pull_again(key),
+            },
             Stage::Running => {
                 let now = self.now_ms;
                 if p.crash_at_ms.is_some_and(|t| t <= now) {

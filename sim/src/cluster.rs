@@ -26,7 +26,7 @@ use crate::faults::{Fault, FaultAction, FaultState};
 use crate::load::LoadModel;
 use crate::objects::{self, Template};
 use crate::resources::{self, Kind};
-use crate::scenario::{CrashAction, Scenario};
+use crate::scenario::{CrashAction, Scenario, builtin_priority};
 use crate::state::{Cluster, Config, NodeState, TICK_MS, Timing, not_found};
 use crate::store::{ObjKey, Store};
 use crate::timeline::{Timed, Timeline};
@@ -101,7 +101,9 @@ impl Cluster {
                 index: i,
                 pods: 0,
                 cpu_requested: 0,
+                memory_requested: 0,
                 next_ip: 2,
+                conditions: BTreeMap::new(),
                 system_cpu_seconds: 0.0,
                 deleted: false,
             });
@@ -118,6 +120,11 @@ impl Cluster {
                 },
                 requests: d.requests,
                 limits: d.limits,
+                priority: d.priority_class.as_ref().map(|class| {
+                    let value = d.priority.or_else(|| builtin_priority(class)).unwrap_or(0);
+                    (class.clone(), value)
+                }),
+                fault: d.fault,
             };
             let timing = Timing {
                 startup_ms: d.startup.ms(),
@@ -144,6 +151,8 @@ impl Cluster {
                     labels: BTreeMap::from([("app".to_string(), name.clone())]),
                     requests: b.requests,
                     limits: Default::default(),
+                    priority: None,
+                    fault: None,
                 };
                 let timing = Timing {
                     startup_ms: 1000,
@@ -231,6 +240,20 @@ impl Cluster {
         while let Some(action) = self.timeline.next_due(self.now_ms) {
             match action {
                 Timed::Fault(f) => self.inject_fault(f),
+                Timed::NodeCondition {
+                    node,
+                    condition,
+                    status,
+                } => {
+                    info!(%node, condition = condition.as_str(), status = status.as_str(), "scenario node condition");
+                    self.set_node_condition(&node, condition, status)?;
+                }
+                Timed::Rollout {
+                    namespace,
+                    deployment,
+                    image,
+                    fault,
+                } => self.rollout(&namespace, &deployment, &image, fault)?,
                 Timed::Crash {
                     namespace,
                     deployment,
@@ -238,6 +261,7 @@ impl Cluster {
                     count,
                     action,
                     restarts,
+                    reason,
                 } => {
                     let victims = match (deployment, pod) {
                         (_, Some(p)) => vec![ObjKey::new(&namespace, &p)],
@@ -249,8 +273,8 @@ impl Cluster {
                     for key in victims {
                         info!(pod = %key, ?action, "scenario crash");
                         match action {
-                            CrashAction::Crash => self.crash_pod(&key, restarts)?,
-                            CrashAction::Fail => self.fail_pod(&key)?,
+                            CrashAction::Crash => self.crash_pod(&key, restarts, reason)?,
+                            CrashAction::Evict => self.fail_pod(&key)?,
                             CrashAction::Delete => self.delete_pod(&key, None).map(|_| ())?,
                         }
                     }

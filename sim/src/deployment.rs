@@ -1,22 +1,29 @@
-//! The deployment controller: creates a deployment's ReplicaSet, resizes it when
-//! `spec.replicas` changes (the scale subresource, the HPA), and writes the deployment's
-//! status and conditions as kube-controller-manager does.
+//! The deployment controller: one ReplicaSet per pod template. A deployment's first
+//! ReplicaSet gets all its replicas; a rollout (a new template: `kubectl set image`) gets a
+//! new ReplicaSet that is scaled up while the old ones are scaled down, within the rolling
+//! update's `maxSurge` (25 %, rounded up) and `maxUnavailable` (25 %, rounded down), as
+//! kube-controller-manager's `rolloutRolling` does. Without a rollout in flight it keeps
+//! the current ReplicaSet at `spec.replicas` (the scale subresource, the HPA).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus, DeploymentStrategy,
-    ReplicaSet, ReplicaSetSpec, ReplicaSetStatus, RollingUpdateDeployment,
+    Deployment, DeploymentSpec, DeploymentStatus, DeploymentStrategy, ReplicaSet, ReplicaSetSpec,
+    ReplicaSetStatus, RollingUpdateDeployment,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
+use tracing::info;
 
+use crate::deployment_status::fenceposts;
 use crate::error::Result;
 use crate::load::LoadModel;
 use crate::objects::{self, Template};
+use crate::scenario::PodFault;
 use crate::state::{
-    Cluster, DeploymentState, ReplicaSetState, Timing, not_found, owner, reference,
+    Cluster, DeploymentState, REVISION, ReplicaSetState, Timing, not_found, owner, reference,
+    revision_of,
 };
 use crate::store::ObjKey;
 
@@ -37,7 +44,7 @@ impl Cluster {
         instant: bool,
     ) -> Result<()> {
         let now = self.now()?;
-        let hash = objects::pod_template_hash(&format!("{namespace}/{name}/{}", template.image));
+        let hash = template.hash(namespace, name);
         let uid = self.new_uid();
         let mut obj = Deployment {
             metadata: ObjectMeta {
@@ -47,10 +54,7 @@ impl Cluster {
                 generation: Some(1),
                 creation_timestamp: Some(now.clone()),
                 labels: Some(template.labels.clone()),
-                annotations: Some(BTreeMap::from([(
-                    "deployment.kubernetes.io/revision".to_string(),
-                    "1".to_string(),
-                )])),
+                annotations: Some(BTreeMap::from([(REVISION.to_string(), "1".to_string())])),
                 managed_fields: Some(vec![objects::managed(
                     "kubectl-create",
                     "apps/v1",
@@ -81,15 +85,18 @@ impl Cluster {
             status: Some(DeploymentStatus::default()),
         };
         self.store.upsert(&mut obj)?;
+        let progress_ms = self.now_ms;
         self.deployments.insert(
             ObjKey::new(namespace, name),
             DeploymentState {
                 obj,
                 template,
+                hash,
                 timing,
                 load,
-                hash,
                 rs: None,
+                revision: 0,
+                progress_ms,
                 instant,
             },
         );
@@ -129,35 +136,161 @@ impl Cluster {
         Ok(d.obj.clone())
     }
 
-    /// Keeps each deployment's ReplicaSet at the deployment's replica count.
+    /// Starts a rollout, as `kubectl set image` does: the pod template gets `image` (and
+    /// the new pods `fault`), `metadata.generation` goes up, and the controller rolls the
+    /// pods over to a new ReplicaSet from its next pass.
+    pub(crate) fn rollout(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        image: &str,
+        fault: Option<PodFault>,
+    ) -> Result<()> {
+        let now = self.now()?;
+        let d = self
+            .deployments
+            .get_mut(&ObjKey::new(namespace, name))
+            .ok_or_else(|| not_found("deployment", namespace, name))?;
+        d.template.image = image.to_string();
+        d.template.fault = fault;
+        d.hash = d.template.hash(namespace, name);
+        let spec = d.obj.spec.get_or_insert_with(Default::default);
+        spec.template = d.template.pod_template(None);
+        let meta = &mut d.obj.metadata;
+        meta.generation = Some(meta.generation.unwrap_or(1) + 1);
+        objects::touch_managed(
+            meta,
+            objects::managed(
+                "kubectl-set",
+                "apps/v1",
+                &now,
+                None,
+                json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {}}}}}),
+            ),
+        );
+        d.progress_ms = self.now_ms;
+        info!(deployment = %format!("{namespace}/{name}"), image, "rollout started");
+        self.store.upsert(&mut d.obj)
+    }
+
+    /// One pass of the deployment controller over every deployment.
     pub(crate) fn deployment_controller(&mut self) -> Result<()> {
         let keys: Vec<ObjKey> = self.deployments.keys().cloned().collect();
         for key in keys {
-            let Some(d) = self.deployments.get(&key) else {
-                continue;
-            };
-            let want = d.replicas();
-            match d.rs.clone() {
-                None => self.create_replicaset(&key, want)?,
-                Some(rs_key) => {
-                    let Some(rs) = self.replicasets.get(&rs_key) else {
-                        continue;
-                    };
-                    let have = rs.obj.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-                    if have != want {
-                        self.resize_replicaset(&key, &rs_key, have, want)?;
-                    }
-                }
-            }
+            self.sync_deployment(&key)?;
         }
         Ok(())
     }
 
-    fn create_replicaset(&mut self, dkey: &ObjKey, replicas: i32) -> Result<()> {
+    fn sync_deployment(&mut self, key: &ObjKey) -> Result<()> {
+        let Some(d) = self.deployments.get(key) else {
+            return Ok(());
+        };
+        let want = d.replicas();
+        let hash = d.hash.clone();
+        let owned = self.replicasets_of(key);
+        let new = owned
+            .iter()
+            .find(|k| self.replicasets.get(*k).is_some_and(|rs| rs.hash == hash))
+            .cloned();
+        let old: Vec<ObjKey> = owned
+            .iter()
+            .filter(|k| Some(*k) != new.as_ref())
+            .filter(|k| {
+                self.replicasets
+                    .get(*k)
+                    .is_some_and(|rs| rs.spec_replicas() > 0)
+            })
+            .cloned()
+            .collect();
+        let spec_of = |c: &Cluster, k: &ObjKey| {
+            c.replicasets
+                .get(k)
+                .map_or(0, ReplicaSetState::spec_replicas)
+        };
+        let available_of =
+            |c: &Cluster, k: &ObjKey| c.replicasets.get(k).map_or(0, ReplicaSetState::available);
+        let (surge, unavailable) = fenceposts(want);
+        // The new ReplicaSet: created (with all replicas when nothing else runs, else with
+        // what the surge allows), or adopted again on a rollback to its template.
+        let new = match new {
+            Some(new) => {
+                if self.deployments.get(key).and_then(|d| d.rs.as_ref()) != Some(&new) {
+                    self.adopt_replicaset(key, &new)?;
+                }
+                new
+            }
+            None => {
+                let running: i32 = old.iter().map(|k| spec_of(self, k)).sum();
+                let initial = if old.is_empty() {
+                    want
+                } else {
+                    (want + surge - running).clamp(0, want)
+                };
+                self.create_replicaset(key, initial)?
+            }
+        };
+        let have = spec_of(self, &new);
+        if old.is_empty() {
+            if have != want {
+                self.resize_replicaset(key, &new, have, want)?;
+            }
+            return Ok(());
+        }
+        // Rolling update, step 1: scale the new ReplicaSet up within the surge.
+        let total: i32 = have + old.iter().map(|k| spec_of(self, k)).sum::<i32>();
+        if have > want {
+            self.resize_replicaset(key, &new, have, want)?;
+        } else if have < want && total < want + surge {
+            let to = have + (want + surge - total).min(want - have);
+            self.resize_replicaset(key, &new, have, to)?;
+        }
+        // Step 2: scale old ReplicaSets down, unhealthy replicas first, never below the
+        // availability the deployment promises.
+        let new_spec = spec_of(self, &new);
+        let total: i32 = new_spec + old.iter().map(|k| spec_of(self, k)).sum::<i32>();
+        let min_available = want - unavailable;
+        let new_unavailable = new_spec - available_of(self, &new);
+        let max_scaled_down = total - min_available - new_unavailable;
+        if max_scaled_down <= 0 {
+            return Ok(());
+        }
+        let mut cleaned = 0;
+        for k in &old {
+            let (spec, available) = (spec_of(self, k), available_of(self, k));
+            let unhealthy = spec - available;
+            if unhealthy <= 0 || cleaned >= max_scaled_down {
+                continue;
+            }
+            let n = unhealthy.min(max_scaled_down - cleaned);
+            self.resize_replicaset(key, k, spec, spec - n)?;
+            cleaned += n;
+        }
+        let available: i32 =
+            available_of(self, &new) + old.iter().map(|k| available_of(self, k)).sum::<i32>();
+        let mut budget = available - min_available;
+        for k in &old {
+            if budget <= 0 {
+                break;
+            }
+            let spec = spec_of(self, k);
+            if spec == 0 {
+                continue;
+            }
+            let n = spec.min(budget);
+            self.resize_replicaset(key, k, spec, spec - n)?;
+            budget -= n;
+        }
+        Ok(())
+    }
+
+    /// Creates the ReplicaSet of a deployment's current template, with the next revision.
+    fn create_replicaset(&mut self, dkey: &ObjKey, replicas: i32) -> Result<ObjKey> {
         let now = self.now()?;
         let uid = self.new_uid();
+        let revision = self.next_revision(dkey);
         let Some(d) = self.deployments.get(dkey) else {
-            return Ok(());
+            return Ok(ObjKey::default());
         };
         let name = format!("{}-{}", dkey.name, d.hash);
         let mut labels = d.template.labels.clone();
@@ -174,16 +307,13 @@ impl Cluster {
                 annotations: Some(BTreeMap::from([
                     (
                         "deployment.kubernetes.io/desired-replicas".to_string(),
-                        replicas.to_string(),
+                        d.replicas().to_string(),
                     ),
                     (
                         "deployment.kubernetes.io/max-replicas".to_string(),
-                        (replicas + max_surge).to_string(),
+                        (d.replicas() + max_surge).to_string(),
                     ),
-                    (
-                        "deployment.kubernetes.io/revision".to_string(),
-                        "1".to_string(),
-                    ),
+                    (REVISION.to_string(), revision.to_string()),
                 ])),
                 owner_references: Some(vec![owner("apps/v1", "Deployment", &d.obj.metadata)]),
                 managed_fields: Some(vec![objects::managed(
@@ -215,19 +345,19 @@ impl Cluster {
         self.store.upsert(&mut obj)?;
         let rs_key = ObjKey::new(&dkey.namespace, &name);
         let dep_ref = reference("apps/v1", "Deployment", &d.obj.metadata);
-        let instant = d.instant;
-        if let Some(d) = self.deployments.get_mut(dkey) {
-            d.rs = Some(rs_key.clone());
-        }
+        let (instant, template, hash) = (d.instant, d.template.clone(), d.hash.clone());
         self.replicasets.insert(
             rs_key.clone(),
             ReplicaSetState {
                 obj,
                 deployment: dkey.clone(),
-                pods: BTreeSet::new(),
+                template,
+                hash,
+                pods: Default::default(),
             },
         );
-        self.dirty_rs.insert(rs_key);
+        self.dirty_rs.insert(rs_key.clone());
+        self.set_revision(dkey, &rs_key, revision, true)?;
         if !instant {
             self.record_event(
                 dep_ref,
@@ -237,6 +367,59 @@ impl Cluster {
                 "deployment-controller",
                 None,
             )?;
+        }
+        Ok(rs_key)
+    }
+
+    /// A rollback to an old template: its ReplicaSet becomes the new one again, with the
+    /// next revision.
+    fn adopt_replicaset(&mut self, dkey: &ObjKey, rs_key: &ObjKey) -> Result<()> {
+        let revision = self.next_revision(dkey);
+        if let Some(rs) = self.replicasets.get_mut(rs_key) {
+            rs.obj
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(REVISION.to_string(), revision.to_string());
+            self.store.upsert(&mut rs.obj)?;
+        }
+        self.set_revision(dkey, rs_key, revision, false)
+    }
+
+    fn next_revision(&self, dkey: &ObjKey) -> u64 {
+        self.replicasets_of(dkey)
+            .iter()
+            .filter_map(|k| self.replicasets.get(k))
+            .map(|rs| revision_of(&rs.obj.metadata))
+            .max()
+            .unwrap_or(0)
+            + 1
+    }
+
+    /// Makes `rs_key` the deployment's new ReplicaSet at `revision`; `created` notes a new
+    /// ReplicaSet in the Progressing condition (`NewReplicaSetCreated`).
+    fn set_revision(
+        &mut self,
+        dkey: &ObjKey,
+        rs_key: &ObjKey,
+        revision: u64,
+        created: bool,
+    ) -> Result<()> {
+        let now_ms = self.now_ms;
+        let Some(d) = self.deployments.get_mut(dkey) else {
+            return Ok(());
+        };
+        d.rs = Some(rs_key.clone());
+        d.revision = revision;
+        d.progress_ms = now_ms;
+        d.obj
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(REVISION.to_string(), revision.to_string());
+        self.store.upsert(&mut d.obj)?;
+        if created {
+            self.note_new_replicaset(dkey, &rs_key.name)?;
         }
         Ok(())
     }
@@ -249,6 +432,10 @@ impl Cluster {
         to: i32,
     ) -> Result<()> {
         let now = self.now()?;
+        let want = self
+            .deployments
+            .get(dkey)
+            .map_or(to, DeploymentState::replicas);
         let Some(rs) = self.replicasets.get_mut(rs_key) else {
             return Ok(());
         };
@@ -261,11 +448,11 @@ impl Cluster {
         let annotations = meta.annotations.get_or_insert_with(BTreeMap::new);
         annotations.insert(
             "deployment.kubernetes.io/desired-replicas".to_string(),
-            to.to_string(),
+            want.to_string(),
         );
         annotations.insert(
             "deployment.kubernetes.io/max-replicas".to_string(),
-            (to + (to + 3) / 4).to_string(),
+            (want + fenceposts(want).0).to_string(),
         );
         objects::touch_managed(
             meta,
@@ -291,140 +478,5 @@ impl Cluster {
             "deployment-controller",
             None,
         )
-    }
-
-    /// Rewrites the status of the deployments whose ReplicaSets changed (`touched`) and of
-    /// those whose spec changed since their controller last looked.
-    pub(crate) fn update_deployment_statuses(&mut self, touched: BTreeSet<ObjKey>) -> Result<()> {
-        let now = self.now()?;
-        let mut deployments = touched;
-        for (key, d) in &self.deployments {
-            let observed = d.obj.status.as_ref().and_then(|s| s.observed_generation);
-            if observed != d.obj.metadata.generation {
-                deployments.insert(key.clone());
-            }
-        }
-        for key in deployments {
-            self.update_deployment_status(&key, &now)?;
-        }
-        Ok(())
-    }
-
-    fn update_deployment_status(
-        &mut self,
-        key: &ObjKey,
-        now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
-    ) -> Result<()> {
-        let Some(d) = self.deployments.get(key) else {
-            return Ok(());
-        };
-        let Some(rs_key) = d.rs.clone() else {
-            return Ok(());
-        };
-        let Some(rs) = self.replicasets.get(&rs_key) else {
-            return Ok(());
-        };
-        let rs_status = rs.obj.status.clone().unwrap_or_default();
-        let want = d.replicas();
-        let replicas = rs_status.replicas;
-        let available = rs_status.available_replicas.unwrap_or(0);
-        let ready = rs_status.ready_replicas.unwrap_or(0);
-        let max_unavailable = want / 4;
-        let old = d.obj.status.clone().unwrap_or_default();
-        let old_conditions = old.conditions.clone().unwrap_or_default();
-        let condition = |type_: &str, ok: bool, reason: &str, message: String| {
-            let prev = old_conditions.iter().find(|c| c.type_ == type_);
-            let status = if ok { "True" } else { "False" }.to_string();
-            let same =
-                prev.is_some_and(|p| p.status == status && p.reason.as_deref() == Some(reason));
-            let transition = match prev {
-                Some(p) if p.status == status => p.last_transition_time.clone(),
-                _ => Some(now.clone()),
-            };
-            DeploymentCondition {
-                type_: type_.to_string(),
-                status,
-                reason: Some(reason.to_string()),
-                message: Some(message),
-                last_update_time: if same {
-                    prev.and_then(|p| p.last_update_time.clone())
-                } else {
-                    Some(now.clone())
-                },
-                last_transition_time: transition,
-            }
-        };
-        let available_ok = available >= want - max_unavailable;
-        let complete = available >= want && replicas == want;
-        let conditions = vec![
-            if available_ok {
-                condition(
-                    "Available",
-                    true,
-                    "MinimumReplicasAvailable",
-                    "Deployment has minimum availability.".to_string(),
-                )
-            } else {
-                condition(
-                    "Available",
-                    false,
-                    "MinimumReplicasUnavailable",
-                    "Deployment does not have minimum availability.".to_string(),
-                )
-            },
-            if complete
-                || old_conditions.iter().any(|c| {
-                    c.type_ == "Progressing"
-                        && c.reason.as_deref() == Some("NewReplicaSetAvailable")
-                })
-            {
-                condition(
-                    "Progressing",
-                    true,
-                    "NewReplicaSetAvailable",
-                    format!(
-                        "ReplicaSet \"{}\" has successfully progressed.",
-                        rs_key.name
-                    ),
-                )
-            } else {
-                condition(
-                    "Progressing",
-                    true,
-                    "ReplicaSetUpdated",
-                    format!("ReplicaSet \"{}\" is progressing.", rs_key.name),
-                )
-            },
-        ];
-        let nz = |v: i32| (v != 0).then_some(v);
-        let status = DeploymentStatus {
-            replicas: nz(replicas),
-            updated_replicas: nz(replicas),
-            ready_replicas: nz(ready),
-            available_replicas: nz(available),
-            unavailable_replicas: nz((want - available).max(0)),
-            observed_generation: d.obj.metadata.generation,
-            terminating_replicas: rs_status.terminating_replicas,
-            conditions: Some(conditions),
-            collision_count: None,
-        };
-        if d.obj.status.as_ref() == Some(&status) {
-            return Ok(());
-        }
-        let Some(d) = self.deployments.get_mut(key) else {
-            return Ok(());
-        };
-        d.obj.status = Some(status);
-        objects::touch_managed(
-            &mut d.obj.metadata,
-            objects::managed(
-                "kube-controller-manager",
-                "apps/v1",
-                now,
-                Some("status"),
-                json!({"f:status": {"f:availableReplicas": {}, "f:conditions": {}, "f:observedGeneration": {}, "f:readyReplicas": {}, "f:replicas": {}, "f:updatedReplicas": {}}}),
-            ),
-        );
-        self.store.upsert(&mut d.obj)
     }
 }

@@ -10,6 +10,7 @@ use tracing::debug;
 use crate::error::Result;
 use crate::objects;
 use crate::pod::{ContainerView, Stage};
+use crate::scenario::{ExitReason, PodFault};
 use crate::state::{Cluster, TICK_MS, not_found};
 use crate::store::ObjKey;
 
@@ -212,9 +213,13 @@ impl Cluster {
         if !p.ready && p.ready_at_ms.is_none() {
             p.ready_at_ms = Some(now + jittered);
         }
-        if p.crashes_left > 0 && p.crash_at_ms.is_none() {
+        if p.crash_at_ms.is_none() {
             let started = p.container_started_ms().unwrap_or(now);
-            p.crash_at_ms = Some(started + CRASH_AFTER_MS);
+            if let Some(PodFault::CrashLoop { after, .. }) = p.fault {
+                p.crash_at_ms = Some(started + after.ms());
+            } else if p.crashes_left > 0 {
+                p.crash_at_ms = Some(started + CRASH_AFTER_MS);
+            }
         }
         let mut due = p.crash_at_ms;
         if !p.ready {
@@ -238,7 +243,9 @@ impl Cluster {
         p.ready = true;
         p.ready_changed_ms = now;
         p.ready_at_ms = None;
-        if p.crashes_left == 0 {
+        // A container that keeps crashing keeps its back-off (the kubelet resets it only
+        // after the container ran for a while).
+        if p.crashes_left == 0 && !matches!(p.fault, Some(PodFault::CrashLoop { .. })) {
             p.consecutive_crashes = 0;
         }
         Ok(())
@@ -288,12 +295,19 @@ impl Cluster {
         Ok(())
     }
 
-    /// Makes a running container crash now and `restarts - 1` more times after restarts.
-    pub(crate) fn crash_pod(&mut self, key: &ObjKey, restarts: u32) -> Result<()> {
+    /// Makes a running container crash now and `restarts - 1` more times after restarts,
+    /// terminating with `reason`.
+    pub(crate) fn crash_pod(
+        &mut self,
+        key: &ObjKey,
+        restarts: u32,
+        reason: ExitReason,
+    ) -> Result<()> {
         let Some(p) = self.pods.get_mut(key) else {
             return Err(not_found("pod", &key.namespace, &key.name));
         };
         p.crashes_left = restarts;
+        p.crash_reason = reason;
         if p.stage == Stage::Running {
             self.crash_now(key)?;
         }
@@ -306,9 +320,15 @@ impl Cluster {
             return Ok(());
         };
         let started = p.container_started_ms().unwrap_or(now);
+        let reason = match p.fault {
+            Some(PodFault::CrashLoop { reason, .. }) => reason,
+            _ => p.crash_reason,
+        };
+        let (reason, exit_code) = reason.as_terminated();
         let terminated = ContainerView::Terminated {
-            exit_code: 1,
-            reason: "Error".to_string(),
+            exit_code,
+            reason: reason.to_string(),
+            message: None,
             started_ms: started,
             finished_ms: now,
         };
@@ -331,7 +351,10 @@ impl Cluster {
         self.write_pod(key)
     }
 
-    /// The pod fails (evicted): phase Failed, containers terminated; it stays in the API.
+    /// The kubelet evicts the pod under memory pressure: phase `Failed`, reason `Evicted`,
+    /// the `DisruptionTarget` condition, its container gone (`ContainerStatusUnknown`, as a
+    /// 1.22+ kubelet reports it, so `kubectl get pods` shows that); it stays in the API and
+    /// its ReplicaSet replaces it.
     pub(crate) fn fail_pod(&mut self, key: &ObjKey) -> Result<()> {
         let now = self.now_ms;
         let Some(p) = self.pods.get_mut(key) else {
@@ -345,16 +368,26 @@ impl Cluster {
             p.container = Some(ContainerView::Terminated {
                 exit_code: 137,
                 reason: "ContainerStatusUnknown".to_string(),
+                message: Some(
+                    "The container could not be located when the pod was terminated".to_string(),
+                ),
                 started_ms: started,
                 finished_ms: now,
             });
         }
+        let used_kib = (p.memory_bytes / 1024).max(1);
+        let request = match p.memory_request_bytes {
+            0 => "0".to_string(),
+            bytes => crate::units::format_memory_bytes(bytes),
+        };
+        let message = format!(
+            "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. Container {} was using {used_kib}Ki, request is {request}, has larger consumption of memory. ",
+            p.container_name()
+        );
         p.stage = Stage::Failed;
         p.phase = "Failed";
-        p.failure = Some((
-            "Evicted",
-            "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. ",
-        ));
+        p.failure = Some(("Evicted", message.clone()));
+        p.failed_ms = Some(now);
         if p.ready {
             p.ready = false;
             p.ready_changed_ms = now;
@@ -370,7 +403,7 @@ impl Cluster {
                 reference,
                 "Warning",
                 "Evicted",
-                "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. ".to_string(),
+                message,
                 "kubelet",
                 host.as_deref(),
             )?;

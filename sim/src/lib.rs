@@ -13,8 +13,12 @@
 //! `managedFields` like a real control plane leaves them.
 //!
 //! Behind the API runs a deterministic state machine: deployments own ReplicaSets own pods
-//! that go Pending → ContainerCreating → Running → Ready, crash into `CrashLoopBackOff`,
-//! fail or get deleted and are replaced; a load model turns clients into CPU; metrics-server
+//! that go Pending → ContainerCreating → Running → Ready, crash into `CrashLoopBackOff`
+//! (`Error` or `OOMKilled`), wait in `ErrImagePull`/`ImagePullBackOff`, stay Pending when no
+//! node can allocate their requests, get evicted, deleted and replaced; deployments roll out
+//! new ReplicaSets (25 % surge and unavailability, `ProgressDeadlineExceeded` when stuck);
+//! nodes have capacity, allocatable and conditions (memory pressure, a lost kubelet) with
+//! their taints. The `faults` scenario shows all of it. A load model turns clients into CPU; metrics-server
 //! turns CPU counters into PodMetrics; the HPA controller runs the real algorithm and emits
 //! `SuccessfulRescale` events with the real wording. A [`Scenario`] (YAML) describes the
 //! cluster and its timeline; [`ClockMode::Manual`] steps it exactly in tests, real time
@@ -40,7 +44,10 @@
 //! - No containers run: `pods/log`, `exec`, `attach` and `portforward` answer `404` saying
 //!   so. No services, endpoints, configmaps, secrets or jobs; JSON only (no protobuf, `406`
 //!   when a client accepts nothing else); legacy discovery only (kubectl falls back from
-//!   aggregated discovery); no OpenAPI documents, rolling updates or authentication.
+//!   aggregated discovery); no OpenAPI documents or authentication.
+//! - Nodes do not evict pods: neither after a lost node's 300 s toleration (its pods stay,
+//!   not Ready) nor under pressure by themselves (the scenario evicts: `action: evict`).
+//!   No init containers, sidecars, jobs or DaemonSets; one container per pod.
 //! - Timestamps are the simulation clock: wall-clock time at start plus simulated time. In
 //!   [`ClockMode::Manual`] or at `speed > 1` they run ahead of the wall clock, so ages that
 //!   clients compute themselves (`kubectl describe`) can read `<invalid>`.
@@ -58,9 +65,10 @@
 //! - `objects`: object builders; `pod`: a pod as the kubelet sees it and its rendered status.
 //! - `state`: the `Cluster` struct and the state types its controllers share.
 //! - The controllers, each an `impl Cluster` block using only `state` and the controllers
-//!   before it: `recorder` (events), `scheduler`, `kubelet`, `termination` (pod deletion),
-//!   `agenda` (due pod transitions), `replicaset`, `deployment`, `usage` (CPU accounting,
-//!   metrics-server, kubelet metrics), `autoscaler` (the HPA controller).
+//!   before it: `recorder` (events), `scheduler`, `kubelet`, `nodes` (conditions and what
+//!   they do to pods), `image_pull`, `termination` (pod deletion), `agenda` (due pod
+//!   transitions), `replicaset`, `deployment_status`, `deployment` (rollouts), `usage` (CPU
+//!   accounting, metrics-server, kubelet metrics), `autoscaler` (the HPA controller).
 //! - `cluster`: builds the state from a scenario and runs the tick.
 //! - `shared` (the cluster behind its lock, shared with the HTTP side), then the HTTP API:
 //!   `table`, `api`, `watch`, `server`.
@@ -71,11 +79,14 @@ mod api;
 mod autoscaler;
 mod cluster;
 mod deployment;
+mod deployment_status;
 mod error;
 mod faults;
 mod hpa;
+mod image_pull;
 mod kubelet;
 mod load;
+mod nodes;
 mod objects;
 mod pod;
 mod recorder;

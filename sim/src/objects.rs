@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::resources::Kind;
-use crate::scenario::{NodesSpec, ResourcesSpec};
+use crate::scenario::{NodesSpec, PodFault, ResourcesSpec};
 use crate::store::StoreObject;
 use crate::units::{format_cpu_millis, format_memory_bytes};
 
@@ -351,6 +351,10 @@ pub(crate) fn node(
         ),
         ("pods".to_string(), Quantity(spec.pods.to_string())),
     ]);
+    let mut allocatable = capacity.clone();
+    let (cpu, memory) = spec.allocatable();
+    allocatable.insert("cpu".to_string(), Quantity(format_cpu_millis(cpu)));
+    allocatable.insert("memory".to_string(), Quantity(format_memory_bytes(memory)));
     let condition = |type_: &str, status: &str, reason: &str, message: &str| NodeCondition {
         type_: type_.to_string(),
         status: status.to_string(),
@@ -415,7 +419,7 @@ pub(crate) fn node(
                     address: name.to_string(),
                 },
             ]),
-            allocatable: Some(capacity.clone()),
+            allocatable: Some(allocatable),
             capacity: Some(capacity),
             conditions: Some(vec![
                 condition(
@@ -479,6 +483,10 @@ pub(crate) struct Template {
     pub labels: BTreeMap<String, String>,
     pub requests: ResourcesSpec,
     pub limits: ResourcesSpec,
+    /// `priorityClassName` and the class's priority.
+    pub priority: Option<(String, i32)>,
+    /// What goes wrong with the pods (not part of the spec: how the simulated image behaves).
+    pub fault: Option<PodFault>,
 }
 
 fn quantities(r: &ResourcesSpec) -> Option<BTreeMap<String, Quantity>> {
@@ -524,7 +532,8 @@ impl Template {
             dns_policy: Some("ClusterFirst".to_string()),
             enable_service_links: Some(true),
             preemption_policy: Some("PreemptLowerPriority".to_string()),
-            priority: Some(0),
+            priority: Some(self.priority.as_ref().map_or(0, |(_, p)| *p)),
+            priority_class_name: self.priority.as_ref().map(|(c, _)| c.clone()),
             restart_policy: Some("Always".to_string()),
             scheduler_name: Some("default-scheduler".to_string()),
             security_context: Some(Default::default()),
@@ -594,6 +603,22 @@ impl Template {
     /// Requested CPU in millicores (0 when none).
     pub(crate) fn cpu_request_millis(&self) -> u64 {
         self.requests.cpu.map(|c| c.0).unwrap_or(0)
+    }
+
+    /// Requested memory in bytes (0 when none).
+    pub(crate) fn memory_request_bytes(&self) -> u64 {
+        self.requests.memory.map(|m| m.0).unwrap_or(0)
+    }
+
+    /// The `pod-template-hash` of this template in deployment `namespace/name`: it changes
+    /// with the image (and the simulated behaviour), so a rollout gets a new ReplicaSet and
+    /// a rollback finds its old one again.
+    pub(crate) fn hash(&self, namespace: &str, name: &str) -> String {
+        let behaviour = match self.fault {
+            None => String::new(),
+            Some(f) => format!("/{f:?}"),
+        };
+        pod_template_hash(&format!("{namespace}/{name}/{}{behaviour}", self.image))
     }
 }
 
@@ -670,6 +695,8 @@ mod tests {
             labels: BTreeMap::new(),
             requests: ResourcesSpec::default(),
             limits: ResourcesSpec::default(),
+            priority: None,
+            fault: None,
         };
         assert_eq!(t.qos_class(), "BestEffort");
         t.requests.cpu = Some(Cpu(100));

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{
 
 use crate::error::Result;
 use crate::objects;
+use crate::scenario::{ExitReason, PodFault};
 use crate::store::ObjKey;
 
 /// Where a pod is in its life.
@@ -20,6 +21,8 @@ pub(crate) enum Stage {
     Running,
     Crashed,
     BackOff,
+    /// The image does not pull: waiting in `ErrImagePull` / `ImagePullBackOff`.
+    ImagePull,
     Terminating,
     Failed,
 }
@@ -37,6 +40,7 @@ pub(crate) enum ContainerView {
     Terminated {
         exit_code: i32,
         reason: String,
+        message: Option<String>,
         started_ms: u64,
         finished_ms: u64,
     },
@@ -68,10 +72,23 @@ pub(crate) struct PodState {
     pub image_id: String,
     pub pod_ip: Option<String>,
     pub phase: &'static str,
-    pub failure: Option<(&'static str, &'static str)>,
+    /// `status.reason` and `status.message` of a failed pod.
+    pub failure: Option<(&'static str, String)>,
+    /// When the pod failed.
+    pub failed_ms: Option<u64>,
     pub qos: &'static str,
     pub cpu_request_millis: u64,
+    pub memory_request_bytes: u64,
     pub cpu_limit_millis: Option<u64>,
+    /// What goes wrong with the pod (its ReplicaSet's template says).
+    pub fault: Option<PodFault>,
+    /// How a crash injected by the scenario terminates the container.
+    pub crash_reason: ExitReason,
+    /// Failed image pulls in a row (the pull back-off grows with them).
+    pub pull_failures: u32,
+    /// The pod's node is not Ready: the node lifecycle controller marked the pod not
+    /// Ready and nothing makes it Ready until the node is back.
+    pub node_not_ready: bool,
     /// Cumulative CPU seconds of the current container.
     pub cpu_seconds: f64,
     /// CPU rate (millicores) over the last accounting second.
@@ -102,9 +119,15 @@ impl PodState {
         !self.terminating() && self.stage != Stage::Failed
     }
 
+    /// The pod's `Ready` condition: its container is ready and its node has not been
+    /// found NotReady (the node lifecycle controller marks such pods not Ready).
+    pub(crate) fn pod_ready(&self) -> bool {
+        self.ready && !self.node_not_ready
+    }
+
     /// Receives client traffic (Ready and not terminating).
     pub(crate) fn serving(&self) -> bool {
-        self.ready && !self.terminating()
+        self.pod_ready() && !self.terminating()
     }
 
     /// When the running container started, if one runs.
@@ -142,7 +165,8 @@ impl PodState {
 
     /// When the pod became Ready (for the HPA calculation): (status, last transition).
     pub(crate) fn ready_condition(&self) -> Option<(bool, u64)> {
-        self.started_ms.map(|_| (self.ready, self.ready_changed_ms))
+        self.started_ms
+            .map(|_| (self.pod_ready(), self.ready_changed_ms))
     }
 
     /// When the kubelet started the pod (`status.startTime`).
@@ -209,12 +233,18 @@ impl PodState {
                     Some(format!("containers with unready status: [{name}]")),
                 ),
             };
+            // A pod on a lost node: the node lifecycle controller flips only `Ready`.
+            let (ready_reason, ready_msg) = if self.node_not_ready {
+                (None, None)
+            } else {
+                (reason, msg.clone())
+            };
             conditions.push(cond(
                 "Ready",
-                self.ready,
+                self.pod_ready(),
                 self.ready_changed_ms,
-                reason,
-                msg.clone(),
+                ready_reason,
+                ready_msg,
             )?);
             conditions.push(cond(
                 "ContainersReady",
@@ -223,6 +253,17 @@ impl PodState {
                 reason,
                 msg,
             )?);
+            if let (Some(("Evicted", message)), Some(at)) = (&self.failure, self.failed_ms) {
+                conditions.push(PodCondition {
+                    type_: "DisruptionTarget".to_string(),
+                    status: "True".to_string(),
+                    last_transition_time: Some(t(at)?),
+                    last_probe_time: None,
+                    reason: Some("TerminationByKubelet".to_string()),
+                    message: Some(message.clone()),
+                    observed_generation: None,
+                });
+            }
         }
         match (self.scheduled_ms, &self.unschedulable) {
             (Some(at), _) => conditions.push(cond("PodScheduled", true, at, None, None)?),
@@ -253,12 +294,14 @@ impl PodState {
                 ContainerView::Terminated {
                     exit_code,
                     reason,
+                    message,
                     started_ms,
                     finished_ms,
                 } => ContainerState {
                     terminated: Some(ContainerStateTerminated {
                         exit_code: *exit_code,
                         reason: Some(reason.clone()),
+                        message: message.clone(),
                         started_at: Some(t(*started_ms)?),
                         finished_at: Some(t(*finished_ms)?),
                         container_id: self.container_id.clone(),
@@ -304,8 +347,8 @@ impl PodState {
             start_time: self.started_ms.map(t).transpose()?,
             container_statuses,
             qos_class: Some(self.qos.to_string()),
-            reason: self.failure.map(|f| f.0.to_string()),
-            message: self.failure.map(|f| f.1.to_string()),
+            reason: self.failure.as_ref().map(|f| f.0.to_string()),
+            message: self.failure.as_ref().map(|f| f.1.clone()),
             ..PodStatus::default()
         })
     }

@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::error::Result;
 use crate::objects;
 use crate::pod::{PodState, Stage};
+use crate::scenario::ExitReason;
 use crate::scheduler::SCHEDULE_DELAY_MS;
 use crate::state::{Cluster, owner, reference};
 use crate::store::ObjKey;
@@ -55,7 +56,7 @@ impl Cluster {
                         let rank = (
                             p.node.is_some(),
                             phase_rank,
-                            p.ready,
+                            p.pod_ready(),
                             u64::MAX - p.ready_changed_ms,
                             -p.restarts,
                         );
@@ -93,6 +94,7 @@ impl Cluster {
         let Some(d) = self.deployments.get(&rs.deployment) else {
             return Ok(());
         };
+        let template = &rs.template;
         let dkey = rs.deployment.clone();
         let name = loop {
             let candidate = format!("{}-{}", rs_key.name, objects::name_suffix(&mut self.rng, 5));
@@ -103,8 +105,8 @@ impl Cluster {
                 break candidate;
             }
         };
-        let mut labels = d.template.labels.clone();
-        labels.insert("pod-template-hash".to_string(), d.hash.clone());
+        let mut labels = template.labels.clone();
+        labels.insert("pod-template-hash".to_string(), rs.hash.clone());
         let uid = objects::uid(&mut self.rng, self.uid_salt);
         let instant = d.instant;
         let pod = Pod {
@@ -126,7 +128,7 @@ impl Cluster {
                 )]),
                 ..ObjectMeta::default()
             },
-            spec: Some(d.template.pod_spec()),
+            spec: Some(template.pod_spec()),
             status: None,
         };
         let rs_ref = reference("apps/v1", "ReplicaSet", &rs.obj.metadata);
@@ -151,13 +153,19 @@ impl Cluster {
             last_terminated: None,
             restarts: 0,
             container_id: None,
-            image_id: objects::image_digest(&d.template.image),
+            image_id: objects::image_digest(&template.image),
             pod_ip: None,
             phase: "Pending",
             failure: None,
-            qos: d.template.qos_class(),
-            cpu_request_millis: d.template.cpu_request_millis(),
-            cpu_limit_millis: d.template.limits.cpu.map(|c| c.0),
+            failed_ms: None,
+            qos: template.qos_class(),
+            cpu_request_millis: template.cpu_request_millis(),
+            memory_request_bytes: template.memory_request_bytes(),
+            cpu_limit_millis: template.limits.cpu.map(|c| c.0),
+            fault: template.fault,
+            crash_reason: ExitReason::Error,
+            pull_failures: 0,
+            node_not_ready: false,
             cpu_seconds: 0.0,
             cpu_rate_millis: 0.0,
             memory_bytes: 0,
@@ -210,7 +218,7 @@ impl Cluster {
                     terminating += 1;
                 } else if p.active() {
                     replicas += 1;
-                    if p.ready {
+                    if p.pod_ready() {
                         ready += 1;
                     }
                 }

@@ -8,7 +8,9 @@
 //! name: demo
 //! seed: 42                      # RNG seed: pod names, uids, noise, jitter
 //! jitter: 0.2                   # ± fraction applied to pod startup/readiness delays
-//! nodes: {count: 3, cpu: "4", memory: 16Gi, pods: 110}
+//! nodes: {count: 3, cpu: "4", memory: 16Gi, pods: 110,
+//!         reserved: {cpu: 200m, memory: 512Mi}}   # allocatable = capacity - reserved
+//!                               # (default reserved: memory 100Mi, kubeadm's eviction threshold)
 //! namespaces: [team-a]          # extra (empty) namespaces; used ones are created anyway
 //! deployments:
 //!   - name: php-apache
@@ -22,6 +24,10 @@
 //!     startup: 2s               # created → container running
 //!     readiness: 3s             # running → Ready
 //!     termination: 1s           # delete → gone
+//!     priority_class: high-priority   # spec.priorityClassName (system-node-critical and
+//!     priority: 1000            # system-cluster-critical bring their own priority)
+//!     fault: {kind: crash_loop, reason: OOMKilled, after: 5s}   # or Error (exit 1); or
+//!                               # {kind: image_pull}: ErrImagePull / ImagePullBackOff
 //!     load:
 //!       idle_cpu: 1m            # per pod, without clients
 //!       cpu_per_client: 10m     # spread across Ready pods
@@ -33,8 +39,14 @@
 //! hpas:
 //!   - {name: php-apache, target: php-apache, min: 1, max: 10, cpu_utilization: 50,
 //!      scale_down_stabilization: 30s}   # either stabilization sets spec.behavior
-//! crashes:                      # action: crash (restarts: N in a row) | fail | delete
-//!   - {at: 60s, deployment: php-apache, count: 1, action: crash, restarts: 3}
+//! crashes:                      # action: crash (restarts: N in a row) | evict | delete
+//!   - {at: 60s, deployment: php-apache, count: 1, action: crash, restarts: 3,
+//!      reason: OOMKilled}       # how the crash terminates: Error (default) or OOMKilled
+//! node_conditions:              # Ready, MemoryPressure, DiskPressure, PIDPressure:
+//!   - {at: 90s, node: sim-worker-2, condition: Ready, status: Unknown}   # True/False/Unknown
+//! rollouts:                     # kubectl set image: a new ReplicaSet, rolled 25 %/25 %
+//!   - {at: 120s, deployment: php-apache, image: "registry.k8s.io/hpa-example:v2",
+//!      fault: {kind: image_pull}}   # optional: the new pods' fault (a stuck rollout)
 //! faults:                       # kind: drop_watches | expire | errors | slow
 //!   - {at: 45s, kind: errors, requests: 5, resource: pods}
 //!   - {at: 50s, kind: slow, requests: 3, delay: 2s}
@@ -62,6 +74,7 @@ const BUILTINS: &[(&str, &str)] = &[
     ("load-test", include_str!("../scenarios/load-test.yaml")),
     ("bulk", include_str!("../scenarios/bulk.yaml")),
     ("faults", include_str!("../scenarios/faults.yaml")),
+    ("api-faults", include_str!("../scenarios/api-faults.yaml")),
 ];
 
 /// A validated scenario: the initial cluster and its timeline of load, crashes and faults.
@@ -85,8 +98,9 @@ impl Scenario {
     }
 
     /// A built-in scenario: `demo` (the README demo), `load-test` (2–10 echo servers under
-    /// 10/50/100 clients), `bulk` (10,000 running pods) or `faults` (watch drops, 410s, 500s
-    /// and slow responses).
+    /// 10/50/100 clients), `bulk` (10,000 running pods), `faults` (crash loops, image pull
+    /// errors, unschedulable and evicted pods, node conditions, rollouts) or `api-faults`
+    /// (watch drops, 410s, 500s and slow responses).
     ///
     /// # Errors
     /// [`Error::UnknownScenario`] for any other name.
@@ -175,6 +189,10 @@ pub(crate) struct Spec {
     #[serde(default)]
     pub crashes: Vec<CrashSpec>,
     #[serde(default)]
+    pub node_conditions: Vec<NodeConditionSpec>,
+    #[serde(default)]
+    pub rollouts: Vec<RolloutSpec>,
+    #[serde(default)]
     pub faults: Vec<FaultSpec>,
     #[serde(default)]
     pub metrics: MetricsSpec,
@@ -221,6 +239,37 @@ pub(crate) struct NodesSpec {
     pub cpu: Cpu,
     pub memory: Mem,
     pub pods: u32,
+    /// Held back from pods: allocatable = capacity - reserved (the kubelet's
+    /// `--system-reserved`, `--kube-reserved` and hard eviction threshold together).
+    pub reserved: ReservedSpec,
+}
+
+impl NodesSpec {
+    /// What each node can allocate to pods: (CPU millicores, memory bytes).
+    pub(crate) fn allocatable(&self) -> (u64, u64) {
+        (
+            self.cpu.0.saturating_sub(self.reserved.cpu.0),
+            self.memory.0.saturating_sub(self.reserved.memory.0),
+        )
+    }
+}
+
+/// CPU and memory a node holds back from pods.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ReservedSpec {
+    pub cpu: Cpu,
+    pub memory: Mem,
+}
+
+impl Default for ReservedSpec {
+    /// kubeadm's defaults: no CPU reserved, memory down by the 100Mi hard eviction threshold.
+    fn default() -> Self {
+        ReservedSpec {
+            cpu: Cpu(0),
+            memory: Mem(100 << 20),
+        }
+    }
 }
 
 impl Default for NodesSpec {
@@ -231,6 +280,7 @@ impl Default for NodesSpec {
             cpu: Cpu(4000),
             memory: Mem(16 << 30),
             pods: 110,
+            reserved: ReservedSpec::default(),
         }
     }
 }
@@ -271,6 +321,68 @@ pub(crate) struct DeploymentSpec {
     pub termination: Dur,
     #[serde(default)]
     pub load: LoadSpec,
+    /// What goes wrong with every pod of the deployment.
+    #[serde(default)]
+    pub fault: Option<PodFault>,
+    /// `spec.priorityClassName` of its pods.
+    #[serde(default)]
+    pub priority_class: Option<String>,
+    /// `spec.priority` of its pods (default: the built-in class's value, else 0).
+    #[serde(default)]
+    pub priority: Option<i32>,
+}
+
+/// What goes wrong with every pod of a deployment (or of a rollout's new ReplicaSet).
+///
+/// `{kind: image_pull}` or `{kind: crash_loop, reason: OOMKilled, after: 5s}`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum PodFault {
+    /// The image never pulls: the container waits in `ErrImagePull`, then
+    /// `ImagePullBackOff`, retried with the kubelet's back-off; the pod stays Pending.
+    ImagePull,
+    /// The container exits `after` it started, every time, for ever: restarts grow, it waits
+    /// in `CrashLoopBackOff` between them, `lastState.terminated` says why.
+    CrashLoop {
+        #[serde(default)]
+        reason: ExitReason,
+        #[serde(default = "default_crash_after")]
+        after: Dur,
+    },
+}
+
+fn default_crash_after() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+
+/// Why a container terminated.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub(crate) enum ExitReason {
+    /// Exit code 1, reason `Error`.
+    #[default]
+    Error,
+    /// Killed for exceeding its memory limit: exit code 137, reason `OOMKilled`.
+    #[serde(rename = "OOMKilled")]
+    OomKilled,
+}
+
+impl ExitReason {
+    /// `(reason, exit code)` as the kubelet reports them.
+    pub(crate) fn as_terminated(self) -> (&'static str, i32) {
+        match self {
+            ExitReason::Error => ("Error", 1),
+            ExitReason::OomKilled => ("OOMKilled", 137),
+        }
+    }
+}
+
+/// The priority of a built-in PriorityClass.
+pub(crate) fn builtin_priority(class: &str) -> Option<i32> {
+    match class {
+        "system-node-critical" => Some(2_000_001_000),
+        "system-cluster-critical" => Some(2_000_000_000),
+        _ => None,
+    }
 }
 
 fn one() -> u32 {
@@ -363,8 +475,10 @@ pub(crate) enum CrashAction {
     /// the kubelet's back-off: `CrashLoopBackOff`).
     #[default]
     Crash,
-    /// The pod fails (phase `Failed`, reason `Evicted`); its ReplicaSet replaces it.
-    Fail,
+    /// The kubelet evicts the pod under memory pressure (phase `Failed`, reason `Evicted`,
+    /// condition `DisruptionTarget`); its ReplicaSet replaces it. `fail` is the older name.
+    #[serde(alias = "fail")]
+    Evict,
     /// The pod is deleted; its ReplicaSet replaces it.
     Delete,
 }
@@ -386,6 +500,79 @@ pub(crate) struct CrashSpec {
     pub action: CrashAction,
     #[serde(default = "one")]
     pub restarts: u32,
+    /// How a crashing container terminates.
+    #[serde(default)]
+    pub reason: ExitReason,
+}
+
+/// A node condition changing at a point in time, as the kubelet (or, for `Unknown`, the
+/// node lifecycle controller) reports it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NodeConditionSpec {
+    pub at: Dur,
+    pub node: String,
+    pub condition: NodeConditionType,
+    pub status: ConditionStatus,
+}
+
+/// The node conditions a scenario can change.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum NodeConditionType {
+    Ready,
+    MemoryPressure,
+    DiskPressure,
+    #[serde(rename = "PIDPressure")]
+    PidPressure,
+}
+
+impl NodeConditionType {
+    /// The condition's `type`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            NodeConditionType::Ready => "Ready",
+            NodeConditionType::MemoryPressure => "MemoryPressure",
+            NodeConditionType::DiskPressure => "DiskPressure",
+            NodeConditionType::PidPressure => "PIDPressure",
+        }
+    }
+}
+
+/// A condition's status.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub(crate) enum ConditionStatus {
+    #[serde(rename = "True", alias = "true")]
+    True,
+    #[serde(rename = "False", alias = "false")]
+    False,
+    /// The kubelet stopped posting status (for `Ready`: the node is unreachable).
+    Unknown,
+}
+
+impl ConditionStatus {
+    /// The condition's `status`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ConditionStatus::True => "True",
+            ConditionStatus::False => "False",
+            ConditionStatus::Unknown => "Unknown",
+        }
+    }
+}
+
+/// A rollout at a point in time: the deployment's pod template gets a new image (and,
+/// optionally, a fault for the new pods), as `kubectl set image` does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RolloutSpec {
+    pub at: Dur,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    pub deployment: String,
+    pub image: String,
+    /// What goes wrong with the new pods (a rollout that gets stuck).
+    #[serde(default)]
+    pub fault: Option<PodFault>,
 }
 
 /// The kinds of API fault a scenario can inject.
@@ -601,6 +788,36 @@ impl Spec {
                 return Err(invalid(field("restarts"), "must be at least 1"));
             }
         }
+        let nodes: BTreeSet<String> = (1..=self.nodes.count)
+            .map(|n| format!("{}-{n}", self.nodes.name_prefix))
+            .collect();
+        for (i, c) in self.node_conditions.iter().enumerate() {
+            if !nodes.contains(&c.node) {
+                return Err(invalid(
+                    format!("node_conditions[{i}].node"),
+                    format!(
+                        "no node named `{}` (the nodes are {}-1 to {}-{})",
+                        c.node, self.nodes.name_prefix, self.nodes.name_prefix, self.nodes.count
+                    ),
+                ));
+            }
+        }
+        for (i, r) in self.rollouts.iter().enumerate() {
+            let field = |f: &str| format!("rollouts[{i}].{f}");
+            if !deployments.contains(&(r.namespace.clone(), r.deployment.clone())) {
+                return Err(invalid(
+                    field("deployment"),
+                    format!(
+                        "no deployment named `{}` in namespace `{}`",
+                        r.deployment, r.namespace
+                    ),
+                ));
+            }
+            if r.image.trim().is_empty() {
+                return Err(invalid(field("image"), "must not be empty"));
+            }
+            check_fault(&field("fault"), r.fault.as_ref())?;
+        }
         for (i, f) in self.faults.iter().enumerate() {
             if let Some(r) = &f.resource
                 && crate::resources::find_by_plural(r).is_none()
@@ -662,6 +879,16 @@ impl Spec {
         if d.image.trim().is_empty() {
             return Err(invalid(field("image"), "must not be empty"));
         }
+        check_fault(&field("fault"), d.fault.as_ref())?;
+        if let Some(class) = &d.priority_class {
+            check_name(&field("priority_class"), class)?;
+        }
+        if d.priority.is_some() && d.priority_class.is_none() {
+            return Err(invalid(
+                field("priority"),
+                "a priority needs a priority_class to come from",
+            ));
+        }
         if !seen.insert((d.namespace.clone(), d.name.clone())) {
             return Err(invalid(
                 field("name"),
@@ -705,6 +932,18 @@ impl Spec {
         }
         Ok(())
     }
+}
+
+fn check_fault(field: &str, fault: Option<&PodFault>) -> Result<()> {
+    if let Some(PodFault::CrashLoop { after, .. }) = fault
+        && after.0 < Duration::from_millis(100)
+    {
+        return Err(invalid(
+            format!("{field}.crash_loop.after"),
+            "must be at least 100ms",
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a DNS-1123 label (namespaces, deployments, containers).
@@ -759,6 +998,55 @@ mod tests {
             let s = Scenario::builtin(name).expect("builtin parses");
             assert_eq!(s.name(), name);
         }
+    }
+
+    #[test]
+    fn faults_rollouts_and_node_conditions_parse() {
+        let s = Scenario::from_yaml(
+            r#"
+nodes: {count: 2, reserved: {cpu: 100m, memory: 512Mi}}
+deployments:
+  - {name: a, image: "x:1", fault: {kind: image_pull}}
+  - {name: b, image: "x:1", fault: {kind: crash_loop, reason: OOMKilled, after: 3s},
+     priority_class: high, priority: 1000}
+  - {name: c, image: "x:1", priority_class: system-cluster-critical}
+crashes:
+  - {at: 1s, deployment: a, action: evict}
+  - {at: 2s, deployment: a, action: fail}
+  - {at: 3s, deployment: b, reason: OOMKilled}
+node_conditions:
+  - {at: 5s, node: sim-worker-2, condition: MemoryPressure, status: True}
+  - {at: 6s, node: sim-worker-1, condition: Ready, status: Unknown}
+rollouts: [{at: 10s, deployment: c, image: "x:2", fault: {kind: crash_loop}}]
+"#,
+        )
+        .expect("parses");
+        let d = &s.spec.deployments;
+        assert_eq!(d[0].fault, Some(PodFault::ImagePull));
+        assert_eq!(
+            d[1].fault,
+            Some(PodFault::CrashLoop {
+                reason: ExitReason::OomKilled,
+                after: Dur(Duration::from_secs(3))
+            })
+        );
+        assert_eq!(s.spec.crashes[1].action, CrashAction::Evict);
+        assert_eq!(s.spec.crashes[2].reason, ExitReason::OomKilled);
+        assert_eq!(s.spec.node_conditions[0].status, ConditionStatus::True);
+        assert_eq!(s.spec.node_conditions[1].status, ConditionStatus::Unknown);
+        assert_eq!(s.spec.nodes.reserved.memory, Mem(512 << 20));
+        assert!(matches!(
+            s.spec.rollouts[0].fault,
+            Some(PodFault::CrashLoop {
+                reason: ExitReason::Error,
+                ..
+            })
+        ));
+        let unknown_node = Scenario::from_yaml(
+            "node_conditions: [{at: 1s, node: nope, condition: Ready, status: False}]",
+        )
+        .expect_err("no such node");
+        assert!(unknown_node.to_string().contains("node_conditions[0].node"));
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! The scheduler: binds a pending pod to the least-loaded node that fits its CPU request
-//! and the node's pod limit, or leaves it `Unschedulable` with the real scheduler's message
-//! and a `FailedScheduling` event.
+//! The scheduler: binds a pending pod to the least-loaded untainted node whose allocatable
+//! CPU, memory and pod count fit its requests, or leaves it `Unschedulable` with the real
+//! scheduler's message (reasons counted per node, sorted) and a `FailedScheduling` event.
+
+use std::collections::BTreeMap;
 
 use tracing::debug;
 
@@ -21,18 +23,36 @@ impl Cluster {
         let Some(p) = self.pods.get(key) else {
             return Ok(false);
         };
-        let request = p.cpu_request_millis;
+        let (cpu_request, memory_request) = (p.cpu_request_millis, p.memory_request_bytes);
         let cap = u64::from(self.cfg.nodes.pods);
-        let cpu = self.cfg.nodes.cpu.0;
-        let mut too_many = 0;
-        let mut no_cpu = 0;
+        let (cpu, memory) = self.cfg.nodes.allocatable();
+        // Per failing node, the filters' reasons, as the scheduler counts them: a node
+        // fails at its first filter (taints before resources).
+        let mut failed: BTreeMap<String, usize> = BTreeMap::new();
+        let mut not_helpful = 0;
         let mut best: Option<(u64, u32, usize)> = None;
         for n in self.live_nodes() {
-            let full = u64::from(n.pods) >= cap;
-            let short = n.cpu_requested + request > cpu;
-            too_many += usize::from(full);
-            no_cpu += usize::from(short);
-            if full || short {
+            if let Some(taint) = n.no_schedule_taints().first() {
+                *failed
+                    .entry(format!("node(s) had untolerated taint {{{taint}: }}"))
+                    .or_default() += 1;
+                not_helpful += 1;
+                continue;
+            }
+            let mut reasons = Vec::new();
+            if u64::from(n.pods) >= cap {
+                reasons.push("Too many pods");
+            }
+            if n.cpu_requested + cpu_request > cpu {
+                reasons.push("Insufficient cpu");
+            }
+            if n.memory_requested + memory_request > memory {
+                reasons.push("Insufficient memory");
+            }
+            if !reasons.is_empty() {
+                for r in reasons {
+                    *failed.entry(r.to_string()).or_default() += 1;
+                }
                 continue;
             }
             let score = (n.cpu_requested * 1000 / cpu.max(1), n.pods, n.index);
@@ -42,16 +62,28 @@ impl Cluster {
         }
         let Some((_, _, index)) = best else {
             let total = self.live_nodes().count();
-            let mut reasons = Vec::new();
-            if no_cpu > 0 {
-                reasons.push(format!("{no_cpu} Insufficient cpu"));
+            let mut reasons: Vec<String> = failed
+                .iter()
+                .map(|(reason, n)| format!("{n} {reason}"))
+                .collect();
+            reasons.sort();
+            let mut preemption = Vec::new();
+            if not_helpful > 0 {
+                preemption.push(format!(
+                    "{not_helpful} Preemption is not helpful for scheduling"
+                ));
             }
-            if too_many > 0 {
-                reasons.push(format!("{too_many} Too many pods"));
+            if total > not_helpful {
+                preemption.push(format!(
+                    "{} No preemption victims found for incoming pod",
+                    total - not_helpful
+                ));
             }
+            preemption.sort();
             let msg = format!(
-                "0/{total} nodes are available: {}. preemption: 0/{total} nodes are available: {total} No preemption victims found for incoming pod.",
-                reasons.join(", ")
+                "0/{total} nodes are available: {}. preemption: 0/{total} nodes are available: {}.",
+                reasons.join(", "),
+                preemption.join(", ")
             );
             let events = p.events;
             let reference = p.reference();
@@ -74,7 +106,8 @@ impl Cluster {
         let now = self.now_ms;
         let node_name = self.nodes[index].name.clone();
         self.nodes[index].pods += 1;
-        self.nodes[index].cpu_requested += request;
+        self.nodes[index].cpu_requested += cpu_request;
+        self.nodes[index].memory_requested += memory_request;
         let Some(p) = self.pods.get_mut(key) else {
             return Ok(false);
         };
@@ -115,6 +148,7 @@ impl Cluster {
         if let Some(n) = p.node.and_then(|i| self.nodes.get_mut(i)) {
             n.pods = n.pods.saturating_sub(1);
             n.cpu_requested = n.cpu_requested.saturating_sub(p.cpu_request_millis);
+            n.memory_requested = n.memory_requested.saturating_sub(p.memory_request_bytes);
         }
     }
 }

@@ -12,7 +12,7 @@ use tracing::{error, info};
 
 use crate::error::{Error, Result};
 use crate::faults::Fault;
-use crate::scenario::Scenario;
+use crate::scenario::{ExitReason, Scenario};
 use crate::server;
 use crate::shared::{RequestRecord, Shared};
 use crate::state::Cluster;
@@ -281,8 +281,13 @@ impl SimHandle {
     /// # Errors
     /// [`Error::NotFound`] when there is no such pod.
     pub fn crash_pod(&self, namespace: &str, name: &str, restarts: u32) -> Result<()> {
-        self.shared
-            .with(|c| c.crash_pod(&ObjKey::new(namespace, name), restarts.max(1)))
+        self.shared.with(|c| {
+            c.crash_pod(
+                &ObjKey::new(namespace, name),
+                restarts.max(1),
+                ExitReason::Error,
+            )
+        })
     }
 
     /// Makes a pod's readiness probe fail (`false`) or pass again (`true`): its Ready

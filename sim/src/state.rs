@@ -24,7 +24,7 @@ use crate::hpa;
 use crate::load::LoadModel;
 use crate::objects::{self, Template};
 use crate::pod::PodState;
-use crate::scenario::{HpaControllerSpec, NodesSpec};
+use crate::scenario::{ConditionStatus, HpaControllerSpec, NodeConditionType, NodesSpec};
 use crate::store::{ObjKey, Store};
 use crate::timeline::Timeline;
 
@@ -54,12 +54,78 @@ pub(crate) struct NodeState {
     pub index: usize,
     pub pods: u32,
     pub cpu_requested: u64,
+    pub memory_requested: u64,
     pub next_ip: u32,
+    /// The conditions the scenario changed from their healthy status, with when.
+    pub conditions: BTreeMap<NodeConditionType, (ConditionStatus, u64)>,
     /// Cumulative CPU seconds of the node's system processes.
     pub system_cpu_seconds: f64,
     /// Set once the node was deleted: the scheduler skips it and its kubelet is gone. (The
     /// entry stays so that node indices held by pods keep their meaning.)
     pub deleted: bool,
+}
+
+impl NodeState {
+    /// The status of one of the node's conditions.
+    pub(crate) fn condition(&self, type_: NodeConditionType) -> ConditionStatus {
+        self.conditions
+            .get(&type_)
+            .map(|(status, _)| *status)
+            .unwrap_or(if type_ == NodeConditionType::Ready {
+                ConditionStatus::True
+            } else {
+                ConditionStatus::False
+            })
+    }
+
+    /// The taints the node's conditions put on it: (key, effect).
+    pub(crate) fn taints(&self) -> Vec<(&'static str, &'static str)> {
+        let mut taints = Vec::new();
+        match self.condition(NodeConditionType::Ready) {
+            ConditionStatus::True => {}
+            ConditionStatus::False => {
+                taints.push(("node.kubernetes.io/not-ready", "NoSchedule"));
+                taints.push(("node.kubernetes.io/not-ready", "NoExecute"));
+            }
+            ConditionStatus::Unknown => {
+                taints.push(("node.kubernetes.io/unreachable", "NoSchedule"));
+                taints.push(("node.kubernetes.io/unreachable", "NoExecute"));
+            }
+        }
+        for (type_, key) in [
+            (
+                NodeConditionType::MemoryPressure,
+                "node.kubernetes.io/memory-pressure",
+            ),
+            (
+                NodeConditionType::DiskPressure,
+                "node.kubernetes.io/disk-pressure",
+            ),
+            (
+                NodeConditionType::PidPressure,
+                "node.kubernetes.io/pid-pressure",
+            ),
+        ] {
+            if self.condition(type_) == ConditionStatus::True {
+                taints.push((key, "NoSchedule"));
+            }
+        }
+        taints
+    }
+
+    /// The `NoSchedule` taints of the node (none of which the pods tolerate).
+    pub(crate) fn no_schedule_taints(&self) -> Vec<&'static str> {
+        self.taints()
+            .into_iter()
+            .filter(|(_, effect)| *effect == "NoSchedule")
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    /// Whether the node is Ready (its kubelet posts status and says it is healthy).
+    pub(crate) fn ready(&self) -> bool {
+        self.condition(NodeConditionType::Ready) == ConditionStatus::True
+    }
 }
 
 /// An HPA and the controller's memory of it.
@@ -104,11 +170,18 @@ pub(crate) struct Timing {
 #[derive(Debug)]
 pub(crate) struct DeploymentState {
     pub obj: Deployment,
+    /// The current pod template (`spec.template`) and its `pod-template-hash`.
     pub template: Template,
+    pub hash: String,
     pub timing: Timing,
     pub load: LoadModel,
-    pub hash: String,
+    /// The ReplicaSet of the current template, once created (the others are old).
     pub rs: Option<ObjKey>,
+    /// `deployment.kubernetes.io/revision`.
+    pub revision: u64,
+    /// When the rollout last made progress (a new ReplicaSet, more updated or available
+    /// replicas): `progressDeadlineSeconds` counts from here.
+    pub progress_ms: u64,
     /// Pods start out Running and Ready, without events (bulk workloads).
     pub instant: bool,
 }
@@ -125,7 +198,26 @@ impl DeploymentState {
 pub(crate) struct ReplicaSetState {
     pub obj: ReplicaSet,
     pub deployment: ObjKey,
+    /// The pod template its pods are made from, and its hash.
+    pub template: Template,
+    pub hash: String,
     pub pods: BTreeSet<ObjKey>,
+}
+
+impl ReplicaSetState {
+    /// `spec.replicas`.
+    pub(crate) fn spec_replicas(&self) -> i32 {
+        self.obj.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
+    }
+
+    /// `status.availableReplicas`.
+    pub(crate) fn available(&self) -> i32 {
+        self.obj
+            .status
+            .as_ref()
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0)
+    }
 }
 
 /// The cluster.
@@ -189,6 +281,18 @@ impl Cluster {
         objects::time(self.wall_ms(self.now_ms))
     }
 
+    /// The ReplicaSets a deployment owns, oldest revision first.
+    pub(crate) fn replicasets_of(&self, deployment: &ObjKey) -> Vec<ObjKey> {
+        let mut owned: Vec<(u64, ObjKey)> = self
+            .replicasets
+            .iter()
+            .filter(|(_, rs)| &rs.deployment == deployment)
+            .map(|(k, rs)| (revision_of(&rs.obj.metadata), k.clone()))
+            .collect();
+        owned.sort();
+        owned.into_iter().map(|(_, k)| k).collect()
+    }
+
     /// A new object uid.
     pub(crate) fn new_uid(&mut self) -> String {
         objects::uid(&mut self.rng, self.uid_salt)
@@ -198,6 +302,18 @@ impl Cluster {
     pub(crate) fn every(&self, period_ms: u64) -> bool {
         period_ms > 0 && self.now_ms.is_multiple_of(period_ms)
     }
+}
+
+/// The annotation holding a deployment's (and each of its ReplicaSets') revision.
+pub(crate) const REVISION: &str = "deployment.kubernetes.io/revision";
+
+/// The revision annotation of a deployment or ReplicaSet (0 when absent).
+pub(crate) fn revision_of(meta: &ObjectMeta) -> u64 {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(REVISION))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
 }
 
 /// [`Error::NotFound`] for an object.

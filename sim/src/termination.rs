@@ -91,6 +91,7 @@ impl Cluster {
             p.container = Some(ContainerView::Terminated {
                 exit_code: 0,
                 reason: "Completed".to_string(),
+                message: None,
                 started_ms: started,
                 finished_ms: now,
             });

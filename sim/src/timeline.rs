@@ -1,7 +1,10 @@
-//! The scenario's timeline: crashes and API faults at fixed simulation times, in order.
+//! The scenario's timeline: crashes, node conditions, rollouts and API faults at fixed
+//! simulation times, in order.
 
 use crate::faults::Fault;
-use crate::scenario::{CrashAction, FaultKind, Spec};
+use crate::scenario::{
+    ConditionStatus, CrashAction, ExitReason, FaultKind, NodeConditionType, PodFault, Spec,
+};
 
 /// One scheduled scenario action.
 #[derive(Debug, Clone)]
@@ -13,6 +16,18 @@ pub(crate) enum Timed {
         count: u32,
         action: CrashAction,
         restarts: u32,
+        reason: ExitReason,
+    },
+    NodeCondition {
+        node: String,
+        condition: NodeConditionType,
+        status: ConditionStatus,
+    },
+    Rollout {
+        namespace: String,
+        deployment: String,
+        image: String,
+        fault: Option<PodFault>,
     },
     Fault(Fault),
 }
@@ -38,6 +53,28 @@ impl Timeline {
                     count: cr.count,
                     action: cr.action,
                     restarts: cr.restarts,
+                    reason: cr.reason,
+                },
+            ));
+        }
+        for c in &spec.node_conditions {
+            actions.push((
+                c.at.ms(),
+                Timed::NodeCondition {
+                    node: c.node.clone(),
+                    condition: c.condition,
+                    status: c.status,
+                },
+            ));
+        }
+        for r in &spec.rollouts {
+            actions.push((
+                r.at.ms(),
+                Timed::Rollout {
+                    namespace: r.namespace.clone(),
+                    deployment: r.deployment.clone(),
+                    image: r.image.clone(),
+                    fault: r.fault,
                 },
             ));
         }

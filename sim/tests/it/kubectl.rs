@@ -356,3 +356,69 @@ async fn kubectl_works_against_the_simulator_unchanged() {
 
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn kubectl_shows_the_fault_states_as_on_a_real_cluster() {
+    let Some(bin) = find_kubectl() else {
+        kube_relay_testkit::skip(
+            "kubectl is not on PATH; the kubectl fault-state test did not run",
+        );
+        return;
+    };
+    let scenario = kube_relay_sim::Scenario::builtin("faults").expect("faults scenario");
+    let (sim, handle) = common::start_scenario(scenario, ClockMode::Manual).await;
+    handle.advance(Duration::from_secs(100)).expect("advance");
+    let kubectl = Kubectl::new(bin, &sim);
+
+    let out = kubectl.run(&["get", "pods", "-A"]).await;
+    let table = rows(&out);
+    let status_of = |prefix: &str| -> Vec<(String, String)> {
+        table[1..]
+            .iter()
+            .filter(|r| r[1].starts_with(prefix))
+            .map(|r| (r[3].clone(), r[4].clone()))
+            .collect()
+    };
+    // Crash-looping pods run, die and wait in turn; restarts only grow.
+    let looping: Vec<(String, String)> = [status_of("checkout-"), status_of("worker-")].concat();
+    for (status, restarts) in &looping {
+        assert!(
+            matches!(
+                status.as_str(),
+                "CrashLoopBackOff" | "OOMKilled" | "Error" | "Running"
+            ),
+            "{out}"
+        );
+        assert_ne!(restarts, "0", "{out}");
+    }
+    assert!(
+        looping.iter().any(|(s, _)| s == "CrashLoopBackOff"),
+        "{out}"
+    );
+    for (status, _) in status_of("reporting-") {
+        assert!(
+            matches!(status.as_str(), "ErrImagePull" | "ImagePullBackOff"),
+            "{out}"
+        );
+    }
+    assert_eq!(status_of("analytics-")[0].0, "Pending", "{out}");
+    assert!(
+        status_of("web-")
+            .iter()
+            .any(|(s, _)| s == "ContainerStatusUnknown"),
+        "the evicted pod, as kubectl 1.22+ shows it: {out}"
+    );
+    let out = kubectl.run(&["get", "nodes"]).await;
+    let nodes = rows(&out);
+    assert!(
+        nodes
+            .iter()
+            .any(|r| r[0] == "sim-worker-2" && r[1] == "NotReady"),
+        "{out}"
+    );
+    let out = kubectl
+        .run(&["get", "deploy", "-n", "shop", "frontend"])
+        .await;
+    assert_eq!(rows(&out)[0][..3], ["NAME", "READY", "UP-TO-DATE"], "{out}");
+    sim.shutdown().await;
+}

@@ -6,6 +6,7 @@ mod api;
 mod binary;
 mod common;
 mod deletion;
+mod fault_states;
 mod hpa;
 mod kubectl;
 mod lifecycle;

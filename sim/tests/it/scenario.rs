@@ -90,12 +90,22 @@ fn inconsistent_scenarios_name_the_field() {
 
 #[test]
 fn builtins_load_by_name_and_unknown_names_list_them() {
-    for name in ["demo", "load-test", "bulk", "faults"] {
+    for name in ["demo", "load-test", "bulk", "faults", "api-faults"] {
         let s = Scenario::builtin(name).expect("built-in scenario");
         assert_eq!(s.name(), name);
     }
     let e = Scenario::builtin("nope").expect_err("unknown").to_string();
-    assert_mentions(&e, &["`nope`", "demo", "load-test", "bulk", "faults"]);
+    assert_mentions(
+        &e,
+        &[
+            "`nope`",
+            "demo",
+            "load-test",
+            "bulk",
+            "faults",
+            "api-faults",
+        ],
+    );
     assert!(
         !Scenario::from_yaml("metrics: {enabled: false}")
             .expect("parses")
