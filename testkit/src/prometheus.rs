@@ -45,6 +45,10 @@ pub struct PrometheusConfig {
     /// `honor_labels`: a scraped series keeps its own value of a label that is also a
     /// target label (the receiver's `cluster`), instead of it becoming `exported_<name>`.
     pub honor_labels: bool,
+    /// Accept Prometheus remote write at `/api/v1/write`
+    /// (`--web.enable-remote-write-receiver`), with this out-of-order window
+    /// (`storage.tsdb.out_of_order_time_window`) for history older than what it holds.
+    pub remote_write_receiver: Option<Duration>,
 }
 
 /// A scrape job's `basic_auth` section.
@@ -81,6 +85,7 @@ impl PrometheusConfig {
             tls_config: None,
             labelled_targets: Vec::new(),
             honor_labels: false,
+            remote_write_receiver: None,
         }
     }
 
@@ -89,6 +94,13 @@ impl PrometheusConfig {
         let mut y = format!(
             "global:\n  scrape_interval: {ms}ms\n  evaluation_interval: {ms}ms\n  scrape_timeout: {ms}ms\n"
         );
+        if let Some(window) = self.remote_write_receiver {
+            let _ = writeln!(
+                y,
+                "storage:\n  tsdb:\n    out_of_order_time_window: {}s",
+                window.as_secs()
+            );
+        }
         if !self.rule_files.is_empty() {
             y.push_str("rule_files:\n");
             for f in &self.rule_files {
@@ -222,6 +234,11 @@ impl Prometheus {
                 ))
                 .arg(format!("--web.listen-address={addr}"))
                 .arg("--log.level=warn")
+                .args(
+                    config
+                        .remote_write_receiver
+                        .map(|_| "--web.enable-remote-write-receiver"),
+                )
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -325,6 +342,40 @@ impl Prometheus {
             .get("result")
             .and_then(|r| r.as_array())
             .context("range result is not a matrix")?;
+        result
+            .iter()
+            .map(|series| {
+                let metric = labels(series.get("metric"))?;
+                let values = series
+                    .get("values")
+                    .and_then(|v| v.as_array())
+                    .context("series without values")?
+                    .iter()
+                    .map(point)
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(RangeSeries { metric, values })
+            })
+            .collect()
+    }
+
+    /// Raw samples of a range selector (`name{...}[1h]`) evaluated at `time` (Unix
+    /// seconds), as `(unix seconds, value)` per series; staleness markers are not returned
+    /// (Prometheus hides them).
+    ///
+    /// # Errors
+    /// When the query fails or does not return a matrix.
+    pub async fn raw_samples(&self, selector: &str, time: f64) -> Result<Vec<RangeSeries>> {
+        let data = self
+            .api(&format!(
+                "/api/v1/query?query={}&time={time}",
+                encode_component(selector)
+            ))
+            .await
+            .with_context(|| format!("query {selector:?} failed"))?;
+        let result = data
+            .get("result")
+            .and_then(|r| r.as_array())
+            .context("not a matrix")?;
         result
             .iter()
             .map(|series| {

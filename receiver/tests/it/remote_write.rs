@@ -14,8 +14,9 @@ use anyhow::{Context, Result, ensure};
 use kube_relay_proto::{Batch, FamilyDef, MetricKind, SeriesDef, SnapshotPart};
 use kube_relay_receiver::ReceiverConfig;
 use kube_relay_receiver::remote_write::{Endpoint, wire};
+use kube_relay_testkit::prometheus::PrometheusConfig;
 use kube_relay_testkit::write_backend::{Answer, WriteBackend};
-use kube_relay_testkit::{VictoriaMetrics, wait_until};
+use kube_relay_testkit::{Prometheus, VictoriaMetrics, wait_until};
 
 use crate::common::{Running, TestSender, hello, sample, values};
 
@@ -190,6 +191,83 @@ async fn every_change_lands_in_victoria_metrics_at_its_observation_time() -> Res
     ensure!(
         sent == Some(9.0),
         "nine samples sent, the exposition says {sent:?}"
+    );
+    receiver.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_lands_in_prometheus_at_its_observation_time() -> Result<()> {
+    // Prometheus as the remote-write backend, with the out-of-order window the shipped
+    // prometheus.yml sets (the timeline is ten minutes old: history replayed late).
+    let prometheus = Prometheus::start_with(PrometheusConfig {
+        remote_write_receiver: Some(Duration::from_secs(7200)),
+        ..PrometheusConfig::new(&[])
+    })
+    .await?;
+    let url = format!("http://{}/api/v1/write", prometheus.addr());
+    let state = tempfile::tempdir()?;
+    let receiver = Running::start(config_writing_to(&[url], state.path())).await?;
+    // Prometheus' head starts with newer samples, so the timeline arrives out of order.
+    let t0 = start_of_timeline();
+    play_timeline(&receiver, "prom", t0).await?;
+
+    let want = expected(t0);
+    let name = "kube_horizontalpodautoscaler_status_current_replicas";
+    let at = (t0 + 60 * S) as f64 / 1000.0;
+    let got = wait_until(
+        "the timeline in Prometheus",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let series = prometheus
+                .raw_samples(&format!(r#"{name}{{cluster="prom"}}[5m]"#), at)
+                .await?;
+            let ok = want.iter().all(|(hpa, samples)| {
+                // Prometheus keeps the staleness marker but never returns it.
+                let visible: Vec<(i64, f64)> = samples
+                    .iter()
+                    .copied()
+                    .filter(|(_, v)| !v.is_nan())
+                    .collect();
+                series.iter().any(|s| {
+                    let points: Vec<(i64, f64)> = s
+                        .values
+                        .iter()
+                        .map(|(t, v)| ((t * 1000.0).round() as i64, *v))
+                        .collect();
+                    s.metric.get("horizontalpodautoscaler").map(String::as_str) == Some(*hpa)
+                        && same(&points, &visible)
+                })
+            });
+            Ok(ok.then_some(series))
+        },
+    )
+    .await
+    .with_context(|| format!("prometheus log:\n{}", prometheus.log()))?;
+    ensure!(got.len() == 2, "{got:?}");
+    // The staleness marker at T+31 s ends b at once: absent a millisecond later, while a
+    // plain gap would keep its last value for five minutes of lookback.
+    let b = format!(r#"{name}{{cluster="prom",horizontalpodautoscaler="b"}}"#);
+    let before = (t0 + 31 * S - 1) as f64 / 1000.0;
+    let after = (t0 + 31 * S + 1) as f64 / 1000.0;
+    let value_at = |t: f64| {
+        let b = b.clone();
+        let prometheus = &prometheus;
+        async move {
+            prometheus
+                .query_range(&b, t, t, 1.0)
+                .await
+                .map(|s| s.first().and_then(|s| s.values.first().map(|p| p.1)))
+        }
+    };
+    ensure!(
+        value_at(before).await? == Some(5.0),
+        "b is 5 until its removal"
+    );
+    ensure!(
+        value_at(after).await?.is_none(),
+        "b is gone right after its staleness marker"
     );
     receiver.stop().await?;
     Ok(())
