@@ -240,6 +240,7 @@ impl Cluster {
         while let Some(action) = self.timeline.next_due(self.now_ms) {
             match action {
                 Timed::Fault(f) => self.inject_fault(f),
+                Timed::Step(step) => self.run_step(&step)?,
                 Timed::NodeCondition {
                     node,
                     condition,

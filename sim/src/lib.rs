@@ -68,7 +68,8 @@
 //!   before it: `recorder` (events), `scheduler`, `kubelet`, `nodes` (conditions and what
 //!   they do to pods), `image_pull`, `termination` (pod deletion), `agenda` (due pod
 //!   transitions), `replicaset`, `deployment_status`, `deployment` (rollouts), `usage` (CPU
-//!   accounting, metrics-server, kubelet metrics), `autoscaler` (the HPA controller).
+//!   accounting, metrics-server, kubelet metrics), `autoscaler` (the HPA controller),
+//!   `steps` (experiment steps).
 //! - `cluster`: builds the state from a scenario and runs the tick.
 //! - `shared` (the cluster behind its lock, shared with the HTTP side), then the HTTP API:
 //!   `table`, `api`, `watch`, `server`.
@@ -99,6 +100,7 @@ mod server;
 mod shared;
 mod sim;
 mod state;
+mod steps;
 mod store;
 mod table;
 pub mod telemetry;

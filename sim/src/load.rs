@@ -1,6 +1,7 @@
 //! The load model: clients over time → CPU and memory per pod.
 //!
-//! Each deployment has a load curve (clients over time, steps or straight lines). The
+//! Each deployment has a load curve (clients over time, steps or straight lines), or takes
+//! its clients from other deployments' Ready pods (`clients_from`: load generators). The
 //! clients' CPU demand is spread evenly over the deployment's Ready pods (a Service only
 //! sends traffic to Ready endpoints); every running container also burns an idle amount.
 //! Each pod's share gets seeded noise and is capped at its CPU limit (CFS throttling).
@@ -25,6 +26,10 @@ pub(crate) struct LoadModel {
     curve: Vec<(u64, f64)>,
     /// A `set_load` override: from this sim time on, this many clients.
     override_clients: Option<(u64, f64)>,
+    /// Client deployments (name, weight) whose Ready pods are the clients, if any.
+    pub clients_from: Vec<(String, f64)>,
+    /// Their weighted count, as of the last accounting second.
+    derived_clients: f64,
 }
 
 impl LoadModel {
@@ -39,7 +44,18 @@ impl LoadModel {
             interpolation: spec.interpolation,
             curve: spec.curve.iter().map(|p| (p.at.ms(), p.clients)).collect(),
             override_clients: None,
+            clients_from: spec
+                .clients_from
+                .iter()
+                .map(|c| (c.deployment.clone(), c.weight))
+                .collect(),
+            derived_clients: 0.0,
         }
+    }
+
+    /// The clients counted from the client deployments' Ready pods (see `clients_from`).
+    pub(crate) fn set_derived_clients(&mut self, clients: f64) {
+        self.derived_clients = clients.max(0.0);
     }
 
     /// From `now_ms` on, `clients` regardless of the curve.
@@ -53,6 +69,9 @@ impl LoadModel {
             && t_ms >= from
         {
             return clients;
+        }
+        if !self.clients_from.is_empty() {
+            return self.derived_clients;
         }
         let idx = self.curve.partition_point(|(at, _)| *at <= t_ms);
         if idx == 0 {

@@ -36,6 +36,9 @@
 //!       noise: 0.05             # ±5 % per pod and second (seeded)
 //!       interpolation: step     # or linear
 //!       curve: [{at: 0s, clients: 0}, {at: 30s, clients: 50}, {at: 90s, clients: 0}]
+//!       # or: the clients are other deployments' Ready pods (load generators), each worth
+//!       # `weight` clients; replaces the curve
+//!       # clients_from: [{deployment: php-client, weight: 1}]
 //! hpas:
 //!   - {name: php-apache, target: php-apache, min: 1, max: 10, cpu_utilization: 50,
 //!      scale_down_stabilization: 30s}   # either stabilization sets spec.behavior
@@ -47,6 +50,9 @@
 //! rollouts:                     # kubectl set image: a new ReplicaSet, rolled 25 %/25 %
 //!   - {at: 120s, deployment: php-apache, image: "registry.k8s.io/hpa-example:v2",
 //!      fault: {kind: image_pull}}   # optional: the new pods' fault (a stuck rollout)
+//! steps:                        # an experiment's named steps: scale deployments (like
+//!   - {at: 0s, name: s2-c10, namespace: default, scale: {php-apache: 2}}   # kubectl scale),
+//!                               # a ScenarioStep event, annotation kube-sim.dev/step
 //! faults:                       # kind: drop_watches | expire | errors | slow
 //!   - {at: 45s, kind: errors, requests: 5, resource: pods}
 //!   - {at: 50s, kind: slow, requests: 3, delay: 2s}
@@ -75,6 +81,20 @@ const BUILTINS: &[(&str, &str)] = &[
     ("bulk", include_str!("../scenarios/bulk.yaml")),
     ("faults", include_str!("../scenarios/faults.yaml")),
     ("api-faults", include_str!("../scenarios/api-faults.yaml")),
+    ("echo-matrix", include_str!("../scenarios/echo-matrix.yaml")),
+    (
+        "echo-matrix-hpa",
+        include_str!("../scenarios/echo-matrix-hpa.yaml"),
+    ),
+    (
+        "http-messages",
+        include_str!("../scenarios/http-messages.yaml"),
+    ),
+    (
+        "self-healing",
+        include_str!("../scenarios/self-healing.yaml"),
+    ),
+    ("paxos", include_str!("../scenarios/paxos.yaml")),
 ];
 
 /// A validated scenario: the initial cluster and its timeline of load, crashes and faults.
@@ -99,8 +119,12 @@ impl Scenario {
 
     /// A built-in scenario: `demo` (the README demo), `load-test` (2–10 echo servers under
     /// 10/50/100 clients), `bulk` (10,000 running pods), `faults` (crash loops, image pull
-    /// errors, unschedulable and evicted pods, node conditions, rollouts) or `api-faults`
-    /// (watch drops, 410s, 500s and slow responses).
+    /// errors, unschedulable and evicted pods, node conditions, rollouts), `api-faults`
+    /// (watch drops, 410s, 500s and slow responses), or the seed experiments:
+    /// `echo-matrix` (2–10 servers × 10/50/100 clients, stepped), `echo-matrix-hpa` (the
+    /// same clients, an HPA choosing the servers), `http-messages` (clients sending 1, 10
+    /// or 100 messages), `self-healing` (pods lost under load) and `paxos` (a namespace of
+    /// cooperating roles). Each file in `sim/scenarios/` says what happens when.
     ///
     /// # Errors
     /// [`Error::UnknownScenario`] for any other name.
@@ -192,6 +216,8 @@ pub(crate) struct Spec {
     pub node_conditions: Vec<NodeConditionSpec>,
     #[serde(default)]
     pub rollouts: Vec<RolloutSpec>,
+    #[serde(default)]
+    pub steps: Vec<StepSpec>,
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
     #[serde(default)]
@@ -420,6 +446,23 @@ pub(crate) struct LoadSpec {
     pub noise: f64,
     pub interpolation: Interpolation,
     pub curve: Vec<LoadPoint>,
+    /// The clients are other deployments' Ready pods (the load generators of the seed
+    /// experiments): each counts `weight` clients. Replaces the curve.
+    pub clients_from: Vec<ClientsFrom>,
+}
+
+/// Client pods that load a deployment: the Ready pods of `deployment` (same namespace),
+/// each worth `weight` clients (messages per client, say).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClientsFrom {
+    pub deployment: String,
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+fn default_weight() -> f64 {
+    1.0
 }
 
 impl Default for LoadSpec {
@@ -432,6 +475,7 @@ impl Default for LoadSpec {
             noise: 0.05,
             interpolation: Interpolation::Step,
             curve: Vec::new(),
+            clients_from: Vec::new(),
         }
     }
 }
@@ -558,6 +602,21 @@ impl ConditionStatus {
             ConditionStatus::Unknown => "Unknown",
         }
     }
+}
+
+/// A named step of an experiment at a point in time: deployments scaled to the step's
+/// replicas (as `kubectl scale` does), the step announced by a `ScenarioStep` event and a
+/// `kube-sim.dev/step` annotation on each deployment it scales.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StepSpec {
+    pub at: Dur,
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// deployment → replicas.
+    #[serde(default)]
+    pub scale: BTreeMap<String, u32>,
 }
 
 /// A rollout at a point in time: the deployment's pod template gets a new image (and,
@@ -818,6 +877,51 @@ impl Spec {
             }
             check_fault(&field("fault"), r.fault.as_ref())?;
         }
+        let mut step_names = BTreeSet::new();
+        let mut last_step = None;
+        for (i, st) in self.steps.iter().enumerate() {
+            let field = |f: &str| format!("steps[{i}].{f}");
+            if st.name.trim().is_empty() || st.name.len() > 63 {
+                return Err(invalid(field("name"), "must be 1 to 63 characters"));
+            }
+            if !step_names.insert(st.name.clone()) {
+                return Err(invalid(
+                    field("name"),
+                    format!("step `{}` is defined twice", st.name),
+                ));
+            }
+            if last_step.is_some_and(|l| st.at < l) {
+                return Err(invalid(field("at"), "steps must be in time order"));
+            }
+            last_step = Some(st.at);
+            for d in st.scale.keys() {
+                if !deployments.contains(&(st.namespace.clone(), d.clone())) {
+                    return Err(invalid(
+                        field("scale"),
+                        format!("no deployment named `{d}` in namespace `{}`", st.namespace),
+                    ));
+                }
+            }
+        }
+        for d in &self.deployments {
+            for (j, c) in d.load.clients_from.iter().enumerate() {
+                if !deployments.contains(&(d.namespace.clone(), c.deployment.clone())) {
+                    return Err(invalid(
+                        format!("deployments[{}].load.clients_from[{j}].deployment", d.name),
+                        format!(
+                            "no deployment named `{}` in namespace `{}`",
+                            c.deployment, d.namespace
+                        ),
+                    ));
+                }
+                if !(c.weight >= 0.0 && c.weight.is_finite()) {
+                    return Err(invalid(
+                        format!("deployments[{}].load.clients_from[{j}].weight", d.name),
+                        "must be a non-negative number",
+                    ));
+                }
+            }
+        }
         for (i, f) in self.faults.iter().enumerate() {
             if let Some(r) = &f.resource
                 && crate::resources::find_by_plural(r).is_none()
@@ -1042,6 +1146,20 @@ rollouts: [{at: 10s, deployment: c, image: "x:2", fault: {kind: crash_loop}}]
                 ..
             })
         ));
+        let unknown_step_target = Scenario::from_yaml(
+            "deployments: [{name: a, image: x}]\nsteps: [{at: 1s, name: one, scale: {b: 2}}]",
+        )
+        .expect_err("no deployment b");
+        assert!(
+            unknown_step_target
+                .to_string()
+                .contains("steps[0].scale: no deployment named `b`")
+        );
+        let unknown_client = Scenario::from_yaml(
+            "deployments: [{name: a, image: x, load: {clients_from: [{deployment: c}]}}]",
+        )
+        .expect_err("no deployment c");
+        assert!(unknown_client.to_string().contains("clients_from[0].deployment"));
         let unknown_node = Scenario::from_yaml(
             "node_conditions: [{at: 1s, node: nope, condition: Ready, status: False}]",
         )

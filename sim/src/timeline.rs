@@ -1,5 +1,5 @@
-//! The scenario's timeline: crashes, node conditions, rollouts and API faults at fixed
-//! simulation times, in order.
+//! The scenario's timeline: crashes, node conditions, rollouts, experiment steps and API
+//! faults at fixed simulation times, in order.
 
 use crate::faults::Fault;
 use crate::scenario::{
@@ -29,7 +29,19 @@ pub(crate) enum Timed {
         image: String,
         fault: Option<PodFault>,
     },
+    Step(Step),
     Fault(Fault),
+}
+
+/// A named step of an experiment (see `scenario::StepSpec`).
+#[derive(Debug, Clone)]
+pub(crate) struct Step {
+    pub name: String,
+    pub namespace: String,
+    /// deployment → replicas.
+    pub scale: Vec<(String, u32)>,
+    /// Its place among the scenario's steps: (1-based index, count).
+    pub index: (usize, usize),
 }
 
 /// The scheduled actions, sorted by time, and how far the clock has run through them.
@@ -76,6 +88,17 @@ impl Timeline {
                     image: r.image.clone(),
                     fault: r.fault,
                 },
+            ));
+        }
+        for (i, st) in spec.steps.iter().enumerate() {
+            actions.push((
+                st.at.ms(),
+                Timed::Step(Step {
+                    name: st.name.clone(),
+                    namespace: st.namespace.clone(),
+                    scale: st.scale.iter().map(|(d, n)| (d.clone(), *n)).collect(),
+                    index: (i + 1, spec.steps.len()),
+                }),
             ));
         }
         for f in &spec.faults {

@@ -67,6 +67,21 @@ impl Cluster {
         for n in self.live_nodes_mut() {
             n.system_cpu_seconds += SYSTEM_CPU_MILLIS / 1000.0;
         }
+        for (key, d) in self.deployments.iter_mut() {
+            if d.load.clients_from.is_empty() {
+                continue;
+            }
+            let clients = d
+                .load
+                .clients_from
+                .iter()
+                .map(|(name, weight)| {
+                    let from = ObjKey::new(&key.namespace, name);
+                    weight * serving.get(&from).copied().unwrap_or(0) as f64
+                })
+                .sum();
+            d.load.set_derived_clients(clients);
+        }
         for p in self.pods.values_mut() {
             if p.container_started_ms().is_none() {
                 p.cpu_rate_millis = 0.0;

@@ -12,4 +12,5 @@ mod kubectl;
 mod lifecycle;
 mod resource_versions;
 mod scenario;
+mod seed_scenarios;
 mod watcher;
