@@ -41,6 +41,18 @@ pub enum TlsError {
         path: PathBuf,
     },
 
+    /// A key file holds no PEM private key.
+    #[error(
+        "failed to read {what} from {path}: no PEM private key (-----BEGIN PRIVATE KEY-----, \
+         or an RSA or EC one)"
+    )]
+    NoKey {
+        /// What the file should hold.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+
     /// rustls refused a certificate of a CA file as a trust anchor.
     #[error("failed to add a CA certificate from {path} to the trust store: {source}")]
     TrustAnchor {
@@ -217,12 +229,19 @@ pub fn read_certs(
 /// Reads the first private key (PKCS#8, PKCS#1 or SEC1) in `path`.
 ///
 /// # Errors
-/// [`TlsError::Read`] when the file cannot be read or holds no key.
+/// [`TlsError::Read`] when the file cannot be read or parsed, [`TlsError::NoKey`] when it
+/// holds no key.
 pub fn read_key(what: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::Read {
-        what,
-        path: path.to_owned(),
-        source,
+    PrivateKeyDer::from_pem_file(path).map_err(|source| match source {
+        pem::Error::NoItemsFound => TlsError::NoKey {
+            what,
+            path: path.to_owned(),
+        },
+        source => TlsError::Read {
+            what,
+            path: path.to_owned(),
+            source,
+        },
     })
 }
 
@@ -391,7 +410,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                TlsError::Read {
+                TlsError::NoKey {
                     what: "private key",
                     ..
                 }

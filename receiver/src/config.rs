@@ -39,9 +39,9 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_SERIES_PER_CLUSTER: usize = 500_000;
 /// Default bound on draining connections at shutdown: 10 s.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Smallest `--max-frame-bytes`, 64 KiB: a sender's first snapshot frame carries every
-/// family definition (about 6 KB today), and a limit that cannot hold it would refuse every
-/// snapshot.
+/// Smallest `--max-frame-bytes`, 64 KiB: above the largest thing a sender cannot split (one
+/// series with its family's definition, a few KB), and small enough that no sane setting is
+/// refused; smaller frames would only multiply per-frame costs.
 pub const MIN_MAX_FRAME_BYTES: usize = 64 << 10;
 
 /// Heartbeat intervals of silence after which a link is declared dead.

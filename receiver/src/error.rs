@@ -47,6 +47,18 @@ pub enum Error {
         source: rustls::pki_types::pem::Error,
     },
 
+    /// A certificate, key or CA file holds no PEM block of its kind (a DER file, a key
+    /// given as the certificate, ...).
+    #[error("failed to read the {what} from {path}: the file holds no {expected}")]
+    NoPem {
+        /// What the file should hold (`certificate chain`, `private key`, `CA certificate`).
+        what: &'static str,
+        /// Path given.
+        path: PathBuf,
+        /// The PEM block expected.
+        expected: &'static str,
+    },
+
     /// rustls refused a TLS setup (a key that does not fit its certificate, ...).
     #[error("failed to set up TLS ({what})")]
     Tls {
@@ -123,7 +135,7 @@ impl Error {
             Error::Bind { .. } => "bind",
             Error::Config(_) => "config",
             Error::Settings(_) => "config",
-            Error::Pem { .. } => "pem",
+            Error::Pem { .. } | Error::NoPem { .. } => "pem",
             Error::Tls { .. } => "tls_setup",
             Error::ClientCa { .. } => "client_ca",
             Error::TlsHandshake { kind, .. } => kind,
@@ -144,10 +156,15 @@ impl From<TlsError> for Error {
     fn from(err: TlsError) -> Self {
         match err {
             TlsError::Read { what, path, source } => Error::Pem { what, path, source },
-            TlsError::NoCertificate { what, path } => Error::Pem {
+            TlsError::NoCertificate { what, path } => Error::NoPem {
                 what,
                 path,
-                source: rustls::pki_types::pem::Error::NoItemsFound,
+                expected: "PEM certificate (-----BEGIN CERTIFICATE-----)",
+            },
+            TlsError::NoKey { what, path } => Error::NoPem {
+                what,
+                path,
+                expected: "PEM private key (-----BEGIN PRIVATE KEY-----, or an RSA or EC one)",
             },
             TlsError::TrustAnchor { source, .. } => Error::Tls { what: "CA", source },
             err @ TlsError::ServerName { .. } => Error::Config(err.to_string()),

@@ -41,6 +41,7 @@
 //! - [`server`]: [`Receiver`]: binds both listeners; the sender accept loop (connection cap,
 //!   per-address handshake cap, accept backoff), the TLS handshake in each connection's
 //!   task, start-up warnings, shutdown.
+//! - [`farewell`]: a `Reject` the peer gets to read before the connection closes.
 //! - [`session`]: one connection: handshake checks (version, token, cluster name, cluster in
 //!   use), batches into the store, acks, heartbeat echo, timeouts. Generic over
 //!   `AsyncRead + AsyncWrite`, so it runs the same over TCP and TLS.
@@ -66,6 +67,7 @@
 pub mod config;
 pub mod error;
 pub mod exposition;
+pub mod farewell;
 pub mod http;
 pub mod metrics;
 pub mod remote_write;

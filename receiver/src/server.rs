@@ -24,6 +24,7 @@ use bytes::BytesMut;
 use kube_relay_proto::{
     MAX_HANDSHAKE_FRAME_BYTES, ReceiverCodec, ReceiverMessage, Reject, RejectReason,
 };
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout_at};
@@ -378,6 +379,11 @@ impl Listener {
             REJECTED_PER_IP,
             "too many unauthenticated connections from this address; retry later",
         );
+        let tls_required = Arc::new(reject_frame(
+            RejectReason::TlsRequired,
+            "this receiver's sender port requires TLS; the sender needs --tls-ca (the CA that \
+             signed the receiver's certificate)",
+        ));
         let mut backoff = Duration::from_millis(5);
         loop {
             let accepted = tokio::select! {
@@ -411,6 +417,7 @@ impl Listener {
             let conn = Connection {
                 session: self.session.clone(),
                 tls: self.tls.clone(),
+                tls_required: tls_required.clone(),
                 metrics: self.metrics.clone(),
                 refusals: self.refusals.clone(),
                 deadline: Instant::now() + self.handshake_timeout,
@@ -440,6 +447,8 @@ impl Listener {
 struct Connection {
     session: Session,
     tls: Option<TlsAcceptor>,
+    /// The `Reject{TlsRequired}` frame a plain-TCP peer gets on a TLS port.
+    tls_required: Arc<BytesMut>,
     metrics: Arc<Metrics>,
     refusals: Arc<RefusalLog>,
     deadline: Instant,
@@ -500,6 +509,15 @@ impl Connection {
                     format!("first byte {:#04x} is not a TLS handshake record", first[0]),
                 ),
             );
+            // A plain-TCP sender reads this as the answer to its Hello and can name the flag
+            // it lacks; bounded by the handshake deadline.
+            let mut stream = stream;
+            let _ = timeout_at(self.deadline, async {
+                if stream.write_all(&self.tls_required).await.is_ok() {
+                    crate::farewell::linger(&mut stream).await;
+                }
+            })
+            .await;
             return None;
         }
         match timeout_at(self.deadline, acceptor.accept(stream)).await {
@@ -540,16 +558,25 @@ struct Refusal {
 
 impl Refusal {
     fn new(label: &'static str, why: &'static str) -> Self {
-        let mut frame = BytesMut::new();
-        let reject = ReceiverMessage::Reject(Reject {
-            reason: RejectReason::Busy,
-            message: why.to_owned(),
-        });
-        // A short Reject always fits the handshake limit; an empty frame would only mean
-        // the peer sees a bare close.
-        let _ = ReceiverCodec::new(MAX_HANDSHAKE_FRAME_BYTES).encode(&reject, &mut frame);
-        Refusal { label, why, frame }
+        Refusal {
+            label,
+            why,
+            frame: reject_frame(RejectReason::Busy, why),
+        }
     }
+}
+
+/// A `Reject` frame, encoded once.
+fn reject_frame(reason: RejectReason, message: &str) -> BytesMut {
+    let mut frame = BytesMut::new();
+    let reject = ReceiverMessage::Reject(Reject {
+        reason,
+        message: message.to_owned(),
+    });
+    // A short Reject always fits the handshake limit; an empty frame would only mean the
+    // peer sees a bare close.
+    let _ = ReceiverCodec::new(MAX_HANDSHAKE_FRAME_BYTES).encode(&reject, &mut frame);
+    frame
 }
 
 #[cfg(test)]

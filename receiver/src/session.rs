@@ -269,6 +269,13 @@ impl Session {
         if let (Some(rw), Some(generation)) = (&self.remote_write, history_claim) {
             rw.release(&hello.cluster, generation);
         }
+        // The sender was told why (see `refuse`): let it read that before the close, now
+        // that the cluster is released and nothing waits on this connection.
+        if let Err(Error::Protocol(e)) = &result
+            && answer(e).is_some()
+        {
+            crate::farewell::linger(conn.get_mut()).await;
+        }
         match result {
             Ok(end) => {
                 info!(peer = %peer, cluster = %hello.cluster, end = ?end, "sender disconnected");
@@ -298,6 +305,11 @@ impl Session {
                     && conn.read_buffer().starts_with(&[TLS_HANDSHAKE_RECORD, 3])
                 {
                     self.metrics.decode_error(UNEXPECTED_TLS);
+                    // Plain bytes where the peer expects a TLS record make its TLS stack fail
+                    // on a malformed record at once, which a TLS sender reports as a receiver
+                    // without TLS (a reset would only say "connection reset").
+                    let message = Error::UnexpectedTls.to_string();
+                    farewell(conn, RejectReason::InvalidHello, message).await;
                     return Err(Error::UnexpectedTls);
                 }
                 self.count_bad_frame(&e);
@@ -458,7 +470,7 @@ impl Session {
                         None => break End::Eof,
                         Some(Err(e)) => {
                             self.count_bad_frame(&e);
-                            return Err(e.into());
+                            return Err(refuse(conn, e).await);
                         }
                         Some(Ok(frame)) => frame,
                     };
@@ -519,10 +531,10 @@ impl Session {
                                 Err(ApplyError::Superseded) => break End::Replaced,
                                 Err(e @ ApplyError::Violation(_)) => {
                                     self.metrics.decode_error("violation");
-                                    return Err(kube_relay_proto::Error::Violation(
+                                    let e = kube_relay_proto::Error::Violation(
                                         e.to_string().trim_start_matches("protocol violation: ").to_owned(),
-                                    )
-                                    .into());
+                                    );
+                                    return Err(refuse(conn, e).await);
                                 }
                             }
                         }
@@ -542,10 +554,10 @@ impl Session {
                         }
                         SenderMessage::Hello(_) => {
                             self.metrics.decode_error("violation");
-                            return Err(kube_relay_proto::Error::Violation(
+                            let e = kube_relay_proto::Error::Violation(
                                 "a second Hello on an established session".to_owned(),
-                            )
-                            .into());
+                            );
+                            return Err(refuse(conn, e).await);
                         }
                     }
                 }
@@ -579,6 +591,53 @@ impl Session {
         if !matches!(e, kube_relay_proto::Error::Io(_)) {
             self.metrics.decode_error(e.kind());
         }
+    }
+}
+
+/// What an established sender is told when `e` ends its session: a frame over the limit, a
+/// broken protocol rule, a payload that does not decode. A socket error gets no answer: the
+/// peer is gone.
+fn answer(e: &kube_relay_proto::Error) -> Option<(RejectReason, String)> {
+    use kube_relay_proto::Error as Wire;
+    match e {
+        Wire::Io(_) | Wire::TruncatedFrame { .. } | Wire::Encode(_) => None,
+        Wire::FrameTooLarge { len, max } => Some((
+            RejectReason::FrameTooLarge {
+                limit: u32::try_from(*max).unwrap_or(u32::MAX),
+            },
+            format!("a frame of {len} bytes exceeds this receiver's --max-frame-bytes ({max})"),
+        )),
+        Wire::Decode { .. } | Wire::TrailingBytes { .. } | Wire::Violation(_) => {
+            Some((RejectReason::ProtocolViolation, e.to_string()))
+        }
+    }
+}
+
+/// Tells an established sender why its session ends ([`answer`]) and returns the error to
+/// log; the session lingers for the sender to read it once the cluster is released.
+async fn refuse<S>(conn: &mut Conn<S>, e: kube_relay_proto::Error) -> Error
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Some((reason, message)) = answer(&e) {
+        let reject = ReceiverMessage::Reject(Reject { reason, message });
+        let _ = timeout(REJECT_WRITE_TIMEOUT, conn.send(reject)).await;
+    }
+    e.into()
+}
+
+/// Writes `Reject{reason, message}` and lets the peer read it before the connection closes
+/// (see [`crate::farewell`]).
+async fn farewell<S>(conn: &mut Conn<S>, reason: RejectReason, message: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let reject = ReceiverMessage::Reject(Reject { reason, message });
+    if timeout(REJECT_WRITE_TIMEOUT, conn.send(reject))
+        .await
+        .is_ok()
+    {
+        crate::farewell::linger(conn.get_mut()).await;
     }
 }
 

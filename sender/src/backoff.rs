@@ -1,5 +1,9 @@
-//! Reconnect backoff: kube-runtime's defaults (800 ms doubling to 30 s, jittered, reset
-//! after a healthy period), so many senders do not reconnect in lockstep.
+//! Reconnect backoff: kube-runtime's defaults (800 ms doubling to 30 s, jittered), so many
+//! senders do not reconnect in lockstep. kube-runtime resets after a healthy period; the
+//! link resets after a session that worked (the receiver acknowledged data in it) or lasted
+//! [`HEALTHY_AFTER`], so a receiver restarted after a short session is met with the first
+//! delay, not with what earlier failures built up. A receiver that accepts and drops every
+//! session before acknowledging anything still backs the sender off.
 
 use std::time::Duration;
 

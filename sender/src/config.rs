@@ -206,6 +206,18 @@ pub struct Cli {
     pub http_listen: Option<String>,
 }
 
+/// Refuses a path that exists but is no directory (a missing one is created later), so
+/// `--state-dir` naming a file says so instead of "File exists".
+fn check_directory(flag: &str, dir: &std::path::Path) -> Result<(), Error> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(Error::Config(format!(
+            "{flag} {}: exists and is not a directory",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The resolved configuration of a sender.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -229,6 +241,9 @@ pub struct Config {
     pub usage_interval: Duration,
     /// Shared secret.
     pub token: Option<String>,
+    /// The file the token was read from (`--token-file`), for messages; `None` when it was
+    /// given as `--token`.
+    pub token_file: Option<PathBuf>,
     /// CA file that switches the link to TLS.
     pub tls_ca: Option<PathBuf>,
     /// Client certificate chain for mutual TLS.
@@ -269,6 +284,7 @@ impl Config {
             usage_source: UsageSource::MetricsApi,
             usage_interval: defaults::USAGE_INTERVAL,
             token: None,
+            token_file: None,
             tls_ca: None,
             tls_client_cert: None,
             tls_client_key: None,
@@ -332,6 +348,7 @@ impl Config {
         let target = cli.target.ok_or_else(|| {
             Error::Config("--target HOST:PORT (or KUBE_RELAY_SENDER_TARGET) is required".to_owned())
         })?;
+        let token_file = cli.token_file.clone().filter(|_| cli.token.is_none());
         let token = match (cli.token, cli.token_file) {
             (Some(token), _) if token.is_empty() => {
                 return Err(Error::Config(
@@ -353,6 +370,7 @@ impl Config {
             usage_source: cli.usage_source,
             usage_interval: cli.usage_interval.get(),
             token,
+            token_file,
             tls_ca: cli.tls_ca,
             tls_client_cert: cli.tls_client_cert,
             tls_client_key: cli.tls_client_key,
@@ -366,6 +384,14 @@ impl Config {
             ..Config::new("")
         };
         config.validate()?;
+        for (flag, dir) in [
+            ("--state-dir", &config.state_dir),
+            ("--spool-dir", &config.spool_dir),
+        ] {
+            if let Some(dir) = dir {
+                check_directory(flag, dir)?;
+            }
+        }
         Ok(config)
     }
 
@@ -409,6 +435,13 @@ impl Config {
         if let Some(cluster) = &self.cluster {
             kube_relay_proto::check_cluster_name(cluster)
                 .map_err(|problem| Error::Config(format!("--cluster: {problem}")))?;
+        }
+        if let Some(selector) = &self.selector {
+            crate::selector::check_label_selector(selector).map_err(|problem| {
+                Error::Config(format!(
+                    "--selector {selector:?} is not a label selector: {problem}"
+                ))
+            })?;
         }
         if self.namespaces.iter().any(String::is_empty) {
             return Err(Error::Config("--namespace must not be empty".to_owned()));
@@ -767,6 +800,21 @@ mod tests {
                 "missing.tok",
             ),
             (vec!["--target=b:1", "--token="], vec![], "--token is empty"),
+            (
+                vec!["--target=b:1", "--state-dir", &empty],
+                vec![],
+                "empty.tok: exists and is not a directory",
+            ),
+            (
+                vec!["--target=b:1", "--spool-dir", &empty],
+                vec![],
+                "--spool-dir",
+            ),
+            (
+                vec!["--target=b:1", "--selector", "==="],
+                vec![],
+                "--selector \"===\" is not a label selector",
+            ),
             (
                 vec!["--target=b:1"],
                 vec![("KUBE_RELAY_SENDER_FLUSH_INTERVAL", "abc")],

@@ -144,6 +144,53 @@ impl Error {
         }
     }
 
+    /// What an operator should change when retrying alone will not help: the receiver
+    /// refused us for a reason it named (its `Reject`), or a TLS handshake failed. `None` for
+    /// errors a retry may cure (a refused connection, a receiver shutting down).
+    pub fn hint(&self) -> Option<String> {
+        let Error::Rejected { reason, .. } = self else {
+            return self.tls_failure().map(|f| f.hint().to_owned());
+        };
+        let hint = match reason {
+            RejectReason::Unauthorized => {
+                "the receiver refused our token: --token / --token-file must match the \
+                 receiver's --token / --token-file"
+                    .to_owned()
+            }
+            RejectReason::TlsRequired => {
+                "the receiver requires TLS on its sender port: pass --tls-ca (the CA that \
+                 signed the receiver's certificate)"
+                    .to_owned()
+            }
+            RejectReason::FrameTooLarge { limit } => format!(
+                "the receiver refused a frame over its --max-frame-bytes ({limit} bytes); the \
+                 sender splits batches to that limit, so one series must be larger: raise \
+                 --max-frame-bytes on the receiver"
+            ),
+            RejectReason::ProtocolViolation => {
+                "the receiver says this sender broke the protocol (its reason is above); the \
+                 next connection starts with a full snapshot. If it repeats, report it with \
+                 both logs"
+                    .to_owned()
+            }
+            RejectReason::ClusterInUse => {
+                "another live sender reports this cluster: give each sender its own --cluster \
+                 (or stop the other one)"
+                    .to_owned()
+            }
+            RejectReason::InvalidHello => {
+                "the receiver refused our Hello (its reason is above): check --cluster".to_owned()
+            }
+            RejectReason::Busy => {
+                "the receiver is at its connection or cluster limit; it must be raised there, \
+                 or other senders leave"
+                    .to_owned()
+            }
+            RejectReason::UnsupportedVersion { .. } | RejectReason::ShuttingDown => return None,
+        };
+        Some(hint)
+    }
+
     /// A short, bounded label for this error, fit for a metric label.
     pub fn kind(&self) -> &'static str {
         if let Some(failure) = self.tls_failure() {
@@ -176,6 +223,13 @@ impl From<TlsError> for Error {
                 path,
                 "no PEM certificate (-----BEGIN CERTIFICATE-----) in the file".into(),
             ),
+            TlsError::NoKey { what, path } => (
+                what,
+                path,
+                "no PEM private key (-----BEGIN PRIVATE KEY-----, or an RSA or EC one) in the \
+                 file"
+                    .into(),
+            ),
             TlsError::TrustAnchor { path, source } => ("CA certificate", path, source.into()),
             TlsError::ServerName { name, source } => {
                 return Error::Config(format!(
@@ -204,5 +258,39 @@ pub fn kube_error_kind(e: &kube::Error) -> &'static str {
         kube::Error::HyperError(_) | kube::Error::Service(_) => "connection",
         kube::Error::SerdeError(_) => "decode",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(reason: RejectReason) -> Error {
+        Error::Rejected {
+            reason,
+            message: "the receiver's words".to_owned(),
+        }
+    }
+
+    #[test]
+    fn each_refusal_names_the_flag_to_change() {
+        for (reason, flag) in [
+            (RejectReason::Unauthorized, "--token-file"),
+            (RejectReason::TlsRequired, "--tls-ca"),
+            (
+                RejectReason::FrameTooLarge { limit: 65536 },
+                "--max-frame-bytes (65536 bytes)",
+            ),
+            (RejectReason::ClusterInUse, "--cluster"),
+            (RejectReason::InvalidHello, "--cluster"),
+            (RejectReason::ProtocolViolation, "full snapshot"),
+            (RejectReason::Busy, "limit"),
+        ] {
+            let hint = rejected(reason.clone()).hint().expect("a hint");
+            assert!(hint.contains(flag), "{reason:?}: {hint}");
+        }
+        assert_eq!(rejected(RejectReason::ShuttingDown).hint(), None);
+        let kind = rejected(RejectReason::TlsRequired).kind();
+        assert_eq!(kind, "tls_required");
     }
 }

@@ -65,6 +65,7 @@ pub mod malloc;
 pub mod poll;
 pub mod process;
 pub mod quantity;
+pub mod selector;
 pub mod sender;
 pub mod series;
 pub mod shared;

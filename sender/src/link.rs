@@ -35,7 +35,7 @@
 //! receiver got our table in this epoch and the spool has room; a full spool stops that
 //! (changes coalesce in the store, bounded by the number of series) rather than dropping
 //! what cannot be acknowledged yet. Reconnects back off (800 ms → 30 s, jittered, reset
-//! after a healthy session).
+//! after a session in which the receiver acknowledged data, or that lasted 30 s).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -64,27 +64,10 @@ use crate::config::{Config, defaults};
 use crate::error::Error;
 use crate::shared::Shared;
 use crate::spool::{MemorySpool, Spool};
-use crate::tls_failure::TlsFailure;
 use crate::transport::Connector;
 
 /// Default [`LinkConfig::ack_patience`]: a few of the receiver's ack intervals (100 ms).
 pub const ACK_PATIENCE: Duration = Duration::from_millis(500);
-
-/// What an operator should check when `e` is a refusal of our credentials or of the
-/// receiver's certificate (retrying alone will not help until one side is fixed).
-fn refusal_hint(e: &Error) -> Option<&'static str> {
-    if let Error::Rejected {
-        reason: kube_relay_proto::RejectReason::Unauthorized,
-        ..
-    } = e
-    {
-        return Some(
-            "the receiver refused our token: --token / --token-file must match the \
-             receiver's --token / --token-file",
-        );
-    }
-    e.tls_failure().map(TlsFailure::hint)
-}
 
 /// The frame limit of a session: our own, lowered to the receiver's (its `--max-frame-bytes`
 /// from `Welcome`; 0 means it named none). Batches are split to fit it, so no frame the
@@ -321,6 +304,9 @@ pub struct Link<C: Connector, S: Spool = MemorySpool> {
     /// Largest frame payload of the current session: the smaller of ours and the
     /// receiver's (see [`frame_limit`]).
     frame_limit: usize,
+    /// The receiver acknowledged data in the current (or last) session: it worked, so the
+    /// reconnect backoff starts afresh.
+    delivered: bool,
 }
 
 impl<C: Connector> Link<C, MemorySpool> {
@@ -365,6 +351,7 @@ impl<C: Connector, S: Spool> Link<C, S> {
             warned_future_ack: false,
             backoff: Backoff::new(),
             frame_limit: config.max_frame_bytes,
+            delivered: false,
             config,
         }
     }
@@ -389,6 +376,7 @@ impl<C: Connector, S: Spool> Link<C, S> {
             }
             self.sync_epoch();
             let started = Instant::now();
+            self.delivered = false;
             let attempt = handshake(
                 Arc::clone(&self.connector),
                 self.hello(),
@@ -416,14 +404,17 @@ impl<C: Connector, S: Spool> Link<C, S> {
                     return Err(e);
                 }
                 Err(e) => {
-                    if started.elapsed() >= HEALTHY_AFTER {
+                    // A session the receiver acknowledged data in worked: the next wait
+                    // starts from the first delay again (a receiver restart after a short
+                    // session is not met with the backoff of earlier failures).
+                    if self.delivered || started.elapsed() >= HEALTHY_AFTER {
                         self.backoff.reset();
                     }
                     let delay = self.backoff.next_delay();
                     let retry_in_ms = delay.as_millis() as u64;
                     let target = self.connector.target();
                     // Refusals a retry alone will not cure: say what to check.
-                    match refusal_hint(&e) {
+                    match e.hint() {
                         Some(hint) => error!(
                             target,
                             kind = e.kind(),
@@ -665,6 +656,7 @@ impl<C: Connector, S: Spool> Link<C, S> {
                     last_heard = Instant::now();
                     match msg {
                         Some(Ok(ReceiverMessage::Ack(ack))) if ack.epoch == self.epoch => {
+                            self.delivered = true;
                             self.on_ack(ack.seq);
                         }
                         Some(Ok(ReceiverMessage::Ack(_) | ReceiverMessage::Heartbeat(_))) => {}

@@ -282,17 +282,24 @@ pub fn connector(config: &Config) -> Result<LinkConnector, Error> {
 }
 
 /// What is unsafe about the link's configuration, one loud line each: a token sent over
-/// plain TCP, or neither TLS nor a token (anyone on the path reads the data, any receiver at
-/// the target gets it).
-pub fn security_warnings(config: &Config) -> Vec<&'static str> {
+/// plain TCP (naming the flag it came from: `--token` or `--token-file FILE`), or neither TLS
+/// nor a token (anyone on the path reads the data, any receiver at the target gets it).
+pub fn security_warnings(config: &Config) -> Vec<String> {
     match (config.tls_ca.is_some(), config.token.is_some()) {
-        (false, true) => vec![
-            "TOKEN SENT IN CLEAR: --token without --tls-ca travels over plain TCP, readable \
-             and reusable by anyone on the path; set --tls-ca",
-        ],
+        (false, true) => {
+            let from = match &config.token_file {
+                Some(path) => format!("the token from --token-file {}", path.display()),
+                None => "the token from --token".to_owned(),
+            };
+            vec![format!(
+                "TOKEN SENT IN CLEAR: without --tls-ca, {from} travels over plain TCP, readable \
+                 and reusable by anyone on the path; set --tls-ca"
+            )]
+        }
         (false, false) => vec![
             "NO TLS AND NO TOKEN: the cluster's data goes over plain TCP to whatever answers at \
-             --target; use this for a lab only (set --tls-ca and --token-file)",
+             --target; use this for a lab only (set --tls-ca and --token-file)"
+                .to_owned(),
         ],
         (true, _) => Vec::new(),
     }
@@ -340,7 +347,15 @@ mod tests {
         let mut config = Config::new("b:9000");
         assert!(security_warnings(&config)[0].contains("NO TLS AND NO TOKEN"));
         config.token = Some("s3cret".to_owned());
-        assert!(security_warnings(&config)[0].contains("TOKEN SENT IN CLEAR"));
+        let warning = &security_warnings(&config)[0];
+        assert!(warning.contains("TOKEN SENT IN CLEAR"), "{warning}");
+        assert!(warning.contains("from --token "), "{warning}");
+        config.token_file = Some(PathBuf::from("/run/secrets/token"));
+        let warning = &security_warnings(&config)[0];
+        assert!(
+            warning.contains("from --token-file /run/secrets/token"),
+            "names the file, not --token: {warning}"
+        );
         config.tls_ca = Some(PathBuf::from("ca.pem"));
         assert!(security_warnings(&config).is_empty());
     }

@@ -7,7 +7,9 @@
 //! delivers a refused client certificate) into a label for
 //! `relay_sender_connect_errors_total{kind}`: `tls_certificate` (we do not trust the
 //! receiver's certificate), `tls_refused` (the receiver aborted the handshake, e.g. it wants
-//! a client certificate we lack or do not trust ours), `tls` (anything else).
+//! a client certificate we lack or do not trust ours), `tls_plain_receiver` (it answered
+//! with bytes that are no TLS record: its port is plain TCP, and a kube-relay receiver says
+//! so in plain framing), `tls` (anything else).
 //!
 //! [`Error`]: crate::Error
 
@@ -24,6 +26,9 @@ pub enum TlsFailure {
     /// The receiver aborted the handshake with an alert: usually it requires a client
     /// certificate we did not present, or does not trust the one we did.
     Refused,
+    /// The receiver answered with bytes that are no TLS record: its sender port is plain TCP
+    /// (a kube-relay receiver without `--tls-cert` answers a TLS client in plain framing).
+    PlainReceiver,
     /// Anything else: the receiver closed the connection mid-handshake (a plain-TCP port),
     /// no common protocol version, a malformed message.
     Other,
@@ -37,6 +42,7 @@ impl TlsFailure {
                 TlsFailure::Certificate
             }
             rustls::Error::AlertReceived(_) => TlsFailure::Refused,
+            rustls::Error::InvalidMessage(_) => TlsFailure::PlainReceiver,
             _ => TlsFailure::Other,
         }
     }
@@ -46,6 +52,7 @@ impl TlsFailure {
         match self {
             TlsFailure::Certificate => "tls_certificate",
             TlsFailure::Refused => "tls_refused",
+            TlsFailure::PlainReceiver => "tls_plain_receiver",
             TlsFailure::Other => "tls",
         }
     }
@@ -60,6 +67,10 @@ impl TlsFailure {
             TlsFailure::Refused => {
                 "the receiver refused the TLS session: it may require a client certificate \
                  (--tls-client-cert, --tls-client-key) signed by its --tls-client-ca"
+            }
+            TlsFailure::PlainReceiver => {
+                "the receiver's sender port speaks plain TCP: give the receiver --tls-cert and \
+                 --tls-key, or remove --tls-ca here"
             }
             TlsFailure::Other => "is the receiver's sender port configured for TLS (--tls-cert)?",
         }
@@ -104,6 +115,12 @@ impl fmt::Display for HandshakeError {
             TlsFailure::Refused => write!(
                 f,
                 "the receiver refused the TLS handshake (server name {:?}): {}",
+                self.server_name, self.source
+            ),
+            TlsFailure::PlainReceiver => write!(
+                f,
+                "failed the TLS handshake: the receiver (server name {:?}) answered without \
+                 TLS: {}",
                 self.server_name, self.source
             ),
             TlsFailure::Other => write!(
@@ -163,6 +180,12 @@ mod tests {
                     rustls::AlertDescription::CertificateRequired,
                 )),
                 "tls_refused",
+            ),
+            (
+                wrap(rustls::Error::InvalidMessage(
+                    rustls::InvalidMessage::InvalidContentType,
+                )),
+                "tls_plain_receiver",
             ),
             (wrap(rustls::Error::HandshakeNotComplete), "tls"),
         ] {

@@ -6,6 +6,7 @@
 //! - [`exposition`]: parse what a `/metrics` endpoint serves into samples;
 //! - [`http`]: a minimal HTTP/1.0 client for loopback tests (no TLS, no redirects);
 //! - [`wait`]: poll a condition until a deadline instead of sleeping;
+//! - [`logs`]: the test binary's own log lines, for assertions on what a component logs;
 //! - [`process`]: locate the workspace's binaries and run them as child processes that are
 //!   killed when dropped;
 //! - [`netns`]: a second host in a network namespace behind a veth link that can be cut or
@@ -19,6 +20,7 @@
 
 pub mod exposition;
 pub mod http;
+pub mod logs;
 pub mod netns;
 pub mod pki;
 pub mod process;

@@ -202,3 +202,57 @@ async fn each_exposure_gets_its_own_start_up_warning() {
         }
     }
 }
+
+#[tokio::test]
+async fn settings_that_can_never_work_stop_the_start_naming_the_input_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_str().expect("utf-8").to_owned()
+    };
+    let not_pem = path("notpem", "hello\n");
+    let empty = path("empty.tok", " \n");
+    let bare_config = path("receiver-config", "[receiver]\n");
+    let loopback = ["--listen=127.0.0.1:0", "--http-listen=127.0.0.1:0"];
+    let same = ["--listen=127.0.0.1:9400", "--http-listen=127.0.0.1:9400"];
+    for (args, needles, code) in [
+        (
+            [
+                &loopback[..],
+                &["--tls-cert", &not_pem, "--tls-key", &not_pem],
+            ]
+            .concat(),
+            vec![&*not_pem, "-----BEGIN CERTIFICATE-----"],
+            1,
+        ),
+        (
+            [&loopback[..], &["--token-file", &empty]].concat(),
+            vec![&*empty, "is empty"],
+            2,
+        ),
+        (
+            [&loopback[..], &["--config", &bare_config]].concat(),
+            vec![&*bare_config, ".toml", ".yaml"],
+            2,
+        ),
+        (
+            same.to_vec(),
+            vec!["--listen 127.0.0.1:9400 and --http-listen 127.0.0.1:9400"],
+            2,
+        ),
+    ] {
+        let mut child = ChildProcess::spawn("receiver", &args, &[]).expect("spawn");
+        let status = exit_of(&mut child).await;
+        let log = child.log();
+        assert_eq!(status.code(), Some(code), "{args:?}: {log}");
+        for needle in &needles {
+            assert!(log.contains(needle), "{args:?} lacks {needle}: {log}");
+        }
+        assert_eq!(
+            log.matches(needles[0]).count(),
+            1,
+            "{args:?}: said once: {log}"
+        );
+    }
+}

@@ -569,43 +569,12 @@ pub fn logged_addr(log: &str, field: &str) -> Option<SocketAddr> {
 
 /// Captures this test binary's log lines (receiver at debug) for [`logged`]; idempotent.
 pub fn capture_logs() {
-    logs();
-}
-
-fn logs() -> &'static std::sync::Mutex<Vec<u8>> {
-    static LOGS: std::sync::OnceLock<&'static std::sync::Mutex<Vec<u8>>> =
-        std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf: &'static std::sync::Mutex<Vec<u8>> =
-            Box::leak(Box::new(std::sync::Mutex::new(Vec::new())));
-        tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || LogWriter(buf))
-            .with_env_filter("kube_relay_receiver=debug")
-            .init();
-        buf
-    })
-}
-
-struct LogWriter(&'static std::sync::Mutex<Vec<u8>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    kube_relay_testkit::logs::capture("kube_relay_receiver=debug");
 }
 
 /// Everything logged since [`capture_logs`].
 pub fn logged() -> String {
-    String::from_utf8_lossy(&logs().lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    kube_relay_testkit::logs::logged()
 }
 
 /// A TCP connection to `addr` from the loopback address `from` (any of 127.0.0.0/8), so a

@@ -47,6 +47,8 @@ async fn garbage_and_a_1_gib_length_prefix_close_only_their_connection_with_a_lo
     big.closed()
         .await
         .expect("oversized frame closes the session");
+    // The receiver said why and now waits for the sender to leave (see farewell).
+    drop(big);
 
     // The well-behaved sender kept streaming throughout.
     for seq in 2..=4 {
@@ -83,7 +85,17 @@ async fn garbage_and_a_1_gib_length_prefix_close_only_their_connection_with_a_lo
         text.contains("relay_cluster_up{cluster=\"big\"} 0\n"),
         "{text}"
     );
-    let log = logged();
+    let log = kube_relay_testkit::wait_until(
+        "the close logged",
+        common::WAIT,
+        Duration::from_millis(20),
+        || async {
+            let log = logged();
+            Ok(log.contains("closed sender connection").then_some(log))
+        },
+    )
+    .await
+    .expect("logged");
     assert!(
         log.contains("closed sender connection")
             && log.contains("kind=\"frame_too_large\"")

@@ -1,8 +1,9 @@
 //! Who gets in, on real sockets with certificates generated at test time: TLS with a token
 //! streams data; a wrong or missing token, a client that trusts another CA, a client
-//! certificate from another CA under mutual TLS, and plain TCP on a TLS port are all refused
-//! before any data frame is decoded (decode counters unchanged, no series appear) and
-//! counted; refusals are logged with the peer, once per peer and kind per window. A renewed
+//! certificate from another CA under mutual TLS, and plain TCP on a TLS port (told
+//! `Reject{TlsRequired}`) are all refused before any data frame is decoded (decode counters
+//! unchanged, no series appear) and counted; a TLS client on a plain port gets plain bytes
+//! back, so its TLS stack fails on a malformed record rather than a reset; refusals are logged with the peer, once per peer and kind per window. A renewed
 //! certificate is served without a restart; unusable files keep the previous one.
 
 use crate::common;
@@ -262,8 +263,15 @@ async fn plain_tcp_on_a_tls_port_is_refused_before_decode() {
         hello_with_token("prod", "a", Some(TOKEN)),
         &[&batch_frame()],
     );
+    // The plain sender is told why, in plain framing, and can name the flag it lacks.
     let reply = send_and_read_reply(Box::new(tcp), &bytes).await;
-    assert!(reply.is_none(), "{reply:?}");
+    match &reply {
+        Some(ReceiverMessage::Reject(r)) => {
+            assert_eq!(r.reason, RejectReason::TlsRequired, "{r:?}");
+            assert!(r.message.contains("--tls-ca"), "{r:?}");
+        }
+        other => panic!("expected Reject{{TlsRequired}}, got {other:?}"),
+    }
     let text = rx.metrics().await.expect("scrape");
     assert_eq!(auth_failures(&text, "not_tls"), Some(1.0), "{text}");
     assert_eq!(rejected(&text, "tls"), Some(1.0), "{text}");
@@ -303,7 +311,19 @@ async fn a_tls_client_on_a_plain_port_is_told_apart_from_garbage() {
         .expect("connect");
     let connector = tokio_rustls::TlsConnector::from(TlsClient::new(&pki.ca, None).config);
     let name = kube_relay_receiver::tls::server_name("127.0.0.1").expect("name");
-    assert!(connector.connect(name, socket).await.is_err());
+    let err = connector
+        .connect(name, socket)
+        .await
+        .expect_err("no TLS on a plain port");
+    // The receiver answered in plain framing: the client's TLS stack read a record that is
+    // no TLS (what a TLS sender reports as a receiver without TLS), not a reset.
+    let rustls_error = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    assert!(
+        matches!(rustls_error, Some(rustls::Error::InvalidMessage(_))),
+        "{err:?}"
+    );
     let text = rx
         .metrics_until("counted", |t| {
             sample(

@@ -337,3 +337,67 @@ async fn shutdown_acks_what_was_applied_closes_sessions_and_stops_listening() {
         "no longer listening"
     );
 }
+
+#[tokio::test]
+async fn a_frame_over_the_limit_is_answered_with_the_limit_before_the_close() {
+    let limit = kube_relay_receiver::config::MIN_MAX_FRAME_BYTES;
+    let rx = Running::start(ReceiverConfig {
+        max_frame_bytes: limit,
+        ..ReceiverConfig::loopback()
+    })
+    .await
+    .expect("receiver");
+    let mut sender = TestSender::welcomed(rx.ingest, hello("big", "a"))
+        .await
+        .expect("welcome");
+    assert_eq!(
+        sender.welcome.max_frame_bytes as usize, limit,
+        "told up front"
+    );
+    // A header claiming 1 MiB, then the first 256 KiB of its payload, still unread when the
+    // receiver answers: the answer must not be lost to a reset.
+    let mut bytes = (1u32 << 20).to_be_bytes().to_vec();
+    bytes.extend(vec![0u8; 256 << 10]);
+    sender.send_raw(&bytes).await.expect("send");
+    match sender.recv().await.expect("an answer") {
+        Some(ReceiverMessage::Reject(r)) => {
+            assert_eq!(
+                r.reason,
+                RejectReason::FrameTooLarge {
+                    limit: u32::try_from(limit).expect("small")
+                }
+            );
+            assert!(
+                r.message.contains("--max-frame-bytes") && r.message.contains(&limit.to_string()),
+                "{r:?}"
+            );
+        }
+        other => panic!("expected Reject{{FrameTooLarge}}, got {other:?}"),
+    }
+    sender.closed().await.expect("then closed");
+    rx.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_protocol_violation_is_answered_with_what_was_broken() {
+    let rx = Running::loopback().await.expect("receiver");
+    let mut sender = TestSender::welcomed(rx.ingest, hello("prod", "host-a"))
+        .await
+        .expect("welcome");
+    sender.batch(small_snapshot(1)).await.expect("send");
+    assert_eq!(sender.ack_of(1).await.expect("ack"), 1);
+    sender.batch(delta(2, &[(999, 1.0)])).await.expect("send");
+    loop {
+        match sender.recv().await.expect("an answer") {
+            Some(ReceiverMessage::Ack(_) | ReceiverMessage::Heartbeat(_)) => {}
+            Some(ReceiverMessage::Reject(r)) => {
+                assert_eq!(r.reason, RejectReason::ProtocolViolation, "{r:?}");
+                assert!(r.message.contains("unknown series id 999"), "{r:?}");
+                break;
+            }
+            other => panic!("expected Reject{{ProtocolViolation}}, got {other:?}"),
+        }
+    }
+    sender.closed().await.expect("then closed");
+    rx.stop().await.expect("stop");
+}

@@ -93,3 +93,99 @@ async fn a_missing_target_fails_with_a_clear_message() {
         sender.log()
     );
 }
+
+/// Runs the sender with `args` and `env` until it exits; returns its exit code and output.
+async fn failed_start(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut sender = ChildProcess::spawn("sender", args, env).expect("starts");
+    let status = wait_until("exit", Duration::from_secs(30), POLL, || {
+        let status = sender.try_status();
+        async move { Ok(status) }
+    })
+    .await
+    .expect("exits");
+    (status.code(), sender.log())
+}
+
+#[tokio::test]
+async fn settings_that_can_never_work_stop_the_start_naming_the_input_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_str().expect("utf-8").to_owned()
+    };
+    let empty = path("empty.tok", "\n");
+    let a_file = path("state-is-a-file", "");
+    let bare_config = path("sender-config", "[sender]\n");
+    let not_pem = path("notpem", "hello\n");
+    let missing = dir.path().join("missing.tok");
+    let missing = missing.to_str().expect("utf-8");
+    let target = "--target=127.0.0.1:1";
+    for (args, env, needles, code) in [
+        (
+            vec![target, "--token-file", missing],
+            vec![],
+            vec![missing],
+            2,
+        ),
+        (
+            vec![target, "--token-file", &empty],
+            vec![],
+            vec![&*empty, "is empty"],
+            2,
+        ),
+        (
+            vec![target, "--state-dir", &a_file],
+            vec![],
+            vec![&*a_file, "not a directory"],
+            2,
+        ),
+        (
+            vec![target, "--selector", "==="],
+            vec![],
+            vec!["\"===\"", "label selector"],
+            2,
+        ),
+        (
+            vec![target, "--config", &bare_config],
+            vec![],
+            vec![&*bare_config, ".toml", ".yaml"],
+            2,
+        ),
+        (
+            vec![target],
+            vec![("KUBE_RELAY_SENDER_USAGE_INTERVAL", "abc")],
+            vec!["KUBE_RELAY_SENDER_USAGE_INTERVAL", "\"abc\""],
+            2,
+        ),
+        (
+            vec![],
+            vec![("KUBE_RELAY_TARGET", "127.0.0.1:1")],
+            vec!["KUBE_RELAY_TARGET", "KUBE_RELAY_SENDER_TARGET"],
+            2,
+        ),
+        // Read once logging runs: the same, through the log.
+        (
+            vec![target, "--tls-ca", &not_pem],
+            vec![],
+            vec![&*not_pem, "-----BEGIN CERTIFICATE-----"],
+            1,
+        ),
+    ] {
+        let (status, log) = failed_start(&args, &env).await;
+        assert_eq!(status, Some(code), "{args:?} {env:?}: {log}");
+        for needle in &needles {
+            assert!(
+                log.contains(needle),
+                "{args:?} {env:?} lacks {needle}: {log}"
+            );
+        }
+        let lines = log.lines().filter(|l| l.contains(needles[0])).count();
+        assert_eq!(lines, 1, "said once: {log}");
+        assert_eq!(
+            log.matches(needles[0]).count(),
+            1,
+            "{args:?}: the message does not repeat itself: {log}"
+        );
+    }
+}

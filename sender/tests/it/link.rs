@@ -267,6 +267,51 @@ async fn batches_are_split_to_the_receivers_frame_limit() {
 }
 
 #[tokio::test]
+async fn a_session_the_receiver_acknowledged_resets_the_reconnect_backoff() {
+    kube_relay_testkit::logs::capture("kube_relay_sender=info");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = peer_addr(&listener).to_string();
+    let shared = Arc::new(Shared::new(1));
+    shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Running")));
+    let (shutdown, running) = start_link(peer_addr(&listener), link_config("c13"), &shared);
+    // Three short sessions, each acknowledged, each ended by the receiver going away (a
+    // restart): without the reset the waits would double, 0.8 s, 1.6 s, 3.2 s ceilings.
+    for _ in 0..3 {
+        let (mut conn, hello) = accept(&listener).await;
+        welcome(&mut conn, Resume::Snapshot, 60_000).await;
+        let (_, last) = receive_snapshot(&mut conn).await;
+        ack(&mut conn, hello.epoch, last).await;
+        wait_until("the ack is seen", WAIT, POLL, || async {
+            Ok((shared.stats.acked_seq.load(Ordering::Relaxed) >= last).then_some(()))
+        })
+        .await
+        .expect("acked");
+        drop(conn);
+    }
+    let (mut fourth, _) = accept(&listener).await;
+    welcome(&mut fourth, Resume::Snapshot, 60_000).await;
+    let delays: Vec<u64> = kube_relay_testkit::logs::logged()
+        .lines()
+        .filter(|l| l.contains(&format!("target=\"{target}\"")))
+        .filter_map(|l| {
+            l.split("retry_in_ms=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(delays.len(), 3, "one retry after each session: {delays:?}");
+    let first = kube_relay_sender::backoff::INITIAL.as_millis() as u64;
+    assert!(
+        delays.iter().all(|d| *d <= first),
+        "each wait is the first one again, at most {first} ms: {delays:?}"
+    );
+    stop_link(shutdown, running).await;
+}
+
+#[tokio::test]
 async fn a_wrong_token_is_refused_counted_and_retried_until_fixed() {
     let rx = RunningReceiver::start(ReceiverConfig {
         token: Some("right".to_owned()),

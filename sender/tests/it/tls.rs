@@ -3,7 +3,8 @@
 //! is valid for another name) is refused, named in the error, counted and retried; mutual
 //! TLS admits a client certificate from the receiver's CA only; a wrong token is refused,
 //! counted and retried; leaving sends `close_notify`; unusable files are named at start-up;
-//! a stalled TLS handshake ends at the connect timeout; the binary relays the simulated
+//! a stalled TLS handshake ends at the connect timeout; a plain sender at a TLS receiver and a
+//! TLS sender at a plain one are each told which side lacks TLS; the binary relays the simulated
 //! cluster over TLS with a token file; a renewed CA and client certificate are used from the
 //! next connection on, without a restart.
 
@@ -301,6 +302,40 @@ async fn renewed_ca_and_client_certificate_files_are_used_from_the_next_connecti
     swap_in(&pki.client.cert, &live.cert);
     let (_, shutdown, task) = start_link("renewed", Some(TOKEN), renewing);
     wait_relayed(&rx, "renewed").await;
+    stop_link(shutdown, task).await;
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn a_plain_sender_at_a_tls_receiver_is_told_tls_is_required() {
+    let (_pki, rx) = start_tls_receiver(false).await;
+    let shared = Arc::new(Shared::new(1));
+    shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Running")));
+    let shutdown = CancellationToken::new();
+    let link = Link::new(
+        link_config("plain-at-tls", Some(TOKEN)),
+        kube_relay_sender::transport::TcpConnector::new(rx.ingest.to_string()),
+        Arc::clone(&shared),
+    );
+    let task = tokio::spawn(link.run(shutdown.clone()));
+    // The receiver's Reject was read: its reason is the label, not a reset.
+    wait_connect_errors(&shared, "tls_required", 2).await;
+    assert!(!task.is_finished(), "retried: the receiver may drop TLS");
+    stop_link(shutdown, task).await;
+    rx.stop().await;
+}
+
+#[tokio::test]
+async fn a_tls_sender_at_a_plain_receiver_is_told_the_receiver_has_no_tls() {
+    let pki = Pki::generate().expect("test PKI");
+    let rx = RunningReceiver::start(ReceiverConfig {
+        token: Some(TOKEN.to_owned()),
+        ..ReceiverConfig::loopback()
+    })
+    .await;
+    let (shared, shutdown, task) =
+        start_link("tls-at-plain", Some(TOKEN), connector(&rx, &pki.ca, None));
+    wait_connect_errors(&shared, "tls_plain_receiver", 2).await;
     stop_link(shutdown, task).await;
     rx.stop().await;
 }
