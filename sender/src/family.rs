@@ -212,6 +212,12 @@ catalogue! {
     /// `relay_sender_connect_errors_total`.
     SenderConnectErrors => ("relay_sender_connect_errors", Counter, "Attempts to reach the receiver that failed before a session began, by kind (connect, tls_certificate, tls_refused, tls, unauthorized, ...).",
         [&["kind"]]),
+    /// `relay_sender_api_up`.
+    SenderApiUp => ("relay_sender_api_up", Gauge, "1 while the Kubernetes API server answers the sender's probe (GET /version every 10 s, within 5 s), else 0: while 0 the relayed state may be frozen.",
+        []),
+    /// `relay_sender_watch_up`.
+    SenderWatchUp => ("relay_sender_watch_up", Gauge, "1 while the sender's watch of this resource is established, 0 from its failure until it restarts: while 0 the resource's relayed state is frozen.",
+        [&["resource"]]),
 
     // Appended, never inserted above: a family's wire id is its position, and a sender that
     // continues a spooled epoch after an upgrade replays batches whose series name old ids.

@@ -102,10 +102,7 @@ impl HttpApp {
     /// The exposition: the relayed self-metrics, the port's own gauges, the process.
     pub fn render_metrics(&self) -> String {
         let stats = &self.shared.stats;
-        let set = {
-            let store = self.shared.store();
-            stats.series(store.pending(), store.len())
-        };
+        let set = self.shared.self_series(&self.shared.store());
         let mut out = Exposition::new();
         out.series(&set);
         out.single(
@@ -280,12 +277,16 @@ mod tests {
         let shared = Arc::new(Shared::new(1));
         shared.stats.reconnects.store(2, Ordering::Relaxed);
         shared.stats.spooled_samples.store(7, Ordering::Relaxed);
+        shared.source.expect_watch("pods", None);
+        shared.source.api_answered(true, None);
         let app = HttpApp::new(Arc::clone(&shared));
         let (status, text) = get(&app, Method::GET, "/metrics");
         assert_eq!(status, StatusCode::OK);
         for line in [
             "relay_sender_reconnects_total 2",
             "relay_sender_queue_depth 7",
+            "relay_sender_api_up 1",
+            r#"relay_sender_watch_up{resource="pods"} 0"#,
             "relay_sender_link_up 0",
             "relay_sender_spool_updates 7",
             "# TYPE relay_sender_reconnects_total counter",

@@ -33,7 +33,9 @@
 //!   builds the *base* a receiver without our series table gets before the spool.
 //! - [`watch`]: one kube-runtime watcher per kind merged into one stream, with relist
 //!   semantics; [`poll`]: the usage poller; [`shared`]: the store and the self-metric
-//!   counters shared by the tasks.
+//!   counters shared by the tasks; [`source`]: whether the API server answers and each
+//!   watch is established (`relay_sender_api_up`, `relay_sender_watch_up`), read from the
+//!   watchers' HTTP traffic and a probe.
 //! - [`link`]: the connection: handshake, snapshot, deltas, acks, heartbeats, backoff,
 //!   replay from the [`spool`] (changes keep going into it while no session is up), the
 //!   base for a receiver without our series table, goodbye; generic over the [`transport`] (a `Connector`
@@ -70,6 +72,7 @@ pub mod sender;
 pub mod series;
 pub mod shared;
 pub mod simulate;
+pub mod source;
 pub mod spool;
 pub mod state_file;
 pub mod store;

@@ -26,6 +26,7 @@ use crate::http::{self, HttpApp};
 use crate::link::{Link, LinkConfig};
 use crate::poll::UsagePoller;
 use crate::shared::Shared;
+use crate::source;
 use crate::spool::{DiskSpool, MemorySpool, Spool, ThreadedSpool};
 use crate::state_file::{StateWriter, write_atomically};
 use crate::transport::Connector;
@@ -298,12 +299,17 @@ impl Sender {
             Arc::clone(&self.usage),
             Arc::clone(&self.ledger),
         );
-        let watchers = watch_all(&self.client, &scope);
+        let watchers = watch_all(&self.client, &scope, &self.shared);
         self.shared
             .stats
             .watchers
             .store(watchers.len() as u64, Ordering::Relaxed);
         tasks.spawn(applier.run(watchers, stop.clone()));
+        tasks.spawn(source::probe(
+            self.client.clone(),
+            Arc::clone(&self.shared.source),
+            stop.clone(),
+        ));
         if let Some(listener) = self.http {
             if let Ok(addr) = listener.local_addr() {
                 info!(%addr, "serving /metrics, /healthz and /readyz");

@@ -1,17 +1,18 @@
 //! State shared by the sender's tasks: the [`SeriesStore`], a change signal for the link,
-//! and the counters behind the `relay_sender_*` self-metrics.
+//! the counters behind the `relay_sender_*` self-metrics and the source's health.
 //!
 //! Locks are `std::sync::Mutex`es held only for synchronous work (never across an
 //! `.await`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
 use crate::family::Family;
 use crate::series::{ObjectKey, ObjectKind, SeriesSet};
+use crate::source::SourceHealth;
 use crate::store::SeriesStore;
 
 /// Counters of the sender's own behaviour (the `relay_sender_*` families) and of its traffic
@@ -191,6 +192,8 @@ pub struct Shared {
     changed: Notify,
     /// Self-metric counters.
     pub stats: Stats,
+    /// Whether the API server answers and each watch is established.
+    pub source: Arc<SourceHealth>,
 }
 
 impl Shared {
@@ -200,6 +203,7 @@ impl Shared {
             store: Mutex::new(SeriesStore::new(epoch)),
             changed: Notify::new(),
             stats: Stats::default(),
+            source: Arc::new(SourceHealth::default()),
         }
     }
 
@@ -222,10 +226,17 @@ impl Shared {
         self.changed.notified().await;
     }
 
-    /// Recomputes the self-metrics series from the counters.
+    /// The `relay_sender_*` series: the counters' and the source's health, given the store.
+    pub fn self_series(&self, store: &SeriesStore) -> SeriesSet<'static> {
+        let mut set = self.stats.series(store.pending(), store.len());
+        self.source.push_series(&mut set);
+        set
+    }
+
+    /// Recomputes the self-metrics series from the counters and the source's health.
     pub fn refresh_self_metrics(&self) {
         self.update(|store| {
-            let set = self.stats.series(store.pending(), store.len());
+            let set = self.self_series(store);
             store.apply(&self_key(), &set)
         });
     }
@@ -245,12 +256,14 @@ mod tests {
         shared.stats.reconnects.store(3, Ordering::Relaxed);
         shared.stats.dropped_spool_full.store(12, Ordering::Relaxed);
         shared.stats.spooled_samples.store(4, Ordering::Relaxed);
+        shared.source.expect_watch("pods", None);
         shared.refresh_self_metrics();
         let lines = shared.store().render();
         assert_eq!(
             lines,
             [
                 r#"relay_sender_api_errors_total{resource="pods",kind="gone"} 1"#,
+                "relay_sender_api_up 0",
                 r#"relay_sender_connect_errors_total{kind="tls_certificate"} 1"#,
                 r#"relay_sender_dropped_updates_total{reason="spool_corrupt"} 0"#,
                 r#"relay_sender_dropped_updates_total{reason="spool_full"} 12"#,
@@ -263,11 +276,12 @@ mod tests {
                 "relay_sender_spool_superseded_updates_total 0",
                 "relay_sender_usage_available 0",
                 r#"relay_sender_watch_restarts_total{resource="pods"} 2"#,
+                r#"relay_sender_watch_up{resource="pods"} 0"#,
             ]
         );
         // The next refresh counts its own series and the pending ones.
         shared.refresh_self_metrics();
-        assert_eq!(shared.store().value(Family::SenderSeries, &[]), Some(13.0));
+        assert_eq!(shared.store().value(Family::SenderSeries, &[]), Some(15.0));
         assert_eq!(shared.stats.watch_restarts("pods"), 2);
         assert_eq!(shared.stats.api_errors("pods"), 1);
     }

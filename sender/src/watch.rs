@@ -14,6 +14,9 @@
 //!
 //! Events are watched with the field selector `reason=SuccessfulRescale` (and filtered again
 //! here) and feed the [`ScalingLedger`].
+//!
+//! Each watcher runs on a client of its own that records whether its watch is established
+//! ([`crate::source`]); a watcher's errors mark it down too.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -36,6 +39,7 @@ use crate::error::kube_error_kind;
 use crate::events::{RESCALE_REASON, ScalingLedger, rescale_target};
 use crate::series::{ObjectKey, ObjectKind};
 use crate::shared::Shared;
+use crate::source;
 use crate::translate::deployments::{
     deployment_key, deployment_series, replicaset_key, replicaset_series,
 };
@@ -215,8 +219,18 @@ where
     }
 }
 
-/// Every watcher of the sender, merged.
-pub fn watch_all(client: &Client, scope: &WatchScope) -> SelectAll<BoxStream<'static, Update>> {
+/// Every watcher of the sender, merged, each on a client that records its health in
+/// `shared.source` (see [`crate::source`]).
+pub fn watch_all(
+    client: &Client,
+    scope: &WatchScope,
+    shared: &Shared,
+) -> SelectAll<BoxStream<'static, Update>> {
+    let health = &shared.source;
+    let watcher_client = |resource: Resource, ns: &Option<String>| {
+        health.expect_watch(resource.as_str(), ns.clone());
+        source::observed(client, Arc::clone(health), resource.as_str(), ns.clone())
+    };
     let mut streams = Vec::new();
     for ns in scope.scopes() {
         let mut pods = watcher::Config::default();
@@ -224,35 +238,35 @@ pub fn watch_all(client: &Client, scope: &WatchScope) -> SelectAll<BoxStream<'st
             pods = pods.labels(selector);
         }
         streams.push(stream(
-            api::<Pod>(client, &ns),
+            api::<Pod>(&watcher_client(Resource::Pods, &ns), &ns),
             pods,
             Resource::Pods,
             ns.clone(),
             |e| Watched::Pod(Box::new(e)),
         ));
         streams.push(stream(
-            api::<HorizontalPodAutoscaler>(client, &ns),
+            api::<HorizontalPodAutoscaler>(&watcher_client(Resource::Hpas, &ns), &ns),
             watcher::Config::default(),
             Resource::Hpas,
             ns.clone(),
             |e| Watched::Hpa(Box::new(e)),
         ));
         streams.push(stream(
-            api::<Deployment>(client, &ns),
+            api::<Deployment>(&watcher_client(Resource::Deployments, &ns), &ns),
             watcher::Config::default(),
             Resource::Deployments,
             ns.clone(),
             |e| Watched::Deployment(Box::new(e)),
         ));
         streams.push(stream(
-            api::<ReplicaSet>(client, &ns),
+            api::<ReplicaSet>(&watcher_client(Resource::ReplicaSets, &ns), &ns),
             watcher::Config::default(),
             Resource::ReplicaSets,
             ns.clone(),
             |e| Watched::ReplicaSet(Box::new(e)),
         ));
         streams.push(stream(
-            api::<CoreEvent>(client, &ns),
+            api::<CoreEvent>(&watcher_client(Resource::Events, &ns), &ns),
             watcher::Config::default().fields(&format!("reason={RESCALE_REASON}")),
             Resource::Events,
             ns.clone(),
@@ -263,7 +277,7 @@ pub fn watch_all(client: &Client, scope: &WatchScope) -> SelectAll<BoxStream<'st
             None => watcher::Config::default(),
         };
         streams.push(stream(
-            Api::<Namespace>::all(client.clone()),
+            Api::<Namespace>::all(watcher_client(Resource::Namespaces, &ns)),
             namespaces,
             Resource::Namespaces,
             ns.clone(),
@@ -271,7 +285,7 @@ pub fn watch_all(client: &Client, scope: &WatchScope) -> SelectAll<BoxStream<'st
         ));
     }
     streams.push(stream(
-        Api::<Node>::all(client.clone()),
+        Api::<Node>::all(watcher_client(Resource::Nodes, &None)),
         watcher::Config::default(),
         Resource::Nodes,
         None,
@@ -349,6 +363,9 @@ impl Applier {
             Err(e) => {
                 let kind = watch_error_kind(&e);
                 self.shared.stats.api_error(resource.as_str(), kind);
+                self.shared
+                    .source
+                    .watch_failed(resource.as_str(), scope.as_deref());
                 warn!(resource = resource.as_str(), kind, cause = %e, "watch failed; retrying with backoff");
                 return;
             }
