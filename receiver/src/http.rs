@@ -123,7 +123,11 @@ impl HttpApp {
             (true, "/") => reply(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
-                status::render(&self.store.clusters(), &self.store.scaling_events()),
+                status::render(
+                    &self.store.clusters(),
+                    &self.store.summaries(),
+                    &self.store.scaling_events(),
+                ),
             ),
             (false, "/metrics" | "/healthz" | "/readyz" | "/") => {
                 let mut r = reply(

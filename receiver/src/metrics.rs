@@ -191,7 +191,8 @@ impl Collector for StoreCollector {
         }
         let mut last = encoder.encode_descriptor(
             "relay_receiver_last_update_timestamp_seconds",
-            "Unix time the cluster's last batch was applied.",
+            "Unix time of the last change from the cluster: a batch that changed the cluster's \
+             own series (the sender's relay_sender_* self-metrics do not count).",
             None,
             MetricType::Gauge,
         )?;

@@ -81,6 +81,8 @@ pub(crate) struct Holder {
     /// Highest contiguous seq applied in this epoch; `None` until a snapshot completes.
     pub(crate) acked: Option<u64>,
     pub(crate) agent: String,
+    /// The address of the last connection that claimed the cluster.
+    pub(crate) peer: Option<SocketAddr>,
     link: Link,
 }
 
@@ -92,6 +94,7 @@ impl Holder {
             epoch: hello.epoch,
             acked: None,
             agent: hello.agent.clone(),
+            peer: None,
             link: Link::Down {
                 since: SystemTime::now(),
                 at: Instant::now(),
@@ -137,6 +140,7 @@ impl Holder {
             }
         };
         self.agent.clone_from(&hello.agent);
+        self.peer = peer;
         self.link = Link::Up {
             conn,
             cancel,

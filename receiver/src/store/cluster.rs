@@ -65,7 +65,10 @@ pub struct ClusterStatus {
     pub sender_id: String,
     /// The sender's software (`Hello::agent`).
     pub agent: String,
-    /// Last time a batch was applied.
+    /// The address of the sender's last connection (also while the cluster is down).
+    pub peer: Option<std::net::SocketAddr>,
+    /// Last time a batch changed the cluster's own series (the sender's `relay_sender_*`
+    /// self-metrics do not count; a snapshot does, being the cluster's whole state).
     pub last_update: Option<SystemTime>,
     /// Series currently exposed.
     pub series: usize,
@@ -105,6 +108,8 @@ pub(crate) struct ClusterState {
 struct Staging {
     data: ClusterData,
     next_seq: u64,
+    /// A part carried series of the cluster's own, not only the sender's self-metrics.
+    from_cluster: bool,
 }
 
 impl ClusterState {
@@ -176,6 +181,7 @@ impl ClusterState {
             self.staging = Some(Staging {
                 data: ClusterData::default(),
                 next_seq: seq,
+                from_cluster: false,
             });
         } else {
             let expected = match (&self.staging, self.holder.acked) {
@@ -211,22 +217,25 @@ impl ClusterState {
             }
         }
         self.updates += batch.changed_samples() as u64;
-        self.last_update = Some(SystemTime::now());
         match &mut self.staging {
             Some(staging) => {
                 let applied = staging.data.apply(cluster, batch, max_series, None)?;
                 staging.next_seq = seq.saturating_add(1);
+                staging.from_cluster |= applied.from_cluster;
                 self.count(cluster, applied);
                 if snapshot.is_some_and(|p| p.last) {
                     if let Some(staging) = self.staging.take() {
+                        if staging.from_cluster {
+                            self.last_update = Some(SystemTime::now());
+                        }
                         let mut old = std::mem::replace(&mut self.data, staging.data);
                         old.release_names(names);
                         let refused = self.data.publish(cluster, names);
                         self.count(
                             cluster,
                             DataApplied {
-                                dropped: 0,
                                 refused,
+                                ..DataApplied::default()
                             },
                         );
                         self.data.record_increases_since(&old, cluster, events);
@@ -241,6 +250,9 @@ impl ClusterState {
             None => {
                 let live = Live { names, events };
                 let applied = self.data.apply(cluster, batch, max_series, Some(live))?;
+                if applied.from_cluster {
+                    self.last_update = Some(SystemTime::now());
+                }
                 self.count(cluster, applied);
                 self.holder.acked = Some(seq);
                 Ok(Applied::Batch {
@@ -286,6 +298,7 @@ impl ClusterState {
             link: self.holder.link_state(ttl, now),
             sender_id: self.holder.sender_id.clone(),
             agent: self.holder.agent.clone(),
+            peer: self.holder.peer,
             last_update: self.last_update,
             series: self.data.live(),
             frames: self.frames,

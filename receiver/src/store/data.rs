@@ -23,6 +23,9 @@ use crate::exposition;
 /// Most metric families one cluster may define (the catalogue has a few dozen).
 pub const MAX_FAMILIES_PER_CLUSTER: usize = 10_000;
 
+/// Families of the sender's own metrics: their changes are not changes from the cluster.
+pub const SENDER_SELF_PREFIX: &str = "relay_sender_";
+
 /// Family names the receiver uses for its own metrics; senders may not define them.
 const RESERVED_PREFIXES: [&str; 3] = ["relay_receiver_", "relay_remote_write_", "relay_cluster_up"];
 
@@ -46,6 +49,9 @@ pub(crate) struct DataApplied {
     pub(crate) dropped: u64,
     /// Family definitions refused for a name clash.
     pub(crate) refused: Vec<Refusal>,
+    /// True when the batch defined, changed or removed a series of the cluster's own (not
+    /// one of the sender's `relay_sender_*` self-metrics).
+    pub(crate) from_cluster: bool,
 }
 
 /// What applying to live data (not to a staged snapshot) also touches: the names every
@@ -80,6 +86,8 @@ struct Family {
     /// Slots of this family's series, in definition order (swap-removed).
     members: Chunks<u32>,
     tracks_scaling: bool,
+    /// One of the sender's own metrics (`relay_sender_*`), not the cluster's.
+    sender_self: bool,
     exposure: Exposure,
 }
 
@@ -105,13 +113,15 @@ struct Series {
     tracked: Option<Arc<[(String, String)]>>,
 }
 
-/// One series' value; a series defined but not yet updated is not exposed. `tracked` is a
-/// copy of "[`Series::tracked`] is set", so an update reads only this (one cache line).
+/// One series' value; a series defined but not yet updated is not exposed. `tracked` (a
+/// copy of "[`Series::tracked`] is set") and `sender_self` (its family's) are kept here so
+/// an update reads only this (one cache line).
 #[derive(Debug, Clone, Copy, Default)]
 struct Sample {
     value: f64,
     has_value: bool,
     tracked: bool,
+    sender_self: bool,
 }
 
 /// A consistent copy of one cluster's exposed data, encoded by a scrape without any lock.
@@ -188,8 +198,9 @@ impl ClusterData {
             }
         }
         for def in &batch.series {
-            if !self.define_series(cluster, def, max_series)? {
-                applied.dropped += 1;
+            match self.define_series(cluster, def, max_series)? {
+                Some(sender_self) => applied.from_cluster |= !sender_self,
+                None => applied.dropped += 1,
             }
         }
         let mut events = live.as_mut().map(|l| &mut *l.events);
@@ -203,6 +214,7 @@ impl ClusterData {
                     let before = sample.has_value.then_some(sample.value);
                     sample.value = value;
                     sample.has_value = true;
+                    applied.from_cluster |= !sample.sender_self;
                     if sample.tracked
                         && let Some(events) = events.as_deref_mut()
                         && let Some(labels) = self
@@ -220,8 +232,10 @@ impl ClusterData {
             }
         }
         for &id in &batch.removals {
-            if !self.remove_series(id) && !self.dropped.remove(&id) && !self.dropped_overflow {
-                return Err(violation(format!("removal of unknown series id {id}")));
+            match self.remove_series(id) {
+                Some(sender_self) => applied.from_cluster |= !sender_self,
+                None if self.dropped.remove(&id) || self.dropped_overflow => {}
+                None => return Err(violation(format!("removal of unknown series id {id}"))),
             }
         }
         Ok(applied)
@@ -325,6 +339,7 @@ impl ClusterData {
                     members: Chunks::default(),
                     tracks_scaling: def.kind == MetricKind::Counter
                         && def.name == SCALING_EVENTS_FAMILY,
+                    sender_self: def.name.starts_with(SENDER_SELF_PREFIX),
                     exposure,
                 });
                 return Ok(refusal);
@@ -333,13 +348,14 @@ impl ClusterData {
         Ok(None)
     }
 
-    /// Defines (or redefines) a series; false when the cap dropped it.
+    /// Defines (or redefines) a series; `None` when the cap dropped it, else whether its
+    /// family is one of the sender's own.
     fn define_series(
         &mut self,
         cluster: &str,
         def: &SeriesDef,
         max_series: usize,
-    ) -> Result<bool, Violation> {
+    ) -> Result<Option<bool>, Violation> {
         def.validate().map_err(|e| violation(e.to_string()))?;
         let Some(family) = self.families.get(&def.family) else {
             return Err(violation(format!(
@@ -350,7 +366,7 @@ impl ClusterData {
         let mut prefix = String::with_capacity(64);
         exposition::render_prefix(&mut prefix, &family.name, family.kind, cluster, &def.labels);
         let tracked = family.tracks_scaling.then(|| def.labels.as_slice().into());
-        self.remove_series(def.id);
+        let _ = self.remove_series(def.id);
         self.dropped.remove(&def.id);
         if self.live >= max_series {
             if self.dropped.len() < max_series {
@@ -358,14 +374,16 @@ impl ClusterData {
             } else {
                 self.dropped_overflow = true;
             }
-            return Ok(false);
+            return Ok(None);
         }
         let family = self
             .families
             .get_mut(&def.family)
             .ok_or_else(|| violation(format!("unknown family id {}", def.family)))?;
+        let sender_self = family.sender_self;
         let sample = Sample {
             tracked: tracked.is_some(),
+            sender_self,
             ..Sample::default()
         };
         let series = Series {
@@ -393,7 +411,7 @@ impl ClusterData {
         family.members.push(slot);
         self.ids.insert(def.id, slot);
         self.live += 1;
-        Ok(true)
+        Ok(Some(sender_self))
     }
 
     /// Records scaling events for tracked counters that grew between `old` (the state a
@@ -429,18 +447,17 @@ impl ClusterData {
             })
     }
 
-    /// Removes a series; false when the id is unknown.
-    fn remove_series(&mut self, id: SeriesId) -> bool {
-        let Some(slot) = self.ids.remove(id) else {
-            return false;
-        };
-        let Some(series) = self.series.get_mut(slot as usize) else {
-            return false;
-        };
+    /// Removes a series; `None` when the id is unknown, else whether its family is one of
+    /// the sender's own.
+    fn remove_series(&mut self, id: SeriesId) -> Option<bool> {
+        let slot = self.ids.remove(id)?;
+        let series = self.series.get_mut(slot as usize)?;
         let (family, pos) = (series.family, series.pos as usize);
         series.prefix = None;
         series.tracked = None;
+        let mut sender_self = false;
         if let Some(v) = self.values.get_mut(slot as usize) {
+            sender_self = v.sender_self;
             *v = Sample::default();
         }
         if let Some(f) = self.families.get_mut(&family) {
@@ -453,7 +470,7 @@ impl ClusterData {
         }
         self.free.push(slot);
         self.live -= 1;
-        true
+        Some(sender_self)
     }
 }
 
@@ -544,8 +561,9 @@ pub(crate) mod tests {
     fn removal_keeps_the_other_members_reachable() {
         let mut data = ClusterData::default();
         data.apply("c", &snapshot(1, 4), 10, None).expect("apply");
-        assert!(data.remove_series(0));
-        assert!(data.remove_series(2));
+        assert_eq!(data.remove_series(0), Some(false));
+        assert_eq!(data.remove_series(2), Some(false));
+        assert_eq!(data.remove_series(2), None);
         assert_eq!(data.live, 2);
         let f = &data.families[&0];
         let mut ids: Vec<SeriesId> = f

@@ -27,6 +27,7 @@
 //! - `names`: family names across clusters, so one cluster cannot corrupt or hide
 //!   another's exposition.
 //! - `scaling`: the recent increases of the HPA scaling-events counter.
+//! - `summary`: pods, HPAs and source health of a cluster, for the status page.
 //! - `chunks`, `ids`: the copy-on-write vector and the series-id index.
 
 mod chunks;
@@ -37,6 +38,7 @@ mod encode;
 mod ids;
 mod names;
 mod scaling;
+mod summary;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -56,6 +58,7 @@ pub use self::data::MAX_FAMILIES_PER_CLUSTER;
 use self::names::FamilyNames;
 use self::scaling::ScalingLog;
 pub use self::scaling::{SCALING_EVENTS_FAMILY, SCALING_EVENTS_KEPT, ScalingEvent};
+pub use self::summary::{ClusterSummary, HpaSummary};
 use crate::exposition::Format;
 
 /// Default for [`StoreLimits::max_clusters`]: twice the fan-in goal of 10,000 senders, so
@@ -323,6 +326,23 @@ impl Store {
         self.all()
             .iter()
             .map(|(name, cs)| lock(cs).status(name, self.inner.limits.ttl, now))
+            .collect()
+    }
+
+    /// Pods, HPAs and source health of every cluster, by name, for the status page (each
+    /// cluster locked only while its view is taken).
+    pub fn summaries(&self) -> BTreeMap<String, ClusterSummary> {
+        let views: Vec<_> = self
+            .all()
+            .into_iter()
+            .map(|(name, cs)| {
+                let view = lock(&cs).view();
+                (name, view)
+            })
+            .collect();
+        views
+            .into_iter()
+            .map(|(name, view)| (name, summary::summarise(&view)))
             .collect()
     }
 
@@ -757,6 +777,57 @@ mod tests {
              up_ish{cluster=\"a\",pod=\"a\"} 1\nup_ish{cluster=\"b\",pod=\"b\"} 1\n"
         );
         assert!(store.clusters().iter().all(|c| c.families_refused == 0));
+    }
+
+    #[test]
+    fn last_update_is_the_last_change_from_the_cluster_not_from_the_sender_itself() {
+        let store = Store::new(Duration::from_secs(60), 100);
+        let claim = connect(&store, "c1", "s");
+        let last = || store.clusters()[0].last_update;
+        let mut snap = one_family(1, "relay_sender_api_errors", MetricKind::Counter, "x");
+        store.apply("c1", claim.conn, &snap, 0).expect("snapshot");
+        assert_eq!(last(), None, "only the sender's self-metrics so far");
+        let errors_grow = |seq| Batch {
+            seq,
+            updates: updates(&[(0, seq as f64)]),
+            ..Batch::default()
+        };
+        store
+            .apply("c1", claim.conn, &errors_grow(2), 0)
+            .expect("delta");
+        assert_eq!(last(), None);
+        let pods = Batch {
+            seq: 3,
+            families: vec![family(1, "kube_pod_info", MetricKind::Gauge)],
+            series: vec![series(1, 1, &[("pod", "p")])],
+            updates: updates(&[(1, 1.0)]),
+            ..Batch::default()
+        };
+        store.apply("c1", claim.conn, &pods, 0).expect("delta");
+        let changed = last().expect("a change from the cluster");
+        store
+            .apply("c1", claim.conn, &errors_grow(4), 0)
+            .expect("delta");
+        assert_eq!(
+            last(),
+            Some(changed),
+            "the sender's error counters are no update"
+        );
+        let gone = Batch {
+            seq: 5,
+            removals: vec![1],
+            ..Batch::default()
+        };
+        store.apply("c1", claim.conn, &gone, 0).expect("delta");
+        assert!(last() > Some(changed), "a removed pod is a change");
+        // A snapshot carrying the cluster's series is its whole state: an update.
+        snap.seq = 6;
+        snap.families
+            .push(family(1, "kube_pod_info", MetricKind::Gauge));
+        snap.series.push(series(1, 1, &[("pod", "p")]));
+        let before = last();
+        store.apply("c1", claim.conn, &snap, 0).expect("snapshot");
+        assert!(last() > before);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,6 +1,7 @@
 //! The status page at `/`, rendered by headless Chromium (Debian's `chromium`): one row per
-//! cluster with its state, sender, agent, last update and series count, and the recent
-//! scaling events.
+//! cluster with its link, its source (frozen when the sender's watches are down), sender,
+//! address, agent, last change, pods and series; each HPA's replicas; the recent scaling
+//! events.
 
 use crate::common;
 
@@ -58,22 +59,61 @@ fn row_cells(dom: &str, cluster: &str) -> Option<Vec<String>> {
 
 fn scaling_snapshot() -> Batch {
     let mut batch = small_snapshot(1);
-    batch.families.push(FamilyDef {
-        id: 7,
-        name: "kube_horizontalpodautoscaler_scaling_events".into(),
-        help: "Scaling actions taken by the HPA.".into(),
-        kind: MetricKind::Counter,
-    });
-    batch.series.push(SeriesDef {
-        id: 9,
-        family: 7,
-        labels: vec![
+    let mut family = |id, name: &str| {
+        batch.families.push(FamilyDef {
+            id,
+            name: name.into(),
+            help: format!("{name}."),
+            kind: if name.ends_with("_events") {
+                MetricKind::Counter
+            } else {
+                MetricKind::Gauge
+            },
+        });
+    };
+    family(7, "kube_horizontalpodautoscaler_scaling_events");
+    family(8, "kube_horizontalpodautoscaler_status_current_replicas");
+    family(9, "kube_horizontalpodautoscaler_status_desired_replicas");
+    family(10, "relay_sender_api_up");
+    family(11, "relay_sender_watch_up");
+    let hpa = |id, family, direction: Option<&str>| {
+        let mut labels = vec![
             ("namespace".into(), "shop".into()),
             ("horizontalpodautoscaler".into(), "checkout".into()),
-            ("direction".into(), "up".into()),
-        ],
-    });
-    batch.updates = common::values(&[(0, 1.0), (1, 2.0), (9, 4.0)]);
+        ];
+        if let Some(direction) = direction {
+            labels.push(("direction".into(), direction.into()));
+        }
+        SeriesDef { id, family, labels }
+    };
+    let watch = |id, resource: &str| SeriesDef {
+        id,
+        family: 11,
+        labels: vec![("resource".into(), resource.into())],
+    };
+    batch.series.extend([
+        hpa(9, 7, Some("up")),
+        hpa(10, 8, None),
+        hpa(11, 9, None),
+        SeriesDef {
+            id: 12,
+            family: 10,
+            labels: vec![],
+        },
+        watch(13, "pods"),
+        watch(14, "nodes"),
+    ]);
+    // The API server answers, but the pods watch is down: pods are frozen.
+    batch.updates = common::values(&[
+        (0, 1.0),
+        (1, 2.0),
+        (9, 4.0),
+        (10, 3.0),
+        (11, 5.0),
+        (12, 1.0),
+        (13, 0.0),
+        (14, 1.0),
+    ]);
     batch.snapshot = Some(SnapshotPart {
         first: true,
         last: true,
@@ -109,20 +149,48 @@ async fn the_status_page_lists_each_cluster_and_recent_scaling_events() {
     };
     assert!(dom.contains("<h1>kube-relay receiver</h1>"), "{dom}");
 
+    assert!(
+        dom.contains("2 cluster(s), 1 connected, <span class=\"down\">1 with a source down"),
+        "{dom}"
+    );
     let alpha = row_cells(&dom, "alpha").expect("a row for alpha");
     assert_eq!(alpha[0], "alpha");
     assert!(alpha[1].starts_with("up since "), "{alpha:?}");
-    assert_eq!(alpha[2], "host-a");
-    assert_eq!(alpha[3], "receiver-tests/0");
-    assert!(alpha[4].contains(" ago)"), "last update shown: {alpha:?}");
-    assert_eq!(alpha[5], "3");
+    assert_eq!(alpha[2], "DOWN, data frozen: watch down: pods");
+    assert_eq!(alpha[3], "host-a");
+    assert!(
+        alpha[4].starts_with("127.0.0.1:"),
+        "the sender's address: {alpha:?}"
+    );
+    assert_eq!(alpha[5], "receiver-tests/0");
+    assert!(alpha[6].contains(" ago)"), "last change shown: {alpha:?}");
+    assert_eq!(alpha[7], "1 Running");
+    assert_eq!(alpha[8], "8");
 
     let bravo = row_cells(&dom, "bravo").expect("a row for bravo");
     assert!(
         bravo[1].starts_with("down since ") && bravo[1].contains("series expire in 4m"),
         "{bravo:?}"
     );
-    assert_eq!(bravo[5], "2");
+    assert_eq!(bravo[2], "unknown while the link is down");
+    assert!(
+        bravo[4].starts_with("127.0.0.1:"),
+        "the last address: {bravo:?}"
+    );
+    assert_eq!(bravo[8], "2");
+
+    let hpas = &dom[dom.find("id=\"hpas\"").expect("HPA table")..];
+    let hpa = &hpas[hpas.find("<tr class=\"hpa\">").expect("one HPA")..];
+    let hpa = &hpa[..hpa.find("</tr>").expect("row end")];
+    for cell in [
+        "<td>alpha</td>",
+        "<td>shop</td>",
+        "<td>checkout</td>",
+        "<td class=\"current\">3</td>",
+        "<td class=\"desired\">5</td>",
+    ] {
+        assert!(hpa.contains(cell), "{cell:?} missing from {hpa}");
+    }
 
     let events = &dom[dom.find("id=\"events\"").expect("events table")..];
     let event = &events[events.find("<tr class=\"event\">").expect("one event")..];

@@ -567,10 +567,11 @@ fn alert_rules_pass_their_promtool_unit_tests() {
 }
 
 /// The alerts the issues ask for, and the certificate reload alert, by name.
-const ALERTS: [&str; 11] = [
+const ALERTS: [&str; 12] = [
     "KubeRelayReceiverDown",
     "KubeRelayClusterDisconnected",
     "KubeRelayClusterStale",
+    "KubeRelaySourceDown",
     "KubeRelayClusterGone",
     "KubeRelayCertificateReloadFailed",
     "KubeRelayRemoteWriteBehind",

@@ -7,6 +7,7 @@ mod assets;
 mod common;
 mod dashboards;
 mod faults;
+mod frozen_source;
 mod mixin_alerts;
 mod netns_harness;
 mod prometheus_runner;
