@@ -14,7 +14,8 @@
 //! offers it, else the first value). Queries marked `not_carried` read series the relay does
 //! not carry (node-exporter, cAdvisor network and filesystem counters, kinds it does not
 //! watch): they must return nothing, and are counted apart. The figures are printed on
-//! `FIGURE` lines; at least 90 % of the carried queries must return data.
+//! `FIGURE` lines. Every carried query must return data (the issue asks for 90 %; the demo and
+//! `faults` scenarios together reach all of them, so any loss is a regression).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -254,7 +255,8 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// Simulated time each cluster runs: the demo's scale-up, crash, replaced pod and scale-down.
+/// Simulated time each cluster runs: the demo's scale-up, crash, replaced pod and scale-down;
+/// every fault state of `faults` (the last begins at two minutes).
 const SIMULATED: Duration = Duration::from_secs(180);
 /// Simulated time per clock step, and the real pause between steps (10× real time, so
 /// Prometheus' 1 s scrapes see each state).
@@ -274,18 +276,16 @@ struct Outcome {
 async fn public_dashboard_queries_return_data_for_the_relayed_clusters() {
     let data = load();
     let shutdown = CancellationToken::new();
-    let mut clusters = vec![
-        relay(
-            View {
-                cluster: "demo",
-                namespace: "default",
-                pod: String::new(),
-            },
-            Scenario::builtin("demo").expect("the demo scenario"),
-            &shutdown,
-        )
-        .await,
-    ];
+    let mut clusters = Vec::new();
+    for (cluster, namespace) in [("demo", "default"), ("faults", "shop")] {
+        let view = View {
+            cluster,
+            namespace,
+            pod: String::new(),
+        };
+        let scenario = Scenario::builtin(cluster).expect("a built-in scenario");
+        clusters.push(relay(view, scenario, &shutdown).await);
+    }
 
     let prometheus = Prometheus::start_with(PrometheusConfig {
         labelled_targets: clusters
@@ -426,6 +426,32 @@ async fn public_dashboard_queries_return_data_for_the_relayed_clusters() {
         carried += dash_carried;
         passed += dash_passed;
     }
+    for c in &clusters {
+        let cluster = c.view.cluster;
+        let with_data = data
+            .dashboards
+            .iter()
+            .enumerate()
+            .flat_map(|(d, dashboard)| {
+                dashboard
+                    .panels
+                    .iter()
+                    .enumerate()
+                    .flat_map(move |(p, panel)| {
+                        panel
+                            .targets
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, t)| t.not_carried.is_none())
+                            .map(move |(t, _)| (d, p, t))
+                    })
+            })
+            .filter(|key| outcomes[key].data_in.contains(&cluster))
+            .count();
+        println!(
+            "FIGURE public dashboards: cluster {cluster} alone: {with_data}/{carried} carried queries return data"
+        );
+    }
     let total = outcomes.len();
     println!(
         "FIGURE public dashboards: {passed}/{carried} carried panel queries return data ({:.1} %); {} of {total} queries read series the relay does not carry",
@@ -443,7 +469,7 @@ async fn public_dashboard_queries_return_data_for_the_relayed_clusters() {
     );
     assert!(carried > 60, "{carried} carried queries");
     assert!(
-        passed * 10 >= carried * 9,
+        missing.is_empty(),
         "{passed}/{carried} carried queries return data; without data:\n{}",
         missing.join("\n")
     );
