@@ -1159,7 +1159,11 @@ rollouts: [{at: 10s, deployment: c, image: "x:2", fault: {kind: crash_loop}}]
             "deployments: [{name: a, image: x, load: {clients_from: [{deployment: c}]}}]",
         )
         .expect_err("no deployment c");
-        assert!(unknown_client.to_string().contains("clients_from[0].deployment"));
+        assert!(
+            unknown_client
+                .to_string()
+                .contains("clients_from[0].deployment")
+        );
         let unknown_node = Scenario::from_yaml(
             "node_conditions: [{at: 1s, node: nope, condition: Ready, status: False}]",
         )
