@@ -37,6 +37,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// Default cap on series per cluster; definitions past it are dropped and counted.
 pub const DEFAULT_MAX_SERIES_PER_CLUSTER: usize = 500_000;
+pub use crate::store::DEFAULT_MAX_CLUSTERS;
 /// Default bound on draining connections at shutdown: 10 s.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Smallest `--max-frame-bytes`, 64 KiB: above the largest thing a sender cannot split (one
@@ -85,6 +86,8 @@ pub struct ReceiverConfig {
     pub heartbeat_interval: Duration,
     /// Cap on series per cluster (`--max-series-per-cluster`).
     pub max_series_per_cluster: usize,
+    /// Cap on clusters held, connected or waiting for their TTL (`--max-clusters`).
+    pub max_clusters: usize,
     /// Bound on draining connections at shutdown (`--shutdown-timeout`).
     pub shutdown_timeout: Duration,
     /// Log line format (`--log-format`).
@@ -116,6 +119,7 @@ impl Default for ReceiverConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             max_series_per_cluster: DEFAULT_MAX_SERIES_PER_CLUSTER,
+            max_clusters: DEFAULT_MAX_CLUSTERS,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             log_format: LogFormat::Text,
             state_dir: None,
@@ -142,6 +146,7 @@ impl std::fmt::Debug for ReceiverConfig {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("max_series_per_cluster", &self.max_series_per_cluster)
+            .field("max_clusters", &self.max_clusters)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("log_format", &self.log_format)
             .field("state_dir", &self.state_dir)
@@ -258,6 +263,7 @@ impl ReceiverConfig {
             handshake_timeout: cli.handshake_timeout.get(),
             heartbeat_interval: cli.heartbeat_interval.get(),
             max_series_per_cluster: cli.max_series_per_cluster,
+            max_clusters: cli.max_clusters,
             shutdown_timeout: cli.shutdown_timeout.get(),
             log_format: cli.log_format,
             state_dir: cli.state_dir,
@@ -276,6 +282,9 @@ impl ReceiverConfig {
         let bad = |what: &str| Err(Error::Config(format!("{what} must be greater than zero")));
         if self.max_connections == 0 {
             return bad("--max-connections");
+        }
+        if self.max_clusters == 0 {
+            return bad("--max-clusters");
         }
         if !(MIN_MAX_FRAME_BYTES..=kube_relay_proto::MAX_FRAME_BYTES_CEILING)
             .contains(&self.max_frame_bytes)
@@ -488,6 +497,13 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SERIES_PER_CLUSTER)]
     pub max_series_per_cluster: usize,
 
+    /// Most clusters held at once, connected or waiting for their TTL; a sender of a new
+    /// cluster beyond it is refused (Busy, counted in
+    /// relay_receiver_handshakes_rejected_total{reason="busy"}). The default is twice the
+    /// 10,000-sender fan-in goal.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CLUSTERS)]
+    pub max_clusters: usize,
+
     /// Bound on draining connections at shutdown.
     #[arg(long, value_name = "DURATION",
           default_value_t = HumanDuration(DEFAULT_SHUTDOWN_TIMEOUT))]
@@ -689,6 +705,9 @@ mod tests {
             }),
             row("max_series_per_cluster", ["1", "2", "3"], |c| {
                 c.max_series_per_cluster.to_string()
+            }),
+            row("max_clusters", ["1", "2", "3"], |c| {
+                c.max_clusters.to_string()
             }),
             row("shutdown_timeout", ["\"1s\"", "2s", "3s"], |c| {
                 format!("{:?}", c.shutdown_timeout)

@@ -39,7 +39,7 @@ use crate::metrics::Metrics;
 use crate::remote_write::{self, RemoteWrite};
 use crate::security::{REFUSAL_LOG_WINDOW, RefusalLog};
 use crate::session::Session;
-use crate::store::Store;
+use crate::store::{Store, StoreLimits};
 use crate::tls::{self, HandshakeFailure, TLS_HANDSHAKE_RECORD};
 use crate::{Error, ReceiverConfig, Result};
 
@@ -84,7 +84,11 @@ impl Receiver {
     /// bound; with remote write, its errors (unusable queue directory, TLS or secret files).
     pub async fn bind(config: ReceiverConfig) -> Result<Receiver> {
         config.validate()?;
-        let store = Store::new(config.ttl, config.max_series_per_cluster);
+        let store = Store::with_limits(StoreLimits {
+            ttl: config.ttl,
+            max_series_per_cluster: config.max_series_per_cluster,
+            max_clusters: config.max_clusters,
+        });
         let remote_write_shutdown = CancellationToken::new();
         let remote_write = match (&config.state_dir, config.remote_write.is_empty()) {
             (Some(state_dir), false) => Some(

@@ -221,7 +221,7 @@ impl Session {
             Err(ClaimError::TooManyClusters { limit }) => {
                 let message = format!(
                     "cluster {:?} is new and the receiver already holds its limit of {limit} \
-                     clusters (clusters whose sender left count until their TTL)",
+                     clusters (--max-clusters; clusters whose sender left count until their TTL)",
                     hello.cluster
                 );
                 return Err(self.reject(&mut conn, RejectReason::Busy, message).await);

@@ -24,7 +24,7 @@ pub enum ClaimError {
     },
     /// The cluster is new and the store already holds its limit of clusters.
     TooManyClusters {
-        /// The limit.
+        /// The limit (`--max-clusters`).
         limit: usize,
     },
 }

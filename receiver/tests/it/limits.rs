@@ -1,6 +1,6 @@
 //! Limits and bad input on real sockets: garbage and oversized frames close only the
 //! offending connection (with a logged reason), idle and handshake timeouts, the connection
-//! cap, the series cap, and TTL expiry under a paused clock.
+//! cap, the cluster cap, the series cap, and TTL expiry under a paused clock.
 
 use crate::common;
 
@@ -193,6 +193,50 @@ async fn connections_past_the_cap_are_answered_busy() {
     )
     .await
     .expect("admitted after a slot freed");
+}
+
+#[tokio::test]
+async fn senders_of_new_clusters_past_the_cluster_cap_are_answered_busy_with_the_reason() {
+    let config = ReceiverConfig {
+        max_clusters: 2,
+        ttl: Duration::from_secs(300),
+        ..ReceiverConfig::loopback()
+    };
+    let rx = Running::start(config).await.expect("receiver");
+    let mut a = TestSender::welcomed(rx.ingest, hello("a", "a"))
+        .await
+        .expect("a");
+    a.goodbye()
+        .await
+        .expect("a leaves; its cluster waits for the TTL");
+    let _b = TestSender::welcomed(rx.ingest, hello("b", "b"))
+        .await
+        .expect("b");
+    let reject = TestSender::connect(rx.ingest, hello("c", "c"))
+        .await
+        .expect("io")
+        .expect_err("a third cluster");
+    assert_eq!(reject.reason, RejectReason::Busy);
+    assert!(
+        reject
+            .message
+            .contains("limit of 2 clusters (--max-clusters"),
+        "{}",
+        reject.message
+    );
+    // A known cluster is no new one: a's sender comes back.
+    TestSender::welcomed(rx.ingest, hello("a", "a"))
+        .await
+        .expect("a again");
+    let text = rx.metrics().await.expect("scrape");
+    assert_eq!(
+        sample(
+            &text,
+            r#"relay_receiver_handshakes_rejected_total{reason="busy"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
 }
 
 #[tokio::test]
