@@ -101,9 +101,12 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// The receiver's sender port, HOST:PORT.
+    /// The receiver's sender port, HOST:PORT; several (comma-separated or repeated; a list
+    /// in the file) for failover, in order: the sender stays with a receiver until it fails
+    /// (connect error, dead link, refusal other than cluster-in-use), then moves to the next.
     #[arg(long, value_name = "HOST:PORT")]
-    pub target: Option<String>,
+    #[serde(default, deserialize_with = "crate::target::one_or_many")]
+    pub target: Option<Vec<String>>,
 
     /// Cluster name, the `cluster` label of every series: 1 to 253 characters of
     /// [A-Za-z0-9._-] [default: the kube context's name; `kube-sim` under --simulate].
@@ -167,7 +170,7 @@ pub struct Cli {
     pub tls_client_key: Option<PathBuf>,
 
     /// Name the receiver's certificate must be valid for (a DNS name or an IP address)
-    /// [default: the host part of --target].
+    /// [default: the host part of each --target entry].
     #[arg(long, value_name = "NAME")]
     pub tls_server_name: Option<String>,
 
@@ -221,8 +224,8 @@ fn check_directory(flag: &str, dir: &std::path::Path) -> Result<(), Error> {
 /// The resolved configuration of a sender.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Receiver address, `HOST:PORT`.
-    pub target: String,
+    /// Receiver addresses, `HOST:PORT` each, in failover order (see [`crate::target`]).
+    pub targets: Vec<String>,
     /// Cluster name; `None` means the kube context's name (or `kube-sim` when simulating).
     pub cluster: Option<String>,
     /// Kubeconfig file.
@@ -274,7 +277,7 @@ impl Config {
     /// A configuration with every default and this target.
     pub fn new(target: impl Into<String>) -> Self {
         Config {
-            target: target.into(),
+            targets: vec![target.into()],
             cluster: None,
             kubeconfig: None,
             context: None,
@@ -345,9 +348,10 @@ impl Config {
     /// [`Error::Config`] for a missing target or a bad value, [`Error::Settings`] for an
     /// unreadable or empty token file.
     pub fn from_cli(cli: Cli) -> Result<Config, Error> {
-        let target = cli.target.ok_or_else(|| {
+        let targets = cli.target.ok_or_else(|| {
             Error::Config("--target HOST:PORT (or KUBE_RELAY_SENDER_TARGET) is required".to_owned())
         })?;
+        let targets = crate::target::parse_targets(&targets).map_err(Error::Config)?;
         let token_file = cli.token_file.clone().filter(|_| cli.token.is_none());
         let token = match (cli.token, cli.token_file) {
             (Some(token), _) if token.is_empty() => {
@@ -360,7 +364,7 @@ impl Config {
             (None, None) => None,
         };
         let config = Config {
-            target,
+            targets,
             cluster: cli.cluster,
             kubeconfig: cli.kubeconfig,
             context: cli.context,
@@ -408,12 +412,7 @@ impl Config {
     /// # Errors
     /// [`Error::Config`] naming the problem.
     pub fn validate(&self) -> Result<(), Error> {
-        if !self.target.contains(':') {
-            return Err(Error::Config(format!(
-                "--target {:?} is not HOST:PORT",
-                self.target
-            )));
-        }
+        crate::target::check_targets(&self.targets).map_err(Error::Config)?;
         if let Some(listen) = &self.http_listen {
             let port = listen.rsplit_once(':').map(|(_, port)| port.parse::<u16>());
             if !matches!(port, Some(Ok(_))) {
@@ -505,7 +504,7 @@ mod tests {
             }
         }
         vec![
-            row("target", ["\"f:1\"", "e:2", "g:3"], |c| c.target.clone()),
+            row("target", ["\"f:1\"", "e:2", "g:3"], |c| c.targets.join(",")),
             row("cluster", ["\"file\"", "env", "flag"], |c| {
                 format!("{:?}", c.cluster)
             }),
@@ -682,14 +681,16 @@ mod tests {
         let a = write(&dir, "a.toml", "[sender]\ntarget = \"a:1\"\n");
         let b = write(&dir, "b.yaml", "sender:\n  target: b:1\n");
         assert_eq!(
-            load(&[], &[("KUBE_RELAY_CONFIG", &a)]).expect("env").target,
-            "a:1"
+            load(&[], &[("KUBE_RELAY_CONFIG", &a)])
+                .expect("env")
+                .targets,
+            ["a:1"]
         );
         assert_eq!(
             load(&["--config", &b], &[("KUBE_RELAY_CONFIG", &a)])
                 .expect("flag")
-                .target,
-            "b:1"
+                .targets,
+            ["b:1"]
         );
     }
 
@@ -831,6 +832,78 @@ mod tests {
                 Some(&err as &(dyn std::error::Error + 'static)),
                 |e| e.source(),
             ));
+            assert!(text.contains(needle), "{args:?} {env:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn several_targets_come_comma_separated_repeated_or_as_a_file_list_in_order() {
+        let two = ["a:9000", "b:9000"];
+        assert_eq!(
+            load(&["--target", "a:9000,b:9000"], &[])
+                .expect("commas")
+                .targets,
+            two
+        );
+        assert_eq!(
+            load(&["--target=a:9000", "--target=b:9000"], &[])
+                .expect("repeated")
+                .targets,
+            two
+        );
+        assert_eq!(
+            load(&[], &[("KUBE_RELAY_SENDER_TARGET", "a:9000, b:9000")])
+                .expect("env")
+                .targets,
+            two
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let list = write(
+            &dir,
+            "l.toml",
+            "[sender]\ntarget = [\"a:9000\", \"b:9000\"]\n",
+        );
+        let one = write(&dir, "o.yaml", "sender:\n  target: a:9000,b:9000\n");
+        for file in [list, one] {
+            assert_eq!(
+                load(&["--config", &file], &[]).expect("file").targets,
+                two,
+                "{file}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_target_stops_the_start_naming_the_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(&dir, "t.toml", "[sender]\ntarget = [\"a:9000\", \"\"]\n");
+        for (args, env, needle) in [
+            (
+                vec!["--target=127.0.0.1:99999"],
+                vec![],
+                "\"127.0.0.1:99999\": port 99999",
+            ),
+            (
+                vec!["--target=tcp://host:9000"],
+                vec![],
+                "\"tcp://host:9000\": no scheme",
+            ),
+            (vec!["--target=a:9000,,b:9000"], vec![], "empty entry"),
+            (vec!["--target="], vec![], "empty entry"),
+            (
+                vec!["--target=a:9000", "--target=a:9000"],
+                vec![],
+                "a:9000 twice",
+            ),
+            (vec!["--config", file.as_str()], vec![], "empty entry"),
+            (
+                vec![],
+                vec![("KUBE_RELAY_SENDER_TARGET", "hostb:http")],
+                "\"http\" is not a number",
+            ),
+        ] {
+            let err = load(&args, &env).expect_err("refused");
+            let text = err.to_string();
             assert!(text.contains(needle), "{args:?} {env:?}: {text}");
         }
     }

@@ -310,6 +310,12 @@ catalogue! {
     /// `relay_sender_spool_bases_total`.
     SenderSpoolBases => ("relay_sender_spool_bases", Counter, "Bases sent: a receiver without this sender's series table got the definitions the spool needs, then the spool, instead of losing it to a snapshot.",
         []),
+    /// `relay_sender_target`.
+    SenderTarget => ("relay_sender_target", Gauge, "1 for the receiver of --target the sender uses now (or tries to), 0 for the others.",
+        [&["target"]]),
+    /// `relay_sender_failovers_total`.
+    SenderFailovers => ("relay_sender_failovers", Counter, "Moves to the next receiver of --target after the current one failed or refused the sender.",
+        []),
 }
 
 impl Family {

@@ -47,7 +47,8 @@
 //!   continues the spooled epoch and replays them if the receiver still holds it.
 //! - [`sender`]: [`Sender`] wires it all; [`config`]: the sender's settings (flags,
 //!   `KUBE_RELAY_SENDER_*` environment, `[sender]` in the config file) through the layer
-//!   both binaries share; [`kubeclient`]: kubectl-like access; [`simulate`]: `--simulate`;
+//!   both binaries share; [`target`]: the receivers' addresses (`--target`, several for
+//!   failover), checked at start-up; [`kubeclient`]: kubectl-like access; [`simulate`]: `--simulate`;
 //!   [`access`]: the RBAC rules the sender needs; [`malloc`], [`telemetry`]: process set-up.
 //!
 //! [`SeriesSet`]: series::SeriesSet
@@ -76,6 +77,7 @@ pub mod source;
 pub mod spool;
 pub mod state_file;
 pub mod store;
+pub mod target;
 pub mod telemetry;
 pub mod tls;
 pub mod tls_failure;

@@ -51,7 +51,7 @@ use futures::{SinkExt, StreamExt};
 use kube_relay_proto::frame::{decode_payload, encode_payload};
 use kube_relay_proto::{
     Batch, Goodbye, Heartbeat, Hello, MAX_HANDSHAKE_FRAME_BYTES, PROTOCOL_VERSION, ReceiverMessage,
-    Resume, SenderCodec, SenderMessage, SeriesId, Welcome,
+    RejectReason, Resume, SenderCodec, SenderMessage, SeriesId, Welcome,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
@@ -277,7 +277,10 @@ fn named_in(spooled: &[(u64, Bytes)]) -> Option<(Vec<SeriesId>, u64)> {
 /// The sender's side of the protocol. See the [module docs](self).
 pub struct Link<C: Connector, S: Spool = MemorySpool> {
     config: LinkConfig,
-    connector: Arc<C>,
+    /// The receivers, in failover order (never empty).
+    targets: Vec<Arc<C>>,
+    /// Index of the one in use (see [`Link::fail_over`]).
+    current: usize,
     shared: Arc<Shared>,
     spool: S,
     epoch: u64,
@@ -326,19 +329,45 @@ impl<C: Connector, S: Spool> Link<C, S> {
     /// after them (see `docs/protocol.md`, "Sender restarts"). An empty spool is reset to
     /// the store's epoch. The store keeps removed series' definitions within the spool's
     /// bound, for a base.
-    pub fn with_spool(config: LinkConfig, connector: C, shared: Arc<Shared>, mut spool: S) -> Self {
+    pub fn with_spool(config: LinkConfig, connector: C, shared: Arc<Shared>, spool: S) -> Self {
+        Link::build(config, vec![Arc::new(connector)], shared, spool)
+    }
+
+    /// A link to several receivers, in failover order (see [`Link::fail_over`]), with the
+    /// given spool (as [`Link::with_spool`]).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `targets` is empty.
+    pub fn with_targets(
+        config: LinkConfig,
+        targets: Vec<C>,
+        shared: Arc<Shared>,
+        spool: S,
+    ) -> Result<Self, Error> {
+        if targets.is_empty() {
+            return Err(Error::Config(
+                "no receiver to connect to: give --target HOST:PORT".to_owned(),
+            ));
+        }
+        let targets = targets.into_iter().map(Arc::new).collect();
+        Ok(Link::build(config, targets, shared, spool))
+    }
+
+    fn build(config: LinkConfig, targets: Vec<Arc<C>>, shared: Arc<Shared>, mut spool: S) -> Self {
         let epoch = shared.store().epoch();
         let restored = spool.newest();
         if restored.is_none() {
             spool.reset(epoch);
         }
         shared.store().keep_tombstones(config.spool_max_bytes);
-        shared
-            .stats
+        let stats = &shared.stats;
+        stats
             .spooled_samples
             .store(spool.samples(), Ordering::Relaxed);
+        stats.set_targets(targets.iter().map(|t| t.target().to_owned()).collect());
         Link {
-            connector: Arc::new(connector),
+            targets,
+            current: 0,
             shared,
             spool,
             epoch,
@@ -370,6 +399,9 @@ impl<C: Connector, S: Spool> Link<C, S> {
 
     async fn run_sessions(&mut self, shutdown: &CancellationToken) -> Result<(), Error> {
         let mut first = true;
+        // Failures since the last session began or the last wait: once every target has
+        // failed in a row, the link waits (backs off) before the next round.
+        let mut failures = 0;
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -378,13 +410,14 @@ impl<C: Connector, S: Spool> Link<C, S> {
             let started = Instant::now();
             self.delivered = false;
             let attempt = handshake(
-                Arc::clone(&self.connector),
+                Arc::clone(&self.targets[self.current]),
                 self.hello(),
                 self.config.connect_timeout,
             );
             let result = match self.spooling_while(attempt, shutdown).await {
                 None => return Ok(()),
                 Some(Ok((mut conn, welcome))) => {
+                    failures = 0;
                     self.session(&mut conn, welcome, shutdown, &mut first).await
                 }
                 Some(Err(e)) => {
@@ -400,7 +433,7 @@ impl<C: Connector, S: Spool> Link<C, S> {
                     continue;
                 }
                 Err(e) if e.is_fatal() => {
-                    warn!(target = self.connector.target(), cause = %e, "giving up");
+                    warn!(target = self.target(), cause = %e, "giving up");
                     return Err(e);
                 }
                 Err(e) => {
@@ -410,9 +443,18 @@ impl<C: Connector, S: Spool> Link<C, S> {
                     if self.delivered || started.elapsed() >= HEALTHY_AFTER {
                         self.backoff.reset();
                     }
-                    let delay = self.backoff.next_delay();
+                    failures += 1;
+                    let failed = self.current;
+                    let moved = self.fail_over(&e);
+                    // The next receiver at once, until every one failed in a row.
+                    let delay = if moved && failures < self.targets.len() {
+                        Duration::ZERO
+                    } else {
+                        failures = 0;
+                        self.backoff.next_delay()
+                    };
                     let retry_in_ms = delay.as_millis() as u64;
-                    let target = self.connector.target();
+                    let target = self.targets[failed].target();
                     // Refusals a retry alone will not cure: say what to check.
                     match e.hint() {
                         Some(hint) => error!(
@@ -431,12 +473,49 @@ impl<C: Connector, S: Spool> Link<C, S> {
                             "connection to the receiver failed"
                         ),
                     }
+                    if moved {
+                        info!(
+                            from = target,
+                            to = self.target(),
+                            retry_in_ms,
+                            "failing over to the next receiver"
+                        );
+                    }
                     if self.spooling_while(sleep(delay), shutdown).await.is_none() {
                         return Ok(());
                     }
                 }
             }
         }
+    }
+
+    /// Where the link connects now.
+    fn target(&self) -> &str {
+        self.targets[self.current].target()
+    }
+
+    /// Moves to the next receiver after `e` ended an attempt or a session there; returns
+    /// whether it did. Every failure moves on but `Reject{ClusterInUse}`: another sender of
+    /// this cluster is live at that receiver, and streaming to another one would make two
+    /// receivers report one cluster; waiting for it to go is right. The link stays with a
+    /// receiver until it fails (no return to the first): each move costs the new receiver a
+    /// base and a snapshot, and a flapping receiver must not make every sender flap with it.
+    fn fail_over(&mut self, e: &Error) -> bool {
+        let taken = matches!(
+            e,
+            Error::Rejected {
+                reason: RejectReason::ClusterInUse,
+                ..
+            }
+        );
+        if self.targets.len() < 2 || taken {
+            return false;
+        }
+        self.current = (self.current + 1) % self.targets.len();
+        let stats = &self.shared.stats;
+        stats.failovers.fetch_add(1, Ordering::Relaxed);
+        stats.current_target.store(self.current, Ordering::Relaxed);
+        true
     }
 
     /// The `Hello` for the next session: the oldest spooled batch is offered for replay

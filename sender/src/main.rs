@@ -49,7 +49,7 @@ fn causes(e: &Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)>
 
 async fn run(config: Config) -> Result<()> {
     // TLS files are read now: a bad one stops the start-up with its name.
-    let connector = tls::connector(&config)?;
+    let connectors = tls::connectors(&config)?;
     // Bound now: a port in use stops the start-up with its address.
     let http = match &config.http_listen {
         Some(listen) => Some(
@@ -98,7 +98,7 @@ async fn run(config: Config) -> Result<()> {
         Some(listener) => sender.with_http(listener),
         None => sender,
     };
-    let result = sender.run_with(connector, shutdown).await;
+    let result = sender.run_with_targets(connectors, shutdown).await;
     if let Some(sim) = simulated {
         sim.sim.shutdown().await;
     }

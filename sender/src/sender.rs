@@ -53,7 +53,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// One sender: a cluster watched through `client`, streamed to `config.target`.
+/// One sender: a cluster watched through `client`, streamed to the receivers of `config.targets`.
 pub struct Sender {
     config: Config,
     client: Client,
@@ -266,8 +266,8 @@ impl Sender {
     /// An unusable TLS file; fatal link errors (the receiver does not speak our protocol
     /// version). A refused token or certificate is retried with backoff, not fatal.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let connector = crate::tls::connector(&self.config)?;
-        self.run_with(connector, shutdown).await
+        let connectors = crate::tls::connectors(&self.config)?;
+        self.run_with_targets(connectors, shutdown).await
     }
 
     /// Runs over the transport `connector` opens until `shutdown`.
@@ -279,13 +279,37 @@ impl Sender {
         connector: C,
         shutdown: CancellationToken,
     ) -> Result<(), Error> {
+        self.run_with_targets(vec![connector], shutdown).await
+    }
+
+    /// Runs until `shutdown` over the transports `connectors` open, one receiver at a time,
+    /// in failover order (`--target a,b`).
+    ///
+    /// # Errors
+    /// Fatal link errors (the receiver does not speak our protocol version), or no
+    /// connector at all.
+    pub async fn run_with_targets<C: Connector>(
+        self,
+        connectors: Vec<C>,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
+        let targets: Vec<&str> = connectors.iter().map(Connector::target).collect();
+        let targets = targets.join(",");
+        let link_config =
+            LinkConfig::from_config(&self.config, self.cluster.clone(), self.sender_id.clone());
+        let link = Link::with_targets(
+            link_config,
+            connectors,
+            Arc::clone(&self.shared),
+            self.spool,
+        )?;
         let scope = WatchScope {
             namespaces: self.config.namespaces.clone(),
             selector: self.config.selector.clone(),
         };
         info!(
             cluster = %self.cluster,
-            target = connector.target(),
+            target = %targets,
             namespaces = ?scope.namespaces,
             selector = ?scope.selector,
             usage = %self.config.usage_source,
@@ -358,11 +382,7 @@ impl Sender {
         });
         tasks.close();
 
-        let link_config =
-            LinkConfig::from_config(&self.config, self.cluster.clone(), self.sender_id.clone());
-        let result = Link::with_spool(link_config, connector, Arc::clone(&self.shared), self.spool)
-            .run(shutdown)
-            .await;
+        let result = link.run(shutdown).await;
 
         stop.cancel();
         if tokio::time::timeout(self.config.shutdown_timeout, tasks.wait())

@@ -5,7 +5,7 @@
 //! `.await`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -36,6 +36,12 @@ pub struct Stats {
     pub offline_batches: AtomicU64,
     /// Bases sent: a receiver without our series table got the spool on top of one.
     pub bases_sent: AtomicU64,
+    /// Moves to the next receiver of `--target`.
+    pub failovers: AtomicU64,
+    /// Index in `targets` of the receiver the link uses.
+    pub current_target: AtomicUsize,
+    /// The receivers (`--target`), in failover order.
+    targets: Mutex<Vec<String>>,
     /// Bytes written to the receiver (frames of every kind).
     pub bytes_sent: AtomicU64,
     /// Bytes of delta batches (not snapshots, handshakes or heartbeats).
@@ -92,6 +98,18 @@ impl Stats {
     pub fn watches_synced(&self) -> bool {
         let watchers = self.watchers.load(Ordering::Relaxed);
         watchers > 0 && self.watchers_listed.load(Ordering::Relaxed) >= watchers
+    }
+
+    /// Records the receivers the link may use, in failover order (the first is current).
+    pub fn set_targets(&self, targets: Vec<String>) {
+        *lock(&self.targets) = targets;
+        self.current_target.store(0, Ordering::Relaxed);
+    }
+
+    /// The receiver the link uses now (or tries to).
+    pub fn current_target(&self) -> Option<String> {
+        let current = self.current_target.load(Ordering::Relaxed);
+        lock(&self.targets).get(current).cloned()
     }
 
     /// Failed attempts of `kind` so far.
@@ -164,6 +182,19 @@ impl Stats {
             Family::SenderSpoolBases,
             none,
             self.bases_sent.load(Ordering::Relaxed) as f64,
+        );
+        let current = self.current_target.load(Ordering::Relaxed);
+        for (i, target) in lock(&self.targets).iter().enumerate() {
+            set.push(
+                Family::SenderTarget,
+                [target.clone()],
+                f64::from(u8::from(i == current)),
+            );
+        }
+        set.push(
+            Family::SenderFailovers,
+            none,
+            self.failovers.load(Ordering::Relaxed) as f64,
         );
         set.push(
             Family::SenderReconnects,
@@ -257,6 +288,11 @@ mod tests {
         shared.stats.dropped_spool_full.store(12, Ordering::Relaxed);
         shared.stats.spooled_samples.store(4, Ordering::Relaxed);
         shared.source.expect_watch("pods", None);
+        shared
+            .stats
+            .set_targets(vec!["a:9000".to_owned(), "b:9000".to_owned()]);
+        shared.stats.current_target.store(1, Ordering::Relaxed);
+        shared.stats.failovers.store(1, Ordering::Relaxed);
         shared.refresh_self_metrics();
         let lines = shared.store().render();
         assert_eq!(
@@ -267,6 +303,7 @@ mod tests {
                 r#"relay_sender_connect_errors_total{kind="tls_certificate"} 1"#,
                 r#"relay_sender_dropped_updates_total{reason="spool_corrupt"} 0"#,
                 r#"relay_sender_dropped_updates_total{reason="spool_full"} 12"#,
+                "relay_sender_failovers_total 1",
                 "relay_sender_queue_depth 4",
                 "relay_sender_reconnects_total 3",
                 "relay_sender_series 0",
@@ -274,6 +311,8 @@ mod tests {
                 "relay_sender_spool_offline_batches_total 0",
                 "relay_sender_spool_replayed_batches_total 0",
                 "relay_sender_spool_superseded_updates_total 0",
+                r#"relay_sender_target{target="a:9000"} 0"#,
+                r#"relay_sender_target{target="b:9000"} 1"#,
                 "relay_sender_usage_available 0",
                 r#"relay_sender_watch_restarts_total{resource="pods"} 2"#,
                 r#"relay_sender_watch_up{resource="pods"} 0"#,
@@ -281,7 +320,7 @@ mod tests {
         );
         // The next refresh counts its own series and the pending ones.
         shared.refresh_self_metrics();
-        assert_eq!(shared.store().value(Family::SenderSeries, &[]), Some(15.0));
+        assert_eq!(shared.store().value(Family::SenderSeries, &[]), Some(18.0));
         assert_eq!(shared.stats.watch_restarts("pods"), 2);
         assert_eq!(shared.stats.api_errors("pods"), 1);
     }

@@ -1,9 +1,9 @@
 //! TLS on the link to the receiver (rustls with the `ring` provider, as the receiver uses).
 //!
 //! `--tls-ca FILE` switches the link to TLS: [`TlsConnector`] trusts the CA certificate(s) in
-//! that PEM file and nothing else (no system roots), checks the receiver's certificate
-//! against `--tls-server-name` or the host part of `--target` (a DNS name or an IP address,
-//! which must then be in the certificate's IP SANs), and with `--tls-client-cert` and
+//! that PEM file and nothing else (no system roots), checks each receiver's certificate
+//! against `--tls-server-name` or the host part of its `--target` entry (a DNS name or an
+//! IP address, which must then be in the certificate's IP SANs), and with `--tls-client-cert` and
 //! `--tls-client-key` presents a client certificate for mutual TLS. The files are read at
 //! start-up (a missing or malformed file is an [`Error::TlsFile`] naming it) and again before
 //! a connection when they changed, so a renewed client certificate or CA is used from the
@@ -165,7 +165,8 @@ impl TlsConnector {
         })
     }
 
-    /// The TLS connector a (validated) configuration asks for, `None` without `--tls-ca`.
+    /// The TLS connector a (validated) configuration asks for, to its first target, `None`
+    /// without `--tls-ca`.
     ///
     /// # Errors
     /// As [`TlsConnector::new`].
@@ -178,13 +179,23 @@ impl TlsConnector {
             .tls_client_cert
             .as_deref()
             .zip(config.tls_client_key.as_deref());
-        TlsConnector::new(
-            config.target.clone(),
-            ca,
-            identity,
-            config.tls_server_name.as_deref(),
-        )
-        .map(Some)
+        let first = config.targets.first().cloned().unwrap_or_default();
+        TlsConnector::new(first, ca, identity, config.tls_server_name.as_deref()).map(Some)
+    }
+
+    /// A connector to another receiver, `target`, with the same CA and client identity (read
+    /// once, reloaded together), checking `server_name` (default: the host of `target`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid server name.
+    pub fn to(&self, target: impl Into<String>, server_name: Option<&str>) -> Result<Self, Error> {
+        let target = target.into();
+        let name = self::server_name(server_name.unwrap_or_else(|| host_of(&target)))?;
+        Ok(TlsConnector {
+            tcp: TcpConnector::new(target),
+            server_name: name,
+            files: Arc::clone(&self.files),
+        })
     }
 
     /// The name the receiver's certificate is checked against.
@@ -253,30 +264,43 @@ impl Connector for LinkConnector {
     }
 }
 
-/// The connector `config` asks for: TLS with `--tls-ca`, else plain TCP. Reads the TLS
-/// files now, so a bad one stops the start-up, and logs the link's security: what TLS checks,
-/// or each of the [`security_warnings`].
+/// The connectors `config` asks for, one per target in failover order: TLS with
+/// `--tls-ca` (each checking its own host, or `--tls-server-name` for all), else plain TCP.
+/// Reads the TLS files now, so a bad one stops the start-up, and logs the link's security:
+/// what TLS checks, or each of the [`security_warnings`].
 ///
 /// # Errors
 /// As [`TlsConnector::new`].
-pub fn connector(config: &Config) -> Result<LinkConnector, Error> {
+pub fn connectors(config: &Config) -> Result<Vec<LinkConnector>, Error> {
+    let targets = config.targets.join(",");
     Ok(match TlsConnector::from_config(config)? {
-        Some(tls) => {
-            info!(
-                target = %config.target,
-                server_name = %tls.server_name(),
-                ca = %tls.files.ca.display(),
-                client_certificate = config.tls_client_cert.is_some(),
-                token = config.token.is_some(),
-                "the link to the receiver uses TLS"
-            );
-            LinkConnector::Tls(tls)
+        Some(first) => {
+            let mut all = Vec::with_capacity(config.targets.len());
+            for target in config.targets.iter().skip(1) {
+                all.push(first.to(target.clone(), config.tls_server_name.as_deref())?);
+            }
+            all.insert(0, first);
+            for tls in &all {
+                info!(
+                    target = tls.target(),
+                    server_name = %tls.server_name(),
+                    ca = %tls.files.ca.display(),
+                    client_certificate = config.tls_client_cert.is_some(),
+                    token = config.token.is_some(),
+                    "the link to the receiver uses TLS"
+                );
+            }
+            all.into_iter().map(LinkConnector::Tls).collect()
         }
         None => {
             for warning in security_warnings(config) {
-                warn!(target = %config.target, "{warning}");
+                warn!(target = %targets, "{warning}");
             }
-            LinkConnector::Plain(TcpConnector::new(config.target.clone()))
+            config
+                .targets
+                .iter()
+                .map(|t| LinkConnector::Plain(TcpConnector::new(t.clone())))
+                .collect()
         }
     })
 }
@@ -389,7 +413,7 @@ mod tests {
         let mut config = Config::new("b:9000");
         config.token = Some("s3cret".to_owned());
         let log = logged(|| {
-            connector(&config).expect("plain");
+            connectors(&config).expect("plain");
         });
         assert!(log.contains("TOKEN SENT IN CLEAR"), "{log}");
         assert!(log.contains("b:9000"), "{log}");

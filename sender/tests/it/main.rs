@@ -5,6 +5,7 @@
 mod backfill;
 mod binary;
 mod cluster;
+mod failover;
 mod link;
 mod logging;
 mod own_port;

@@ -57,7 +57,7 @@ async fn the_senders_own_port_answers_while_the_link_is_cut_and_shows_the_spool_
     let bed = Bed::start(Scenario::builtin("demo").expect("demo scenario")).await;
     let proxy = LinkProxy::start(bed.ingest).await.expect("proxy");
     let mut config = bed.config();
-    config.target = proxy.addr().to_string();
+    config.targets = vec![proxy.addr().to_string()];
     let (sender, http) = bed.sender_with_http("own-port", config).await;
 
     wait_until("ready", WAIT, POLL, || async move {

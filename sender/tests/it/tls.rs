@@ -24,7 +24,7 @@ use kube_relay_sender::Error;
 use kube_relay_sender::config::Config;
 use kube_relay_sender::link::{Link, LinkConfig};
 use kube_relay_sender::shared::Shared;
-use kube_relay_sender::tls::TlsConnector;
+use kube_relay_sender::tls::{LinkConnector, TlsConnector};
 use kube_relay_sender::transport::Connector;
 use kube_relay_sim::Scenario;
 use kube_relay_testkit::pki::{CertKey, Pki, swap_in};
@@ -452,6 +452,42 @@ async fn unusable_tls_files_are_named_at_start_up() {
     );
 }
 
+#[tokio::test]
+async fn each_receiver_of_several_is_checked_against_its_own_name_unless_one_is_given() {
+    let pki = Pki::generate().expect("test PKI");
+    let config = Config {
+        tls_ca: Some(pki.ca.clone()),
+        targets: vec!["a.example:9000".to_owned(), "10.0.0.2:9000".to_owned()],
+        ..Config::new("")
+    };
+    let names = |config: &Config| -> Vec<(String, String)> {
+        kube_relay_sender::tls::connectors(config)
+            .expect("connectors")
+            .into_iter()
+            .map(|c| match c {
+                LinkConnector::Tls(tls) => (tls.target().to_owned(), tls.server_name()),
+                LinkConnector::Plain(_) => panic!("TLS expected"),
+            })
+            .collect()
+    };
+    assert_eq!(
+        names(&config),
+        [
+            ("a.example:9000".to_owned(), "a.example".to_owned()),
+            ("10.0.0.2:9000".to_owned(), "10.0.0.2".to_owned())
+        ]
+    );
+    let shared_name = Config {
+        tls_server_name: Some("relay.example".to_owned()),
+        ..config
+    };
+    assert!(
+        names(&shared_name)
+            .iter()
+            .all(|(_, name)| name == "relay.example")
+    );
+}
+
 /// The `sender` binary relaying its built-in simulated cluster to `target` over TLS, trusting
 /// the CA in file `ca`, with `extra` arguments and environment `env`.
 fn spawn_simulating_sender(
@@ -549,7 +585,7 @@ async fn the_library_sender_connects_over_tls_when_its_config_names_a_ca() {
     let (pki, rx) = start_tls_receiver(false).await;
     let bed = support::Bed::start(Scenario::builtin("demo").expect("demo")).await;
     let mut config = bed.config();
-    config.target = rx.ingest.to_string();
+    config.targets = vec![rx.ingest.to_string()];
     config.tls_ca = Some(pki.ca.clone());
     config.token = Some(TOKEN.to_owned());
     let sender = bed.sender("lib-tls", config);

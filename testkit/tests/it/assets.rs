@@ -485,7 +485,7 @@ fn the_config_file_of_deploy_md_serves_both_binaries() {
         std::iter::empty(),
     )
     .expect("the sender takes the file");
-    assert_eq!(sender.target, "hostb:9000");
+    assert_eq!(sender.targets, ["hostb:9000"]);
     assert_eq!(sender.token.as_deref(), Some("s3cret"));
     assert_eq!(sender.usage_interval, std::time::Duration::from_secs(30));
 
@@ -1231,7 +1231,7 @@ fn sender_settings_in_the_manifests_are_valid_sender_flags() {
 
     let (start, mounts) = sender_command_line(&typed_objects(&kustomize(&root().join("k8s"))));
     let config = start.config();
-    assert_eq!(config.target, "192.0.2.10:9000");
+    assert_eq!(config.targets, ["192.0.2.10:9000"]);
     assert_eq!(config.cluster.as_deref(), Some("minikube"));
     assert_eq!(config.usage_source, UsageSource::MetricsApi);
     assert!(
