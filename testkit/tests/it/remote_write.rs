@@ -5,7 +5,8 @@
 //! happened; the store must then hold every change at that time (the sender's observation
 //! time, give or take the watch's delivery), in order, and every series a sample at least
 //! every re-send interval, through a 60 s link cut; and through a backend outage of two
-//! minutes with the receiver killed (`kill -9`) for 30 s of it, every sample once.
+//! minutes with the receiver killed (`kill -9`) for 30 s of it, every sample once; and with
+//! two receivers, the one in use killed: the sender fails over and the store has no hole.
 
 use crate::common;
 
@@ -514,6 +515,155 @@ async fn a_backend_down_2_minutes_and_a_receiver_killed_for_30s_repeat_and_reord
         missing.join("\n")
     );
     drop(receiver.kill9().await);
+    drop(sender);
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// Failover (issue 13 item 4) end to end: a sender with two receivers (`--target A,B`), both
+/// remote-writing to one VictoriaMetrics. A's host dies while a pod's readiness flips: its
+/// network goes silent (a proxy stops the bytes, no connection closes), so the sender keeps
+/// sending into the void until it notices the dead peer (three heartbeat intervals), then
+/// moves to B and gives it, on a base, what A never acknowledged, each change at its own
+/// time; A's process is killed (`kill -9`). A comes back later (as an operator restarts it)
+/// and drains its queue: what it had acknowledged but not yet written. Then every flip is
+/// in the store at its own time: no hole. A batch A wrote to its queue but whose acknowledgement the kill lost reaches the
+/// store twice (from A's queue and from B), at the same time with the same value: counted,
+/// not a hole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_killed_under_a_sender_with_two_targets_leaves_no_hole_in_the_store()
+-> Result<()> {
+    let vm = match VictoriaMetrics::start().await {
+        Ok(vm) => vm,
+        Err(e) => {
+            kube_relay_testkit::skip(&format!("needs VictoriaMetrics: {e:#}"));
+            return Ok(());
+        }
+    };
+    let cluster = Cluster::start(SCENARIO).await?;
+    let (state_a, state_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let state_a = state_a.path().display().to_string();
+    let state_b = state_b.path().display().to_string();
+    let (ingest_a, http_a) = (free_loopback_addr()?, free_loopback_addr()?);
+    let (ingest_b, http_b) = (free_loopback_addr()?, free_loopback_addr()?);
+    let mut a = spawn_receiver(ingest_a, http_a, &state_a, &vm.write_url())?;
+    let b = spawn_receiver(ingest_b, http_b, &state_b, &vm.write_url())?;
+    let host_a = LinkProxy::start(ingest_a).await?;
+    let target_b = ingest_b.to_string();
+    let sender = spawn_sender(
+        &cluster,
+        "failover",
+        host_a.addr(),
+        &["--target", &target_b],
+    )?;
+    let pod = cluster
+        .handle
+        .running_pods("shop", "web")
+        .first()
+        .and_then(|p| p.metadata.name.clone())
+        .context("a running pod")?;
+    let ready = |series: &[Exported]| -> Option<Vec<(i64, f64)>> {
+        series
+            .iter()
+            .find(|s| {
+                s.label("__name__") == "kube_pod_status_ready"
+                    && s.label("pod") == pod
+                    && s.label("condition") == "true"
+            })
+            .map(|s| s.samples.clone())
+    };
+    wait_until(
+        "the pod in the store",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async { Ok(ready(&vm.export(r#"{cluster="failover"}"#).await?).map(|_| ())) },
+    )
+    .await
+    .with_context(|| logs(&sender, &a))?;
+    let (flips, flipper) = flip(&cluster, pod.clone(), Duration::from_millis(300));
+
+    // A's host dies mid-stream; B must take over.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    host_a.stall(true);
+    let killed = Instant::now();
+    let killed_ms = now_ms();
+    wait_until(
+        "the sender streaming to B",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let up = common::cluster_up(&common::scrape(http_b).await?, "failover");
+            Ok((up == Some(1.0)).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| logs(&sender, &b))?;
+    let moved = killed.elapsed();
+    a.kill9().await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // A comes back and drains what it had acknowledged.
+    let a = spawn_receiver(ingest_a, http_a, &state_a, &vm.write_url())?;
+    host_a.stall(false);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    flipper.abort();
+    let flips = flips.lock().map(|f| f.clone()).unwrap_or_default();
+    let last_flip = flips.last().map_or(0, |f| f.before_ms);
+
+    let samples = wait_until(
+        "every flip in the store",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let all = vm.export(r#"{cluster="failover"}"#).await?;
+            Ok(ready(&all)
+                .filter(|s| s.last().is_some_and(|(t, _)| *t >= last_flip))
+                .map(|_| all))
+        },
+    )
+    .await
+    .with_context(|| logs(&sender, &b))?;
+    let pod_samples = ready(&samples).context("the pod's readiness")?;
+    let mut missing = Vec::new();
+    for f in &flips {
+        let found = pod_samples.iter().any(|(t, v)| {
+            *v == f.value && *t >= f.after_ms - 1 && *t <= f.before_ms + OBSERVED_WITHIN
+        });
+        if !found {
+            let near: Vec<&(i64, f64)> = pod_samples
+                .iter()
+                .filter(|(t, _)| (f.after_ms - 2000..f.before_ms + 2000).contains(t))
+                .collect();
+            missing.push(format!("{f:?} near {near:?}"));
+        }
+    }
+    let mut twice = 0;
+    for s in &samples {
+        for w in s.samples.windows(2) {
+            ensure!(
+                w[1].0 > w[0].0 || (w[1].0 == w[0].0 && w[1].1.to_bits() == w[0].1.to_bits()),
+                "{:?}: {:?} then {:?}: two values at one time",
+                s.metric,
+                w[0],
+                w[1]
+            );
+            twice += usize::from(w[1].0 == w[0].0);
+        }
+    }
+    println!(
+        "FIGURE remote-write failover: streaming to B {:.2} s after A went silent (dead peer \
+         after 3 heartbeats of {HEARTBEAT}); {} flips, {} missing; {twice} samples written by \
+         both receivers (acknowledged by A, the acknowledgement lost)",
+        moved.as_secs_f64(),
+        flips.len(),
+        missing.len()
+    );
+    ensure!(
+        missing.is_empty(),
+        "flips missing (A killed at {killed_ms}):\n{}",
+        missing.join("\n")
+    );
+    drop(a);
+    drop(b);
     drop(sender);
     cluster.shutdown().await;
     Ok(())
