@@ -6,6 +6,7 @@ mod api_restart;
 mod assets;
 mod common;
 mod dashboards;
+mod demo_script;
 mod faults;
 mod frozen_source;
 mod mixin_alerts;
