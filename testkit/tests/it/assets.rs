@@ -94,17 +94,51 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
 
 const COMPOSE_HINT: &str = "apt-get install -y --no-install-recommends docker-compose";
 
+/// The variables docker-compose.yml reads from the host or `.env`: unset while the file is
+/// checked, so the defaults are what is checked.
+const COMPOSE_SETTINGS: &[&str] = &[
+    "KUBE_RELAY_TOKEN",
+    "KUBE_RELAY_TOKEN_FILE",
+    "KUBE_RELAY_RECEIVER_TLS_CERT",
+    "KUBE_RELAY_RECEIVER_TLS_KEY",
+    "KUBE_RELAY_RECEIVER_TLS_CLIENT_CA",
+    "KUBE_RELAY_RECEIVER_TTL",
+    "KUBE_RELAY_INGEST_PORT",
+    "KUBE_RELAY_HTTP_PORT",
+    "GRAFANA_ADMIN_PASSWORD",
+];
+
+/// The names of the receiver's variables compose passes through only when they are set
+/// (no value in the file).
+fn passed_through(environment: &Value) -> Vec<String> {
+    environment
+        .as_object()
+        .expect("receiver environment")
+        .iter()
+        .filter(|(_, v)| v.is_null())
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// Whether `name` is a variable the receiver reads: loading it alone (with a value that need
+/// not be valid for it) does not fail naming it as unknown or renamed.
+fn receiver_reads(name: &str) -> bool {
+    let env = vec![(OsString::from(name), OsString::from("x"))];
+    !matches!(
+        ReceiverConfig::load(["receiver"], env),
+        Err(kube_relay_receiver::Error::Settings(
+            layer::Error::UnknownVariable { .. } | layer::Error::Renamed { .. }
+        ))
+    )
+}
+
 /// The compose file as docker-compose itself normalises it.
 fn compose_config() -> Value {
     let out = run_in(
         &root(),
         "docker-compose",
         &["-f", "docker-compose.yml", "config"],
-        &[
-            "KUBE_RELAY_TOKEN",
-            "KUBE_RELAY_RECEIVER_TTL",
-            "GRAFANA_ADMIN_PASSWORD",
-        ],
+        COMPOSE_SETTINGS,
         COMPOSE_HINT,
     );
     yaml(&out)
@@ -116,11 +150,7 @@ fn compose_file_passes_docker_compose_config() {
         &root(),
         "docker-compose",
         &["-f", "docker-compose.yml", "config", "-q"],
-        &[
-            "KUBE_RELAY_TOKEN",
-            "KUBE_RELAY_RECEIVER_TTL",
-            "GRAFANA_ADMIN_PASSWORD",
-        ],
+        COMPOSE_SETTINGS,
         COMPOSE_HINT,
     );
 }
@@ -235,6 +265,30 @@ fn compose_receiver_publishes_both_ports_and_takes_its_token_only_when_set() {
         with_token["services"]["receiver"]["environment"]["KUBE_RELAY_TOKEN"],
         "s3cret"
     );
+
+    // Where node_exporter has 9100, KUBE_RELAY_HTTP_PORT moves the published port; inside
+    // the compose network the receiver stays on 9100, where Prometheus scrapes it.
+    let out = Command::new("docker-compose")
+        .args(["-f", "docker-compose.yml", "config"])
+        .current_dir(root())
+        .env("KUBE_RELAY_HTTP_PORT", "9101")
+        .env("KUBE_RELAY_INGEST_PORT", "9001")
+        .output()
+        .expect("docker-compose runs");
+    assert!(out.status.success());
+    let moved = yaml(&String::from_utf8_lossy(&out.stdout));
+    let ports: BTreeSet<(u64, u64)> = moved["services"]["receiver"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|p| {
+            (
+                p["published"].as_u64().expect("published"),
+                p["target"].as_u64().expect("target"),
+            )
+        })
+        .collect();
+    assert_eq!(ports, BTreeSet::from([(9001, 9000), (9101, 9100)]));
 }
 
 #[test]
@@ -356,18 +410,31 @@ fn dockerfile_env(path: &str) -> BTreeMap<String, String> {
 #[test]
 fn receiver_settings_in_compose_and_its_image_are_valid_receiver_flags() {
     let config = compose_config();
+    let environment = &config["services"]["receiver"]["environment"];
     let mut settings = dockerfile_env("receiver/Dockerfile");
-    for (key, value) in config["services"]["receiver"]["environment"]
-        .as_object()
-        .expect("receiver environment")
-    {
-        match value.as_str() {
-            Some(v) => settings.insert(key.clone(), v.to_owned()),
-            // passed through from the host only when set: the name must still be a setting
-            None => settings.insert(key.clone(), "x".to_owned()),
-        };
+    for (key, value) in environment.as_object().expect("receiver environment") {
+        if let Some(v) = value.as_str() {
+            settings.insert(key.clone(), v.to_owned());
+        }
     }
-    assert!(settings.contains_key("KUBE_RELAY_TOKEN"));
+    // Passed through from the host only when set: each name must still be a setting (they
+    // are checked one by one, as the token and the token file cannot be given together).
+    let passed = passed_through(environment);
+    for name in [
+        "KUBE_RELAY_TOKEN",
+        "KUBE_RELAY_TOKEN_FILE",
+        "KUBE_RELAY_RECEIVER_TLS_CERT",
+        "KUBE_RELAY_RECEIVER_TLS_KEY",
+    ] {
+        assert!(passed.contains(&name.to_owned()), "compose passes {name}");
+    }
+    for name in &passed {
+        assert!(receiver_reads(name), "{name} is no receiver setting");
+    }
+    assert!(
+        !receiver_reads("KUBE_RELAY_RECEIVER_TLS_CRT"),
+        "the check can fail"
+    );
     let env = relay_env(Section::Receiver, &settings);
     let receiver = ReceiverConfig::load(["receiver"], env.clone())
         .unwrap_or_else(|e| panic!("receiver with {env:?}: {e}"));
@@ -388,11 +455,7 @@ fn long_term_store_compose_writes_the_receiver_into_victoria_metrics() {
             "docker-compose.long-term-store.yml",
             "config",
         ],
-        &[
-            "KUBE_RELAY_TOKEN",
-            "KUBE_RELAY_RECEIVER_TTL",
-            "GRAFANA_ADMIN_PASSWORD",
-        ],
+        COMPOSE_SETTINGS,
         COMPOSE_HINT,
     );
     let config = yaml(&out);
@@ -447,7 +510,9 @@ fn long_term_store_compose_writes_the_receiver_into_victoria_metrics() {
     // The receiver's settings are still valid ones, and remote write is on.
     let mut settings = dockerfile_env("receiver/Dockerfile");
     for (key, value) in env.as_object().expect("receiver environment") {
-        settings.insert(key.clone(), value.as_str().unwrap_or("x").to_owned());
+        if let Some(v) = value.as_str() {
+            settings.insert(key.clone(), v.to_owned());
+        }
     }
     let env = relay_env(Section::Receiver, &settings);
     let receiver = ReceiverConfig::load(["receiver"], env.clone())

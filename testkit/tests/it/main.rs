@@ -7,6 +7,7 @@ mod assets;
 mod common;
 mod dashboards;
 mod demo_script;
+mod deploy_tls;
 mod faults;
 mod frozen_source;
 mod mixin_alerts;
