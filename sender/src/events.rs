@@ -24,6 +24,11 @@
 //! events the API server still holds: actions older than the event TTL (one hour by default)
 //! are not counted again, and Prometheus sees a counter reset.
 //!
+//! The latest action per direction also relays its new size and the reason the HPA
+//! controller gave (`kube_horizontalpodautoscaler_last_scaling_event_replicas{reason}`),
+//! what someone looking at a scaling event asks next; the latest by the event's own time,
+//! as a relist delivers events in any order.
+//!
 //! A HPA's counters live as long as the HPA: they start at zero for both directions when it
 //! is first seen ([`ScalingLedger::track_hpa`]), so Prometheus' `increase()` sees the first
 //! scaling action, and go with it ([`ScalingLedger::forget_hpa`]).
@@ -78,7 +83,27 @@ struct HpaTotals {
     last_unknown: Option<f64>,
     /// New size of the latest event, for messages that do not say the direction.
     last_size: Option<i64>,
+    /// The latest action per direction: its new size and reason.
+    #[serde(default)]
+    latest_up: Option<Action>,
+    #[serde(default)]
+    latest_down: Option<Action>,
+    #[serde(default)]
+    latest_unknown: Option<Action>,
 }
+
+/// What the latest scaling action in one direction did and why, from its event's message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Action {
+    /// The `N` of `New size: N`.
+    size: i64,
+    /// The text after `reason:`, at most [`MAX_REASON_BYTES`].
+    reason: String,
+}
+
+/// Longest reason relayed as a label value: the HPA controller's reasons name a metric
+/// and fit easily; a longer one is cut (at a character boundary).
+pub const MAX_REASON_BYTES: usize = 256;
 
 /// What the ledger remembers of one live event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -183,6 +208,20 @@ pub fn new_size(message: &str) -> Option<i64> {
     rest.split(';').next()?.trim().parse().ok()
 }
 
+/// The text after `reason:` in a rescale message (empty when there is none), cut to
+/// [`MAX_REASON_BYTES`].
+pub fn stated_reason(message: &str) -> &str {
+    let reason = message.split_once("reason:").map_or("", |(_, r)| r).trim();
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason;
+    }
+    let mut end = MAX_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
 /// The direction a rescale message states, if it states one.
 pub fn stated_direction(message: &str) -> Option<Direction> {
     let reason = message
@@ -255,12 +294,33 @@ impl ScalingLedger {
             .entry((namespace.to_owned(), hpa.to_owned()))
             .or_default();
         let at = event_time(event);
-        let (counter, last) = match direction {
-            Direction::Up => (&mut totals.up, &mut totals.last_up),
-            Direction::Down => (&mut totals.down, &mut totals.last_down),
-            Direction::Unknown => (&mut totals.unknown, &mut totals.last_unknown),
+        let (counter, last, latest) = match direction {
+            Direction::Up => (&mut totals.up, &mut totals.last_up, &mut totals.latest_up),
+            Direction::Down => (
+                &mut totals.down,
+                &mut totals.last_down,
+                &mut totals.latest_down,
+            ),
+            Direction::Unknown => (
+                &mut totals.unknown,
+                &mut totals.last_unknown,
+                &mut totals.latest_unknown,
+            ),
         };
         *counter += n;
+        // A relist delivers events in any order: an older event does not replace the
+        // latest action.
+        let newest = match (at, *last) {
+            (Some(at), Some(last)) => at >= last,
+            _ => true,
+        };
+        let message = event.message.as_deref().unwrap_or_default();
+        if newest && let Some(size) = new_size(message) {
+            *latest = Some(Action {
+                size,
+                reason: stated_reason(message).to_owned(),
+            });
+        }
         if let Some(at) = at {
             *last = Some(last.map_or(at, |l: f64| l.max(at)));
         }
@@ -348,16 +408,21 @@ impl ScalingLedger {
     }
 
     /// The store key and series of one HPA's counters (an empty set when it has none):
-    /// `up` and `down` always, `unknown` once non-zero, and the time of the latest action
-    /// per direction once known.
+    /// `up` and `down` always, `unknown` once non-zero, and the time, new size and reason
+    /// of the latest action per direction once known.
     pub fn series(&self, namespace: &str, hpa: &str) -> (ObjectKey, SeriesSet<'static>) {
         let key = ObjectKey::new(ObjectKind::ScalingEvents, namespace, hpa);
         let mut set = SeriesSet::new();
         if let Some(t) = self.totals.get(&(namespace.to_owned(), hpa.to_owned())) {
-            for (direction, total, last) in [
-                (Direction::Up, t.up, t.last_up),
-                (Direction::Down, t.down, t.last_down),
-                (Direction::Unknown, t.unknown, t.last_unknown),
+            for (direction, total, last, latest) in [
+                (Direction::Up, t.up, t.last_up, &t.latest_up),
+                (Direction::Down, t.down, t.last_down, &t.latest_down),
+                (
+                    Direction::Unknown,
+                    t.unknown,
+                    t.last_unknown,
+                    &t.latest_unknown,
+                ),
             ] {
                 let labels = [
                     namespace.to_owned(),
@@ -366,6 +431,14 @@ impl ScalingLedger {
                 ];
                 if direction != Direction::Unknown || total > 0 {
                     set.push(Family::HpaScalingEvents, labels.clone(), total as f64);
+                }
+                if let Some(action) = latest {
+                    let [namespace, hpa, direction] = labels.clone();
+                    set.push(
+                        Family::HpaLastScalingEventReplicas,
+                        [namespace, hpa, direction, action.reason.clone()],
+                        action.size as f64,
+                    );
                 }
                 if let Some(last) = last {
                     set.push(Family::HpaLastScalingEventTimestamp, labels, last);
@@ -499,6 +572,7 @@ mod tests {
         assert_eq!(
             set.render(),
             [
+                r#"kube_horizontalpodautoscaler_last_scaling_event_replicas{namespace="default",horizontalpodautoscaler="web",direction="down",reason="All metrics below target"} 1"#,
                 r#"kube_horizontalpodautoscaler_last_scaling_event_timestamp_seconds{namespace="default",horizontalpodautoscaler="web",direction="down"} 1060"#,
                 r#"kube_horizontalpodautoscaler_scaling_events_total{namespace="default",horizontalpodautoscaler="web",direction="down"} 5"#,
                 r#"kube_horizontalpodautoscaler_scaling_events_total{namespace="default",horizontalpodautoscaler="web",direction="up"} 0"#,
@@ -557,6 +631,39 @@ mod tests {
         }
         assert_eq!(new_size(UP), Some(4));
         assert_eq!(new_size("garbage"), None);
+    }
+
+    #[test]
+    fn the_latest_action_per_direction_keeps_its_new_size_and_reason() {
+        let mut ledger = ScalingLedger::new();
+        ledger.observe(&rescale_event("e2", "web", UP, 1, 1_200));
+        // Listed after e2 but older: it does not replace e2's size and reason.
+        ledger.observe(&rescale_event(
+            "e1",
+            "web",
+            "New size: 2; reason: memory resource utilization (percentage of request) above target",
+            1,
+            1_000,
+        ));
+        ledger.observe(&rescale_event("e3", "web", DOWN, 1, 1_300));
+        ledger.observe(&rescale_event("e4", "web", "New size: x", 1, 1_400));
+        let (_, set) = ledger.series("default", "web");
+        let replicas: Vec<String> = set
+            .render()
+            .into_iter()
+            .filter(|l| l.contains("_replicas{"))
+            .collect();
+        assert_eq!(
+            replicas,
+            [
+                r#"kube_horizontalpodautoscaler_last_scaling_event_replicas{namespace="default",horizontalpodautoscaler="web",direction="down",reason="All metrics below target"} 1"#,
+                r#"kube_horizontalpodautoscaler_last_scaling_event_replicas{namespace="default",horizontalpodautoscaler="web",direction="up",reason="cpu resource utilization (percentage of request) above target"} 4"#,
+            ],
+            "an event without a readable size relays no size"
+        );
+        let long = format!("New size: 3; reason: {}", "é".repeat(MAX_REASON_BYTES));
+        assert_eq!(stated_reason(&long).len(), MAX_REASON_BYTES);
+        assert_eq!(stated_reason("New size: 3"), "");
     }
 
     #[test]
@@ -620,6 +727,12 @@ mod tests {
         restarted.observe(&rescale_event("e2", "web", DOWN, 1, 1_100));
         assert_eq!(restarted.total("default", "web", Direction::Up), 3);
         assert_eq!(restarted.total("default", "web", Direction::Down), 1);
+        let kept = restarted.series("default", "web").1.render();
+        assert!(
+            kept.iter()
+                .any(|l| l.contains(r#"direction="up",reason="cpu"#)),
+            "the latest action survives the restart: {kept:?}"
+        );
         assert!(ScalingLedger::load(&dir.path().join("missing.json")).is_ok());
         std::fs::write(&path, b"{not json").expect("write");
         assert!(ScalingLedger::load(&path).is_err());

@@ -316,6 +316,12 @@ catalogue! {
     /// `relay_sender_failovers_total`.
     SenderFailovers => ("relay_sender_failovers", Counter, "Moves to the next receiver of --target after the current one failed or refused the sender.",
         []),
+
+    // Scaling actions, continued.
+    /// `kube_horizontalpodautoscaler_last_scaling_event_replicas`: the latest action's new
+    /// size, its reason a label (one series per HPA and direction).
+    HpaLastScalingEventReplicas => ("kube_horizontalpodautoscaler_last_scaling_event_replicas", Gauge, "New size set by the latest scaling action of this autoscaler in this direction (the N of its event's \"New size: N\"), labelled with the reason the HPA controller gave.",
+        [&HPA, &["direction", "reason"]]),
 }
 
 impl Family {
