@@ -123,11 +123,7 @@ impl HttpApp {
             (true, "/") => reply(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
-                status::render(
-                    &self.store.clusters(),
-                    &self.store.summaries(),
-                    &self.store.scaling_events(),
-                ),
+                status::page(&self.store, req.uri().query()),
             ),
             (false, "/metrics" | "/healthz" | "/readyz" | "/") => {
                 let mut r = reply(

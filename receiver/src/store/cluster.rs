@@ -15,7 +15,7 @@ use super::data::{
     ClusterData, DataApplied, DataView, Live, MAX_FAMILIES_PER_CLUSTER, Refusal, Violation,
 };
 use super::names::FamilyNames;
-use super::scaling::ScalingEvent;
+use super::scaling::{self, LAST_ACTION_FAMILY, ScalingEvent};
 
 /// What applying a batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,8 +142,9 @@ impl ClusterState {
     }
 
     /// Applies one batch in sequence. Increases of tracked counters are appended to
-    /// `events`; live data a snapshot replaced is moved to `garbage`, to be freed outside
-    /// the lock. A violation forgets the session memory.
+    /// `events`, with the new size and reason the applied data gives them; live data a
+    /// snapshot replaced is moved to `garbage`, to be freed outside the lock. A violation
+    /// forgets the session memory.
     pub(crate) fn apply(
         &mut self,
         cluster: &str,
@@ -153,7 +154,11 @@ impl ClusterState {
         events: &mut Vec<ScalingEvent>,
         garbage: &mut Option<ClusterData>,
     ) -> Result<Applied, ApplyError> {
+        let before = events.len();
         let result = self.apply_in_order(cluster, batch, max_series, names, events, garbage);
+        if let Some(new) = events.get_mut(before..) {
+            scaling::describe(new, self.data.samples_named(LAST_ACTION_FAMILY));
+        }
         if let Err(ApplyError::Violation(_)) = result {
             self.holder.acked = None;
             self.staging = None;

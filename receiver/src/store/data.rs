@@ -434,6 +434,22 @@ impl ClusterData {
         }
     }
 
+    /// The valued series (prefix and value) of the family named `name`, if defined.
+    pub(crate) fn samples_named<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+        self.families
+            .values()
+            .filter(move |f| *f.name == *name)
+            .flat_map(|f| f.members.iter())
+            .filter_map(|&slot| {
+                let sample = self.values.get(slot as usize)?;
+                let prefix = self.series.get(slot as usize)?.prefix.as_deref()?;
+                sample.has_value.then_some((prefix, sample.value))
+            })
+    }
+
     /// Valued series of the families whose increases are scaling events.
     fn tracked_series(&self) -> impl Iterator<Item = (&Series, f64)> {
         self.families

@@ -28,6 +28,7 @@
 //!   another's exposition.
 //! - `scaling`: the recent increases of the HPA scaling-events counter.
 //! - `summary`: pods, HPAs and source health of a cluster, for the status page.
+//! - `labels`: label values read back from the pre-rendered series prefixes.
 //! - `chunks`, `ids`: the copy-on-write vector and the series-id index.
 
 mod chunks;
@@ -36,6 +37,7 @@ mod cluster;
 mod data;
 mod encode;
 mod ids;
+mod labels;
 mod names;
 mod scaling;
 mod summary;
@@ -57,8 +59,10 @@ pub use self::cluster::{Applied, ApplyError, ClusterStatus};
 pub use self::data::MAX_FAMILIES_PER_CLUSTER;
 use self::names::FamilyNames;
 use self::scaling::ScalingLog;
-pub use self::scaling::{SCALING_EVENTS_FAMILY, SCALING_EVENTS_KEPT, ScalingEvent};
-pub use self::summary::{ClusterSummary, HpaSummary};
+pub use self::scaling::{
+    LAST_ACTION_FAMILY, SCALING_EVENTS_FAMILY, SCALING_EVENTS_KEPT, ScalingEvent,
+};
+pub use self::summary::{ClusterSummary, Detail, HpaSummary};
 use crate::exposition::Format;
 
 /// Default for [`StoreLimits::max_clusters`]: twice the fan-in goal of 10,000 senders, so
@@ -329,9 +333,9 @@ impl Store {
             .collect()
     }
 
-    /// Pods, HPAs and source health of every cluster, by name, for the status page (each
-    /// cluster locked only while its view is taken).
-    pub fn summaries(&self) -> BTreeMap<String, ClusterSummary> {
+    /// The summary of every cluster, by name, for the status page: to the [`Detail`]
+    /// `detail` asks for each (each cluster locked only while its view is taken).
+    pub fn summaries(&self, detail: impl Fn(&str) -> Detail) -> BTreeMap<String, ClusterSummary> {
         let views: Vec<_> = self
             .all()
             .into_iter()
@@ -342,7 +346,10 @@ impl Store {
             .collect();
         views
             .into_iter()
-            .map(|(name, view)| (name, summary::summarise(&view)))
+            .map(|(name, view)| {
+                let summary = summary::summarise(&view, detail(&name));
+                (name, summary)
+            })
             .collect()
     }
 

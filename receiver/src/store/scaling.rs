@@ -2,13 +2,22 @@
 //!
 //! An increase is recorded when a delta raises a tracked counter, and when a snapshot
 //! replaces a cluster's data with a higher value than the one it replaced (series matched by
-//! labels), so increases that happened while the sender was away still show up.
+//! labels), so increases that happened while the sender was away still show up. Once the
+//! batch is applied, each new event is [described](describe) with the new size and reason
+//! of its HPA's latest action in that direction, which the sender relays beside the counter
+//! ([`LAST_ACTION_FAMILY`]); a sender that does not relay them leaves both unknown.
 
 use std::collections::VecDeque;
 use std::time::SystemTime;
 
+use super::labels::label_value;
+
 /// Family whose increases the status page lists as scaling events (counter, no `_total`).
 pub const SCALING_EVENTS_FAMILY: &str = "kube_horizontalpodautoscaler_scaling_events";
+
+/// Family holding the new size of each HPA's latest action per direction, its reason a
+/// label.
+pub const LAST_ACTION_FAMILY: &str = "kube_horizontalpodautoscaler_last_scaling_event_replicas";
 
 /// How many recent scaling events the store keeps for the status page.
 pub const SCALING_EVENTS_KEPT: usize = 50;
@@ -30,6 +39,10 @@ pub struct ScalingEvent {
     pub increase: f64,
     /// The counter's new value.
     pub total: f64,
+    /// The HPA's new size after the action (`New size: N` of its event), when relayed.
+    pub new_size: Option<f64>,
+    /// The reason the HPA controller gave, when relayed.
+    pub reason: Option<String>,
 }
 
 /// The most recent [`SCALING_EVENTS_KEPT`] events, oldest first.
@@ -83,7 +96,36 @@ pub(crate) fn record_increase(
         direction: label("direction"),
         increase,
         total: after,
+        new_size: None,
+        reason: None,
     });
+}
+
+/// Fills in the new size and reason of `events` (all of one cluster) from the samples of
+/// [`LAST_ACTION_FAMILY`] (series prefix and value), matched by namespace, HPA and
+/// direction.
+pub(crate) fn describe<'a>(
+    events: &mut [ScalingEvent],
+    actions: impl Iterator<Item = (&'a str, f64)>,
+) {
+    if events.is_empty() {
+        return;
+    }
+    for (prefix, size) in actions {
+        let label = |key| label_value(prefix, key).unwrap_or_default();
+        let (namespace, hpa, direction) = (
+            label("namespace"),
+            label("horizontalpodautoscaler"),
+            label("direction"),
+        );
+        for event in events
+            .iter_mut()
+            .filter(|e| e.namespace == namespace && e.hpa == hpa && e.direction == direction)
+        {
+            event.new_size = Some(size);
+            event.reason = Some(label("reason"));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -106,5 +148,33 @@ mod tests {
         assert_eq!(kept[0].total, (SCALING_EVENTS_KEPT + 3) as f64);
         assert_eq!(kept[0].hpa, "web");
         assert_eq!(kept[0].direction, "");
+    }
+
+    #[test]
+    fn events_get_the_size_and_reason_of_their_direction() {
+        let mut events = Vec::new();
+        let labels = |direction: &str| {
+            [
+                ("namespace".to_owned(), "shop".to_owned()),
+                ("horizontalpodautoscaler".to_owned(), "web".to_owned()),
+                ("direction".to_owned(), direction.to_owned()),
+            ]
+        };
+        record_increase(&mut events, "c", &labels("up"), Some(1.0), 2.0);
+        record_increase(&mut events, "c", &labels("down"), Some(0.0), 1.0);
+        let actions = [
+            (
+                r#"kube_horizontalpodautoscaler_last_scaling_event_replicas{cluster="c",namespace="shop",horizontalpodautoscaler="web",direction="up",reason="cpu \"x\" above target"}"#,
+                5.0,
+            ),
+            (
+                r#"kube_horizontalpodautoscaler_last_scaling_event_replicas{cluster="c",namespace="shop",horizontalpodautoscaler="api",direction="down",reason="All metrics below target"}"#,
+                1.0,
+            ),
+        ];
+        describe(&mut events, actions.into_iter());
+        assert_eq!(events[0].new_size, Some(5.0));
+        assert_eq!(events[0].reason.as_deref(), Some("cpu \"x\" above target"));
+        assert_eq!((events[1].new_size, &events[1].reason), (None, &None));
     }
 }

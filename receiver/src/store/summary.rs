@@ -1,11 +1,14 @@
-//! What the status page shows of a cluster's data beyond counters: pods per phase, each
-//! HPA's replicas, and whether the sender reads its API server. Read at render time from a
-//! view (labels parsed back from the pre-rendered series prefixes), so the store keeps
-//! nothing extra for a page that is rarely loaded.
+//! What the status page shows of a cluster's data beyond counters: pods per namespace and
+//! phase, each HPA's replicas, and whether the sender reads its API server. Read at render
+//! time from a view (labels parsed back from the pre-rendered series prefixes), so the
+//! store keeps nothing extra for a page that is rarely loaded. Only the families shown are
+//! walked, and [`Detail::Source`] walks only the two small source-health families, so the
+//! page can count frozen clusters among thousands without reading their pods.
 
 use std::collections::BTreeMap;
 
 use super::data::DataView;
+use super::labels::label_value;
 
 const POD_PHASE: &str = "kube_pod_status_phase";
 const HPA_CURRENT: &str = "kube_horizontalpodautoscaler_status_current_replicas";
@@ -15,11 +18,20 @@ const HPA_MAX: &str = "kube_horizontalpodautoscaler_spec_max_replicas";
 const API_UP: &str = "relay_sender_api_up";
 const WATCH_UP: &str = "relay_sender_watch_up";
 
+/// How much of a cluster's data to summarise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Only whether the source is up ([`ClusterSummary::api_up`] and `watches`).
+    Source,
+    /// Everything: pods and HPAs too.
+    Full,
+}
+
 /// A cluster's data as the status page shows it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterSummary {
-    /// Pods per phase (`kube_pod_status_phase` series at 1).
-    pub pods: BTreeMap<String, u64>,
+    /// Pods per namespace and phase (`kube_pod_status_phase` series at 1).
+    pub pods: BTreeMap<String, BTreeMap<String, u64>>,
     /// The HPAs, by namespace and name.
     pub hpas: Vec<HpaSummary>,
     /// Whether the sender's API server answers (`relay_sender_api_up`); `None` when the
@@ -31,6 +43,15 @@ pub struct ClusterSummary {
 }
 
 impl ClusterSummary {
+    /// Pods per phase, all namespaces together.
+    pub fn pods_per_phase(&self) -> BTreeMap<&str, u64> {
+        let mut total = BTreeMap::new();
+        for (phase, n) in self.pods.values().flatten() {
+            *total.entry(phase.as_str()).or_default() += n;
+        }
+        total
+    }
+
     /// The resources whose watch is down.
     pub fn watches_down(&self) -> impl Iterator<Item = &str> {
         self.watches
@@ -63,17 +84,29 @@ pub struct HpaSummary {
     pub max: Option<f64>,
 }
 
-/// Summarises one cluster's view.
-pub(crate) fn summarise(view: &DataView) -> ClusterSummary {
+/// Summarises one cluster's view to `detail`.
+pub(crate) fn summarise(view: &DataView, detail: Detail) -> ClusterSummary {
     let mut summary = ClusterSummary::default();
     let mut hpas: BTreeMap<(String, String), HpaSummary> = BTreeMap::new();
-    for family in &view.families {
+    let shown = |name: &str| match detail {
+        Detail::Source => matches!(name, API_UP | WATCH_UP),
+        Detail::Full => matches!(
+            name,
+            API_UP | WATCH_UP | POD_PHASE | HPA_CURRENT | HPA_DESIRED | HPA_MIN | HPA_MAX
+        ),
+    };
+    for family in view.families.iter().filter(|f| shown(&f.name)) {
         let name = &*family.name;
         for (prefix, value) in view.samples(family) {
             let label = |key: &str| label_value(prefix, key).unwrap_or_default();
             match name {
                 POD_PHASE if value == 1.0 => {
-                    *summary.pods.entry(label("phase")).or_default() += 1;
+                    *summary
+                        .pods
+                        .entry(label("namespace"))
+                        .or_default()
+                        .entry(label("phase"))
+                        .or_default() += 1;
                 }
                 HPA_CURRENT | HPA_DESIRED | HPA_MIN | HPA_MAX => {
                     let (namespace, hpa) = (label("namespace"), label("horizontalpodautoscaler"));
@@ -103,30 +136,6 @@ pub(crate) fn summarise(view: &DataView) -> ClusterSummary {
     summary
 }
 
-/// The value of label `key` in a series prefix `name{cluster="c",key="v",...}`, unescaped.
-fn label_value(prefix: &str, key: &str) -> Option<String> {
-    let mut rest = &prefix[prefix.find('{')? + 1..];
-    loop {
-        let (name, after) = rest.split_once("=\"")?;
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let end = loop {
-            match chars.next()? {
-                (i, '"') => break i,
-                (_, '\\') => match chars.next()?.1 {
-                    'n' => value.push('\n'),
-                    c => value.push(c),
-                },
-                (_, c) => value.push(c),
-            }
-        };
-        if name == key {
-            return Some(value);
-        }
-        rest = after[end + 1..].strip_prefix(',')?;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -149,10 +158,26 @@ mod tests {
                 family(4, WATCH_UP, MetricKind::Gauge),
             ],
             series: vec![
-                series(0, 0, &[("pod", "a"), ("phase", "Running")]),
-                series(1, 0, &[("pod", "a"), ("phase", "Pending")]),
-                series(2, 0, &[("pod", "b"), ("phase", "Running")]),
-                series(3, 0, &[("pod", "c"), ("phase", "Pending")]),
+                series(
+                    0,
+                    0,
+                    &[("namespace", "shop"), ("pod", "a"), ("phase", "Running")],
+                ),
+                series(
+                    1,
+                    0,
+                    &[("namespace", "shop"), ("pod", "a"), ("phase", "Pending")],
+                ),
+                series(
+                    2,
+                    0,
+                    &[("namespace", "shop"), ("pod", "b"), ("phase", "Running")],
+                ),
+                series(
+                    3,
+                    0,
+                    &[("namespace", "ops"), ("pod", "c"), ("phase", "Pending")],
+                ),
                 series(
                     4,
                     1,
@@ -188,10 +213,23 @@ mod tests {
             events: &mut events,
         };
         data.apply("c", &batch, 100, Some(live)).expect("apply");
-        let summary = summarise(&data.view());
+        let summary = summarise(&data.view(), Detail::Full);
         assert_eq!(
             summary.pods,
-            BTreeMap::from([("Pending".to_owned(), 1), ("Running".to_owned(), 2)])
+            BTreeMap::from([
+                (
+                    "ops".to_owned(),
+                    BTreeMap::from([("Pending".to_owned(), 1)])
+                ),
+                (
+                    "shop".to_owned(),
+                    BTreeMap::from([("Running".to_owned(), 2)])
+                ),
+            ])
+        );
+        assert_eq!(
+            summary.pods_per_phase(),
+            BTreeMap::from([("Pending", 1), ("Running", 2)])
         );
         assert_eq!(
             summary.hpas,
@@ -211,15 +249,15 @@ mod tests {
         );
         assert!(summary.source_down());
         assert_eq!(summary.watches_down().collect::<Vec<_>>(), ["pods"]);
-    }
 
-    #[test]
-    fn label_values_are_read_back_from_prefixes() {
-        let prefix = r#"x{cluster="c",pod="a\"b\\c\nd",phase="Running"}"#;
-        assert_eq!(label_value(prefix, "cluster").as_deref(), Some("c"));
-        assert_eq!(label_value(prefix, "pod").as_deref(), Some("a\"b\\c\nd"));
-        assert_eq!(label_value(prefix, "phase").as_deref(), Some("Running"));
-        assert_eq!(label_value(prefix, "node"), None);
-        assert_eq!(label_value("x{cluster=\"c\"", "pod"), None);
+        let source = summarise(&data.view(), Detail::Source);
+        assert!(
+            source.pods.is_empty() && source.hpas.is_empty(),
+            "{source:?}"
+        );
+        assert_eq!(
+            (source.api_up, source.watches),
+            (summary.api_up, summary.watches)
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The status page at `/`, rendered by headless Chromium (Debian's `chromium`): one row per
 //! cluster with its link, its source (frozen when the sender's watches are down), sender,
-//! address, agent, last change, pods and series; each HPA's replicas; the recent scaling
-//! events.
+//! address, agent, last change, pods and series; pods per namespace and phase; each HPA's
+//! replicas; the recent scaling events with the new size and reason.
 
 use crate::common;
 
@@ -57,6 +57,66 @@ fn row_cells(dom: &str, cluster: &str) -> Option<Vec<String>> {
     )
 }
 
+/// The latest scaling action up of the HPA `shop/checkout`: its new size is the value, its
+/// reason a label (as the sender relays it).
+fn last_action(id: u32, reason: &str) -> SeriesDef {
+    SeriesDef {
+        id,
+        family: 14,
+        labels: vec![
+            ("namespace".into(), "shop".into()),
+            ("horizontalpodautoscaler".into(), "checkout".into()),
+            ("direction".into(), "up".into()),
+            ("reason".into(), reason.into()),
+        ],
+    }
+}
+
+/// A phase series of a pod in namespace `shop`.
+fn shop_pod(id: u32, pod: &str, phase: &str) -> SeriesDef {
+    SeriesDef {
+        id,
+        family: 0,
+        labels: vec![
+            ("namespace".into(), "shop".into()),
+            ("pod".into(), pod.into()),
+            ("phase".into(), phase.into()),
+        ],
+    }
+}
+
+/// A scaling action up to 7 replicas, for a reason with markup in it (remote input): the
+/// counter grows by 2 and the latest action is replaced.
+fn scaling_delta() -> Batch {
+    Batch {
+        series: vec![last_action(18, "<b>memory</b> above target")],
+        removals: vec![17],
+        ..delta(2, &[(9, 6.0), (18, 7.0)])
+    }
+}
+
+/// The text of each cell of each `<tr class="{class}">` in the table with id `table`.
+fn table_rows(dom: &str, table: &str, class: &str) -> Vec<Vec<String>> {
+    let Some(start) = dom.find(&format!("id=\"{table}\"")) else {
+        return Vec::new();
+    };
+    let body = &dom[start..];
+    let body = &body[..body.find("</table>").unwrap_or(body.len())];
+    body.split(&format!("<tr class=\"{class}\">"))
+        .skip(1)
+        .map(|row| {
+            let row = &row[..row.find("</tr>").unwrap_or(row.len())];
+            row.split("<td")
+                .skip(1)
+                .map(|cell| {
+                    let text = &cell[cell.find('>').map_or(0, |i| i + 1)..];
+                    text[..text.find("</td>").unwrap_or(text.len())].to_owned()
+                })
+                .collect()
+        })
+        .collect()
+}
+
 fn scaling_snapshot() -> Batch {
     let mut batch = small_snapshot(1);
     let mut family = |id, name: &str| {
@@ -76,6 +136,12 @@ fn scaling_snapshot() -> Batch {
     family(9, "kube_horizontalpodautoscaler_status_desired_replicas");
     family(10, "relay_sender_api_up");
     family(11, "relay_sender_watch_up");
+    family(12, "kube_horizontalpodautoscaler_spec_min_replicas");
+    family(13, "kube_horizontalpodautoscaler_spec_max_replicas");
+    family(
+        14,
+        "kube_horizontalpodautoscaler_last_scaling_event_replicas",
+    );
     let hpa = |id, family, direction: Option<&str>| {
         let mut labels = vec![
             ("namespace".into(), "shop".into()),
@@ -102,6 +168,14 @@ fn scaling_snapshot() -> Batch {
         },
         watch(13, "pods"),
         watch(14, "nodes"),
+        hpa(15, 12, None),
+        hpa(16, 13, None),
+        last_action(
+            17,
+            "cpu resource utilization (percentage of request) above target",
+        ),
+        shop_pod(19, "cart-1", "Pending"),
+        shop_pod(20, "cart-2", "Running"),
     ]);
     // The API server answers, but the pods watch is down: pods are frozen.
     batch.updates = common::values(&[
@@ -113,6 +187,11 @@ fn scaling_snapshot() -> Batch {
         (12, 1.0),
         (13, 0.0),
         (14, 1.0),
+        (15, 1.0),
+        (16, 10.0),
+        (17, 5.0),
+        (19, 1.0),
+        (20, 1.0),
     ]);
     batch.snapshot = Some(SnapshotPart {
         first: true,
@@ -128,7 +207,7 @@ async fn the_status_page_lists_each_cluster_and_recent_scaling_events() {
         .await
         .expect("welcome");
     alpha.batch(scaling_snapshot()).await.expect("send");
-    alpha.batch(delta(2, &[(9, 6.0)])).await.expect("send");
+    alpha.batch(scaling_delta()).await.expect("send");
     alpha.ack_of(2).await.expect("ack");
     let mut bravo = TestSender::welcomed(rx.ingest, hello("bravo", "host-b"))
         .await
@@ -154,7 +233,7 @@ async fn the_status_page_lists_each_cluster_and_recent_scaling_events() {
         "{dom}"
     );
     let alpha = row_cells(&dom, "alpha").expect("a row for alpha");
-    assert_eq!(alpha[0], "alpha");
+    assert_eq!(alpha[0], "<a href=\"/?cluster=alpha\">alpha</a>");
     assert!(alpha[1].starts_with("up since "), "{alpha:?}");
     assert_eq!(alpha[2], "DOWN, data frozen: watch down: pods");
     assert_eq!(alpha[3], "host-a");
@@ -164,8 +243,8 @@ async fn the_status_page_lists_each_cluster_and_recent_scaling_events() {
     );
     assert_eq!(alpha[5], "receiver-tests/0");
     assert!(alpha[6].contains(" ago)"), "last change shown: {alpha:?}");
-    assert_eq!(alpha[7], "1 Running");
-    assert_eq!(alpha[8], "8");
+    assert_eq!(alpha[7], "1 Pending, 2 Running");
+    assert_eq!(alpha[8], "13");
 
     let bravo = row_cells(&dom, "bravo").expect("a row for bravo");
     assert!(
@@ -179,6 +258,31 @@ async fn the_status_page_lists_each_cluster_and_recent_scaling_events() {
     );
     assert_eq!(bravo[8], "2");
 
+    let namespaces = table_rows(&dom, "namespaces", "namespace");
+    assert!(
+        namespaces.contains(&vec![
+            "alpha".to_owned(),
+            "default".into(),
+            "1 Running".into(),
+            "1".into()
+        ]),
+        "{namespaces:?}"
+    );
+    assert!(
+        namespaces.contains(&vec![
+            "alpha".to_owned(),
+            "shop".into(),
+            "1 Pending, 1 Running".into(),
+            "2".into()
+        ]),
+        "{namespaces:?}"
+    );
+    assert_eq!(
+        namespaces.len(),
+        3,
+        "bravo's pods are kept until they expire: {namespaces:?}"
+    );
+
     let hpas = &dom[dom.find("id=\"hpas\"").expect("HPA table")..];
     let hpa = &hpas[hpas.find("<tr class=\"hpa\">").expect("one HPA")..];
     let hpa = &hpa[..hpa.find("</tr>").expect("row end")];
@@ -188,6 +292,8 @@ async fn the_status_page_lists_each_cluster_and_recent_scaling_events() {
         "<td>checkout</td>",
         "<td class=\"current\">3</td>",
         "<td class=\"desired\">5</td>",
+        "<td class=\"min\">1</td>",
+        "<td class=\"max\">10</td>",
     ] {
         assert!(hpa.contains(cell), "{cell:?} missing from {hpa}");
     }
@@ -196,12 +302,14 @@ async fn the_status_page_lists_each_cluster_and_recent_scaling_events() {
     let event = &events[events.find("<tr class=\"event\">").expect("one event")..];
     let event = &event[..event.find("</tr>").expect("row end")];
     for cell in [
-        "alpha",
-        "shop",
-        "checkout",
-        "up",
-        "<td>2</td>",
-        "<td>6</td>",
+        "<td>alpha</td>",
+        "<td>shop</td>",
+        "<td>checkout</td>",
+        "<td class=\"direction\">up</td>",
+        "<td class=\"new-size\">7</td>",
+        "<td class=\"reason\">&lt;b&gt;memory&lt;/b&gt; above target</td>",
+        "<td class=\"increase\">2</td>",
+        "<td class=\"total\">6</td>",
     ] {
         assert!(event.contains(cell), "{cell:?} missing from {event}");
     }
