@@ -14,6 +14,8 @@ mod mixin_alerts;
 mod netns_harness;
 mod prometheus_runner;
 mod public_dashboards;
+mod public_proof;
+mod relayed_state;
 mod remote_write;
 mod sender_restart;
 mod walking_skeleton;

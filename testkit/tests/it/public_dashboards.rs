@@ -1,24 +1,26 @@
-//! Dashboards others wrote, against the relay: the panel queries of dotdc's k8s-views (global,
-//! namespaces, pods) and of the kubernetes-mixin's workload and pod dashboards
-//! (`data/public-dashboards.yaml`, query strings copied verbatim, sources named there), run
-//! the way Grafana runs them against a real Prometheus (Debian's 2.42) scraping receivers
-//! that relay simulated clusters on a manual clock.
+//! An opt-in proof, `#[ignore]`d: dashboards others wrote, against the relay. The panel
+//! queries of dotdc's k8s-views (global, namespaces, pods) and of the kubernetes-mixin's
+//! workload and pod dashboards, read from the user's own extract of them
+//! (`public-dashboards.yaml` in `$KUBE_RELAY_PUBLIC_PROOF_DIR`, with the mixin's recording
+//! rules in `kubernetes-mixin-rules.yaml`: see `public_proof` and docs/metrics.md for the
+//! format; the repository holds none of it), run the way Grafana runs them against a real
+//! Prometheus (Debian's 2.42) scraping receivers that relay simulated clusters on a manual
+//! clock. Our own dashboards get the same treatment in CI (`dashboards`).
 //!
 //! Each simulated cluster has its own receiver, scraped with its cluster as a target label
 //! (`honor_labels`): the mixin's cluster picker reads `up{job="kube-relay"}`, which only
 //! carries `cluster` that way. Prometheus also evaluates the mixin's recording rules its
-//! dashboards read (`data/kubernetes-mixin-rules.yaml`).
+//! dashboards read.
 //!
 //! A query counts as returning data when it does for at least one cluster, with the variables
 //! Grafana would give it (the cluster and namespace a user looks at, "All" where a variable
 //! offers it, else the first value). Queries marked `not_carried` read series the relay does
 //! not carry (node-exporter, cAdvisor network and filesystem counters, kinds it does not
 //! watch): they must return nothing, and are counted apart. The figures are printed on
-//! `FIGURE` lines. Every carried query must return data (the issue asks for 90 %; the demo and
+//! `FIGURE` lines. Every carried query must return data (issue 16 asks for 90 %; the demo and
 //! `faults` scenarios together reach all of them, so any loss is a regression).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kube_relay_receiver::{Receiver, ReceiverConfig};
@@ -29,6 +31,8 @@ use kube_relay_testkit::http::encode_component;
 use kube_relay_testkit::prometheus::PrometheusConfig;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+
+use crate::public_proof;
 
 // --- the data ----------------------------------------------------------------------------
 
@@ -74,12 +78,8 @@ struct Target {
     not_carried: Option<String>,
 }
 
-fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/data")
-}
-
 fn load() -> Data {
-    let path = data_dir().join("public-dashboards.yaml");
+    let path = public_proof::file("public-dashboards.yaml");
     let text =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -273,6 +273,7 @@ struct Outcome {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "opt-in proof: reads published dashboards' queries from $KUBE_RELAY_PUBLIC_PROOF_DIR (docs/metrics.md)"]
 async fn public_dashboard_queries_return_data_for_the_relayed_clusters() {
     let data = load();
     let shutdown = CancellationToken::new();
@@ -298,7 +299,7 @@ async fn public_dashboard_queries_return_data_for_the_relayed_clusters() {
             })
             .collect(),
         honor_labels: true,
-        rule_files: vec![data_dir().join("kubernetes-mixin-rules.yaml")],
+        rule_files: vec![public_proof::file("kubernetes-mixin-rules.yaml")],
         ..PrometheusConfig::new(&[])
     })
     .await
