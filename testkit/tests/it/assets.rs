@@ -613,7 +613,7 @@ fn prometheus_config_and_its_rule_files_pass_promtool() {
         &["check", "config", "prometheus/prometheus.yml"],
         PROMTOOL_HINT,
     );
-    assert!(out.contains("1 rule files found"), "{out}");
+    assert!(out.contains("2 rule files found"), "{out}");
 }
 
 #[test]
@@ -631,44 +631,89 @@ fn alert_rules_pass_their_promtool_unit_tests() {
     assert!(out.contains("SUCCESS"), "{out}");
 }
 
-/// The alerts the issues ask for, and the certificate reload alert, by name.
-const ALERTS: [&str; 12] = [
-    "KubeRelayReceiverDown",
-    "KubeRelayClusterDisconnected",
-    "KubeRelayClusterStale",
-    "KubeRelaySourceDown",
-    "KubeRelayClusterGone",
-    "KubeRelayCertificateReloadFailed",
-    "KubeRelayRemoteWriteBehind",
-    "KubePodCrashLooping",
-    "KubePodNotReady",
-    "KubeHpaMaxedOut",
-    "KubeHpaReplicasMismatch",
-    "KubeHpaFlapping",
+/// The alerts the issues ask for, and the certificate reload alert, by rule file and name.
+const ALERTS: [(&str, &[&str]); 2] = [
+    (
+        "prometheus/rules/kube-relay.yml",
+        &[
+            "KubeRelayReceiverDown",
+            "KubeRelayClusterDisconnected",
+            "KubeRelayClusterStale",
+            "KubeRelaySourceDown",
+            "KubeRelayClusterGone",
+            "KubeRelayCertificateReloadFailed",
+            "KubeRelayRemoteWriteBehind",
+        ],
+    ),
+    (
+        "prometheus/rules/kubernetes.yml",
+        &[
+            "KubePodCrashLooping",
+            "KubeContainerOOMKilled",
+            "KubeContainerWaiting",
+            "KubePodNotScheduled",
+            "KubePodNotReady",
+            "KubeDeploymentReplicasMismatch",
+            "KubeDeploymentRolloutStuck",
+            "KubeHpaMaxedOut",
+            "KubeHpaReplicasMismatch",
+            "KubeHpaFlapping",
+            "KubeNodeNotReady",
+            "KubeNodeUnderPressure",
+        ],
+    ),
 ];
 
 #[test]
 fn every_alert_is_documented_and_tested_firing_and_quiet() {
-    let rules = yaml(&read("prometheus/rules/kube-relay.yml"));
+    let mut files: Vec<String> = std::fs::read_dir(root().join("prometheus/rules"))
+        .expect("prometheus/rules")
+        .map(|e| {
+            format!(
+                "prometheus/rules/{}",
+                e.expect("dir entry").file_name().to_string_lossy()
+            )
+        })
+        .collect();
+    files.sort();
+    let mut listed: Vec<&str> = ALERTS.iter().map(|(file, _)| *file).collect();
+    listed.sort_unstable();
+    assert_eq!(files, listed, "prometheus.yml loads every file in rules/");
     let mut names = BTreeSet::new();
-    for group in rules["groups"].as_array().expect("groups") {
-        for rule in group["rules"].as_array().expect("rules") {
-            let name = str_at(rule, "/alert");
-            names.insert(name.to_owned());
-            let severity = str_at(rule, "/labels/severity");
-            assert!(
-                ["critical", "warning", "info"].contains(&severity),
-                "{name}: severity {severity}"
-            );
-            for annotation in ["summary", "description"] {
+    for (file, alerts) in ALERTS {
+        let rules = yaml(&read(file));
+        let mut in_file = BTreeSet::new();
+        for group in rules["groups"].as_array().expect("groups") {
+            for rule in group["rules"].as_array().expect("rules") {
+                let name = str_at(rule, "/alert");
+                in_file.insert(name.to_owned());
+                let severity = str_at(rule, "/labels/severity");
                 assert!(
-                    !str_at(rule, &format!("/annotations/{annotation}")).is_empty(),
-                    "{name} has a {annotation}"
+                    ["critical", "warning", "info"].contains(&severity),
+                    "{name}: severity {severity}"
                 );
+                for annotation in ["summary", "description"] {
+                    assert!(
+                        !str_at(rule, &format!("/annotations/{annotation}")).is_empty(),
+                        "{name} has a {annotation}"
+                    );
+                }
+                // alerts about a relayed cluster's objects say which cluster first
+                if file.ends_with("kubernetes.yml") {
+                    assert!(
+                        str_at(rule, "/annotations/summary").starts_with("{{ $labels.cluster }}: "),
+                        "{name}: the summary names the cluster"
+                    );
+                }
             }
         }
+        assert_eq!(
+            in_file,
+            alerts.iter().map(|s| s.to_string()).collect(),
+            "{file}"
+        );
+        names.extend(in_file);
     }
-    assert_eq!(names, ALERTS.iter().map(|s| s.to_string()).collect());
 
     let mut firing = BTreeSet::new();
     let mut quiet = BTreeSet::new();

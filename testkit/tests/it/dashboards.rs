@@ -52,6 +52,20 @@ fn dashboards() -> Vec<(String, Value)> {
     out
 }
 
+/// The alert rule files (`prometheus.yml` loads `rules/*.yml`), workspace-relative.
+fn rule_files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(root().join("prometheus/rules"))
+        .expect("prometheus/rules")
+        .map(|e| {
+            let name = e.expect("dir entry").file_name();
+            format!("prometheus/rules/{}", name.to_string_lossy())
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    files
+}
+
 /// The uid of the provisioned Prometheus datasource.
 fn datasource_uid() -> String {
     let provisioning: Value =
@@ -471,13 +485,14 @@ fn dashboards_and_alert_rules_use_only_catalogued_metrics() {
             }
         }
     }
-    let rules: Value =
-        serde_yaml::from_str(&read("prometheus/rules/kube-relay.yml")).expect("rules YAML");
-    for group in rules["groups"].as_array().expect("groups") {
-        for rule in group["rules"].as_array().expect("rules") {
-            for metric in metric_names(rule["expr"].as_str().expect("expr")) {
-                if !catalogue.contains(&metric) {
-                    unknown.insert(format!("alert {}: uses {metric}", rule["alert"]));
+    for file in rule_files() {
+        let rules: Value = serde_yaml::from_str(&read(&file)).expect("rules YAML");
+        for group in rules["groups"].as_array().expect("groups") {
+            for rule in group["rules"].as_array().expect("rules") {
+                for metric in metric_names(rule["expr"].as_str().expect("expr")) {
+                    if !catalogue.contains(&metric) {
+                        unknown.insert(format!("alert {}: uses {metric}", rule["alert"]));
+                    }
                 }
             }
         }
@@ -676,7 +691,7 @@ async fn every_dashboard_query_returns_data_for_the_hpa_demo() {
     .expect("receiver binds");
     let ingest = receiver.ingest_addr();
     let prometheus = Prometheus::start_with(PrometheusConfig {
-        rule_files: vec![root().join("prometheus/rules/kube-relay.yml")],
+        rule_files: rule_files().iter().map(|f| root().join(f)).collect(),
         ..PrometheusConfig::new(&[receiver.http_addr()])
     })
     .await
@@ -843,12 +858,13 @@ async fn every_dashboard_query_returns_data_for_the_hpa_demo() {
             );
         }
     }
-    let defined = read("prometheus/rules/kube-relay.yml")
-        .lines()
+    let defined = rule_files()
+        .iter()
+        .flat_map(|f| read(f).lines().map(str::to_owned).collect::<Vec<_>>())
         .filter(|l| l.trim_start().starts_with("- alert:"))
         .count();
     assert_eq!(evaluated, defined, "every alert rule is loaded");
-    assert!(defined >= 9, "the rules file holds the alerts: {defined}");
+    assert!(defined >= 19, "the rules files hold the alerts: {defined}");
 
     shutdown.cancel();
     sender_task

@@ -10,6 +10,7 @@ mod demo_script;
 mod deploy_tls;
 mod faults;
 mod frozen_source;
+mod kubernetes_alerts;
 mod mixin_alerts;
 mod netns_harness;
 mod prometheus_runner;
