@@ -16,6 +16,9 @@
 //! times. The file as shipped, with its real durations, is proven by the promtool unit tests
 //! (`prometheus/tests/kubernetes.test.yml`, run by `assets`).
 //!
+//! The overview dashboard's alert table (`grafana/dashboards/cluster-overview.json`) shows each
+//! cluster's firing alerts at the end.
+//!
 //! What `faults` cannot cause gets those unit tests only: an HPA whose current replicas stay
 //! away from its desired ones (`KubeHpaReplicasMismatch`: a quota or an admission webhook
 //! refusing pods does that), and one that rescales more than six times an hour
@@ -665,6 +668,38 @@ async fn kubernetes_alerts_fire_for_exactly_the_broken_objects() {
         show(&at_end.difference(&expected_at_end).cloned().collect()),
         show(&expected_at_end.difference(&at_end).cloned().collect())
     );
+
+    // the overview dashboard's alert table lists each cluster's firing alerts, and no other
+    let overview: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("grafana/dashboards/cluster-overview.json"))
+            .expect("grafana/dashboards/cluster-overview.json"),
+    )
+    .expect("dashboard JSON");
+    let table = overview["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .find(|p| p["title"] == "Alerts about this cluster")
+        .expect("the overview's alert table");
+    let table_expr = table["targets"][0]["expr"].as_str().expect("its query");
+    for cluster in ["faults", "demo", "healthy"] {
+        let rows = prometheus
+            .query(&table_expr.replace("$cluster", cluster))
+            .await
+            .expect("the alert table's query");
+        let firing = rows
+            .iter()
+            .filter(|r| r.label("alertstate") == "firing")
+            .count();
+        let expected = expected_at_end
+            .iter()
+            .filter(|(_, l)| l.get("cluster").is_some_and(|c| c == cluster))
+            .count();
+        assert_eq!(
+            firing, expected,
+            "{cluster}: firing rows of the alert table"
+        );
+    }
 
     shutdown.cancel();
     for c in clusters {
