@@ -16,8 +16,9 @@
 //! times. The file as shipped, with its real durations, is proven by the promtool unit tests
 //! (`prometheus/tests/kubernetes.test.yml`, run by `assets`).
 //!
-//! The overview dashboard's alert table (`grafana/dashboards/cluster-overview.json`) shows each
-//! cluster's firing alerts at the end.
+//! Every query of the overview dashboard (`grafana/dashboards/cluster-overview.json`, with its
+//! pending, failed, not-ready, restart and unexpected-status panels) returns data for
+//! `faults`, and its alert table shows each cluster's firing alerts at the end.
 //!
 //! What `faults` cannot cause gets those unit tests only: an HPA whose current replicas stay
 //! away from its desired ones (`KubeHpaReplicasMismatch`: a quota or an admission webhook
@@ -669,15 +670,38 @@ async fn kubernetes_alerts_fire_for_exactly_the_broken_objects() {
         show(&expected_at_end.difference(&at_end).cloned().collect())
     );
 
-    // the overview dashboard's alert table lists each cluster's firing alerts, and no other
+    // every query of the overview dashboard returns data for `faults` (its variables: this
+    // cluster, every namespace, the whole run, a rate window of four scrapes)
     let overview: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("grafana/dashboards/cluster-overview.json"))
             .expect("grafana/dashboards/cluster-overview.json"),
     )
     .expect("dashboard JSON");
-    let table = overview["panels"]
-        .as_array()
-        .expect("panels")
+    let panels = overview["panels"].as_array().expect("panels");
+    let mut empty = Vec::new();
+    for panel in panels {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"]
+                .as_str()
+                .expect("a query")
+                .replace("$__range", &format!("{window}s"))
+                .replace("$__rate_interval", "1s")
+                .replace("$cluster", "faults")
+                .replace("$namespace", ".*");
+            let found = prometheus.query(&expr).await.expect("an overview query");
+            if found.is_empty() {
+                empty.push(format!("{}: {expr}", panel["title"]));
+            }
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "overview panels without data for faults:\n{}",
+        empty.join("\n")
+    );
+
+    // its alert table lists each cluster's firing alerts, and no other
+    let table = panels
         .iter()
         .find(|p| p["title"] == "Alerts about this cluster")
         .expect("the overview's alert table");
