@@ -324,6 +324,16 @@ impl ReceiverConfig {
                 )));
             }
         }
+        if let Some(dir) = &self.state_dir {
+            // A missing directory is created when remote write starts; a file never works
+            // (and would otherwise say only "Not a directory" about a queue path inside it).
+            if std::fs::metadata(dir).is_ok_and(|meta| !meta.is_dir()) {
+                return Err(Error::Config(format!(
+                    "--state-dir {}: exists and is not a directory",
+                    dir.display()
+                )));
+            }
+        }
         if !self.remote_write.is_empty() && self.state_dir.is_none() {
             return Err(Error::Config(
                 "remote write needs --state-dir: each URL's queue is kept on disk there so \

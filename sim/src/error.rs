@@ -36,6 +36,18 @@ pub enum Error {
         known: String,
     },
 
+    /// Neither a built-in scenario nor a file has this name.
+    #[error(
+        "failed to find the scenario `{name}`: it names no built-in scenario and no file \
+         (built-ins: {known})"
+    )]
+    NoSuchScenario {
+        /// The requested name or path.
+        name: String,
+        /// The built-in names.
+        known: String,
+    },
+
     /// A scenario file could not be read.
     #[error("failed to read the scenario file {path}: {source}")]
     ScenarioRead {
@@ -82,7 +94,7 @@ impl Error {
         match self {
             Error::ScenarioParse { .. } => "scenario_parse",
             Error::ScenarioInvalid { .. } => "scenario_invalid",
-            Error::UnknownScenario { .. } => "unknown_scenario",
+            Error::UnknownScenario { .. } | Error::NoSuchScenario { .. } => "unknown_scenario",
             Error::ScenarioRead { .. } => "scenario_read",
             Error::Io(_) => "io",
             Error::NotFound { .. } => "not_found",

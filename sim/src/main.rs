@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser};
@@ -78,10 +79,39 @@ fn parse_args() -> Args {
     Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
+/// Runs kube-sim; an error is printed on one line, each cause once, with exit status 1 (a
+/// bad command line exits with clap's message and status 2).
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let args = parse_args();
     kube_relay_sim::telemetry::init();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kube-sim: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, leaving out a cause whose text is already there
+/// (messages that name their source would otherwise print it twice).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.speed > 0.0 && args.speed.is_finite(),
         "--speed must be a positive number of simulated seconds per real second, not {}",

@@ -148,6 +148,7 @@ impl Scenario {
     /// A built-in scenario by name, or else a scenario file at that path.
     ///
     /// # Errors
+    /// [`Error::NoSuchScenario`] (listing the built-ins) when there is no such file either,
     /// [`Error::ScenarioRead`] when the file cannot be read, or any error of
     /// [`Scenario::from_yaml`].
     pub fn from_name_or_path(name_or_path: &str) -> Result<Self> {
@@ -155,9 +156,18 @@ impl Scenario {
             return Self::builtin(name_or_path);
         }
         let path = Path::new(name_or_path);
-        let yaml = std::fs::read_to_string(path).map_err(|source| Error::ScenarioRead {
-            path: path.to_path_buf(),
-            source,
+        let yaml = std::fs::read_to_string(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                Error::NoSuchScenario {
+                    name: name_or_path.to_string(),
+                    known: Self::builtin_names().join(", "),
+                }
+            } else {
+                Error::ScenarioRead {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
         })?;
         Self::from_yaml(&yaml)
     }
@@ -1095,6 +1105,24 @@ fn check_label(field: &str, key: &str, value: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_that_is_neither_a_builtin_nor_a_file_lists_the_builtins() {
+        let err = Scenario::from_name_or_path("nosuch").expect_err("no such scenario");
+        let text = err.to_string();
+        assert!(text.contains("`nosuch`"), "{text}");
+        for name in Scenario::builtin_names() {
+            assert!(text.contains(name), "{text} lacks {name}");
+        }
+        // A file that exists but cannot be read is a read error, with the OS's reason.
+        let dir = std::env::temp_dir();
+        let err = Scenario::from_name_or_path(dir.to_str().expect("utf-8"))
+            .expect_err("a directory is no scenario file");
+        assert!(
+            matches!(err, Error::ScenarioRead { .. }),
+            "{err}: a directory is read, not looked up"
+        );
+    }
 
     #[test]
     fn every_builtin_parses() {

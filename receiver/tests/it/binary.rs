@@ -214,6 +214,9 @@ async fn settings_that_can_never_work_stop_the_start_naming_the_input_once() {
     let not_pem = path("notpem", "hello\n");
     let empty = path("empty.tok", " \n");
     let bare_config = path("receiver-config", "[receiver]\n");
+    let a_file = path("state-is-a-file", "");
+    let missing = dir.path().join("missing.tok");
+    let missing = missing.to_str().expect("utf-8");
     let loopback = ["--listen=127.0.0.1:0", "--http-listen=127.0.0.1:0"];
     let same = ["--listen=127.0.0.1:9400", "--http-listen=127.0.0.1:9400"];
     for (args, needles, code) in [
@@ -229,6 +232,16 @@ async fn settings_that_can_never_work_stop_the_start_naming_the_input_once() {
         (
             [&loopback[..], &["--token-file", &empty]].concat(),
             vec![&*empty, "is empty"],
+            2,
+        ),
+        (
+            [&loopback[..], &["--token-file", missing]].concat(),
+            vec![missing, "No such file"],
+            2,
+        ),
+        (
+            [&loopback[..], &["--state-dir", &a_file]].concat(),
+            vec![&*a_file, "not a directory"],
             2,
         ),
         (

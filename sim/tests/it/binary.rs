@@ -57,6 +57,39 @@ async fn kube_sim_help_says_what_it_serves_and_what_not() {
     }
 }
 
+#[tokio::test]
+async fn an_unknown_scenario_stops_kube_sim_listing_the_builtins_once() {
+    let out = std::process::Command::new(bin_path("kube-sim").expect("kube-sim built"))
+        .args(["--listen", "127.0.0.1:0", "--scenario", "nosuch"])
+        // A backtrace, had the error gone through anyhow's Debug, would show here.
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("kube-sim runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("kube-sim: ") && err.contains("`nosuch`"),
+        "{err}"
+    );
+    for name in kube_relay_sim::Scenario::builtin_names() {
+        assert!(err.contains(name), "{err} lacks {name}");
+    }
+
+    // A file that cannot be read: the OS's reason, said once.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(bin_path("kube-sim").expect("kube-sim built"))
+        .args(["--listen", "127.0.0.1:0", "--scenario"])
+        .arg(dir.path())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("kube-sim runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert_eq!(err.matches("Is a directory").count(), 1, "said once: {err}");
+}
+
 /// kube-sim on a pseudo-terminal (util-linux `script`), so stderr is a terminal.
 fn on_a_terminal(no_color: &str, kubeconfig: &std::path::Path) -> ChildProcess {
     let sim = bin_path("kube-sim").expect("kube-sim built");
