@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The demo: a receiver and a sender on this machine, the sender watching kube-relay's built-in
-# simulated cluster (a php-apache Deployment whose HPA scales up and down as load comes and
-# goes). Ctrl-C stops the sender (it says goodbye to the receiver), then the receiver.
+# The demo: a receiver and a sender on this machine, the sender watching kube-relay's
+# simulated cluster, `kube-sim` (a php-apache Deployment whose HPA scales up and down as load
+# comes and goes), through the kubeconfig kube-sim writes, as it would watch a real cluster.
+# Ctrl-C stops the sender (it says goodbye to the receiver), then the receiver and kube-sim.
 #
 #   ./scripts/demo.sh                    # receiver on 127.0.0.1:9000 (senders) and :9100 (/metrics)
 #   HTTP_PORT=9101 ./scripts/demo.sh     # /metrics on 9101 (9100 is node_exporter's default)
@@ -12,12 +13,12 @@
 #   INGEST_PORT          the senders' port on its own (default PORT_BASE)
 #   HTTP_PORT            the HTTP port (/metrics, status page) on its own (default PORT_BASE + 100)
 #   DEMO_TIMEOUT         seconds to wait for Running pods at the receiver (default 60)
-#   KUBE_RELAY_BIN_DIR   run the `receiver` and `sender` binaries found in this directory
+#   KUBE_RELAY_BIN_DIR   run the `receiver`, `sender` and `kube-sim` binaries found here
 #                        instead of building release ones (e.g. target/debug after
 #                        `cargo build --bins`)
 #
 # The demo trusts nothing but its own processes. It stops with a message and exit status 1
-# when a port is taken, when the receiver or the sender exits, or when no pod is Running at
+# when a port is taken, when the receiver, the sender or kube-sim exits, or when no pod is Running at
 # the receiver within DEMO_TIMEOUT; it says "kube-relay is running" only once its own
 # receiver (alive, logging that it listens on these ports, answering /healthz) reports the
 # simulated cluster up with Running pods. Logs go to files in a temporary directory, named
@@ -57,12 +58,12 @@ check_ports() {
 check_ports
 if [[ -n "${KUBE_RELAY_BIN_DIR:-}" ]]; then
   bin="$KUBE_RELAY_BIN_DIR"
-  for name in receiver sender; do
+  for name in receiver sender kube-sim; do
     [[ -x "$bin/$name" ]] || fail "KUBE_RELAY_BIN_DIR=$bin holds no executable $name"
   done
 else
   echo "==> building (release; the first build takes a few minutes)"
-  cargo build --release --quiet --bin receiver --bin sender
+  cargo build --release --quiet --bin receiver --bin sender --bin kube-sim
   bin=target/release
   check_ports # the build took a while: the ports may have been taken meanwhile
 fi
@@ -106,7 +107,7 @@ stop() {
   wait "$pid" 2>/dev/null || true
 }
 
-# Stops every process, the last started first: the sender before the receiver.
+# Stops every process, the last started first: the sender before the receiver, kube-sim last.
 stop_all() {
   local i
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
@@ -131,15 +132,24 @@ check_alive() {
 on_interrupt() {
   trap - INT TERM
   echo
-  echo "==> stopping the sender, then the receiver"
+  echo "==> stopping the sender, then the receiver and kube-sim"
   stop_all
   exit 0
 }
 trap stop_all EXIT
 trap on_interrupt INT TERM
 
+# The simulated cluster on a free loopback port; it writes its kubeconfig once it serves.
+kubeconfig="$logs/kubeconfig"
+start kube-sim "$bin/kube-sim" --listen 127.0.0.1:0 --scenario demo --kubeconfig-out "$kubeconfig"
+started=$SECONDS
+until [[ -s "$kubeconfig" ]]; do
+  check_alive
+  ((SECONDS - started < timeout)) || fail "kube-sim wrote no kubeconfig within $timeout s; its log: $logs/kube-sim.log"
+  sleep 0.1
+done
 start receiver "$bin/receiver" --listen "$ingest" --http-listen "$http" --ttl 2m --log-format text
-start sender "$bin/sender" --simulate demo --target "$ingest" --log-format text
+start sender "$bin/sender" --kubeconfig "$kubeconfig" --target "$ingest" --log-format text
 
 # Ours once our receiver logged that it listens on these ports (it exits if it cannot bind
 # them) and is still alive: then what answers on $http is this receiver.
@@ -178,7 +188,8 @@ kube-relay is running:
   metrics      curl -s http://$http/metrics | grep ^kube_
   status page  http://$http/
   Prometheus   scrape http://$http/metrics (see prometheus/prometheus.yml)
-  logs         tail -f $logs/receiver.log $logs/sender.log
+  logs         tail -f $logs/receiver.log $logs/sender.log $logs/kube-sim.log
+  the cluster  KUBECONFIG=$kubeconfig kubectl get pods,hpa
 The simulated load rises within a minute: watch the HPA scale php-apache up, then down:
   watch -n2 "curl -s http://$http/metrics | grep -E 'horizontalpodautoscaler_(status_desired_replicas|scaling_events_total)'"
 Ctrl-C to stop.

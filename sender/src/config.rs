@@ -44,10 +44,6 @@ pub mod defaults {
     /// (told in its `Welcome`) lowers it. Larger frames would only lengthen the time a
     /// batch holds the link and the spool's unit of loss.
     pub const MAX_FRAME_BYTES: usize = kube_relay_proto::DEFAULT_MAX_FRAME_BYTES;
-    /// Cluster name under `--simulate` when none is given.
-    pub const SIMULATED_CLUSTER: &str = "kube-sim";
-    /// Scenario of `--simulate` without a value.
-    pub const SIMULATE_SCENARIO: &str = "demo";
     /// Time allowed to connect and complete the handshake.
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     /// Time allowed to flush and say goodbye on shutdown.
@@ -109,7 +105,7 @@ pub struct Cli {
     pub target: Option<Vec<String>>,
 
     /// Cluster name, the `cluster` label of every series: 1 to 253 characters of
-    /// [A-Za-z0-9._-] [default: the kube context's name; `kube-sim` under --simulate].
+    /// [A-Za-z0-9._-] [default: the kube context's name].
     #[arg(long, value_name = "NAME")]
     pub cluster: Option<String>,
 
@@ -129,11 +125,6 @@ pub struct Cli {
     /// Label selector for pods and PodMetrics, e.g. `app=web,tier!=cache` [default: all].
     #[arg(long, value_name = "SELECTOR")]
     pub selector: Option<String>,
-
-    /// Start the built-in simulated cluster in-process and watch it instead of a real one.
-    #[arg(long, value_name = "SCENARIO", num_args = 0..=1,
-          default_missing_value = defaults::SIMULATE_SCENARIO)]
-    pub simulate: Option<String>,
 
     /// Where CPU and memory per container come from.
     #[arg(long, value_name = "SOURCE", value_enum, default_value_t = UsageSource::MetricsApi)]
@@ -226,7 +217,7 @@ fn check_directory(flag: &str, dir: &std::path::Path) -> Result<(), Error> {
 pub struct Config {
     /// Receiver addresses, `HOST:PORT` each, in failover order (see [`crate::target`]).
     pub targets: Vec<String>,
-    /// Cluster name; `None` means the kube context's name (or `kube-sim` when simulating).
+    /// Cluster name; `None` means the kube context's name.
     pub cluster: Option<String>,
     /// Kubeconfig file.
     pub kubeconfig: Option<PathBuf>,
@@ -236,8 +227,6 @@ pub struct Config {
     pub namespaces: Vec<String>,
     /// Pod label selector.
     pub selector: Option<String>,
-    /// Simulated scenario, when simulating.
-    pub simulate: Option<String>,
     /// Usage source.
     pub usage_source: UsageSource,
     /// Usage poll interval.
@@ -283,7 +272,6 @@ impl Config {
             context: None,
             namespaces: Vec::new(),
             selector: None,
-            simulate: None,
             usage_source: UsageSource::MetricsApi,
             usage_interval: defaults::USAGE_INTERVAL,
             token: None,
@@ -370,7 +358,6 @@ impl Config {
             context: cli.context,
             namespaces: cli.namespace.unwrap_or_default(),
             selector: cli.selector,
-            simulate: cli.simulate,
             usage_source: cli.usage_source,
             usage_interval: cli.usage_interval.get(),
             token,
@@ -519,9 +506,6 @@ mod tests {
             }),
             row("selector", ["\"a=f\"", "a=e", "a=g"], |c| {
                 format!("{:?}", c.selector)
-            }),
-            row("simulate", ["\"f\"", "e", "g"], |c| {
-                format!("{:?}", c.simulate)
             }),
             row(
                 "usage_source",

@@ -37,10 +37,6 @@ pub enum Error {
         source: kube::Error,
     },
 
-    /// The built-in simulated cluster could not start.
-    #[error("failed to start the simulated cluster: {0}")]
-    Simulator(#[source] BoxError),
-
     /// A state file (ledger, sender id) could not be read or written.
     #[error("failed to access state file {path}: {source}")]
     State {
@@ -200,7 +196,6 @@ impl Error {
             Error::Config(_) | Error::Settings(_) => "config",
             Error::KubeConfig(_) => "kubeconfig",
             Error::Kube { source, .. } => kube_error_kind(source),
-            Error::Simulator(_) => "simulator",
             Error::State { .. } => "state",
             Error::TlsFile { .. } => "tls_config",
             Error::Connect { .. } => "connect",

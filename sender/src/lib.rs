@@ -48,7 +48,8 @@
 //! - [`sender`]: [`Sender`] wires it all; [`config`]: the sender's settings (flags,
 //!   `KUBE_RELAY_SENDER_*` environment, `[sender]` in the config file) through the layer
 //!   both binaries share; [`target`]: the receivers' addresses (`--target`, several for
-//!   failover), checked at start-up; [`kubeclient`]: kubectl-like access; [`simulate`]: `--simulate`;
+//!   failover), checked at start-up; [`kubeclient`]: kubectl-like access (a simulated
+//!   cluster is reached the same way, through the kubeconfig `kube-sim` writes);
 //!   [`access`]: the RBAC rules the sender needs; [`malloc`], [`telemetry`]: process set-up.
 //!
 //! [`SeriesSet`]: series::SeriesSet
@@ -72,7 +73,6 @@ pub mod selector;
 pub mod sender;
 pub mod series;
 pub mod shared;
-pub mod simulate;
 pub mod source;
 pub mod spool;
 pub mod state_file;

@@ -6,9 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use kube_relay_proto::config::error_chain;
-use kube_relay_sender::config::defaults;
 use kube_relay_sender::kubeclient::{self, cluster_name_from_context};
-use kube_relay_sender::{Config, Error, Sender, http, malloc, simulate, telemetry, tls};
+use kube_relay_sender::{Config, Error, Sender, http, malloc, telemetry, tls};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -62,32 +61,16 @@ async fn run(config: Config) -> Result<()> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
 
-    // Keeps the simulated cluster (if any) alive while the sender runs.
-    let mut simulated = None;
-    let (client, cluster) = match &config.simulate {
-        Some(scenario) => {
-            let sim = simulate::start(scenario).await?;
-            let client = sim.client.clone();
-            simulated = Some(sim);
-            let cluster = config
-                .cluster
-                .clone()
-                .unwrap_or_else(|| defaults::SIMULATED_CLUSTER.to_owned());
-            (client, cluster)
-        }
-        None => {
-            let access = kubeclient::connect(&config).await?;
-            let cluster = match (&config.cluster, &access.context) {
-                (Some(cluster), _) => cluster.clone(),
-                (None, Some(context)) => cluster_name_from_context(context),
-                (None, None) => anyhow::bail!(
-                    "--cluster (KUBE_RELAY_SENDER_CLUSTER) is required in-cluster: \
-                     there is no kube context to name it after"
-                ),
-            };
-            (access.client, cluster)
-        }
+    let access = kubeclient::connect(&config).await?;
+    let cluster = match (&config.cluster, &access.context) {
+        (Some(cluster), _) => cluster.clone(),
+        (None, Some(context)) => cluster_name_from_context(context),
+        (None, None) => anyhow::bail!(
+            "--cluster (KUBE_RELAY_SENDER_CLUSTER) is required in-cluster: \
+             there is no kube context to name it after"
+        ),
     };
+    let client = access.client;
     // Start-up file work (directory locks, the ledger, the spool's recovery) off the runtime.
     let sender = tokio::task::spawn_blocking(move || {
         Sender::new(config, client, cluster).map_err(anyhow::Error::from)
@@ -98,11 +81,7 @@ async fn run(config: Config) -> Result<()> {
         Some(listener) => sender.with_http(listener),
         None => sender,
     };
-    let result = sender.run_with_targets(connectors, shutdown).await;
-    if let Some(sim) = simulated {
-        sim.sim.shutdown().await;
-    }
-    Ok(result?)
+    Ok(sender.run_with_targets(connectors, shutdown).await?)
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.

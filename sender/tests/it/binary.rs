@@ -1,5 +1,6 @@
-//! The `sender` binary: `--simulate` relays the simulated cluster to a real receiver, SIGTERM
-//! flushes and says goodbye, a bad command line fails clearly.
+//! The `sender` binary: pointed at the simulated cluster's kubeconfig (as at `kube-sim`'s) it
+//! relays it to a real receiver, SIGTERM flushes and says goodbye, a bad command line fails
+//! clearly.
 
 use crate::support;
 
@@ -10,10 +11,11 @@ use kube_relay_testkit::process::ChildProcess;
 use kube_relay_testkit::wait_until;
 use tokio_util::sync::CancellationToken;
 
-use support::{POLL, metrics_text, value, values};
+use support::{KubeSim, POLL, metrics_text, value, values};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simulate_relays_pod_phases_and_hpa_gauges_and_sigterm_says_goodbye() {
+async fn relays_pod_phases_and_hpa_gauges_and_sigterm_says_goodbye() {
+    let sim = KubeSim::start().await;
     let receiver = Receiver::bind(ReceiverConfig::loopback())
         .await
         .expect("bind");
@@ -24,7 +26,12 @@ async fn simulate_relays_pod_phases_and_hpa_gauges_and_sigterm_says_goodbye() {
     let target = ingest.to_string();
     let mut sender = ChildProcess::spawn(
         "sender",
-        ["--simulate", "--target", target.as_str()],
+        [
+            "--kubeconfig",
+            sim.kubeconfig(),
+            "--target",
+            target.as_str(),
+        ],
         &[("RUST_LOG", "info")],
     )
     .expect("sender starts");
@@ -75,11 +82,13 @@ async fn simulate_relays_pod_phases_and_hpa_gauges_and_sigterm_says_goodbye() {
 
     stop.cancel();
     task.await.expect("join").expect("receiver stops");
+    sim.stop().await;
 }
 
 #[tokio::test]
 async fn a_missing_target_fails_with_a_clear_message() {
-    let mut sender = ChildProcess::spawn("sender", ["--simulate"], &[]).expect("starts");
+    let mut sender =
+        ChildProcess::spawn("sender", std::iter::empty::<&str>(), &[]).expect("starts");
     let status = wait_until("exit", Duration::from_secs(30), POLL, || {
         let status = sender.try_status();
         async move { Ok(status) }

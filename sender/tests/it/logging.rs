@@ -9,7 +9,7 @@ use std::time::Duration;
 use kube_relay_testkit::process::{ChildProcess, bin_path};
 use kube_relay_testkit::wait_until;
 
-use support::POLL;
+use support::{KubeSim, POLL};
 
 const WAIT: Duration = Duration::from_secs(30);
 const ESC: &str = "\x1b[";
@@ -38,10 +38,16 @@ async fn log_after_a_retry(child: &ChildProcess) -> String {
 
 #[tokio::test]
 async fn logs_to_a_file_carry_no_colours_and_warn_about_a_plain_link() {
+    let sim = KubeSim::start().await;
     let target = closed_port().await;
     let child = ChildProcess::spawn(
         "sender",
-        ["--simulate", "--target", target.as_str()],
+        [
+            "--kubeconfig",
+            sim.kubeconfig(),
+            "--target",
+            target.as_str(),
+        ],
         &[("RUST_LOG", "info")],
     )
     .expect("sender starts");
@@ -55,9 +61,12 @@ async fn logs_to_a_file_carry_no_colours_and_warn_about_a_plain_link() {
 }
 
 /// Runs the sender on a pseudo-terminal (util-linux `script`), so stderr is a terminal.
-fn on_a_terminal(target: &str, no_color: &str) -> ChildProcess {
+fn on_a_terminal(kubeconfig: &str, target: &str, no_color: &str) -> ChildProcess {
     let sender = bin_path("sender").expect("sender built");
-    let command = format!("{} --simulate --target {target}", sender.display());
+    let command = format!(
+        "{} --kubeconfig {kubeconfig} --target {target}",
+        sender.display()
+    );
     // An empty NO_COLOR counts as unset (no-color.org).
     let env = [
         ("RUST_LOG", "info"),
@@ -81,13 +90,14 @@ fn on_a_terminal(target: &str, no_color: &str) -> ChildProcess {
 
 #[tokio::test]
 async fn a_terminal_gets_colours_unless_no_color_is_set() {
+    let sim = KubeSim::start().await;
     let target = closed_port().await;
-    let coloured = on_a_terminal(&target, "");
+    let coloured = on_a_terminal(sim.kubeconfig(), &target, "");
     let log = log_after_a_retry(&coloured).await;
     assert!(log.contains(ESC), "a terminal gets colours:\n{log}");
     drop(coloured);
 
-    let plain = on_a_terminal(&target, "1");
+    let plain = on_a_terminal(sim.kubeconfig(), &target, "1");
     let log = log_after_a_retry(&plain).await;
     assert!(!log.contains(ESC), "NO_COLOR=1 on a terminal:\n{log:?}");
 }

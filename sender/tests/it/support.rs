@@ -11,6 +11,8 @@
 //!   scripted peer speaking the receiver's side of the protocol over plain TCP, for tests that
 //!   decide what the receiver acknowledges and when it stays silent; [`kept_or_dropped`]: a
 //!   full spool's bookkeeping against what such a peer received;
+//! - [`KubeSim`]: the demo scenario in real time with its kubeconfig written to a file, for
+//!   the `sender` binary (`--kubeconfig`), as a user runs it against `kube-sim`;
 //! - [`Tap`]: a TCP relay between a sender and a real receiver that records every batch the
 //!   sender sends, per connection, to check what went over the wire and in what order.
 
@@ -171,6 +173,44 @@ impl Running {
         })
         .await
         .expect("connected");
+    }
+}
+
+/// The built-in `demo` scenario running in real time in this process, and a kubeconfig file
+/// for it (context `kube-sim`, so a sender started with it names its cluster `kube-sim`).
+pub struct KubeSim {
+    sim: RunningSim,
+    path: String,
+    _dir: tempfile::TempDir,
+}
+
+impl KubeSim {
+    /// Starts the demo scenario on a loopback port and writes its kubeconfig.
+    pub async fn start() -> KubeSim {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sim");
+        let scenario = Scenario::builtin("demo").expect("demo scenario");
+        let sim = Simulator::start(scenario, listener, ClockMode::RealTime { speed: 1.0 })
+            .await
+            .expect("sim starts");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(&path, sim.kubeconfig_yaml()).expect("write kubeconfig");
+        let path = path.to_str().expect("utf-8 temp path").to_owned();
+        KubeSim {
+            sim,
+            path,
+            _dir: dir,
+        }
+    }
+
+    /// The kubeconfig file, for `--kubeconfig`.
+    pub fn kubeconfig(&self) -> &str {
+        &self.path
+    }
+
+    /// Stops serving.
+    pub async fn stop(self) {
+        self.sim.shutdown().await;
     }
 }
 

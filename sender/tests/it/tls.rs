@@ -34,7 +34,9 @@ use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use support::{POLL, RunningReceiver, WAIT, metrics_text, phases, pod_key, stop_link, value};
+use support::{
+    KubeSim, POLL, RunningReceiver, WAIT, metrics_text, phases, pod_key, stop_link, value,
+};
 
 const TOKEN: &str = "correct horse battery staple";
 
@@ -488,15 +490,23 @@ async fn each_receiver_of_several_is_checked_against_its_own_name_unless_one_is_
     );
 }
 
-/// The `sender` binary relaying its built-in simulated cluster to `target` over TLS, trusting
+/// The `sender` binary relaying the simulated cluster of `sim` to `target` over TLS, trusting
 /// the CA in file `ca`, with `extra` arguments and environment `env`.
 fn spawn_simulating_sender(
+    sim: &KubeSim,
     target: &str,
     ca: &str,
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> ChildProcess {
-    let mut args = vec!["--simulate", "--target", target, "--tls-ca", ca];
+    let mut args = vec![
+        "--kubeconfig",
+        sim.kubeconfig(),
+        "--target",
+        target,
+        "--tls-ca",
+        ca,
+    ];
     args.extend_from_slice(extra);
     ChildProcess::spawn("sender", args, env).expect("sender starts")
 }
@@ -511,7 +521,9 @@ async fn the_binary_relays_over_tls_with_a_token_file_and_names_a_bad_ca_file() 
         pki.ca.to_str().expect("utf8"),
         token_file.to_str().expect("utf8"),
     );
+    let sim = KubeSim::start().await;
     let mut sender = spawn_simulating_sender(
+        &sim,
         &target,
         ca,
         &["--token-file", token_file],
@@ -535,7 +547,8 @@ async fn the_binary_relays_over_tls_with_a_token_file_and_names_a_bad_ca_file() 
 
     // A CA file that is not there stops the start-up, named, before any connection.
     let missing = pki.dir().join("no-such-ca.pem");
-    let mut sender = spawn_simulating_sender(&target, missing.to_str().expect("utf8"), &[], &[]);
+    let mut sender =
+        spawn_simulating_sender(&sim, &target, missing.to_str().expect("utf8"), &[], &[]);
     let status = wait_until("exit", WAIT, POLL, || {
         let status = sender.try_status();
         async move { Ok(status) }

@@ -2,7 +2,8 @@
 //! picked for the test: it must trust only its own processes. A taken port, a receiver that
 //! exits and pods that never show up each stop it with a message and status 1, leaving no
 //! process behind; "kube-relay is running" is said only once its own receiver holds Running
-//! pods; Ctrl-C stops the sender first, which says goodbye to the receiver, then the receiver.
+//! pods; Ctrl-C stops the sender first, which says goodbye to the receiver, then the receiver
+//! and the simulated cluster (`kube-sim`, whose kubeconfig the sender watches through).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ impl Demo {
             .context("the receiver binary has a directory")?
             .to_path_buf();
         bin_path("sender")?;
+        bin_path("kube-sim")?;
         let dir = tempfile::tempdir()?;
         let mut cmd = Command::new(script());
         cmd.env("KUBE_RELAY_BIN_DIR", &bin_dir)
@@ -218,7 +220,7 @@ async fn no_running_pods_in_time_stops_the_demo_and_its_processes() -> Result<()
         "{}",
         demo.describe()
     );
-    assert_eq!(demo.started_pids().len(), 2, "{}", demo.describe());
+    assert_eq!(demo.started_pids().len(), 3, "{}", demo.describe());
     Ok(())
 }
 
