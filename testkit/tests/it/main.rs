@@ -4,6 +4,7 @@
 
 mod api_restart;
 mod assets;
+mod boundaries;
 mod common;
 mod dashboards;
 mod demo_script;
