@@ -416,12 +416,13 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Address senders connect to.
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    /// Address senders connect to: an IP address (0.0.0.0 for every interface) and a port.
+    #[arg(long, value_name = "IP:PORT", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
-    /// Address of /metrics, /healthz, /readyz and the status page.
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_HTTP_LISTEN)]
+    /// Address of /metrics, /healthz, /readyz and the status page. Port 9100 is also
+    /// node_exporter's default: where node_exporter runs, pick another (e.g. 9101).
+    #[arg(long, value_name = "IP:PORT", default_value = DEFAULT_HTTP_LISTEN)]
     pub http_listen: SocketAddr,
 
     /// How long a disconnected cluster's series stay before they are removed; its

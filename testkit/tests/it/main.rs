@@ -11,6 +11,7 @@ mod demo_script;
 mod deploy_tls;
 mod faults;
 mod frozen_source;
+mod help_text;
 mod kubernetes_alerts;
 mod mixin_alerts;
 mod netns_harness;
