@@ -2,7 +2,8 @@
 # Installs what the test suite needs from Debian's packages when it is missing:
 # prometheus + promtool, prometheus-pushgateway (benchmark baseline), docker-compose (config
 # validation only), chromium (status page test), iproute2 + nftables (fault tests), kubectl,
-# victoria-metrics (remote-write backend; its vmagent is the remote-write benchmark's baseline).
+# victoria-metrics (remote-write backend; its vmagent is the remote-write benchmark's baseline),
+# fonts-dejavu-core (the TrueType font kube-relay-report draws its plots' text with).
 # Does nothing when everything is present. Needs root (or sudo) to install.
 set -euo pipefail
 
@@ -16,6 +17,7 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v curl >/dev/null || need+=(curl)
 command -v victoria-metrics >/dev/null || need+=(victoria-metrics)
 command -v vmagent >/dev/null || need+=(victoria-metrics)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 compose=0; command -v docker-compose >/dev/null || compose=1
 kubectl=0; command -v kubectl >/dev/null || kubectl=1
 if ((${#need[@]} == 0 && compose == 0 && kubectl == 0)); then

@@ -1,0 +1,3 @@
+//! kube-relay-report's integration tests (one binary; see CONTRIBUTING.md).
+
+mod end_to_end;
