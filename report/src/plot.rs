@@ -1,5 +1,6 @@
-//! The PNG plots: an HPA's replicas and CPU over time with its scaling actions marked, and
-//! a grid with one panel per step of a matrix.
+//! The PNG plots: an HPA's replicas and CPU over time with its scaling actions marked, a
+//! stepped experiment's replicas and CPU over the whole window with its steps marked, and a
+//! grid with one panel per step of a matrix.
 //!
 //! plotters draws into an RGB buffer (its bitmap backend) and the png crate encodes it, so
 //! no image library is built. Text is rasterised by plotters' pure-Rust `ab_glyph` backend
@@ -354,6 +355,123 @@ fn tick(v: f64) -> String {
     } else {
         format!("{v:.1}")
     }
+}
+
+/// The whole window of a stepped experiment: replicas of each plotted Deployment (available
+/// solid, asked dashed) above, its CPU per pod in millicores below, each step's start a
+/// vertical line numbered as in the step table.
+///
+/// # Errors
+/// [`Error::Plot`] or [`Error::Write`].
+pub fn timeline_png(
+    path: &Path,
+    size: (u32, u32),
+    axis: &TimeAxis,
+    steps: &[Step],
+    deployments: &[(&DeploymentKey, &DeploymentColumns)],
+    title: &str,
+) -> Result<()> {
+    render(path, size, |root| {
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        let end = axis
+            .minutes(axis.window.points().saturating_sub(1))
+            .max(1e-3);
+        let root = root.titled(title, (FAMILY, 20)).map_err(|x| e(&x))?;
+        let (top, bottom) = root.split_vertically((55).percent());
+        let replicas_max = (deployments
+            .iter()
+            .map(|(_, d)| highest(&[&d.available, &d.spec], 1.0))
+            .fold(0.0, f64::max)
+            + 1.0)
+            .ceil();
+        let mcores = 1000.0 / axis.speed;
+        let cpu_max = (deployments
+            .iter()
+            .map(|(_, d)| highest(&[&d.cpu_per_pod], mcores))
+            .fold(0.0, f64::max)
+            * 1.15)
+            .max(10.0);
+        for (area, y_max, replicas) in [(&top, replicas_max, true), (&bottom, cpu_max, false)] {
+            let mut chart = ChartBuilder::on(area)
+                .margin(8)
+                .x_label_area_size(if replicas { 28 } else { 36 })
+                .y_label_area_size(56)
+                .build_cartesian_2d(0.0..end, 0.0..y_max)
+                .map_err(|x| e(&x))?;
+            let mut mesh = chart.configure_mesh();
+            mesh.y_label_formatter(&|v| format!("{v:.0}"))
+                .x_label_formatter(&|v| tick(*v))
+                .label_style((FAMILY, 13));
+            if replicas {
+                mesh.y_desc("replicas");
+            } else {
+                mesh.y_desc("CPU per pod (millicores)").x_desc(axis.label());
+            }
+            mesh.draw().map_err(|x| e(&x))?;
+            for step in steps {
+                let x = axis.minutes(step.start);
+                chart
+                    .draw_series(std::iter::once(PathElement::new(
+                        vec![(x, 0.0), (x, y_max)],
+                        GREY.mix(0.7).stroke_width(1),
+                    )))
+                    .map_err(|x| e(&x))?;
+                if replicas {
+                    chart
+                        .draw_series(std::iter::once(Text::new(
+                            step.number.to_string(),
+                            (x, y_max * 0.99),
+                            (FAMILY, 11).into_font().color(&GREY),
+                        )))
+                        .map_err(|x| e(&x))?;
+                }
+            }
+            for (n, (key, d)) in deployments.iter().enumerate() {
+                let colour = PALETTE[n % PALETTE.len()];
+                if replicas {
+                    let asked = format!("{} asked", key.name);
+                    let available = format!("{} available", key.name);
+                    line(
+                        &mut chart,
+                        axis,
+                        &d.spec,
+                        1.0,
+                        &asked,
+                        colour.stroke_width(1),
+                        true,
+                    )?;
+                    line(
+                        &mut chart,
+                        axis,
+                        &d.available,
+                        1.0,
+                        &available,
+                        colour.stroke_width(2),
+                        false,
+                    )?;
+                } else {
+                    line(
+                        &mut chart,
+                        axis,
+                        &d.cpu_per_pod,
+                        mcores,
+                        &key.name,
+                        colour.stroke_width(2),
+                        false,
+                    )?;
+                }
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .label_font((FAMILY, 13))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|x| e(&x))?;
+        }
+        Ok(())
+    })
 }
 
 /// Rows and columns of a grid of `n` panels, wider than tall.

@@ -11,7 +11,7 @@ use crate::column::on_grid;
 use crate::csv;
 use crate::error::{Error, Result};
 use crate::hpa::{HpaAnswers, HpaTimeline, timelines};
-use crate::plot::{TimeAxis, hpa_png, load_font, steps_png};
+use crate::plot::{TimeAxis, hpa_png, load_font, steps_png, timeline_png};
 use crate::queries::{Selector, family, promql_duration};
 use crate::query_api::{QueryApi, Series};
 use crate::steps::{
@@ -311,6 +311,14 @@ impl Output {
             // panels no smaller than about 320 x 220 pixels
             let size = (w.max(cols as u32 * 320), h.max(rows as u32 * 220 + 40));
             steps_png(&path, size, &axis, &self.steps, &plotted, &title)?;
+            summary.files.push(path);
+            let path = o.out.join("timeline.png");
+            let title = format!(
+                "{}: {} over the run, steps numbered as in steps.csv",
+                self.scenario_name.as_deref().unwrap_or(&o.cluster),
+                names.join(", ")
+            );
+            timeline_png(&path, o.size, &axis, &self.steps, &plotted, &title)?;
             summary.files.push(path);
         }
         Ok(summary)

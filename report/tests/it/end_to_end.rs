@@ -256,6 +256,7 @@ async fn the_report_shows_what_the_simulated_hpa_did() {
         max_answer_bytes: 64 << 20,
     };
     let summary = kube_relay_report::run(&options).await.expect("the report");
+    assert_eq!(summary.files.len(), 5, "{:?}", summary.files);
     println!(
         "FIGURE report: {} scaling actions, {} steps, {} files over {:.1} s of run",
         summary.scaling_events,
@@ -346,6 +347,7 @@ async fn the_report_shows_what_the_simulated_hpa_did() {
         (900, 600)
     );
     assert_eq!(png_size(&report_dir.join("steps.png")), (900, 600));
+    assert_eq!(png_size(&report_dir.join("timeline.png")), (900, 600));
 
     shutdown.cancel();
     let _ = sender_task.await;

@@ -49,7 +49,7 @@ fn rust_files(dir: &Path, below: &Path, out: &mut Vec<PathBuf>) {
 /// `tests/it` binary and multi-file benches. `src/main.rs` is a root without modules.
 fn workspace_crates() -> Vec<CrateSource> {
     let mut crates = Vec::new();
-    for member in ["proto", "sender", "receiver", "sim", "testkit"] {
+    for member in ["proto", "sender", "receiver", "sim", "testkit", "report"] {
         let dir = root().join(member);
         let mut roots = vec![(format!("{member} (lib)"), dir.join("src"), "lib.rs")];
         roots.push((
