@@ -45,8 +45,9 @@
 //! - [`session`]: one connection: handshake checks (version, token, cluster name, cluster in
 //!   use), batches into the store, acks, heartbeat echo, timeouts. Generic over
 //!   `AsyncRead + AsyncWrite`, so it runs the same over TCP and TLS.
-//! - [`tls`]: rustls server (and, for senders and tests, client) configurations from PEM
-//!   files; handshake failures as bounded labels.
+//! - [`tls`]: rustls server configurations from PEM files, reloaded when they change;
+//!   handshake failures as bounded labels. (The client side tests dial with lives in
+//!   `kube_relay_testkit::tls`; the sender builds its own.)
 //! - [`security`]: constant-time secret comparison, HTTP basic auth, the rate-limited log
 //!   of refused connections.
 //! - [`store`]: per-cluster state, each cluster behind its own lock: pre-rendered series,

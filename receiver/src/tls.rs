@@ -3,9 +3,6 @@
 //! - [`server_config`] loads a PEM certificate chain and key and, for mutual TLS, a CA whose
 //!   signature every client certificate must carry. TLS 1.2 and 1.3 only, rustls' safe
 //!   defaults.
-//! - [`client_config`] is the sender's side of the same files: trust a CA, optionally present
-//!   a client certificate. The receiver's tests use it; a sender builds the same
-//!   `rustls::ClientConfig` (see the protocol documentation's "Security" section).
 //! - [`HandshakeFailure`] classifies a failed handshake into a bounded metric label.
 //!
 //! The server certificate and key are reloaded when their files change (looked at, at most
@@ -25,15 +22,13 @@ use std::time::Duration;
 
 use kube_relay_proto::tls::{self, Reloadable, Reloaded};
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{
     ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
 };
 use rustls::sign::CertifiedKey;
-use rustls::{
-    ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
-};
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use tracing::{error, info};
 
 use crate::metrics::Metrics;
@@ -266,47 +261,6 @@ fn certified_key(what: &'static str, files: &TlsFiles) -> Result<Arc<CertifiedKe
         .map_err(|source| Error::Tls { what, source })
 }
 
-/// Builds the client side: trust the CA in `ca` (PEM, one or more certificates) and, for
-/// mutual TLS, present `identity`.
-///
-/// # Errors
-/// [`Error::Pem`] for unreadable files, [`Error::Tls`] when rustls refuses the setup (a key
-/// that does not fit its certificate, a CA that is no certificate).
-pub fn client_config(ca: &Path, identity: Option<&TlsFiles>) -> Result<Arc<ClientConfig>> {
-    let roots = tls::root_store(ca)?;
-    let builder = ClientConfig::builder_with_provider(tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|source| Error::Tls {
-            what: "client",
-            source,
-        })?
-        .with_root_certificates(roots);
-    let config = match identity {
-        None => builder.with_no_client_auth(),
-        Some(files) => builder
-            .with_client_auth_cert(
-                tls::read_certs("certificate chain", &files.cert)?,
-                tls::read_key("private key", &files.key)?,
-            )
-            .map_err(|source| Error::Tls {
-                what: "client",
-                source,
-            })?,
-    };
-    Ok(Arc::new(config))
-}
-
-/// The name a client checks the receiver's certificate against: the host part of
-/// `host:port` (a DNS name or an IP address, `[v6]` brackets removed).
-///
-/// # Errors
-/// [`Error::Config`] when `host` is neither a DNS name nor an IP address.
-pub fn server_name(host: &str) -> Result<ServerName<'static>> {
-    Ok(tls::server_name(
-        host.trim_start_matches('[').trim_end_matches(']'),
-    )?)
-}
-
 /// Why a TLS handshake failed, as a bounded label for
 /// `relay_receiver_auth_failures_total{kind}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,23 +315,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn server_names_accept_dns_names_and_ip_addresses() {
-        assert!(matches!(
-            server_name("receiver.example").expect("dns"),
-            ServerName::DnsName(_)
-        ));
-        assert!(matches!(
-            server_name("127.0.0.1").expect("ip"),
-            ServerName::IpAddress(_)
-        ));
-        assert!(matches!(
-            server_name("[::1]").expect("ip"),
-            ServerName::IpAddress(_)
-        ));
-        assert!(server_name("not a name").is_err());
-    }
-
-    #[test]
     fn handshake_errors_map_to_bounded_labels() {
         let wrap = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
         let cases = [
@@ -422,11 +359,5 @@ mod tests {
         let err = server_config("ingest", &files, None, &[], None).expect_err("missing");
         assert!(matches!(err, Error::Pem { .. }), "{err}");
         assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
-
-        let dir = tempfile::tempdir().expect("tempdir");
-        let empty = dir.path().join("empty.pem");
-        std::fs::write(&empty, "no pem here\n").expect("write");
-        let err = client_config(&empty, None).expect_err("no certificate");
-        assert!(err.to_string().contains("empty.pem"), "{err}");
     }
 }

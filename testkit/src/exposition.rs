@@ -37,6 +37,41 @@ pub fn select<'a>(
         .filter(move |s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == *v))
 }
 
+/// The value of `series`, written as in an exposition (`name{k="v",...}` or `name`): the
+/// sample with exactly that name and those labels, in any order.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    let wanted = parse_line(&format!("{series} 0"))?;
+    text.lines()
+        .filter(|line| line.starts_with(&wanted.name))
+        .filter_map(parse_line)
+        .find(|s| s.name == wanted.name && s.labels == wanted.labels)
+        .map(|s| s.value)
+}
+
+/// The value of the first sample `name` (as exposed: counters with `_total`) in exposition
+/// `text` whose labels include all of `labels`.
+pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    values(text, name, labels).into_iter().next()
+}
+
+/// The values of every sample `name` in `text` whose labels include all of `labels`, in
+/// the order of the exposition.
+pub fn values(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+    text.lines()
+        // Cheap pre-check before parsing: the line starts with the name.
+        .filter(|line| line.starts_with(name))
+        .filter_map(parse_line)
+        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == *v))
+        .map(|s| s.value)
+        .collect()
+}
+
+/// The sum of every sample `name` in `text` whose labels include all of `labels` (0 when
+/// there is none).
+pub fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    values(text, name, labels).into_iter().sum()
+}
+
 fn parse_line(line: &str) -> Option<ExposedSample> {
     if line.starts_with('#') || line.trim().is_empty() {
         return None;
@@ -104,5 +139,28 @@ mod tests {
         assert_eq!(s[2].label("k"), "v");
         assert!(s[3].value.is_nan());
         assert_eq!(select(&s, "a", &[("cluster", "c")]).count(), 1);
+    }
+
+    #[test]
+    fn samples_are_looked_up_by_name_and_some_labels() {
+        let text = "# HELP x_total x\n\
+                    x_total{cluster=\"a\",kind=\"k1\"} 2\n\
+                    x_total{cluster=\"b\",kind=\"k1\"} 3\n\
+                    x_total_more{cluster=\"a\"} 100\n\
+                    up 1\n";
+        assert_eq!(value(text, "x_total", &[("cluster", "b")]), Some(3.0));
+        assert_eq!(value(text, "x_total", &[("cluster", "c")]), None);
+        assert_eq!(values(text, "x_total", &[("kind", "k1")]), [2.0, 3.0]);
+        assert_eq!(
+            sum(text, "x_total", &[]),
+            5.0,
+            "x_total_more is another name"
+        );
+        assert_eq!(sum(text, "nothing", &[]), 0.0);
+        assert_eq!(value(text, "up", &[]), Some(1.0));
+        assert_eq!(sample(text, r#"x_total{kind="k1",cluster="b"}"#), Some(3.0));
+        assert_eq!(sample(text, r#"x_total{cluster="b"}"#), None, "all labels");
+        assert_eq!(sample(text, "up"), Some(1.0));
+        assert_eq!(sample(text, "x_total"), None);
     }
 }

@@ -16,7 +16,9 @@
 //! - [`victoria`]: starts Debian's real `victoria-metrics` on loopback as a remote-write
 //!   backend, stops and restarts it, and exports its raw samples;
 //! - [`write_backend`]: a scripted remote-write backend answering statuses on cue;
-//! - [`mod@skip`]: a loud skip when a tool or permission is missing, a failure in CI.
+//! - [`mod@skip`]: a loud skip when a tool or permission is missing, a failure in CI;
+//! - [`tls`]: the client side of the test PKI (what a sender trusts and presents);
+//! - `receiver` (feature `receiver`): the real receiver running in the test's runtime.
 
 pub mod exposition;
 pub mod http;
@@ -26,7 +28,10 @@ pub mod pki;
 pub mod process;
 pub mod prometheus;
 pub mod proxy;
+#[cfg(feature = "receiver")]
+pub mod receiver;
 pub mod skip;
+pub mod tls;
 pub mod victoria;
 pub mod wait;
 pub mod write_backend;

@@ -382,10 +382,10 @@ async fn run(args: Args) -> Result<()> {
 
     let tls = match &receiver._pki {
         Some(pki) => Some((
-            tokio_rustls::TlsConnector::from(kube_relay_receiver::tls::client_config(
+            tokio_rustls::TlsConnector::from(kube_relay_testkit::tls::client_config(
                 &pki.ca, None,
             )?),
-            kube_relay_receiver::tls::server_name("127.0.0.1")?,
+            kube_relay_testkit::tls::loopback_name(),
         )),
         None => None,
     };

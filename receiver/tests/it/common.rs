@@ -15,7 +15,7 @@ use kube_relay_proto::{
     PROTOCOL_VERSION, ReceiverMessage, Reject, SenderCodec, SenderMessage, SeriesDef, SeriesId,
     SnapshotPart, Updates, Value, Welcome,
 };
-use kube_relay_receiver::{Receiver, ReceiverConfig, TlsFiles};
+use kube_relay_receiver::TlsFiles;
 use kube_relay_testkit::http;
 use kube_relay_testkit::pki::CertKey;
 use kube_relay_testkit::process::ChildProcess;
@@ -24,7 +24,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
-use tokio_util::sync::CancellationToken;
 
 /// The build profile of these tests and of the binaries they start, for printed figures.
 pub const PROFILE: &str = if cfg!(debug_assertions) {
@@ -36,73 +35,8 @@ pub const PROFILE: &str = if cfg!(debug_assertions) {
 /// How long a test waits for any single thing the receiver should do.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A receiver running in the test's runtime; shut down and awaited on [`Running::stop`],
-/// cancelled when dropped.
-pub struct Running {
-    pub ingest: SocketAddr,
-    pub http: SocketAddr,
-    pub store: kube_relay_receiver::Store,
-    pub shutdown: CancellationToken,
-    task: Option<JoinHandle<kube_relay_receiver::Result<()>>>,
-}
-
-impl Running {
-    /// Binds a receiver with `config` (use [`ReceiverConfig::loopback`]) and runs it.
-    pub async fn start(config: ReceiverConfig) -> Result<Running> {
-        let receiver = Receiver::bind(config).await?;
-        let (ingest, http) = (receiver.ingest_addr(), receiver.http_addr());
-        let store = receiver.store().clone();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(receiver.run(shutdown.clone()));
-        Ok(Running {
-            ingest,
-            http,
-            store,
-            shutdown,
-            task: Some(task),
-        })
-    }
-
-    /// A receiver with the test defaults.
-    pub async fn loopback() -> Result<Running> {
-        Running::start(ReceiverConfig::loopback()).await
-    }
-
-    /// `GET /metrics` as Prometheus text.
-    pub async fn metrics(&self) -> Result<String> {
-        let r = http::get(self.http, "/metrics", &[]).await?;
-        if r.status != 200 {
-            bail!("GET /metrics answered {}", r.status);
-        }
-        Ok(r.text()?.to_owned())
-    }
-
-    /// Polls `/metrics` until `pred` holds, returning that exposition.
-    pub async fn metrics_until(&self, what: &str, pred: impl Fn(&str) -> bool) -> Result<String> {
-        kube_relay_testkit::wait_until(what, WAIT, Duration::from_millis(20), || async {
-            let text = self.metrics().await?;
-            Ok(pred(&text).then_some(text))
-        })
-        .await
-    }
-
-    /// Cancels the receiver and waits for it to stop.
-    pub async fn stop(mut self) -> Result<()> {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(WAIT, task)
-                .await
-                .context("receiver did not stop in time")???;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
+/// The real receiver in this test's runtime (shared with the sender's tests).
+pub use kube_relay_testkit::receiver::RunningReceiver as Running;
 
 /// A `Hello` for `cluster` from `sender_id`, epoch 1, no token.
 pub fn hello(cluster: &str, sender_id: &str) -> Hello {
@@ -144,11 +78,9 @@ pub struct TlsClient {
 impl TlsClient {
     /// Trusts the CA in `ca`, presents `identity` if given, checks the name `127.0.0.1`.
     pub fn new(ca: &std::path::Path, identity: Option<&CertKey>) -> Self {
-        let identity = identity.map(tls_files);
         TlsClient {
-            config: kube_relay_receiver::tls::client_config(ca, identity.as_ref())
-                .expect("client TLS"),
-            server_name: kube_relay_receiver::tls::server_name("127.0.0.1").expect("name"),
+            config: kube_relay_testkit::tls::client_config(ca, identity).expect("client TLS"),
+            server_name: kube_relay_testkit::tls::loopback_name(),
         }
     }
 
@@ -410,13 +342,8 @@ pub fn delta(seq: u64, pairs: &[(SeriesId, f64)]) -> Batch {
     }
 }
 
-/// The value of the sample line starting with `prefix` (`name{labels}`), if present.
-pub fn sample(exposition: &str, prefix: &str) -> Option<f64> {
-    exposition.lines().find_map(|line| {
-        let rest = line.strip_prefix(prefix)?.strip_prefix(' ')?;
-        rest.parse().ok()
-    })
-}
+/// Sample lookup in an exposition, shared by every crate's tests.
+pub use kube_relay_testkit::exposition::{sample, sum};
 
 /// A `Hello` carrying `token`.
 pub fn hello_with_token(cluster: &str, sender_id: &str, token: Option<&str>) -> Hello {
@@ -432,18 +359,6 @@ pub fn relayed_series(exposition: &str) -> Vec<&str> {
         .lines()
         .filter(|l| !l.starts_with('#') && !l.starts_with("relay_") && !l.is_empty())
         .collect()
-}
-
-/// Sum of every sample whose line starts with `name` (any labels).
-pub fn sum_of(exposition: &str, name: &str) -> f64 {
-    exposition
-        .lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
 }
 
 /// Reads until EOF or an error (a reset also means closed); `Err` if still open after

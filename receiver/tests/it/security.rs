@@ -11,7 +11,7 @@ use crate::common;
 use bytes::BytesMut;
 use common::{
     BoxIo, Running, TestSender, TlsClient, capture_logs, connect_from, delta, hello,
-    hello_with_token, logged, relayed_series, sample, small_snapshot, sum_of, wait_closed,
+    hello_with_token, logged, relayed_series, sample, small_snapshot, sum, wait_closed,
 };
 use kube_relay_proto::{
     MAX_HANDSHAKE_FRAME_BYTES, ReceiverMessage, RejectReason, SenderCodec, SenderMessage,
@@ -36,12 +36,12 @@ fn tls_config(pki: &Pki, mutual: bool) -> ReceiverConfig {
 /// decoded past the `Hello`, no frame counted, no series relayed.
 fn assert_nothing_decoded(text: &str) {
     assert_eq!(
-        sum_of(text, "relay_receiver_decode_errors_total"),
+        sum(text, "relay_receiver_decode_errors_total", &[]),
         0.0,
         "{text}"
     );
     assert_eq!(
-        sum_of(text, "relay_receiver_frames_received_total"),
+        sum(text, "relay_receiver_frames_received_total", &[]),
         0.0,
         "{text}"
     );
@@ -140,9 +140,9 @@ async fn tls_with_a_token_streams_data_to_metrics() {
         Some(7.0),
         "{text}"
     );
-    assert_eq!(sum_of(&text, "relay_receiver_auth_failures_total"), 0.0);
+    assert_eq!(sum(&text, "relay_receiver_auth_failures_total", &[]), 0.0);
     assert_eq!(
-        sum_of(&text, "relay_receiver_handshakes_rejected_total"),
+        sum(&text, "relay_receiver_handshakes_rejected_total", &[]),
         0.0
     );
 }
@@ -290,7 +290,7 @@ async fn plain_tcp_on_a_tls_port_is_refused_before_decode() {
             .expect("a TLS sender still gets in");
     let text = rx.metrics().await.expect("scrape");
     assert_eq!(
-        sum_of(&text, "relay_receiver_auth_failures_total"),
+        sum(&text, "relay_receiver_auth_failures_total", &[]),
         1.0,
         "{text}"
     );
@@ -310,7 +310,7 @@ async fn a_tls_client_on_a_plain_port_is_told_apart_from_garbage() {
         .await
         .expect("connect");
     let connector = tokio_rustls::TlsConnector::from(TlsClient::new(&pki.ca, None).config);
-    let name = kube_relay_receiver::tls::server_name("127.0.0.1").expect("name");
+    let name = kube_relay_testkit::tls::loopback_name();
     let err = connector
         .connect(name, socket)
         .await
@@ -335,7 +335,7 @@ async fn a_tls_client_on_a_plain_port_is_told_apart_from_garbage() {
         .await
         .expect("counted");
     assert_eq!(
-        sum_of(&text, "relay_receiver_decode_errors_total"),
+        sum(&text, "relay_receiver_decode_errors_total", &[]),
         1.0,
         "{text}"
     );
@@ -389,7 +389,7 @@ async fn only_a_hello_within_the_handshake_limit_is_decoded_before_authenticatio
         "{text}"
     );
     assert!(relayed_series(&text).is_empty(), "{text}");
-    assert_eq!(sum_of(&text, "relay_receiver_frames_received_total"), 0.0);
+    assert_eq!(sum(&text, "relay_receiver_frames_received_total", &[]), 0.0);
 }
 
 #[tokio::test]
@@ -501,7 +501,7 @@ async fn stalled_tls_handshakes_block_no_one_and_end_at_the_handshake_timeout() 
     let text = rx.metrics().await.expect("scrape");
     assert_eq!(rejected(&text, "handshake_timeout"), Some(50.0), "{text}");
     assert_eq!(
-        sum_of(&text, "relay_receiver_auth_failures_total"),
+        sum(&text, "relay_receiver_auth_failures_total", &[]),
         0.0,
         "{text}"
     );

@@ -290,7 +290,9 @@ async fn receive_parts(conn: &mut PeerConn) -> Vec<Batch> {
 
 #[tokio::test]
 async fn a_restarted_receiver_gets_the_outage_from_the_spool_on_a_base() {
-    let rx = RunningReceiver::start(ReceiverConfig::loopback()).await;
+    let rx = RunningReceiver::start(ReceiverConfig::loopback())
+        .await
+        .expect("receiver starts");
     let (ingest, http) = (rx.ingest, rx.http);
     let tap = Tap::start(ingest).await;
     let shared = Arc::new(Shared::new(1));
@@ -320,7 +322,7 @@ async fn a_restarted_receiver_gets_the_outage_from_the_spool_on_a_base() {
     .expect("relayed");
 
     // The receiver goes away, losing everything; the outage happens.
-    rx.stop().await;
+    rx.stop().await.expect("receiver stops");
     wait_disconnected(&shared).await;
     change_offline(&shared, |s| set_phase(s, "web", "Running")).await;
     change_offline(&shared, |s| {
@@ -337,7 +339,8 @@ async fn a_restarted_receiver_gets_the_outage_from_the_spool_on_a_base() {
         http_listen: http,
         ..ReceiverConfig::loopback()
     })
-    .await;
+    .await
+    .expect("receiver starts");
     wait_until(
         "the base, the spool and the snapshot applied",
         WAIT,
@@ -406,7 +409,7 @@ async fn a_restarted_receiver_gets_the_outage_from_the_spool_on_a_base() {
     );
 
     stop_link(shutdown, running).await;
-    rx.stop().await;
+    rx.stop().await.expect("receiver stops");
 }
 
 #[tokio::test]

@@ -76,8 +76,12 @@ async fn a_dead_receiver_is_left_for_the_next_which_gets_the_spool_on_a_base() {
         heartbeat_interval: Duration::from_millis(200),
         ..ReceiverConfig::loopback()
     };
-    let rx_a = RunningReceiver::start(receiver()).await;
-    let rx_b = RunningReceiver::start(receiver()).await;
+    let rx_a = RunningReceiver::start(receiver())
+        .await
+        .expect("receiver starts");
+    let rx_b = RunningReceiver::start(receiver())
+        .await
+        .expect("receiver starts");
     let proxy_a = LinkProxy::start(rx_a.ingest).await.expect("proxy");
     let shared = Arc::new(Shared::new(1));
     set_phase(&shared, "web", "Pending");
@@ -158,8 +162,8 @@ async fn a_dead_receiver_is_left_for_the_next_which_gets_the_spool_on_a_base() {
     assert_eq!(stats.failovers.load(Ordering::Relaxed), 1, "no return");
 
     stop_link(shutdown, running).await;
-    rx_a.stop().await;
-    rx_b.stop().await;
+    rx_a.stop().await.expect("receiver stops");
+    rx_b.stop().await.expect("receiver stops");
 }
 
 #[tokio::test]

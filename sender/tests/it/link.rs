@@ -83,7 +83,9 @@ async fn wait_line(http: SocketAddr, prefix: &str, want: bool) -> Option<String>
 
 #[tokio::test]
 async fn series_appear_change_and_disappear_at_the_receiver() {
-    let rx = RunningReceiver::start(ReceiverConfig::loopback()).await;
+    let rx = RunningReceiver::start(ReceiverConfig::loopback())
+        .await
+        .expect("receiver starts");
     let (ingest, http) = (rx.ingest, rx.http);
     let shared = Arc::new(Shared::new(7));
     shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Pending")));
@@ -102,12 +104,14 @@ async fn series_appear_change_and_disappear_at_the_receiver() {
     stop_link(shutdown, running).await;
     assert_eq!(shared.stats.snapshots_sent.load(Ordering::Relaxed), 1);
     assert!(shared.stats.delta_samples_sent.load(Ordering::Relaxed) >= 3 + 2);
-    rx.stop().await;
+    rx.stop().await.expect("receiver stops");
 }
 
 #[tokio::test]
 async fn the_link_reconnects_after_the_receiver_restarts_and_sends_a_snapshot() {
-    let rx = RunningReceiver::start(ReceiverConfig::loopback()).await;
+    let rx = RunningReceiver::start(ReceiverConfig::loopback())
+        .await
+        .expect("receiver starts");
     let (ingest, http) = (rx.ingest, rx.http);
     let shared = Arc::new(Shared::new(1));
     shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Running")));
@@ -116,14 +120,15 @@ async fn the_link_reconnects_after_the_receiver_restarts_and_sends_a_snapshot() 
     wait_line(http, line, true).await;
 
     // The receiver goes away (losing all state) and comes back on the same ports.
-    rx.stop().await;
+    rx.stop().await.expect("receiver stops");
     shared.update(|s| s.apply(&pod_key("db"), &phases("db", "Pending")));
     let rx = RunningReceiver::start(ReceiverConfig {
         listen: ingest,
         http_listen: http,
         ..ReceiverConfig::loopback()
     })
-    .await;
+    .await
+    .expect("receiver starts");
     let http = rx.http;
     wait_line(http, line, true).await;
     wait_line(
@@ -136,12 +141,14 @@ async fn the_link_reconnects_after_the_receiver_restarts_and_sends_a_snapshot() 
     assert_eq!(shared.stats.snapshots_sent.load(Ordering::Relaxed), 2);
 
     stop_link(shutdown, running).await;
-    rx.stop().await;
+    rx.stop().await.expect("receiver stops");
 }
 
 #[tokio::test]
 async fn a_cut_link_resumes_from_the_acks_without_a_snapshot() {
-    let rx = RunningReceiver::start(ReceiverConfig::loopback()).await;
+    let rx = RunningReceiver::start(ReceiverConfig::loopback())
+        .await
+        .expect("receiver starts");
     let (ingest, http) = (rx.ingest, rx.http);
     let proxy = LinkProxy::start(ingest).await.expect("proxy");
     let shared = Arc::new(Shared::new(1));
@@ -165,12 +172,14 @@ async fn a_cut_link_resumes_from_the_acks_without_a_snapshot() {
     );
 
     stop_link(shutdown, running).await;
-    rx.stop().await;
+    rx.stop().await.expect("receiver stops");
 }
 
 #[tokio::test]
 async fn a_full_spool_waits_for_acks_instead_of_dropping() {
-    let rx = RunningReceiver::start(ReceiverConfig::loopback()).await;
+    let rx = RunningReceiver::start(ReceiverConfig::loopback())
+        .await
+        .expect("receiver starts");
     let (ingest, http) = (rx.ingest, rx.http);
     let shared = Arc::new(Shared::new(1));
     let config = LinkConfig {
@@ -207,7 +216,7 @@ async fn a_full_spool_waits_for_acks_instead_of_dropping() {
     );
 
     stop_link(shutdown, running).await;
-    rx.stop().await;
+    rx.stop().await.expect("receiver stops");
 }
 
 #[tokio::test]
@@ -219,7 +228,8 @@ async fn batches_are_split_to_the_receivers_frame_limit() {
         max_frame_bytes: kube_relay_receiver::config::MIN_MAX_FRAME_BYTES,
         ..ReceiverConfig::loopback()
     })
-    .await;
+    .await
+    .expect("receiver starts");
     let (ingest, http) = (rx.ingest, rx.http);
     let shared = Arc::new(Shared::new(1));
     let names: Vec<String> = (0..4000).map(|i| format!("pod-{i:04}")).collect();
@@ -251,7 +261,7 @@ async fn batches_are_split_to_the_receivers_frame_limit() {
         1,
         "one session: no frame was refused"
     );
-    let text = rx.metrics().await;
+    let text = rx.metrics().await.expect("scrape");
     assert!(
         !text.contains(r#"relay_receiver_decode_errors_total{kind="frame_too_large"}"#)
             || value(
@@ -263,7 +273,7 @@ async fn batches_are_split_to_the_receivers_frame_limit() {
     );
 
     stop_link(shutdown, running).await;
-    rx.stop().await;
+    rx.stop().await.expect("receiver stops");
 }
 
 #[tokio::test]
@@ -317,7 +327,8 @@ async fn a_wrong_token_is_refused_counted_and_retried_until_fixed() {
         token: Some("right".to_owned()),
         ..ReceiverConfig::loopback()
     })
-    .await;
+    .await
+    .expect("receiver starts");
     let shared = Arc::new(Shared::new(1));
     shared.update(|s| s.apply(&pod_key("web"), &phases("web", "Running")));
     let config = LinkConfig {
@@ -333,7 +344,7 @@ async fn a_wrong_token_is_refused_counted_and_retried_until_fixed() {
     .expect("retried");
     assert!(!running.is_finished(), "a refused token is not fatal");
     assert_eq!(shared.stats.sessions.load(Ordering::Relaxed), 0);
-    let text = rx.metrics().await;
+    let text = rx.metrics().await.expect("scrape");
     assert!(
         value(
             &text,
@@ -345,7 +356,7 @@ async fn a_wrong_token_is_refused_counted_and_retried_until_fixed() {
     );
 
     stop_link(shutdown, running).await;
-    rx.stop().await;
+    rx.stop().await.expect("receiver stops");
 }
 
 #[tokio::test]

@@ -10,17 +10,12 @@ use crate::support;
 use std::net::SocketAddr;
 
 use kube_relay_sim::Scenario;
+use kube_relay_testkit::exposition::sample;
 use kube_relay_testkit::http::get;
 use kube_relay_testkit::proxy::LinkProxy;
 use kube_relay_testkit::wait_until;
 
 use support::{Bed, POLL, WAIT};
-
-/// The value of the unlabelled sample `name` in exposition `text`.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
 
 /// The sender's `/metrics`.
 async fn scrape(http: SocketAddr) -> anyhow::Result<String> {

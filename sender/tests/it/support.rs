@@ -23,14 +23,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
 use kube_relay_proto::{
     Ack, Batch, Hello, PROTOCOL_VERSION, ReceiverCodec, ReceiverMessage, Resume, SenderMessage,
     Welcome,
 };
-use kube_relay_receiver::{Receiver, ReceiverConfig};
+use kube_relay_receiver::ReceiverConfig;
 use kube_relay_sender::config::Config;
 use kube_relay_sender::family::Family;
 use kube_relay_sender::kubeclient::plain_client;
@@ -57,25 +57,8 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The value of the first sample `name{...}` in exposition `text` carrying every label in
-/// `labels`.
-pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    values(text, name, labels).into_iter().next()
-}
-
-/// The values of every sample `name{...}` in `text` carrying every label in `labels`.
-pub fn values(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
-    let prefix = format!("{name}{{");
-    text.lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect()
-}
+/// Sample lookup in the receiver's `/metrics`, shared by every crate's tests.
+pub use kube_relay_testkit::exposition::{value, values};
 
 /// One pod's `kube_pod_status_phase` series, one-hot on `phase`.
 pub fn phases(pod: &str, phase: &str) -> SeriesSet<'static> {
@@ -222,7 +205,9 @@ impl Bed {
             .await
             .expect("sim starts");
         let handle = sim.handle();
-        let receiver = RunningReceiver::start(ReceiverConfig::loopback()).await;
+        let receiver = RunningReceiver::start(ReceiverConfig::loopback())
+            .await
+            .expect("receiver starts");
         Bed {
             sim,
             handle,
@@ -298,58 +283,13 @@ impl Bed {
 
     /// Stops the receiver and the simulated cluster.
     pub async fn stop(self) {
-        self.receiver.stop().await;
+        self.receiver.stop().await.expect("receiver stops");
     }
 }
 
-/// A receiver running in this process.
-pub struct RunningReceiver {
-    /// Where senders connect.
-    pub ingest: SocketAddr,
-    /// Its HTTP address (`/metrics`).
-    pub http: SocketAddr,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl RunningReceiver {
-    /// Binds `config` (use `ReceiverConfig::loopback()` as the base) and runs it.
-    pub async fn start(config: ReceiverConfig) -> RunningReceiver {
-        let receiver = Receiver::bind(config).await.expect("bind receiver");
-        let (ingest, http) = (receiver.ingest_addr(), receiver.http_addr());
-        let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let stop = stop.clone();
-            async move { receiver.run(stop).await.expect("receiver runs") }
-        });
-        RunningReceiver {
-            ingest,
-            http,
-            stop,
-            task,
-        }
-    }
-
-    /// Its `/metrics` text.
-    pub async fn metrics(&self) -> String {
-        metrics_text(self.http).await.expect("metrics")
-    }
-
-    /// Stops it and waits until it has.
-    pub async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.expect("receiver stops");
-    }
-}
-
-/// `GET /metrics` from the receiver's HTTP address, as text.
-pub async fn metrics_text(http: SocketAddr) -> Result<String> {
-    let response = kube_relay_testkit::http::get(http, "/metrics", &[]).await?;
-    if response.status != 200 {
-        bail!("GET /metrics: {}", response.status);
-    }
-    Ok(response.text()?.to_owned())
-}
+/// The real receiver in this process, and its `/metrics` as text (shared with the
+/// receiver's tests).
+pub use kube_relay_testkit::receiver::{RunningReceiver, metrics_text};
 
 /// How long the scripted peer waits for the sender to connect or to send a message.
 pub const PEER_WAIT: Duration = Duration::from_secs(20);

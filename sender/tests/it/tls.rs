@@ -61,7 +61,9 @@ fn tls_receiver(pki: &Pki, mutual: bool) -> ReceiverConfig {
 /// certificate from its CA when `mutual`).
 async fn start_tls_receiver(mutual: bool) -> (Pki, RunningReceiver) {
     let pki = Pki::generate().expect("test PKI");
-    let rx = RunningReceiver::start(tls_receiver(&pki, mutual)).await;
+    let rx = RunningReceiver::start(tls_receiver(&pki, mutual))
+        .await
+        .expect("receiver starts");
     (pki, rx)
 }
 
@@ -186,15 +188,15 @@ async fn tls_with_a_token_streams_series_to_the_receiver() {
     let (shared, shutdown, task) = start_link("tls-1", Some(TOKEN), connector(&rx, &pki.ca, None));
     wait_relayed(&rx, "tls-1").await;
 
-    let text = rx.metrics().await;
+    let text = rx.metrics().await.expect("scrape");
     assert_eq!(cluster_up(&text, "tls-1"), Some(1.0), "{text}");
     assert_eq!(auth_failures(&text, "wrong_token"), 0.0);
     assert_eq!(shared.stats.sessions.load(Ordering::Relaxed), 1);
     stop_link(shutdown, task).await;
     // Goodbye over TLS: the receiver marks the cluster down at once.
-    let text = rx.metrics().await;
+    let text = rx.metrics().await.expect("scrape");
     assert_eq!(cluster_up(&text, "tls-1"), Some(0.0), "{text}");
-    rx.stop().await;
+    rx.stop().await.expect("receiver stops");
 }
 
 #[tokio::test]
@@ -243,7 +245,7 @@ async fn a_receiver_certificate_from_another_ca_is_refused_named_counted_and_ret
     // The receiver saw clients abort their handshakes; nothing was relayed.
     let text = metrics_when(&rx, |t| auth_failures(t, "tls_alert") >= 4.0).await;
     assert_eq!(cluster_up(&text, "tls-2"), None);
-    rx.stop().await;
+    rx.stop().await.expect("receiver stops");
 }
 
 #[tokio::test]
@@ -265,7 +267,7 @@ async fn mutual_tls_admits_a_client_certificate_from_the_receivers_ca_only() {
     let text = metrics_when(&rx, |t| auth_failures(t, "client_certificate") >= 4.0).await;
     assert_eq!(cluster_up(&text, "mtls-none"), None);
     assert_eq!(cluster_up(&text, "mtls-rogue"), None);
-    rx.stop().await;
+    rx.stop().await.expect("receiver stops");
 }
 
 #[tokio::test]
@@ -305,7 +307,7 @@ async fn renewed_ca_and_client_certificate_files_are_used_from_the_next_connecti
     let (_, shutdown, task) = start_link("renewed", Some(TOKEN), renewing);
     wait_relayed(&rx, "renewed").await;
     stop_link(shutdown, task).await;
-    rx.stop().await;
+    rx.stop().await.expect("receiver stops");
 }
 
 #[tokio::test]
@@ -324,7 +326,7 @@ async fn a_plain_sender_at_a_tls_receiver_is_told_tls_is_required() {
     wait_connect_errors(&shared, "tls_required", 2).await;
     assert!(!task.is_finished(), "retried: the receiver may drop TLS");
     stop_link(shutdown, task).await;
-    rx.stop().await;
+    rx.stop().await.expect("receiver stops");
 }
 
 #[tokio::test]
@@ -334,12 +336,13 @@ async fn a_tls_sender_at_a_plain_receiver_is_told_the_receiver_has_no_tls() {
         token: Some(TOKEN.to_owned()),
         ..ReceiverConfig::loopback()
     })
-    .await;
+    .await
+    .expect("receiver starts");
     let (shared, shutdown, task) =
         start_link("tls-at-plain", Some(TOKEN), connector(&rx, &pki.ca, None));
     wait_connect_errors(&shared, "tls_plain_receiver", 2).await;
     stop_link(shutdown, task).await;
-    rx.stop().await;
+    rx.stop().await.expect("receiver stops");
 }
 
 #[tokio::test]
@@ -350,7 +353,7 @@ async fn a_wrong_token_over_tls_is_refused_counted_and_retried() {
     refused_and_retried("tls-token", wrong_token, connector, "unauthorized").await;
     let text = metrics_when(&rx, |t| auth_failures(t, "wrong_token") >= 2.0).await;
     assert_eq!(cluster_up(&text, "tls-token"), None);
-    rx.stop().await;
+    rx.stop().await.expect("receiver stops");
 }
 
 type PeerConn = Framed<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, ReceiverCodec>;
@@ -562,7 +565,7 @@ async fn the_binary_relays_over_tls_with_a_token_file_and_names_a_bad_ca_file() 
         "{log}"
     );
     assert!(!log.contains("panicked"), "{log}");
-    rx.stop().await;
+    rx.stop().await.expect("receiver stops");
 }
 
 #[tokio::test]
@@ -617,5 +620,5 @@ async fn the_library_sender_connects_over_tls_when_its_config_names_a_ca() {
     assert_eq!(sender.shared.stats.connect_errors("tls_certificate"), 0);
     sender.stop().await;
     bed.stop().await;
-    rx.stop().await;
+    rx.stop().await.expect("receiver stops");
 }
