@@ -1,21 +1,25 @@
 //! Connection floods against the real `receiver` binary (a child process, so client and
 //! server file descriptors are counted apart):
 //! - 1,000 idle or trickling connections: the connection cap holds, the handshake timeout
-//!   closes every admitted one (trickling bytes do not extend it), an established sender keeps
-//!   streaming, and a new sender is told `Busy` until a slot frees, then gets in;
+//!   closes every admitted one (a trickling one while it still trickles: bytes do not extend
+//!   it), an established sender keeps streaming, and a new sender is told `Busy` until a
+//!   slot frees, then gets in;
 //! - a 10,000-connection burst from ten addresses: the per-address handshake cap holds, and a
 //!   legitimate sender from another address connects during the burst and streams.
 //!
-//! Figures are printed for the issue note; only the bounds the issue states are asserted.
+//! Timings are printed as figures, never asserted: what is asserted is what happened (who
+//! was refused, who was closed by the receiver and when in the connection's life, what the
+//! receiver counted).
 
 use crate::common;
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    ChildReceiver, Streamer, TestSender, connect_from, delta, fd_count, hello, hello_with_token,
+    ChildReceiver, Streamer, TestSender, connect_from, delta, fd_count, hello_with_token,
     rate_during, sample, small_snapshot,
 };
 use kube_relay_proto::RejectReason;
@@ -26,8 +30,12 @@ const TOKEN: &str = "flood-test-token";
 
 /// One flood at a time: each measures rates on 2 shared cores and holds many descriptors.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-/// Generous bound on how long after the handshake timeout a flooding connection may stay.
-const CLOSE_MARGIN: Duration = Duration::from_secs(5);
+/// The flood test's handshake timeout: long enough that the flood is opened and the
+/// newcomer's first try made before any flooding connection can time out.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a flooding connection waits to be closed before it gives up (then the test
+/// fails: the receiver left it open).
+const GIVE_UP: Duration = Duration::from_secs(120);
 
 fn rejected(text: &str, reason: &str) -> f64 {
     sample(
@@ -37,37 +45,63 @@ fn rejected(text: &str, reason: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
-/// Holds a connection open, sending nothing (idle) or one byte of a `Hello` every 100 ms
-/// (trickling), until the receiver closes it; returns how long it stayed open.
-async fn flood_connection(mut stream: TcpStream, trickle: bool) -> Duration {
+/// A `Hello` whose token is long enough that sending it a byte every 100 ms outlasts
+/// [`HANDSHAKE_TIMEOUT`] five times over (about 100 s), and short enough to stay within
+/// the handshake frame limit, so the receiver waits for the rest of it.
+fn long_hello() -> bytes::BytesMut {
+    use tokio_util::codec::Encoder;
+    let token = "t".repeat(1000);
+    let mut buf = bytes::BytesMut::new();
+    kube_relay_proto::SenderCodec::new(1 << 20)
+        .encode(
+            kube_relay_proto::SenderMessage::Hello(hello_with_token(
+                "flood",
+                "flood",
+                Some(&token),
+            )),
+            &mut buf,
+        )
+        .expect("encode");
+    assert!(buf.len() <= kube_relay_proto::MAX_HANDSHAKE_FRAME_BYTES);
+    buf
+}
+
+/// How a flooding connection ended.
+#[derive(Debug, Clone, Copy)]
+struct FloodEnd {
+    /// How long it was open (a figure).
+    open_for: Duration,
+    /// The receiver closed it (rather than the test giving up after [`GIVE_UP`]).
+    closed_by_receiver: bool,
+    /// It was closed while it still had bytes of its `Hello` to trickle.
+    while_trickling: bool,
+}
+
+/// Holds a connection open, sending nothing (idle) or one byte of a long `Hello` every
+/// 100 ms (trickling), until the receiver closes it.
+async fn flood_connection(mut stream: TcpStream, hello: &[u8], trickle: bool) -> FloodEnd {
     let opened = Instant::now();
-    let hello = {
-        use tokio_util::codec::Encoder;
-        let mut buf = bytes::BytesMut::new();
-        kube_relay_proto::SenderCodec::new(1 << 20)
-            .encode(
-                kube_relay_proto::SenderMessage::Hello(hello("flood", "flood")),
-                &mut buf,
-            )
-            .expect("encode");
-        buf
-    };
     let mut sent = 0;
     let mut buf = [0u8; 256];
+    let end = |sent: usize, closed_by_receiver| FloodEnd {
+        open_for: opened.elapsed(),
+        closed_by_receiver,
+        while_trickling: trickle && sent + 1 < hello.len(),
+    };
     loop {
         match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return opened.elapsed(),
-            Ok(Ok(_)) => {} // a Reject{Busy}: the close follows
+            Ok(Ok(0) | Err(_)) => return end(sent, true),
+            Ok(Ok(_)) => {} // a Reject: the close follows
             Err(_) if trickle && sent + 1 < hello.len() => {
                 if stream.write_all(&hello[sent..=sent]).await.is_err() {
-                    return opened.elapsed();
+                    return end(sent, true);
                 }
                 sent += 1;
             }
             Err(_) => {}
         }
-        if opened.elapsed() > Duration::from_secs(60) {
-            return opened.elapsed();
+        if opened.elapsed() > GIVE_UP {
+            return end(sent, false);
         }
     }
 }
@@ -87,7 +121,6 @@ async fn a_thousand_idle_or_trickling_connections_hold_the_cap_and_time_out() {
     const FLOOD: usize = 1000;
     const CAP: usize = 300;
     let _alone = ONE_AT_A_TIME.lock().await;
-    let handshake_timeout = Duration::from_secs(3);
     let rx = ChildReceiver::start(&[
         "--token",
         TOKEN,
@@ -96,7 +129,7 @@ async fn a_thousand_idle_or_trickling_connections_hold_the_cap_and_time_out() {
         "--max-handshakes-per-ip",
         &CAP.to_string(),
         "--handshake-timeout",
-        "3s",
+        &format!("{}s", HANDSHAKE_TIMEOUT.as_secs()),
     ])
     .await
     .expect("receiver");
@@ -120,14 +153,15 @@ async fn a_thousand_idle_or_trickling_connections_hold_the_cap_and_time_out() {
         tokio::spawn(async move { peak_fds(pid, &closed, FLOOD).await })
     };
     let started = Instant::now();
+    let hello = Arc::new(long_hello());
     let mut flood = Vec::with_capacity(FLOOD);
     for i in 0..FLOOD {
         let stream = TcpStream::connect(rx.ingest).await.expect("connect");
-        let closed = closed.clone();
+        let (closed, hello) = (closed.clone(), hello.clone());
         flood.push(tokio::spawn(async move {
-            let open = flood_connection(stream, i % 2 == 1).await;
+            let end = flood_connection(stream, &hello, i % 2 == 1).await;
             closed.fetch_add(1, Ordering::Relaxed);
-            open
+            end
         }));
     }
     let connect_secs = started.elapsed().as_secs_f64();
@@ -137,7 +171,7 @@ async fn a_thousand_idle_or_trickling_connections_hold_the_cap_and_time_out() {
         // timed out yet), a new sender is told Busy ...
         let text = kube_relay_testkit::wait_until(
             "the receiver to see the whole flood",
-            Duration::from_secs(20),
+            HANDSHAKE_TIMEOUT,
             Duration::from_millis(20),
             || async {
                 let text = rx.metrics().await?;
@@ -148,32 +182,37 @@ async fn a_thousand_idle_or_trickling_connections_hold_the_cap_and_time_out() {
         .await
         .expect("flood seen");
         let newcomer = || hello_with_token("newcomer", "n", Some(TOKEN));
-        let mut refusals = 0;
-        if rejected(&text, "handshake_timeout") == 0.0 {
-            let reject = TestSender::connect_from([127, 0, 0, 3], rx.ingest, newcomer())
-                .await
-                .expect("io")
-                .expect_err("busy while the flood holds the cap");
-            assert_eq!(reject.reason, RejectReason::Busy);
-            refusals += 1;
-        } else {
-            eprintln!("flood connections timed out before the check: machine too slow");
-        }
-        // ... and gets in once the handshake timeout has freed slots.
-        let mut newcomer_sender = loop {
-            match TestSender::connect_from([127, 0, 0, 3], rx.ingest, newcomer())
-                .await
-                .expect("io")
-            {
-                Ok(sender) => break sender,
-                Err(_) => refusals += 1,
-            }
-            assert!(
-                started.elapsed() < handshake_timeout + CLOSE_MARGIN,
-                "the newcomer was never admitted"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        assert_eq!(
+            rejected(&text, "handshake_timeout"),
+            0.0,
+            "no flooding connection may have timed out yet ({HANDSHAKE_TIMEOUT:?} handshake \
+             timeout), or the cap is no longer full for the check below:\n{text}"
+        );
+        let reject = TestSender::connect_from([127, 0, 0, 3], rx.ingest, newcomer())
+            .await
+            .expect("io")
+            .expect_err("busy while the flood holds the cap");
+        assert_eq!(reject.reason, RejectReason::Busy);
+        // ... and gets in once the handshake timeout has freed slots, told Busy until then.
+        let refusals = Cell::new(1);
+        let mut newcomer_sender = kube_relay_testkit::wait_until(
+            "the newcomer admitted once the handshake timeout frees slots",
+            GIVE_UP,
+            Duration::from_millis(50),
+            || async {
+                match TestSender::connect_from([127, 0, 0, 3], rx.ingest, newcomer()).await? {
+                    Ok(sender) => Ok(Some(sender)),
+                    Err(reject) => {
+                        assert_eq!(reject.reason, RejectReason::Busy, "refused only as Busy");
+                        refusals.set(refusals.get() + 1);
+                        Ok(None)
+                    }
+                }
+            },
+        )
+        .await
+        .expect("the newcomer is admitted");
+        let refusals = refusals.get();
         let admitted_after = started.elapsed();
         newcomer_sender
             .batch(small_snapshot(1))
@@ -184,16 +223,16 @@ async fn a_thousand_idle_or_trickling_connections_hold_the_cap_and_time_out() {
     };
     let (rate_flood, (newcomer_refusals, admitted_after, peak)) =
         rate_during(rx.http, "legit", measure).await.expect("rate");
-    let mut open_for = Vec::with_capacity(FLOOD);
+    let mut ends = Vec::with_capacity(FLOOD);
     for task in flood {
-        open_for.push(task.await.expect("flood task"));
+        ends.push(task.await.expect("flood task"));
     }
     legit
         .stop()
         .await
         .expect("the established sender streamed throughout");
 
-    let longest = open_for.iter().max().copied().unwrap_or_default();
+    let longest = ends.iter().map(|e| e.open_for).max().unwrap_or_default();
     let text = rx.metrics().await.expect("scrape");
     let busy = rejected(&text, "busy");
     let timed_out = rejected(&text, "handshake_timeout");
@@ -201,7 +240,7 @@ async fn a_thousand_idle_or_trickling_connections_hold_the_cap_and_time_out() {
         "\nFIGURES idle/trickling flood: {FLOOD} connections opened in {connect_secs:.2} s \
          against --max-connections {CAP} (1 established sender): receiver fds peaked at \
          {peak} (baseline {baseline_fds}); {busy} answered Busy at once, {timed_out} closed by \
-         the {handshake_timeout:?} handshake timeout, the longest open {longest:?}; a new \
+         the {HANDSHAKE_TIMEOUT:?} handshake timeout, the longest open {longest:?}; a new \
          sender was refused {newcomer_refusals} times and admitted {admitted_after:?} after \
          the flood began; the established sender streamed {rate_before:.0} updates/s before \
          and {rate_flood:.0} during (ratio {:.2}); {} build, clients and receiver on the \
@@ -213,9 +252,23 @@ async fn a_thousand_idle_or_trickling_connections_hold_the_cap_and_time_out() {
         peak <= baseline_fds + CAP + 32,
         "the connection cap did not hold: {peak} fds (baseline {baseline_fds})"
     );
-    assert!(
-        longest < handshake_timeout + CLOSE_MARGIN,
-        "a flooding connection stayed {longest:?}"
+    let left_open = ends.iter().filter(|e| !e.closed_by_receiver).count();
+    assert_eq!(
+        left_open, 0,
+        "flooding connections the receiver never closed"
+    );
+    // Odd connections trickled: each was closed (refused or timed out) before its Hello
+    // was sent, which lasts far longer than the handshake timeout.
+    let extended = ends
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .filter(|e| !e.while_trickling)
+        .count();
+    assert_eq!(
+        extended, 0,
+        "trickling connections that outlived their Hello: trickled bytes extended the \
+         handshake timeout"
     );
     assert_eq!(
         busy + timed_out,
