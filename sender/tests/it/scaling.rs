@@ -1,13 +1,15 @@
 //! Scaling actions against the real simulated HPA controller: each `SuccessfulRescale`
 //! occurrence counted exactly once, across a watch `410 Gone` relist and across sender
-//! restarts; with a state directory even after the events expired from the API.
+//! restarts; with a state directory even after the events expired from the API. The new
+//! size and reason of each action reach the receiver's status page.
 
 use crate::support;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Event;
-use kube_relay_sender::events::{Direction, stated_direction};
+use kube_relay_sender::events::{Direction, new_size, stated_direction, stated_reason};
 use kube_relay_sim::{Fault, Scenario};
 
 use support::{Bed, value};
@@ -181,6 +183,80 @@ async fn with_a_state_dir_counts_survive_events_expiring_while_the_sender_is_dow
         after.0 > up_left,
         "more than the API still holds ({up_left}): expired events stay counted"
     );
+    sender.stop().await;
+    bed.stop().await;
+}
+
+/// The cells of each scaling event row of the receiver's status page: (cluster, direction,
+/// new size, reason), as rendered.
+fn event_rows(html: &str) -> Vec<(String, String, String, String)> {
+    let cell = |row: &str, class: &str| {
+        let start = row.find(&format!("<td class=\"{class}\">"))? + class.len() + 13;
+        Some(row[start..start + row[start..].find("</td>")?].to_owned())
+    };
+    html.split("<tr class=\"event\">")
+        .skip(1)
+        .filter_map(|row| {
+            let row = &row[..row.find("</tr>")?];
+            // Seen, then cluster: the second plain cell.
+            let cluster = row.split("<td>").nth(2)?.split("</td>").next()?.to_owned();
+            Some((
+                cluster,
+                cell(row, "direction")?,
+                cell(row, "new-size")?,
+                cell(row, "reason")?,
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_each_scaling_actions_new_size_and_reason() {
+    let bed = Bed::start(Scenario::builtin("demo").expect("demo")).await;
+    let sender = bed.sender("page", bed.config());
+    sender.wait_synced(WATCHERS).await;
+    let expected = scale_up_and_down(&bed).await;
+    bed.wait_for("counts match the events", |t| {
+        (totals(t, "page") == Some(expected)).then_some(())
+    })
+    .await;
+
+    // What the HPA controller said, per direction: (new size, reason as the page shows it).
+    let said = |direction: Direction| -> BTreeSet<(String, String)> {
+        bed.handle
+            .scaling_events()
+            .iter()
+            .filter_map(|e| {
+                let message = e.message.as_deref()?;
+                (stated_direction(message) == Some(direction)).then(|| {
+                    (
+                        new_size(message).map_or_else(|| "?".to_owned(), |n| n.to_string()),
+                        kube_relay_receiver::status::escape(stated_reason(message)),
+                    )
+                })
+            })
+            .collect()
+    };
+    let response = kube_relay_testkit::http::get(bed.http, "/", &[])
+        .await
+        .expect("status page");
+    let html = response.text().expect("utf-8").to_owned();
+    let rows = event_rows(&html);
+    for (direction, label) in [(Direction::Up, "up"), (Direction::Down, "down")] {
+        let shown: Vec<_> = rows
+            .iter()
+            .filter(|(cluster, d, _, _)| cluster == "page" && d == label)
+            .collect();
+        assert!(!shown.is_empty(), "no {label} event on the page:\n{html}");
+        let said = said(direction);
+        for (_, _, size, reason) in shown {
+            assert!(
+                said.contains(&(size.clone(), reason.clone())),
+                "{label} event shown with new size {size:?} and reason {reason:?}; the HPA \
+                 controller said {said:?}"
+            );
+        }
+    }
     sender.stop().await;
     bed.stop().await;
 }
