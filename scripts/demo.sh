@@ -12,17 +12,17 @@
 #   PORT_BASE            the senders' port; the HTTP port is PORT_BASE + 100 (default 9000)
 #   INGEST_PORT          the senders' port on its own (default PORT_BASE)
 #   HTTP_PORT            the HTTP port (/metrics, status page) on its own (default PORT_BASE + 100)
-#   DEMO_TIMEOUT         seconds to wait for Running pods at the receiver (default 60)
+#   DEMO_TIMEOUT         seconds to wait for php-apache Running at the receiver (default 60)
 #   KUBE_RELAY_BIN_DIR   run the `receiver`, `sender` and `kube-sim` binaries found here
 #                        instead of building release ones (e.g. target/debug after
 #                        `cargo build --bins`)
 #
 # The demo trusts nothing but its own processes. It stops with a message and exit status 1
-# when a port is taken, when the receiver, the sender or kube-sim exits, or when no pod is Running at
-# the receiver within DEMO_TIMEOUT; it says "kube-relay is running" only once its own
-# receiver (alive, logging that it listens on these ports, answering /healthz) reports the
-# simulated cluster up with Running pods. Logs go to files in a temporary directory, named
-# at the start; the end of a failed process's log is printed.
+# when a port is taken, when the receiver, the sender or kube-sim exits, or when php-apache's
+# pod is not Running at the receiver within DEMO_TIMEOUT; it says "kube-relay is running" only
+# once its own receiver (alive, logging that it listens on these ports, answering /healthz)
+# reports the simulated cluster up with that pod Running. Logs go to files in
+# a temporary directory, named at the start; the end of a failed process's log is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -165,8 +165,9 @@ while true; do
   check_alive
   if ours && curl -fsS --max-time 2 "http://$http/healthz" >/dev/null 2>&1; then
     metrics="$(curl -fsS --max-time 5 "http://$http/metrics" 2>/dev/null || true)"
+    # php-apache, the pod the demo is about, Running (not merely the first pod to start).
     if grep -qxF "relay_cluster_up{cluster=\"$cluster\"} 1" <<<"$metrics" &&
-      grep -qE "^kube_pod_status_phase\{cluster=\"$cluster\",.*phase=\"Running\"\} 1$" <<<"$metrics"; then
+      grep -qE "^kube_pod_status_phase\{cluster=\"$cluster\",namespace=\"default\",pod=\"php-apache-.*phase=\"Running\"\} 1$" <<<"$metrics"; then
       check_alive
       break
     fi
@@ -175,7 +176,7 @@ while true; do
     if ! ours; then
       fail "after $timeout s the receiver has not logged that it listens on $ingest and $http; its log: $logs/receiver.log"
     fi
-    fail "no pod of cluster $cluster Running at http://$http/metrics after $timeout s; logs: $logs/receiver.log, $logs/sender.log"
+    fail "no php-apache pod of cluster $cluster Running at http://$http/metrics after $timeout s; logs: $logs/receiver.log, $logs/sender.log"
   fi
   sleep 0.2
 done

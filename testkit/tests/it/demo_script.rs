@@ -216,7 +216,7 @@ async fn no_running_pods_in_time_stops_the_demo_and_its_processes() -> Result<()
     assert_failed_cleanly(&demo, status);
     assert!(
         demo.stderr()
-            .contains("no pod of cluster kube-sim Running at http://"),
+            .contains("no php-apache pod of cluster kube-sim Running at http://"),
         "{}",
         demo.describe()
     );
@@ -252,7 +252,9 @@ async fn ctrl_c_stops_the_sender_first_and_it_says_goodbye() -> Result<()> {
     let stdout = demo.stdout();
     assert!(
         stdout.contains("==> pods Running at the receiver after")
-            && stdout.contains("kube_pod_status_phase{cluster=\"kube-sim\""),
+            && stdout.contains(
+                "kube_pod_status_phase{cluster=\"kube-sim\",namespace=\"default\",pod=\"php-apache-"
+            ),
         "{}",
         demo.describe()
     );
