@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # The seed load matrix end to end on the simulated cluster, and its scaling report:
 # kube-sim plays the scenario faster than real time, a sender watches it, a receiver serves
-# it, a real Prometheus scrapes the receiver every 500 ms, and kube-relay-report reads
+# it, a real Prometheus scrapes the receiver every second, and kube-relay-report reads
 # Prometheus and writes CSV tables and PNG plots into one folder per scenario.
 #
 #   ./scripts/report-matrix.sh                         # echo-matrix and echo-matrix-hpa at --speed 10
 #   SCENARIOS=echo-matrix-hpa SPEED=20 OUT=/tmp/r ./scripts/report-matrix.sh
 #   PROFILE=dev ./scripts/report-matrix.sh             # debug binaries instead of a release build
 #
-# Each scenario takes (its last step + 60 s) / SPEED of real time: 96 s for the echo
-# matrices at --speed 10. Needs Debian's prometheus (scripts/install-test-deps.sh) and a
-# TrueType font (fonts-dejavu-core; or FONT=/path/to/font.ttf).
+# Each scenario runs until TAIL simulated seconds (default 120) after its last step, so the
+# HPA's scale-down is in the report: (900 + 120) / 10 = 102 s for the echo matrices at
+# --speed 10. A faster SPEED squeezes each step into fewer scrapes and usage polls: at 10, a
+# one-minute step is 6 scrapes and 4 PodMetrics windows (15 simulated seconds each). Needs
+# Debian's prometheus (scripts/install-test-deps.sh) and a TrueType font
+# (fonts-dejavu-core; or FONT=/path/to/font.ttf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenarios="${SCENARIOS:-echo-matrix echo-matrix-hpa}"
 speed="${SPEED:-10}"
+tail_s="${TAIL:-120}"
 out="${OUT:-report-out}"
 profile="${PROFILE:-release}"
 cluster="matrix"
@@ -58,14 +62,14 @@ for scenario in $scenarios; do
   [ -f "$file" ] || { echo "report-matrix: no scenario file $file" >&2; exit 1; }
   # the last step's time (the `done` step), in simulated seconds
   last=$(grep -oE '\bat: *[0-9]+s' "$file" | grep -oE '[0-9]+' | sort -n | tail -n 1)
-  run_s=$(awk -v l="$last" -v s="$speed" 'BEGIN { printf "%d", (l + 60) / s + 1 }')
+  run_s=$(awk -v l="$last" -v t="$tail_s" -v s="$speed" 'BEGIN { printf "%d", (l + t) / s + 1 }')
   dest="$out/$scenario"
   rm -rf "$dest"; mkdir -p "$dest/logs"
   work=$(mktemp -d)
   api=$(free_port); ingest=$(free_port); http=$(free_port); prom=$(free_port)
 
   cat >"$work/prometheus.yml" <<EOT
-global: {scrape_interval: 500ms, evaluation_interval: 500ms}
+global: {scrape_interval: 1s, evaluation_interval: 1s}
 scrape_configs:
   - job_name: kube-relay
     honor_labels: true
@@ -80,7 +84,7 @@ EOT
   wait_http "http://127.0.0.1:$prom/-/ready" 60
   wait_http "http://127.0.0.1:$http/metrics" 30
 
-  echo "==> $scenario: $((last / 60)) simulated minutes at --speed $speed, about $run_s s"
+  echo "==> $scenario: $(((last + tail_s) / 60)) simulated minutes at --speed $speed, about $run_s s"
   from=$(date +%s.%N)
   "$bin/kube-sim" --listen "127.0.0.1:$api" --scenario "$scenario" --speed "$speed" \
     --kubeconfig-out "$work/kubeconfig" >"$dest/logs/kube-sim.log" 2>&1 &
@@ -97,7 +101,7 @@ EOT
   plot=()
   [ "$scenario" = echo-matrix ] && plot=(--plot-deployment echo-server)
   "$bin/kube-relay-report" --prometheus "http://127.0.0.1:$prom" --cluster "$cluster" \
-    --from "$from" --to "$to" --resolution 500ms --speed "$speed" --rate-window 4s --settle 1s \
+    --from "$from" --to "$to" --resolution 1s --speed "$speed" --rate-window 4s --settle 1s \
     --scenario "$file" "${plot[@]}" ${FONT:+--font "$FONT"} --out "$dest"
 
   cleanup; pids=()

@@ -24,28 +24,29 @@ pub struct Args {
     /// Base URL of the query API (Prometheus, or VictoriaMetrics' /prometheus prefix).
     #[arg(
         long,
+        value_name = "URL",
         env = "KUBE_RELAY_REPORT_PROMETHEUS",
         default_value = "http://127.0.0.1:9090"
     )]
     pub prometheus: String,
     /// The cluster, as its `cluster` label.
-    #[arg(long, env = "KUBE_RELAY_REPORT_CLUSTER")]
+    #[arg(long, value_name = "NAME", env = "KUBE_RELAY_REPORT_CLUSTER")]
     pub cluster: String,
     /// Only this namespace [default: all].
-    #[arg(long)]
+    #[arg(long, value_name = "NAMESPACE")]
     pub namespace: Option<String>,
     /// Start: RFC 3339 (2026-12-07T05:00:00Z), Unix seconds, or a duration before now (30m).
-    #[arg(long, default_value = "1h")]
+    #[arg(long, value_name = "TIME", default_value = "1h")]
     pub from: String,
     /// End: as --from, or `now`.
-    #[arg(long, default_value = "now")]
+    #[arg(long, value_name = "TIME", default_value = "now")]
     pub to: String,
     /// Time between points of the tables and plots [default: the window / 1000, at least 100ms].
     #[arg(long, value_name = "DURATION")]
     pub resolution: Option<humantime::Duration>,
     /// Simulated seconds per real second of the run (kube-sim's --speed); durations and CPU
     /// are reported in the cluster's time. 1 for real clusters.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
     pub speed: f64,
     /// Window of rate() for CPU per pod: at least two of the sender's usage polls (its
     /// --usage-interval, 15s by default).
@@ -71,10 +72,10 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub font: Option<PathBuf>,
     /// Plot width in pixels.
-    #[arg(long, default_value_t = 1200)]
+    #[arg(long, value_name = "PIXELS", default_value_t = 1200)]
     pub width: u32,
     /// Plot height in pixels.
-    #[arg(long, default_value_t = 700)]
+    #[arg(long, value_name = "PIXELS", default_value_t = 700)]
     pub height: u32,
     /// Timeout of each query.
     #[arg(long, value_name = "DURATION", default_value = "60s")]

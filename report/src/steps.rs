@@ -6,7 +6,7 @@
 //! than an HPA. A step begins where any of them changes; changes closer together than
 //! `settle` points are one step (a step scaling two Deployments may reach the relay in two
 //! batches). Step names come from the scenario file when one is given (its `steps:` are
-//! matched in order by the replicas they set), else from the replicas themselves
+//! aligned with the steps found by the replicas they set), else from the replicas themselves
 //! (`echo-client=10 echo-server=2`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -151,23 +151,10 @@ pub fn find_steps(
             }
         }
     }
-    let mut cursor = 0;
-    for step in &mut steps {
-        let matched = names.iter().enumerate().skip(cursor).find(|(_, s)| {
-            !s.scale.is_empty()
-                && s.scale.iter().all(|(name, n)| {
-                    let key = DeploymentKey {
-                        namespace: s.namespace.clone(),
-                        name: name.clone(),
-                    };
-                    step.scale.get(&key) == Some(&f64::from(*n))
-                })
-        });
-        step.name = match matched {
-            Some((i, s)) => {
-                cursor = i + 1;
-                s.name.clone()
-            }
+    let named = align(&steps, names);
+    for (step, name) in steps.iter_mut().zip(named) {
+        step.name = match name {
+            Some(s) => s.name.clone(),
             None => step
                 .scale
                 .iter()
@@ -177,6 +164,53 @@ pub fn find_steps(
         };
     }
     steps
+}
+
+/// Whether `step` sets the replicas `found` has (a step that scales nothing never matches:
+/// Prometheus cannot see it).
+fn matches(found: &Step, step: &ScenarioStep) -> bool {
+    !step.scale.is_empty()
+        && step.scale.iter().all(|(name, n)| {
+            let key = DeploymentKey {
+                namespace: step.namespace.clone(),
+                name: name.clone(),
+            };
+            found.scale.get(&key) == Some(&f64::from(*n))
+        })
+}
+
+/// The scenario step each found step is, in order: the alignment matching the most of them
+/// (a longest common subsequence). Greedy matching would go wrong where the data begin in
+/// a state a later step sets again (clients at 0 before the load and after it), and data
+/// may begin after the first steps (the sender connected late), so any step may go unseen.
+fn align<'a>(found: &[Step], names: &'a [ScenarioStep]) -> Vec<Option<&'a ScenarioStep>> {
+    let (n, m) = (found.len(), names.len());
+    // best[i][j]: most matches of found[i..] with names[j..]
+    let mut best = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            let paired = if matches(&found[i], &names[j]) {
+                best[i + 1][j + 1] + 1
+            } else {
+                0
+            };
+            best[i][j] = paired.max(best[i + 1][j]).max(best[i][j + 1]);
+        }
+    }
+    let mut out = vec![None; n];
+    let (mut i, mut j) = (0, 0);
+    while i < n && j < m {
+        if matches(&found[i], &names[j]) && best[i][j] == best[i + 1][j + 1] + 1 {
+            out[i] = Some(&names[j]);
+            i += 1;
+            j += 1;
+        } else if best[i][j] == best[i + 1][j] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
 }
 
 /// What one Deployment did during one step.
@@ -385,6 +419,46 @@ mod tests {
             server.iter().map(|r| r.restarts).collect::<Vec<_>>(),
             vec![0, 1, 3]
         );
+    }
+
+    #[test]
+    fn names_follow_the_best_alignment_not_the_first_match() {
+        let mut deployments = BTreeMap::new();
+        // clients 0 (before the load), 30, 0 (the cooldown): the first 0 is not the cooldown
+        deployments.insert(
+            key("client"),
+            DeploymentColumns {
+                spec: col(&[0.0, 0.0, 30.0, 30.0, 0.0, 0.0]),
+                ..DeploymentColumns::default()
+            },
+        );
+        let step = |name: &str, clients: Option<u32>| ScenarioStep {
+            name: name.into(),
+            namespace: "echo".into(),
+            scale: clients
+                .map(|n| ("client".to_owned(), n))
+                .into_iter()
+                .collect(),
+        };
+        let names = vec![
+            step("idle", None),
+            step("load", Some(30)),
+            step("pod-deleted", None),
+            step("cooldown", Some(0)),
+        ];
+        let steps = find_steps(&deployments, &[key("client")].into(), 0, &names);
+        let got: Vec<_> = steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(got, vec!["client=0", "load", "cooldown"]);
+        // data that begin after the first step still get the later names
+        let late = vec![
+            step("c10", Some(10)),
+            step("c0", Some(0)),
+            step("c30", Some(30)),
+            step("end", Some(0)),
+        ];
+        let steps = find_steps(&deployments, &[key("client")].into(), 0, &late);
+        let got: Vec<_> = steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(got, vec!["c0", "c30", "end"]);
     }
 
     #[test]
