@@ -2,13 +2,14 @@
 //! its target, and its scaling actions with the size each one chose.
 //!
 //! A scaling action is a step of `kube_horizontalpodautoscaler_scaling_events_total` (one
-//! per `SuccessfulRescale` occurrence, by direction). The event's own text does not reach
-//! Prometheus, so its *new size* is read from `status_desired_replicas` (which the HPA
-//! controller writes with the event: "New size: N" is its desiredReplicas) and its *reason*
-//! is restated from the series: the direction and the utilisation against the target. The
-//! counter and the replicas can land in neighbouring scrapes, so the new size is the first
-//! change of desired replicas within `settle` points of the counter's step, else the value
-//! there.
+//! per `SuccessfulRescale` occurrence, by direction). Its *new size* and *reason* are those
+//! of its Event, from `kube_horizontalpodautoscaler_last_scaling_event_replicas{direction,
+//! reason}` (the latest action's `New size: N` and the controller's reason, relayed in the
+//! same batch as the counter's step). From a sender without that family they are restated
+//! from the other series: the size is the desired replicas the action set (the first change
+//! of `status_desired_replicas` within `settle` points of the counter's step, the two may
+//! land a scrape apart, else the value there), the reason the direction and the utilisation
+//! against the target.
 
 use std::collections::BTreeMap;
 
@@ -68,6 +69,8 @@ pub struct HpaAnswers {
     pub events: Vec<Series>,
     /// `info` (the scale target).
     pub info: Vec<Series>,
+    /// `last_scaling_event_replicas` by direction and reason.
+    pub last_action: Vec<Series>,
 }
 
 /// One HPA over the window.
@@ -91,6 +94,9 @@ pub struct HpaTimeline {
     pub target: Column,
     /// Scaling actions, in order.
     pub events: Vec<ScalingEvent>,
+    /// The latest action's new size per direction, one column per reason label:
+    /// `(direction, reason, column)`.
+    pub last_action: Vec<(String, String, Column)>,
 }
 
 /// Builds every HPA the answers name. `settle` is how many points after a counter step a
@@ -142,6 +148,18 @@ pub fn timelines(window: &Window, answers: &HpaAnswers, settle: usize) -> Vec<Hp
                 target: get(&target, &key),
                 scale_target,
                 events: Vec::new(),
+                last_action: answers
+                    .last_action
+                    .iter()
+                    .filter(|s| HpaKey::of(s) == key)
+                    .map(|s| {
+                        (
+                            s.label("direction").to_owned(),
+                            s.label("reason").to_owned(),
+                            on_grid(window, s),
+                        )
+                    })
+                    .collect(),
                 key,
             };
             let mut steps = Vec::new();
@@ -181,12 +199,38 @@ pub fn counter_steps(column: &[Option<f64>]) -> Vec<(usize, u32)> {
     steps
 }
 
+/// The new size and reason the Event of an action in `direction` first seen at `index`
+/// gave: the `last_scaling_event_replicas` series of that direction present soonest from
+/// `index` (within `settle` points), the most recently born one if several.
+fn relayed(t: &HpaTimeline, direction: &str, index: usize, settle: usize) -> Option<(f64, String)> {
+    t.last_action
+        .iter()
+        .filter(|(d, _, _)| d == direction)
+        .filter_map(|(_, reason, column)| {
+            let end = (index + settle + 1).min(column.len());
+            let (at, value) = (index..end).find_map(|j| column[j].map(|v| (j, v)))?;
+            let born = column.iter().position(Option::is_some).unwrap_or(0);
+            Some((at, std::cmp::Reverse(born), value, reason))
+        })
+        .min_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))
+        .map(|(_, _, value, reason)| (value, reason.clone()))
+}
+
 fn describe(t: &HpaTimeline, steps: &[(usize, String, u32)], settle: usize) -> Vec<ScalingEvent> {
     steps
         .iter()
         .enumerate()
         .map(|(n, (index, direction, count))| {
             let index = *index;
+            if let Some((size, reason)) = relayed(t, direction, index, settle) {
+                return ScalingEvent {
+                    index,
+                    direction: direction.clone(),
+                    count: *count,
+                    new_size: Some(size),
+                    reason,
+                };
+            }
             let next = steps
                 .get(n + 1)
                 .map_or(t.desired.len(), |s| s.0)
@@ -359,6 +403,53 @@ mod tests {
         assert_eq!(
             t[0].events[1].reason,
             "cpu utilization 30% below target 50%"
+        );
+    }
+
+    #[test]
+    fn relayed_sizes_and_reasons_come_from_the_last_action_series() {
+        let hpa = [("namespace", "echo"), ("horizontalpodautoscaler", "web")];
+        let up = "cpu resource utilization (percentage of request) above target";
+        let down = "All metrics below target";
+        let answers = HpaAnswers {
+            // desired says nothing useful here: the relayed series decide
+            desired: vec![series(&hpa, &[Some(2.0); 6])],
+            events: vec![
+                series(
+                    &[hpa[0], hpa[1], ("direction", "up")],
+                    &[None, Some(1.0), Some(1.0), Some(2.0), Some(2.0), Some(2.0)],
+                ),
+                series(
+                    &[hpa[0], hpa[1], ("direction", "down")],
+                    &[None, None, None, None, Some(1.0), Some(1.0)],
+                ),
+            ],
+            last_action: vec![
+                series(
+                    &[hpa[0], hpa[1], ("direction", "up"), ("reason", up)],
+                    &[None, Some(5.0), Some(5.0), Some(7.0), Some(7.0), Some(7.0)],
+                ),
+                // the down series of an older reason, gone; the current one born at 4
+                series(
+                    &[hpa[0], hpa[1], ("direction", "down"), ("reason", "older")],
+                    &[Some(1.0), Some(1.0), None, None, None, None],
+                ),
+                series(
+                    &[hpa[0], hpa[1], ("direction", "down"), ("reason", down)],
+                    &[None, None, None, None, Some(3.0), Some(3.0)],
+                ),
+            ],
+            ..HpaAnswers::default()
+        };
+        let t = timelines(&window(6), &answers, 1);
+        let got: Vec<_> = t[0]
+            .events
+            .iter()
+            .map(|e| (e.index, e.new_size, e.reason.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(1, Some(5.0), up), (3, Some(7.0), up), (4, Some(3.0), down)]
         );
     }
 }

@@ -21,6 +21,8 @@ pub mod family {
     pub const HPA_SPEC_METRIC: &str = "kube_horizontalpodautoscaler_spec_target_metric";
     /// Scaling actions (`SuccessfulRescale` events), by direction.
     pub const HPA_SCALING_EVENTS: &str = "kube_horizontalpodautoscaler_scaling_events_total";
+    /// The latest scaling action's new size, by direction and reason.
+    pub const HPA_LAST_ACTION: &str = "kube_horizontalpodautoscaler_last_scaling_event_replicas";
     /// The HPA's scale target.
     pub const HPA_INFO: &str = "kube_horizontalpodautoscaler_info";
     /// Replicas a Deployment asks for.
@@ -78,6 +80,14 @@ impl Selector {
         format!(
             "max by (namespace, horizontalpodautoscaler, direction) ({})",
             self.of(family::HPA_SCALING_EVENTS, "")
+        )
+    }
+
+    /// The latest action's new size, one series per HPA, direction and reason.
+    pub fn hpa_last_actions(&self) -> String {
+        format!(
+            "max by (namespace, horizontalpodautoscaler, direction, reason) ({})",
+            self.of(family::HPA_LAST_ACTION, "")
         )
     }
 

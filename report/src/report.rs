@@ -107,6 +107,7 @@ pub async fn run(o: &Options) -> Result<Summary> {
         target: range(sel.hpa_cpu_utilization(family::HPA_SPEC_METRIC)).await?,
         events: range(sel.hpa_scaling_events()).await?,
         info: range(sel.hpa_targets()).await?,
+        last_action: range(sel.hpa_last_actions()).await?,
     };
     let spec = range(sel.deployment_gauge(family::DEPLOYMENT_SPEC)).await?;
     let available = range(sel.deployment_gauge(family::DEPLOYMENT_AVAILABLE)).await?;

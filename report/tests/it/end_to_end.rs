@@ -1,7 +1,7 @@
 //! The report against a real run: a simulated cluster stepping its clients under an HPA,
 //! sped up ten times, relayed by a sender and a receiver, scraped by a real Prometheus every
 //! 200 ms; then the report over the run's window. Its scaling actions must be the
-//! simulator's `SuccessfulRescale` events (count, new sizes, order), its steps the
+//! simulator's `SuccessfulRescale` events (count, new sizes, reasons, order), its steps the
 //! scenario's, and its PNGs must decode at the size asked.
 
 use std::collections::BTreeMap;
@@ -70,14 +70,15 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// The `New size: N` of a `SuccessfulRescale` message.
-fn new_size(e: &Event) -> u32 {
+/// The `New size: N` and the reason of a `SuccessfulRescale` message
+/// (`New size: 4; reason: cpu resource utilization (percentage of request) above target`).
+fn size_and_reason(e: &Event) -> (u32, String) {
     let message = e.message.as_deref().unwrap_or_default();
-    message
-        .strip_prefix("New size: ")
-        .and_then(|rest| rest.split(';').next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("a SuccessfulRescale message: {message:?}"))
+    let parsed = message.strip_prefix("New size: ").and_then(|rest| {
+        let (size, reason) = rest.split_once("; reason: ")?;
+        Some((size.trim().parse().ok()?, reason.trim().to_owned()))
+    });
+    parsed.unwrap_or_else(|| panic!("a SuccessfulRescale message: {message:?}"))
 }
 
 /// How many times an Event happened.
@@ -207,7 +208,7 @@ async fn the_report_shows_what_the_simulated_hpa_did() {
     };
     let total: u32 = events.iter().map(occurrences).sum();
     assert!(
-        events.iter().any(|e| new_size(e) > 1),
+        events.iter().any(|e| size_and_reason(e).0 > 1),
         "the HPA scaled up: {events:?}"
     );
     // Prometheus has every action (a counter step per occurrence) and the final size
@@ -267,35 +268,37 @@ async fn the_report_shows_what_the_simulated_hpa_did() {
 
     // the scaling actions: as many, the same sizes, in the same order
     let rows = read_csv(&report_dir.join("hpa-echo-echo-server.csv"));
-    let reported: Vec<(u32, String)> = rows
+    let reported: Vec<(u32, String, String)> = rows
         .iter()
         .filter(|r| !r["scaling_events"].is_empty())
         .flat_map(|r| {
             let n: u32 = r["scaling_events"].parse().expect("a count");
             let size: u32 = r["new_size"].parse().expect("a size");
-            std::iter::repeat_n((size, r["direction"].clone()), n as usize)
+            std::iter::repeat_n(
+                (size, r["reason"].clone(), r["direction"].clone()),
+                n as usize,
+            )
         })
         .collect();
-    let expected: Vec<u32> = events
+    let mut expected: Vec<(u32, String)> = events
         .iter()
-        .flat_map(|e| std::iter::repeat_n(new_size(e), occurrences(e) as usize))
+        .flat_map(|e| std::iter::repeat_n(size_and_reason(e), occurrences(e) as usize))
+        .collect();
+    let mut got: Vec<(u32, String)> = reported
+        .iter()
+        .map(|(size, reason, _)| (*size, reason.clone()))
         .collect();
     assert_eq!(summary.scaling_events, total);
-    if events.iter().all(|e| occurrences(e) == 1) {
-        let sizes: Vec<u32> = reported.iter().map(|(s, _)| *s).collect();
-        assert_eq!(sizes, expected, "new sizes in order; rows: {reported:?}");
-    } else {
+    if events.iter().any(|e| occurrences(e) > 1) {
         // an Event repeated (same message, count > 1) no longer says when each occurrence
-        // was: compare the sizes as a multiset
-        let mut sizes: Vec<u32> = reported.iter().map(|(s, _)| *s).collect();
-        let mut expected = expected.clone();
-        sizes.sort_unstable();
-        expected.sort_unstable();
-        assert_eq!(sizes, expected, "new sizes; rows: {reported:?}");
+        // was: compare them as a multiset
+        got.sort();
+        expected.sort();
     }
+    assert_eq!(got, expected, "new sizes and reasons in order");
     // each direction agrees with the size it moved from
     let mut previous = 1;
-    for (size, direction) in &reported {
+    for (size, _, direction) in &reported {
         let stated = if *size > previous { "up" } else { "down" };
         assert_eq!(direction, stated, "{reported:?}");
         previous = *size;
