@@ -6,6 +6,7 @@
 //! and the simulated cluster (`kube-sim`, whose kubeconfig the sender watches through).
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -32,6 +33,9 @@ impl Demo {
         bin_path("kube-sim")?;
         let dir = tempfile::tempdir()?;
         let mut cmd = Command::new(script());
+        // A process group of its own, as a shell gives a foreground job: Ctrl-C at a terminal
+        // signals that group.
+        cmd.process_group(0);
         cmd.env("KUBE_RELAY_BIN_DIR", &bin_dir)
             .env("INGEST_PORT", ingest_port.to_string())
             .env("HTTP_PORT", http_port.to_string())
@@ -259,9 +263,10 @@ async fn ctrl_c_stops_the_sender_first_and_it_says_goodbye() -> Result<()> {
         demo.describe()
     );
 
-    // Ctrl-C at a terminal signals the script alone: its children run in process groups of
-    // their own. A shell started with SIGINT ignored (this test run in the background of a
-    // script) cannot trap it; the demo stops the same way on SIGTERM.
+    // Ctrl-C at a terminal signals the foreground process group: the script's. Its children
+    // run in groups of their own, so the script alone decides the order. A shell started
+    // with SIGINT ignored (this test run in the background of a script) cannot trap it; the
+    // demo stops the same way on SIGTERM.
     let signal = if sigint_ignored() {
         eprintln!("SIGINT is ignored in this test process: the demo is sent SIGTERM instead");
         "-TERM"
@@ -269,7 +274,7 @@ async fn ctrl_c_stops_the_sender_first_and_it_says_goodbye() -> Result<()> {
         "-INT"
     };
     let status = Command::new("kill")
-        .args([signal, &demo.child.id().to_string()])
+        .args([signal, "--", &format!("-{}", demo.child.id())])
         .status()?;
     assert!(status.success());
     let status = demo.status(Duration::from_secs(60)).await?;
