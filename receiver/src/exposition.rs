@@ -1,7 +1,7 @@
 //! Exposition: the writers of OpenMetrics and Prometheus text, and content negotiation.
 //!
-//! Pure functions over strings, used by the store (series prefixes rendered once when a
-//! sender defines a series, family headers and values at scrape time) and by the
+//! Pure functions over strings, used by the store (a family's line head and a series' labels
+//! rendered once when a sender defines them, family headers and values at scrape time) and by the
 //! self-metrics.
 //!
 //! The receiver's own metrics live in a prometheus-client `Registry` (see
@@ -59,15 +59,10 @@ impl Format {
     }
 }
 
-/// Renders a series' exposition prefix: the sample name (`_total` added for counters), then
-/// `cluster` and the series' labels, values escaped.
-pub(crate) fn render_prefix(
-    out: &mut String,
-    family: &str,
-    kind: MetricKind,
-    cluster: &str,
-    labels: &[(String, String)],
-) {
+/// Renders what a family's sample lines of one cluster begin with: the sample name
+/// (`_total` added for counters) and the `cluster` label, `name{cluster="c"`. A series' own
+/// labels ([`render_labels`]) and `}` follow it.
+pub(crate) fn render_head(out: &mut String, family: &str, kind: MetricKind, cluster: &str) {
     out.push_str(family);
     if kind == MetricKind::Counter {
         out.push_str("_total");
@@ -75,6 +70,11 @@ pub(crate) fn render_prefix(
     out.push_str("{cluster=\"");
     push_escaped_label_value(out, cluster);
     out.push('"');
+}
+
+/// Renders a series' labels as they follow the head of its line, `,name="value"` each,
+/// values escaped.
+pub(crate) fn render_labels(out: &mut String, labels: &[(String, String)]) {
     for (name, value) in labels {
         out.push(',');
         out.push_str(name);
@@ -82,7 +82,6 @@ pub(crate) fn render_prefix(
         push_escaped_label_value(out, value);
         out.push('"');
     }
-    out.push('}');
 }
 
 /// Appends a label value with `\`, `"` and line feeds escaped (same in both formats).
@@ -226,13 +225,15 @@ mod tests {
     }
 
     #[test]
-    fn prefixes_put_cluster_first_and_escape_values() {
+    fn lines_put_cluster_first_and_escape_values() {
         let mut out = String::new();
         let labels = vec![
             ("pod".to_owned(), "a\"b\\c\nd".to_owned()),
             ("container".to_owned(), "web".to_owned()),
         ];
-        render_prefix(&mut out, "restarts", MetricKind::Counter, "prod-1", &labels);
+        render_head(&mut out, "restarts", MetricKind::Counter, "prod-1");
+        render_labels(&mut out, &labels);
+        out.push('}');
         assert_eq!(
             out,
             r#"restarts_total{cluster="prod-1",pod="a\"b\\c\nd",container="web"}"#

@@ -1,8 +1,11 @@
 //! One cluster's metric data: families, series and their values, and the copy a scrape
 //! encodes.
 //!
-//! Series are pre-rendered when they are defined: each keeps its exposition prefix
-//! (`name{cluster="c",label="v"}`), so a scrape only appends values. Updates find their
+//! Lines are pre-rendered when they are defined: a family keeps the head its lines share
+//! (`name{cluster="c"`), each series its labels (`,label="v"`), so a scrape only copies
+//! them and appends values. A series keeps nothing else it does not need for every update:
+//! at a million series held, every byte of a series is a megabyte of the receiver's memory
+//! (the fan-in bench). Updates find their
 //! series through [`IdIndex`]. Series and values live in copy-on-write [`Chunks`], so
 //! [`ClusterData::view`] is a consistent copy taken in microseconds (see `chunks`);
 //! values are kept apart from series because they change far more often.
@@ -70,6 +73,9 @@ pub(crate) struct ClusterData {
     values: Chunks<Sample>,
     free: Vec<u32>,
     ids: IdIndex,
+    /// Labels of the series whose increases become scaling events, by slot (few: one
+    /// family's), kept apart so the other series do not carry an empty field.
+    tracked: HashMap<u32, Arc<[(String, String)]>>,
     /// Ids the series cap dropped, so their updates and removals are no violation; at most
     /// as many as the cap, after which `dropped_overflow` makes any unknown id tolerated.
     dropped: HashSet<SeriesId, BuildHasherDefault<IdHasher>>,
@@ -81,6 +87,9 @@ pub(crate) struct ClusterData {
 #[derive(Debug)]
 struct Family {
     name: Arc<str>,
+    /// What every line of this family begins with: `name{cluster="c"` (`name_total` for a
+    /// counter).
+    head: Arc<str>,
     help: Arc<str>,
     kind: MetricKind,
     /// Slots of this family's series, in definition order (swap-removed).
@@ -102,19 +111,18 @@ enum Exposure {
     Refused,
 }
 
-/// One series slot: its pre-rendered exposition prefix, `None` while the slot is free.
+/// One series slot: its family, its place among the family's members and its pre-rendered
+/// labels, `None` while the slot is free.
 #[derive(Debug, Clone)]
 struct Series {
     family: FamilyId,
     pos: u32,
-    /// `name{cluster="c",...}`, with `_total` for counters.
-    prefix: Option<Arc<str>>,
-    /// Labels kept only for series whose increases become scaling events.
-    tracked: Option<Arc<[(String, String)]>>,
+    /// `,label="value"` for each label, escaped: what follows the family's head.
+    labels: Option<Arc<str>>,
 }
 
 /// One series' value; a series defined but not yet updated is not exposed. `tracked` (a
-/// copy of "[`Series::tracked`] is set") and `sender_self` (its family's) are kept here so
+/// copy of "[`ClusterData::tracked`] holds the series") and `sender_self` (its family's) are kept here so
 /// an update reads only this (one cache line).
 #[derive(Debug, Clone, Copy, Default)]
 struct Sample {
@@ -136,21 +144,24 @@ pub(crate) struct DataView {
 #[derive(Debug)]
 pub(crate) struct FamilyView {
     pub(crate) name: Arc<str>,
+    /// `name{cluster="c"`: each line is this, a series' labels, `}` and the value.
+    pub(crate) head: Arc<str>,
     pub(crate) help: Arc<str>,
     pub(crate) kind: MetricKind,
     members: Chunks<u32>,
 }
 
 impl DataView {
-    /// The family's series with a value: prefix and value, in definition order.
+    /// The family's series with a value: their labels (`,label="value"`, see
+    /// [`FamilyView::head`]) and value, in definition order.
     pub(crate) fn samples<'a>(
         &'a self,
         family: &'a FamilyView,
     ) -> impl Iterator<Item = (&'a str, f64)> + 'a {
         family.members.iter().filter_map(|&slot| {
             let sample = self.values.get(slot as usize)?;
-            let prefix = self.series.get(slot as usize)?.prefix.as_deref()?;
-            sample.has_value.then_some((prefix, sample.value))
+            let labels = self.series.get(slot as usize)?.labels.as_deref()?;
+            sample.has_value.then_some((labels, sample.value))
         })
     }
 }
@@ -170,6 +181,7 @@ impl ClusterData {
                 .filter(|f| f.exposure == Exposure::Exposed && f.members.len() > 0)
                 .map(|f| FamilyView {
                     name: f.name.clone(),
+                    head: f.head.clone(),
                     help: f.help.clone(),
                     kind: f.kind,
                     members: f.members.clone(),
@@ -198,7 +210,7 @@ impl ClusterData {
             }
         }
         for def in &batch.series {
-            match self.define_series(cluster, def, max_series)? {
+            match self.define_series(def, max_series)? {
                 Some(sender_self) => applied.from_cluster |= !sender_self,
                 None => applied.dropped += 1,
             }
@@ -217,10 +229,7 @@ impl ClusterData {
                     applied.from_cluster |= !sample.sender_self;
                     if sample.tracked
                         && let Some(events) = events.as_deref_mut()
-                        && let Some(labels) = self
-                            .series
-                            .get(slot as usize)
-                            .and_then(|s| s.tracked.as_deref())
+                        && let Some(labels) = self.tracked.get(&slot)
                     {
                         record_increase(events, cluster, labels, before, value);
                     }
@@ -332,8 +341,11 @@ impl ClusterData {
                         ),
                     },
                 };
+                let mut head = String::with_capacity(def.name.len() + cluster.len() + 20);
+                exposition::render_head(&mut head, &def.name, def.kind, cluster);
                 v.insert(Family {
                     name: def.name.as_str().into(),
+                    head: head.into(),
                     help: def.help.as_str().into(),
                     kind: def.kind,
                     members: Chunks::default(),
@@ -352,7 +364,6 @@ impl ClusterData {
     /// family is one of the sender's own.
     fn define_series(
         &mut self,
-        cluster: &str,
         def: &SeriesDef,
         max_series: usize,
     ) -> Result<Option<bool>, Violation> {
@@ -363,8 +374,9 @@ impl ClusterData {
                 def.id, def.family
             )));
         };
-        let mut prefix = String::with_capacity(64);
-        exposition::render_prefix(&mut prefix, &family.name, family.kind, cluster, &def.labels);
+        let mut labels =
+            String::with_capacity(def.labels.iter().map(|(k, v)| k.len() + v.len() + 4).sum());
+        exposition::render_labels(&mut labels, &def.labels);
         let tracked = family.tracks_scaling.then(|| def.labels.as_slice().into());
         let _ = self.remove_series(def.id);
         self.dropped.remove(&def.id);
@@ -389,8 +401,7 @@ impl ClusterData {
         let series = Series {
             family: def.family,
             pos: family.members.len() as u32,
-            prefix: Some(prefix.into()),
-            tracked,
+            labels: Some(labels.into()),
         };
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -409,32 +420,33 @@ impl ClusterData {
             }
         };
         family.members.push(slot);
+        if let Some(tracked) = tracked {
+            self.tracked.insert(slot, tracked);
+        }
         self.ids.insert(def.id, slot);
         self.live += 1;
         Ok(Some(sender_self))
     }
 
     /// Records scaling events for tracked counters that grew between `old` (the state a
-    /// snapshot replaced) and this data, matching series by their labels.
+    /// snapshot replaced) and this data, matching series by their labels (one family is
+    /// tracked, so its labels name a series).
     pub(crate) fn record_increases_since(
         &self,
         old: &ClusterData,
         cluster: &str,
         events: &mut Vec<ScalingEvent>,
     ) {
-        let before: HashMap<&str, f64> = old
-            .tracked_series()
-            .map(|(s, v)| (s.prefix.as_deref().unwrap_or_default(), v))
-            .collect();
-        for (series, value) in self.tracked_series() {
-            let prefix = series.prefix.as_deref().unwrap_or_default();
-            if let (Some(&was), Some(labels)) = (before.get(prefix), &series.tracked) {
+        let before: HashMap<&[(String, String)], f64> = old.tracked_series().collect();
+        for (labels, value) in self.tracked_series() {
+            if let Some(&was) = before.get(labels) {
                 record_increase(events, cluster, labels, Some(was), value);
             }
         }
     }
 
-    /// The valued series (prefix and value) of the family named `name`, if defined.
+    /// The valued series of the family named `name`, if defined: their rendered labels
+    /// (`,label="value"`) and value.
     pub(crate) fn samples_named<'a>(
         &'a self,
         name: &'a str,
@@ -445,21 +457,22 @@ impl ClusterData {
             .flat_map(|f| f.members.iter())
             .filter_map(|&slot| {
                 let sample = self.values.get(slot as usize)?;
-                let prefix = self.series.get(slot as usize)?.prefix.as_deref()?;
-                sample.has_value.then_some((prefix, sample.value))
+                let labels = self.series.get(slot as usize)?.labels.as_deref()?;
+                sample.has_value.then_some((labels, sample.value))
             })
     }
 
-    /// Valued series of the families whose increases are scaling events.
-    fn tracked_series(&self) -> impl Iterator<Item = (&Series, f64)> {
+    /// Labels and values of the valued series of the families whose increases are scaling
+    /// events.
+    fn tracked_series(&self) -> impl Iterator<Item = (&[(String, String)], f64)> {
         self.families
             .values()
             .filter(|f| f.tracks_scaling)
             .flat_map(|f| f.members.iter())
             .filter_map(|&slot| {
                 let sample = self.values.get(slot as usize)?;
-                let series = self.series.get(slot as usize)?;
-                sample.has_value.then_some((series, sample.value))
+                let labels = self.tracked.get(&slot)?;
+                sample.has_value.then_some((&**labels, sample.value))
             })
     }
 
@@ -469,8 +482,8 @@ impl ClusterData {
         let slot = self.ids.remove(id)?;
         let series = self.series.get_mut(slot as usize)?;
         let (family, pos) = (series.family, series.pos as usize);
-        series.prefix = None;
-        series.tracked = None;
+        series.labels = None;
+        self.tracked.remove(&slot);
         let mut sender_self = false;
         if let Some(v) = self.values.get_mut(slot as usize) {
             sender_self = v.sender_self;
@@ -613,25 +626,23 @@ pub(crate) mod tests {
             ..Batch::default()
         };
         apply_live(&mut data, &names, &delta);
-        let before: Vec<(&str, f64)> = view.samples(&view.families[0]).collect();
+        let lines = |view: &DataView| -> Vec<(String, f64)> {
+            let family = &view.families[0];
+            let mut lines: Vec<_> = view
+                .samples(family)
+                .map(|(labels, v)| (format!("{}{labels}}}", family.head), v))
+                .collect();
+            lines.sort_by(|a, b| a.0.cmp(&b.0));
+            lines
+        };
+        let line = |pod: &str, v: f64| (format!("kube_pod_info{{cluster=\"c\",pod=\"{pod}\"}}"), v);
         assert_eq!(
-            before,
-            vec![
-                ("kube_pod_info{cluster=\"c\",pod=\"p0\"}", 1.0),
-                ("kube_pod_info{cluster=\"c\",pod=\"p1\"}", 1.0),
-                ("kube_pod_info{cluster=\"c\",pod=\"p2\"}", 1.0),
-            ]
+            lines(&view),
+            vec![line("p0", 1.0), line("p1", 1.0), line("p2", 1.0)]
         );
-        let now = data.view();
-        let mut after: Vec<(&str, f64)> = now.samples(&now.families[0]).collect();
-        after.sort_by(|a, b| a.0.cmp(b.0));
         assert_eq!(
-            after,
-            vec![
-                ("kube_pod_info{cluster=\"c\",pod=\"new\"}", 2.0),
-                ("kube_pod_info{cluster=\"c\",pod=\"p1\"}", 5.0),
-                ("kube_pod_info{cluster=\"c\",pod=\"p2\"}", 1.0),
-            ]
+            lines(&data.view()),
+            vec![line("new", 2.0), line("p1", 5.0), line("p2", 1.0)]
         );
     }
 

@@ -42,12 +42,13 @@ pub(crate) fn encode(views: &[DataView], format: Format, out: &mut String) {
         // A family another cluster defines with a different type cannot share the header;
         // its series are left out rather than mislabelled.
         for (view, family) in families.iter().filter(|(_, f)| f.kind == first.kind) {
-            for (prefix, sample) in view.samples(family) {
+            for (labels, sample) in view.samples(family) {
                 value.clear();
                 push_value(&mut value, sample);
-                out.reserve(prefix.len() + value.len() + 2);
-                out.push_str(prefix);
-                out.push(' ');
+                out.reserve(family.head.len() + labels.len() + value.len() + 3);
+                out.push_str(&family.head);
+                out.push_str(labels);
+                out.push_str("} ");
                 out.push_str(&value);
                 out.push('\n');
             }

@@ -1,11 +1,12 @@
-//! Label values read back from a series' pre-rendered exposition prefix, for the readers
-//! (the status page, scaling events) that need a label of a series the store keeps only as
-//! text.
+//! Label values read back from a series' pre-rendered labels, for the readers (the status
+//! page, scaling events) that need a label of a series the store keeps only as text.
 
-/// The value of label `key` in a series prefix `name{cluster="c",key="v",...}`, unescaped.
-pub(crate) fn label_value(prefix: &str, key: &str) -> Option<String> {
-    let mut rest = &prefix[prefix.find('{')? + 1..];
+/// The value of label `key` in a series' rendered labels `,key="v",...` (what follows its
+/// family's `name{cluster="c"`), unescaped.
+pub(crate) fn label_value(labels: &str, key: &str) -> Option<String> {
+    let mut rest = labels;
     loop {
+        rest = rest.strip_prefix(',')?;
         let (name, after) = rest.split_once("=\"")?;
         let mut value = String::new();
         let mut chars = after.char_indices();
@@ -22,7 +23,7 @@ pub(crate) fn label_value(prefix: &str, key: &str) -> Option<String> {
         if name == key {
             return Some(value);
         }
-        rest = after[end + 1..].strip_prefix(',')?;
+        rest = &after[end + 1..];
     }
 }
 
@@ -31,12 +32,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn label_values_are_read_back_from_prefixes() {
-        let prefix = r#"x{cluster="c",pod="a\"b\\c\nd",phase="Running"}"#;
-        assert_eq!(label_value(prefix, "cluster").as_deref(), Some("c"));
-        assert_eq!(label_value(prefix, "pod").as_deref(), Some("a\"b\\c\nd"));
-        assert_eq!(label_value(prefix, "phase").as_deref(), Some("Running"));
-        assert_eq!(label_value(prefix, "node"), None);
-        assert_eq!(label_value("x{cluster=\"c\"", "pod"), None);
+    fn label_values_are_read_back_from_rendered_labels() {
+        let labels = r#",pod="a\"b\\c\nd",phase="Running""#;
+        assert_eq!(label_value(labels, "pod").as_deref(), Some("a\"b\\c\nd"));
+        assert_eq!(label_value(labels, "phase").as_deref(), Some("Running"));
+        assert_eq!(label_value(labels, "node"), None);
+        assert_eq!(label_value("", "pod"), None);
+        assert_eq!(label_value(",pod=\"unterminated", "pod"), None);
     }
 }

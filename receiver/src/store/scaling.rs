@@ -102,7 +102,7 @@ pub(crate) fn record_increase(
 }
 
 /// Fills in the new size and reason of `events` (all of one cluster) from the samples of
-/// [`LAST_ACTION_FAMILY`] (series prefix and value), matched by namespace, HPA and
+/// [`LAST_ACTION_FAMILY`] (rendered labels and value), matched by namespace, HPA and
 /// direction.
 pub(crate) fn describe<'a>(
     events: &mut [ScalingEvent],
@@ -111,8 +111,8 @@ pub(crate) fn describe<'a>(
     if events.is_empty() {
         return;
     }
-    for (prefix, size) in actions {
-        let label = |key| label_value(prefix, key).unwrap_or_default();
+    for (labels, size) in actions {
+        let label = |key| label_value(labels, key).unwrap_or_default();
         let (namespace, hpa, direction) = (
             label("namespace"),
             label("horizontalpodautoscaler"),
@@ -164,11 +164,11 @@ mod tests {
         record_increase(&mut events, "c", &labels("down"), Some(0.0), 1.0);
         let actions = [
             (
-                r#"kube_horizontalpodautoscaler_last_scaling_event_replicas{cluster="c",namespace="shop",horizontalpodautoscaler="web",direction="up",reason="cpu \"x\" above target"}"#,
+                r#",namespace="shop",horizontalpodautoscaler="web",direction="up",reason="cpu \"x\" above target""#,
                 5.0,
             ),
             (
-                r#"kube_horizontalpodautoscaler_last_scaling_event_replicas{cluster="c",namespace="shop",horizontalpodautoscaler="api",direction="down",reason="All metrics below target"}"#,
+                r#",namespace="shop",horizontalpodautoscaler="api",direction="down",reason="All metrics below target""#,
                 1.0,
             ),
         ];

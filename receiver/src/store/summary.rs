@@ -1,6 +1,6 @@
 //! What the status page shows of a cluster's data beyond counters: pods per namespace and
 //! phase, each HPA's replicas, and whether the sender reads its API server. Read at render
-//! time from a view (labels parsed back from the pre-rendered series prefixes), so the
+//! time from a view (labels parsed back from the series' pre-rendered labels), so the
 //! store keeps nothing extra for a page that is rarely loaded. Only the families shown are
 //! walked, and [`Detail::Source`] walks only the two small source-health families, so the
 //! page can count frozen clusters among thousands without reading their pods.
@@ -97,8 +97,8 @@ pub(crate) fn summarise(view: &DataView, detail: Detail) -> ClusterSummary {
     };
     for family in view.families.iter().filter(|f| shown(&f.name)) {
         let name = &*family.name;
-        for (prefix, value) in view.samples(family) {
-            let label = |key: &str| label_value(prefix, key).unwrap_or_default();
+        for (labels, value) in view.samples(family) {
+            let label = |key: &str| label_value(labels, key).unwrap_or_default();
             match name {
                 POD_PHASE if value == 1.0 => {
                     *summary
