@@ -10,6 +10,12 @@
 //! `WWW-Authenticate: Basic realm="kube-relay"` unless the request carries the credentials
 //! (counted in `relay_receiver_auth_failures_total{kind="http_basic_auth"}`); `/healthz` and
 //! `/readyz` stay open for probes.
+//!
+//! `/metrics` and the status page read every cluster's series: at a million series that is
+//! hundreds of milliseconds of CPU (the fan-in bench). [`serve`] renders them on tokio's
+//! blocking pool, not on a runtime worker, where the sessions that worker would have run
+//! meanwhile (its local queue and LIFO slot cannot all be stolen) waited for the whole
+//! render, and senders saw it as ack latency.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -77,8 +83,53 @@ impl HttpApp {
         self
     }
 
-    /// Answers one request (the body is never read).
+    /// Answers one request (the body is never read), rendering any page in this thread.
     pub fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+        match self.route(req) {
+            Routed::Ready(response) => response,
+            Routed::Render(page) => self.render(page),
+        }
+    }
+
+    /// Answers one request (the body is never read), rendering `/metrics` and the status
+    /// page on the blocking pool so no runtime worker waits for them.
+    pub async fn respond_off_runtime<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+        match self.route(req) {
+            Routed::Ready(response) => response,
+            Routed::Render(page) => {
+                let app = self.clone();
+                match tokio::task::spawn_blocking(move || app.render(page)).await {
+                    Ok(response) => response,
+                    Err(e) => {
+                        warn!(cause = %e, "rendering a page failed");
+                        reply(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            TEXT,
+                            "failed to render the page\n".into(),
+                        )
+                    }
+                }
+            }
+        }
+    }
+
+    fn render(&self, page: Page) -> Response<Full<Bytes>> {
+        match page {
+            Page::Metrics(format) => reply(
+                StatusCode::OK,
+                format.content_type(),
+                self.render_metrics(format),
+            ),
+            Page::Status(query) => reply(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                status::page(&self.store, query.as_deref()),
+            ),
+        }
+    }
+
+    /// The response to `req`, or the page to render for it.
+    fn route<B>(&self, req: &Request<B>) -> Routed {
         let path = req.uri().path();
         if let Some(auth) = &self.basic_auth
             && matches!(path, "/metrics" | "/")
@@ -98,18 +149,16 @@ impl HttpApp {
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static(BASIC_AUTH_CHALLENGE),
             );
-            return r;
+            return Routed::Ready(r);
         }
         let get = req.method() == Method::GET || req.method() == Method::HEAD;
-        match (get, path) {
+        Routed::Ready(match (get, path) {
             (true, "/metrics") => {
                 let accept = req
                     .headers()
                     .get(header::ACCEPT)
                     .and_then(|v| v.to_str().ok());
-                let format = Format::negotiate(accept);
-                let body = self.render_metrics(format);
-                reply(StatusCode::OK, format.content_type(), body)
+                return Routed::Render(Page::Metrics(Format::negotiate(accept)));
             }
             (true, "/healthz") => reply(StatusCode::OK, TEXT, "ok\n".into()),
             (true, "/readyz") if self.ready.load(Ordering::Acquire) => {
@@ -120,11 +169,9 @@ impl HttpApp {
                 TEXT,
                 "not ready: starting or shutting down\n".into(),
             ),
-            (true, "/") => reply(
-                StatusCode::OK,
-                "text/html; charset=utf-8",
-                status::page(&self.store, req.uri().query()),
-            ),
+            (true, "/") => {
+                return Routed::Render(Page::Status(req.uri().query().map(str::to_owned)));
+            }
             (false, "/metrics" | "/healthz" | "/readyz" | "/") => {
                 let mut r = reply(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -140,7 +187,7 @@ impl HttpApp {
                 TEXT,
                 "not found; try /metrics, /healthz, /readyz or /\n".into(),
             ),
-        }
+        })
     }
 
     /// Encodes every cluster's series and the self-metrics in `format`, and records the
@@ -160,6 +207,20 @@ impl HttpApp {
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
+
+/// A page whose rendering reads every cluster.
+#[derive(Debug, Clone)]
+enum Page {
+    Metrics(Format),
+    /// The status page, with the request's query string.
+    Status(Option<String>),
+}
+
+/// What routing a request gave.
+enum Routed {
+    Ready(Response<Full<Bytes>>),
+    Render(Page),
+}
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -225,12 +286,15 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| {
-        let response = app.respond(&req);
-        if response.status() == StatusCode::UNAUTHORIZED {
-            let cause = format!("{} without valid basic auth credentials", req.uri().path());
-            app.refusals.refused(peer, "http_basic_auth", &cause);
+        let app = app.clone();
+        async move {
+            let response = app.respond_off_runtime(&req).await;
+            if response.status() == StatusCode::UNAUTHORIZED {
+                let cause = format!("{} without valid basic auth credentials", req.uri().path());
+                app.refusals.refused(peer, "http_basic_auth", &cause);
+            }
+            Ok::<_, Infallible>(response)
         }
-        async move { Ok::<_, Infallible>(response) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
