@@ -42,8 +42,8 @@ use crate::{Error, ReceiverConfig, Result};
 /// already buffered; a batch with nothing behind it is acknowledged at once.
 pub const ACK_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Capacity a connection's read buffer is brought back to once drained, and its write
-/// buffer starts with. A snapshot's frames grow the read buffer to their size and tokio-util
+/// Capacity a connection's buffers start with, and its read buffer is brought back to once
+/// drained. A snapshot's frames grow the read buffer to their size and tokio-util
 /// starts both at 8 KiB: at 10,000 mostly idle senders that was 24 KiB each, more than the
 /// series they hold (the fan-in bench).
 const IDLE_BUFFER_BYTES: usize = 1024;
@@ -195,7 +195,9 @@ impl Session {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let codec = CountingCodec(ReceiverCodec::new(MAX_HANDSHAKE_FRAME_BYTES));
-        let mut conn = Framed::new(io, codec);
+        // Small buffers from the start: tokio-util's 8 KiB default read buffer stayed with
+        // many idle connections (heaptrack of the fan-in bench); a frame grows it as needed.
+        let mut conn = Framed::with_capacity(io, codec, IDLE_BUFFER_BYTES);
         let Some((hello, hello_bytes)) = self.read_hello(&mut conn, handshake_deadline).await?
         else {
             debug!(peer = %peer, "connection closed before its hello");
