@@ -169,6 +169,9 @@ pub async fn run(
     let mut epoch = 1u64;
     let mut failures = 0u32;
     let mut ramping = true;
+    // The generation whose snapshot this client last counted as acked: a connection that
+    // breaks after its snapshot was acked must not count the cluster equal twice.
+    let mut counted: Option<u32> = None;
     loop {
         let now = *control.borrow_and_update();
         if now.stop {
@@ -182,6 +185,7 @@ pub async fn run(
             epoch,
             now.generation,
             ramping,
+            &mut counted,
             &mut control,
         )
         .await;
@@ -246,6 +250,7 @@ async fn session(
     epoch: u64,
     generation: u32,
     ramping: bool,
+    counted: &mut Option<u32>,
     control: &mut watch::Receiver<Control>,
 ) -> Result<End, Failure> {
     let io = if ramping {
@@ -311,7 +316,10 @@ async fn session(
                 Some(Ok(ReceiverMessage::Ack(ack))) if ack.epoch == epoch => {
                     if !snapshot_acked && ack.seq >= snapshot_last {
                         snapshot_acked = true;
-                        tally.snapshot_acked(generation);
+                        if *counted != Some(generation) {
+                            *counted = Some(generation);
+                            tally.snapshot_acked(generation);
+                        }
                     }
                     let mut acked = Vec::new();
                     while let Some(&(seq, at)) = in_flight.front() {

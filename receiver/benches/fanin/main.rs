@@ -96,6 +96,10 @@ struct Args {
     /// `--receiver-wrapper "heaptrack -o /tmp/rx"`); figures are the receiver's own.
     #[arg(long)]
     receiver_wrapper: Option<String>,
+    /// Another receiver binary to measure instead of this build's (an older build, for a
+    /// before/after comparison on the same load).
+    #[arg(long)]
+    receiver: Option<std::path::PathBuf>,
     /// An environment variable for the receiver (repeatable), e.g. `MALLOC_ARENA_MAX=1`.
     #[arg(long = "receiver-env", value_parser = env_pair)]
     receiver_env: Vec<(String, String)>,
@@ -208,7 +212,12 @@ impl ChildReceiver {
         let dir = tempfile::tempdir()?;
         let ingest: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let exe = std::path::Path::new(env!("CARGO_BIN_EXE_receiver")).canonicalize()?;
+        let exe = args
+            .receiver
+            .as_deref()
+            .unwrap_or(std::path::Path::new(env!("CARGO_BIN_EXE_receiver")))
+            .canonicalize()
+            .context("no receiver binary there")?;
         let wrapper: Vec<&str> = args
             .receiver_wrapper
             .as_deref()
@@ -481,7 +490,24 @@ async fn run(args: Args) -> Result<()> {
     if held != expected {
         println!("  WARNING: the receiver holds {held} series, not {expected}");
     }
+    // The README's Measured rows: `ROW` lines, printed again together at the end.
+    let mut rows = vec![format!(
+        "| fan-in: {} senders x {} series, a change per series every {} s, {} | ack p50 {:.1} ms, \
+         p99 {:.1} ms, max {:.1} ms; receiver {:.3} cores, RSS {:.0} MiB, {:.0} B per series \
+         held (load {load_steady}) |",
+        args.senders,
+        args.series,
+        args.change_every,
+        if args.tls { "TLS + token" } else { "plain TCP" },
+        steady.p50,
+        steady.p99,
+        steady.max,
+        cores,
+        mib(end_rss),
+        (end_rss.saturating_sub(idle_rss)) as f64 / held.max(1) as f64,
+    )];
 
+    let mut scrape_row = Vec::new();
     if args.scrape {
         for (name, accept) in [
             ("text", "text/plain;version=0.0.4"),
@@ -498,18 +524,27 @@ async fn run(args: Args) -> Result<()> {
                 times.len(),
                 len as f64 / 1e6,
                 quantile(times.clone(), 0.5) * 1000.0,
-                quantile(times, 1.0) * 1000.0
+                quantile(times.clone(), 1.0) * 1000.0
             );
             println!(
                 "  ack latency meanwhile: {during} (nobody scraping: p99 {:.1} ms)",
                 steady.p99
             );
+            let peak = rss.take_peak();
             println!(
                 "  receiver: {:.3} cores, peak RSS {:.1} MiB; load average {}",
                 cpu.cores()?,
-                mib(rss.take_peak()),
+                mib(peak),
                 load_average()
             );
+            scrape_row.push(format!(
+                "{name} {:.0} ms (max {:.0}, {:.0} MB), ack p99 meanwhile {:.1} ms, peak RSS {:.0} MiB",
+                quantile(times.clone(), 0.5) * 1000.0,
+                quantile(times, 1.0) * 1000.0,
+                len as f64 / 1e6,
+                during.p99,
+                mib(peak)
+            ));
         }
     }
 
@@ -531,13 +566,13 @@ async fn run(args: Args) -> Result<()> {
         let slowest = times.iter().max().copied().unwrap_or_default();
         let median = quantile(times.iter().map(Duration::as_secs_f64).collect(), 0.5);
         println!();
-        match all {
+        match &all {
             Ok(_) => println!(
                 "reconnect storm: all {} senders cut at once; every cluster equal again after {:.2} s",
                 args.senders,
                 elapsed.as_secs_f64()
             ),
-            Err(e) => println!("reconnect storm: NOT every cluster equal again: {e}"),
+            Err(e) => println!("reconnect storm: NOT every cluster equal again: {e:#}"),
         }
         println!(
             "  per sender, cut to snapshot acked: median {:.2} s, slowest {:.2} s ({} senders)",
@@ -556,11 +591,36 @@ async fn run(args: Args) -> Result<()> {
                 .join(", "),
             tally.connection_failures.load(Ordering::Relaxed) - failures0
         );
+        let peak = rss.take_peak();
         println!(
             "  receiver: peak RSS {:.1} MiB, {cores:.3} cores over the storm; load average {}",
-            mib(rss.take_peak()),
+            mib(peak),
             load_average()
         );
+        rows.push(format!(
+            "| reconnect storm: {} senders x {} series cut at once, each reconnecting with a \
+             snapshot{} | {}; per sender median {median:.2} s, slowest {:.2} s; receiver peak \
+             RSS {:.0} MiB; {} refusals ({}) (load {}) |",
+            args.senders,
+            args.series,
+            if args.tls { ", TLS + token" } else { "" },
+            match &all {
+                Ok(_) => format!(
+                    "every cluster equal again after {:.2} s",
+                    elapsed.as_secs_f64()
+                ),
+                Err(_) => "NOT every cluster equal again".to_owned(),
+            },
+            slowest.as_secs_f64(),
+            mib(peak),
+            refused.iter().map(|(_, n)| n).sum::<u64>(),
+            refused
+                .iter()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            load_average()
+        ));
         if let Some(e) = tally.last_failure() {
             println!("  last connection failure: {e}");
         }
@@ -594,20 +654,42 @@ async fn run(args: Args) -> Result<()> {
     }
     receiver.stop().await?;
 
-    if args.scrape && args.pushgateway {
-        println!();
-        match pushgateway(&args, window).await {
-            Ok(line) => println!("{line}"),
-            Err(e) => println!("Pushgateway baseline: did not cope: {e:#}"),
-        }
+    if args.scrape {
+        let baseline = if args.pushgateway {
+            println!();
+            match pushgateway(&args, window).await {
+                Ok((line, summary)) => {
+                    println!("{line}");
+                    summary
+                }
+                Err(e) => {
+                    println!("Pushgateway baseline: did not cope: {e:#}");
+                    format!("Pushgateway did not cope: {e:#}")
+                }
+            }
+        } else {
+            "—".to_owned()
+        };
+        rows.push(format!(
+            "| `GET /metrics` of {expected} series from {} senders{}, back to back while they \
+             stream | {} (nobody scraping: ack p99 {:.1} ms) | {baseline} |",
+            args.senders,
+            if args.tls { " (TLS)" } else { "" },
+            scrape_row.join("; "),
+            steady.p99
+        ));
     }
     println!("load average at end: {}", load_average());
+    println!();
+    for row in rows {
+        println!("ROW {row}");
+    }
     Ok(())
 }
 
 /// Pushgateway holding the same series (each sender's pushed as its own group), scraped as
 /// Prometheus text back to back for `window` (at least three scrapes).
-async fn pushgateway(args: &Args, window: Duration) -> Result<String> {
+async fn pushgateway(args: &Args, window: Duration) -> Result<(String, String)> {
     let binary = ["prometheus-pushgateway", "pushgateway"]
         .into_iter()
         .find(|b| {
@@ -672,14 +754,20 @@ async fn pushgateway(args: &Args, window: Duration) -> Result<String> {
     let (times, len) = scrape_loop(addr, "text/plain;version=0.0.4", window).await?;
     let rss = procfs::status_bytes(pid, "VmRSS")?;
     let _ = child.kill().await;
-    Ok(format!(
-        "Pushgateway baseline (same series, same run): pushed in {:.1} s; {} scrapes of {:.1} MB, \
-         p50 {:.0} ms, max {:.0} ms; RSS {:.1} MiB",
-        pushed.as_secs_f64(),
-        times.len(),
-        len as f64 / 1e6,
-        quantile(times.clone(), 0.5) * 1000.0,
-        quantile(times, 1.0) * 1000.0,
-        mib(rss)
+    let p50 = quantile(times.clone(), 0.5) * 1000.0;
+    Ok((
+        format!(
+            "Pushgateway baseline (same series, same run): pushed in {:.1} s; {} scrapes of \
+             {:.1} MB, p50 {p50:.0} ms, max {:.0} ms; RSS {:.1} MiB",
+            pushed.as_secs_f64(),
+            times.len(),
+            len as f64 / 1e6,
+            quantile(times, 1.0) * 1000.0,
+            mib(rss)
+        ),
+        format!(
+            "Pushgateway, same series: scrape {p50:.0} ms, RSS {:.0} MiB",
+            mib(rss)
+        ),
     ))
 }
