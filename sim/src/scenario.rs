@@ -148,8 +148,9 @@ impl Scenario {
     /// A built-in scenario by name, or else a scenario file at that path.
     ///
     /// # Errors
-    /// [`Error::NoSuchScenario`] (listing the built-ins) when there is no such file either,
-    /// [`Error::ScenarioRead`] when the file cannot be read, or any error of
+    /// [`Error::NoSuchScenario`] (listing the built-ins) when a bare name is neither a
+    /// built-in nor a file, [`Error::ScenarioRead`] when a path (it has a `/` or an extension)
+    /// cannot be read, or any error of
     /// [`Scenario::from_yaml`].
     pub fn from_name_or_path(name_or_path: &str) -> Result<Self> {
         if BUILTINS.iter().any(|(n, _)| *n == name_or_path) {
@@ -157,7 +158,12 @@ impl Scenario {
         }
         let path = Path::new(name_or_path);
         let yaml = std::fs::read_to_string(path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
+            // A bare word that is neither a built-in nor a file is most likely a mistyped
+            // built-in: list them. Something that looks like a path names the file instead.
+            let looks_like_path = name_or_path.contains(std::path::MAIN_SEPARATOR)
+                || name_or_path.contains('/')
+                || path.extension().is_some();
+            if source.kind() == std::io::ErrorKind::NotFound && !looks_like_path {
                 Error::NoSuchScenario {
                     name: name_or_path.to_string(),
                     known: Self::builtin_names().join(", "),
