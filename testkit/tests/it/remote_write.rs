@@ -6,7 +6,8 @@
 //! time, give or take the watch's delivery), in order, and every series a sample at least
 //! every re-send interval, through a 60 s link cut; and through a backend outage of two
 //! minutes with the receiver killed (`kill -9`) for 30 s of it, every sample once; and with
-//! two receivers, the one in use killed: the sender fails over and the store has no hole.
+//! two receivers, the one in use killed: the sender fails over and the store has no hole; and
+//! a deleted pod's series end with a staleness marker.
 
 use crate::common;
 
@@ -472,19 +473,12 @@ async fn a_backend_down_2_minutes_and_a_receiver_killed_for_30s_repeat_and_reord
         }
     }
     let pod_samples = ready(&samples).context("the pod's readiness")?;
-    // Flips the receiver saw before it was killed and after it came back are each in the
-    // store once, at their time. Those made while it was down reach it only through the
-    // sender's spool replayed into a receiver that lost the series table, which needs the
-    // sender's backfill base (docs/protocol.md, Time and history, item 5): until then the
-    // receiver asks for a snapshot and that stretch is left empty, as the contract says.
-    let outside: Vec<Change> = flips
-        .iter()
-        .copied()
-        .filter(|f| f.before_ms + OBSERVED_WITHIN < killed_ms || f.after_ms > restarted_ms + 10_000)
-        .collect();
-    let inside = flips.len() - outside.len();
+    // Every flip is in the store at its time: those the receiver saw before it was killed
+    // and after it came back from its queue, those made while it was down from the sender's
+    // spool replayed on a base into the restarted receiver, which had lost the series table
+    // (docs/protocol.md, Time and history, item 5).
     let mut missing = Vec::new();
-    for f in &outside {
+    for f in &flips {
         let found = pod_samples.iter().any(|(t, v)| {
             *v == f.value && *t >= f.after_ms - 1 && *t <= f.before_ms + OBSERVED_WITHIN
         });
@@ -496,23 +490,38 @@ async fn a_backend_down_2_minutes_and_a_receiver_killed_for_30s_repeat_and_reord
             missing.push(format!("{f:?} near {near:?}"));
         }
     }
+    // And once: each flip changes the value, so the store's changes of value from the
+    // first flip on are exactly the flips (a repeated or misplaced one adds a change).
+    let first_flip = flips.first().map_or(0, |f| f.after_ms);
+    let changes = pod_samples
+        .windows(2)
+        .filter(|w| w[1].0 >= first_flip - 1 && w[1].1 != w[0].1)
+        .count();
+    let inside = flips
+        .iter()
+        .filter(|f| f.before_ms >= killed_ms && f.after_ms <= restarted_ms)
+        .count();
     let in_window = pod_samples
         .iter()
         .filter(|(t, _)| (killed_ms..restarted_ms).contains(t))
         .count();
     println!(
-        "FIGURE remote-write outage: {} flips, {} samples in the store for the cluster; {} of the {} \
-         flips outside the receiver's downtime missing; {inside} flips during its downtime, {in_window} \
-         samples of the pod stamped in it",
+        "FIGURE remote-write outage: {} flips, {} samples in the store for the cluster; {} flips \
+         missing; {changes} changes of the pod's readiness in the store; {inside} flips during \
+         the receiver's downtime, {in_window} samples of the pod stamped in it",
         flips.len(),
         total,
         missing.len(),
-        outside.len()
     );
     ensure!(
         missing.is_empty(),
         "flips missing (killed at {killed_ms}, restarted at {restarted_ms}):\n{}",
         missing.join("\n")
+    );
+    ensure!(
+        changes == flips.len(),
+        "{} flips but {changes} changes of value in the store: {pod_samples:?}",
+        flips.len()
     );
     drop(receiver.kill9().await);
     drop(sender);
@@ -665,6 +674,134 @@ async fn a_receiver_killed_under_a_sender_with_two_targets_leaves_no_hole_in_the
     drop(a);
     drop(b);
     drop(sender);
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// A deleted pod (issue 13, "a deleted pod's series ends in the store"): once the API server
+/// has removed it, every series of that pod ends in the store with a staleness marker,
+/// stamped when the sender saw the pod go and followed by nothing; the pods still running
+/// keep their series going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_pods_series_end_in_the_store_with_a_staleness_marker() -> Result<()> {
+    let vm = match VictoriaMetrics::start().await {
+        Ok(vm) => vm,
+        Err(e) => {
+            kube_relay_testkit::skip(&format!("needs VictoriaMetrics: {e:#}"));
+            return Ok(());
+        }
+    };
+    let cluster = Cluster::start(SCENARIO).await?;
+    let state = tempfile::tempdir()?;
+    let (ingest, http) = (free_loopback_addr()?, free_loopback_addr()?);
+    let receiver = spawn_receiver(
+        ingest,
+        http,
+        &state.path().display().to_string(),
+        &vm.write_url(),
+    )?;
+    let sender = spawn_sender(&cluster, "stale", ingest, &[])?;
+    let running = cluster.handle.running_pods("shop", "web");
+    let names: Vec<String> = running
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    let [gone, kept, ..] = names.as_slice() else {
+        bail!("two running pods, got {names:?}");
+    };
+    let of_pod = |series: &[Exported], pod: &str| -> Vec<Exported> {
+        series
+            .iter()
+            .filter(|s| s.label("pod") == pod)
+            .cloned()
+            .collect()
+    };
+    let before = wait_until(
+        "the pod's series in the store",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async {
+            let all = vm.export(r#"{cluster="stale"}"#).await?;
+            let n = of_pod(&all, gone).len();
+            Ok((n >= 5).then_some(n))
+        },
+    )
+    .await
+    .with_context(|| logs(&sender, &receiver))?;
+
+    let deleted_ms = now_ms();
+    cluster.handle.delete_pod("shop", gone)?;
+    // Past the grace period: the kubelet stops the pod and the API server removes it.
+    cluster.handle.advance(Duration::from_secs(60))?;
+    let removed_ms = now_ms();
+    let ended = wait_until(
+        "a staleness marker ending every series of the deleted pod",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || async {
+            let all = vm.export(r#"{cluster="stale"}"#).await?;
+            let series = of_pod(&all, gone);
+            let done = series.len() >= before
+                && series
+                    .iter()
+                    .all(|s| s.samples.last().is_some_and(|(_, v)| v.is_nan()));
+            Ok(done.then_some(all))
+        },
+    )
+    .await
+    .with_context(|| logs(&sender, &receiver))?;
+    // The re-send interval passes: nothing may follow a marker.
+    tokio::time::sleep(RESEND + Duration::from_secs(1)).await;
+    let after = vm.export(r#"{cluster="stale"}"#).await?;
+    let series = of_pod(&after, gone);
+    let mut stamps = Vec::new();
+    for s in &series {
+        let Some(&(t, v)) = s.samples.last() else {
+            bail!("{:?} has no sample", s.metric);
+        };
+        ensure!(
+            v.is_nan(),
+            "{:?} went on after its staleness marker: {:?}",
+            s.metric,
+            s.samples
+        );
+        ensure!(
+            (deleted_ms - 1..=removed_ms + OBSERVED_WITHIN).contains(&t),
+            "{:?} ends at {t}, the pod was deleted at {deleted_ms} and removed by {removed_ms}",
+            s.metric
+        );
+        stamps.push(t - deleted_ms);
+    }
+    // The pod that stays is not ended (its phase and readiness series, whose label sets
+    // never change while it runs).
+    let kept_series: Vec<Exported> = of_pod(&after, kept)
+        .into_iter()
+        .filter(|s| {
+            matches!(
+                s.label("__name__"),
+                "kube_pod_status_phase" | "kube_pod_status_ready"
+            )
+        })
+        .collect();
+    ensure!(!kept_series.is_empty(), "the kept pod {kept} in the store");
+    for s in &kept_series {
+        ensure!(
+            s.samples.last().is_some_and(|(_, v)| !v.is_nan()),
+            "{:?} of a running pod ended: {:?}",
+            s.metric,
+            s.samples
+        );
+    }
+    println!(
+        "FIGURE remote-write staleness: {} series of the deleted pod each end with a staleness marker, \
+         stamped {:?} ms after the delete call; {} series of a running pod go on",
+        series.len(),
+        stamps.iter().min().zip(stamps.iter().max()),
+        kept_series.len()
+    );
+    drop(ended);
+    drop(sender);
+    drop(receiver);
     cluster.shutdown().await;
     Ok(())
 }
