@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -68,6 +69,8 @@ impl Received {
 struct Script {
     answers: VecDeque<Answer>,
     received: Vec<Received>,
+    /// How long every answer takes (a backend slower than the load).
+    latency: Duration,
 }
 
 /// The running backend; stops when dropped.
@@ -99,6 +102,7 @@ impl WriteBackend {
         let script = Arc::new(Mutex::new(Script {
             answers: script.into(),
             received: Vec::new(),
+            latency: Duration::ZERO,
         }));
         let shared = script.clone();
         let task = tokio::spawn(async move {
@@ -112,6 +116,14 @@ impl WriteBackend {
     /// The URL to write to.
     pub fn url(&self) -> String {
         format!("http://{}/api/v1/write", self.addr)
+    }
+
+    /// Makes every later answer wait `latency` after its request arrived, as a backend
+    /// slower than the load does (for tests of resharding).
+    pub fn set_latency(&self, latency: Duration) {
+        if let Ok(mut s) = self.script.lock() {
+            s.latency = latency;
+        }
     }
 
     /// Every request so far, in arrival order.
@@ -160,7 +172,7 @@ async fn serve(stream: TcpStream, script: Arc<Mutex<Script>>) {
         if stream.read_exact(&mut body).await.is_err() {
             return;
         }
-        let answer = {
+        let (answer, latency) = {
             let Ok(mut s) = script.lock() else { return };
             let answer = s.answers.pop_front().unwrap_or_else(|| Answer {
                 status: 204,
@@ -172,8 +184,11 @@ async fn serve(stream: TcpStream, script: Arc<Mutex<Script>>) {
                 body,
                 status: answer.status,
             });
-            answer
+            (answer, s.latency)
         };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
         let mut response = format!(
             "HTTP/1.1 {} Scripted\r\ncontent-length: {}\r\n",
             answer.status,

@@ -79,6 +79,15 @@ struct Item {
     chunk: u64,
 }
 
+/// The reader thread's shards and its account of the current resharding window.
+struct Routing {
+    shards: (Vec<mpsc::Sender<Item>>, Vec<tokio::task::JoinHandle<()>>),
+    window_start: Instant,
+    busy_at_start: u64,
+    /// Time the reader spent waiting for a shard with room.
+    blocked: Duration,
+}
+
 impl Sender {
     /// A sender of `queue` through `client`.
     #[allow(
@@ -118,39 +127,15 @@ impl Sender {
         stopped: Arc<AtomicBool>,
     ) {
         let mut reader = Reader::new(self.queue.clone());
-        let mut n = self.min_shards;
-        let mut shards = self.spawn_shards(&runtime, n, &shutdown);
-        let mut window_start = Instant::now();
-        let mut busy_at_start = self.stats.busy_ns.load(Ordering::Relaxed);
-        let mut blocked = Duration::ZERO;
+        let mut routing = Routing {
+            shards: self.spawn_shards(&runtime, self.min_shards, &shutdown),
+            window_start: Instant::now(),
+            busy_at_start: self.stats.busy_ns.load(Ordering::Relaxed),
+            blocked: Duration::ZERO,
+        };
         'read: while !shutdown.is_cancelled() {
             self.commit();
-            if window_start.elapsed() >= RESHARD_WINDOW {
-                let busy = self.stats.busy_ns.load(Ordering::Relaxed) - busy_at_start;
-                let window = window_start.elapsed();
-                let util = busy as f64 / (window.as_nanos() as f64 * n as f64);
-                let waited = blocked.as_secs_f64() / window.as_secs_f64();
-                let want = if util > 0.7 && waited > 0.1 {
-                    (n * 2).min(self.max_shards)
-                } else if util < 0.2 {
-                    (n / 2).max(self.min_shards)
-                } else {
-                    n
-                };
-                if want != n {
-                    info!(url = %self.url, from = n, to = want, utilization = format!("{util:.2}"), "remote write: resharding");
-                    drop(std::mem::take(&mut shards.0));
-                    for handle in std::mem::take(&mut shards.1) {
-                        let _ = runtime.block_on(handle);
-                    }
-                    self.commit();
-                    n = want;
-                    shards = self.spawn_shards(&runtime, n, &shutdown);
-                }
-                window_start = Instant::now();
-                busy_at_start = self.stats.busy_ns.load(Ordering::Relaxed);
-                blocked = Duration::ZERO;
-            }
+            self.reshard_if_due(&mut routing, &runtime, &shutdown);
             let Some(chunks) = reader.next(1 << 20, Duration::from_millis(100)) else {
                 break;
             };
@@ -161,24 +146,69 @@ impl Sender {
                     self.progress.finish(id, 0);
                 }
                 for sample in chunk.samples {
-                    let shard = (sample.series.hash % n as u64) as usize;
+                    // A read can hold a megabyte of samples, minutes of work for shards
+                    // far behind: the load is judged while routing it, not only between
+                    // reads, or the shards would grow late exactly when they are needed.
+                    self.reshard_if_due(&mut routing, &runtime, &shutdown);
+                    let n = routing.shards.0.len() as u64;
+                    let shard = (sample.series.hash % n) as usize;
                     let t = Instant::now();
-                    if shards.0[shard]
+                    if routing.shards.0[shard]
                         .blocking_send(Item { sample, chunk: id })
                         .is_err()
                     {
                         break 'read;
                     }
-                    blocked += t.elapsed();
+                    routing.blocked += t.elapsed();
                 }
             }
         }
-        drop(shards.0);
-        for handle in shards.1 {
+        drop(routing.shards.0);
+        for handle in routing.shards.1 {
             let _ = runtime.block_on(handle);
         }
         self.commit();
         stopped.store(true, Ordering::Release);
+    }
+
+    /// At the end of each [`RESHARD_WINDOW`], doubles the shards when they were busy more
+    /// than 70% of it while the reader waited for them more than 10% of it, halves them
+    /// when they were busy less than 20%. A change lets every shard finish what it holds
+    /// (so a series' samples keep their order), persists the progress, and starts the new
+    /// set.
+    fn reshard_if_due(
+        self: &Arc<Self>,
+        routing: &mut Routing,
+        runtime: &tokio::runtime::Handle,
+        shutdown: &CancellationToken,
+    ) {
+        let window = routing.window_start.elapsed();
+        if window < RESHARD_WINDOW {
+            return;
+        }
+        let n = routing.shards.0.len();
+        let busy = self.stats.busy_ns.load(Ordering::Relaxed) - routing.busy_at_start;
+        let util = busy as f64 / (window.as_nanos() as f64 * n as f64);
+        let waited = routing.blocked.as_secs_f64() / window.as_secs_f64();
+        let want = if util > 0.7 && waited > 0.1 {
+            (n * 2).min(self.max_shards)
+        } else if util < 0.2 {
+            (n / 2).max(self.min_shards)
+        } else {
+            n
+        };
+        if want != n {
+            info!(url = %self.url, from = n, to = want, utilization = format!("{util:.2}"), "remote write: resharding");
+            drop(std::mem::take(&mut routing.shards.0));
+            for handle in std::mem::take(&mut routing.shards.1) {
+                let _ = runtime.block_on(handle);
+            }
+            self.commit();
+            routing.shards = self.spawn_shards(runtime, want, shutdown);
+        }
+        routing.window_start = Instant::now();
+        routing.busy_at_start = self.stats.busy_ns.load(Ordering::Relaxed);
+        routing.blocked = Duration::ZERO;
     }
 
     /// Persists the delivered prefix (and deletes delivered segments), if it moved.

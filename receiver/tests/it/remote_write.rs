@@ -8,6 +8,7 @@
 //! `(T,1) (T+7,2) (T+15,2) (T+30,2) (T+45,2)` and `b` `(T,5) (T+15,5) (T+30,5)` and its
 //! staleness marker at `T+31`.
 
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, ensure};
@@ -424,6 +425,154 @@ async fn a_refused_batch_is_dropped_and_counted_and_throttling_is_retried() -> R
         get(&format!(
             "relay_remote_write_samples_dropped_total{{url=\"{url}\",reason=\"queue_full\"}}"
         )) == Some(0.0)
+    );
+    receiver.stop().await?;
+    Ok(())
+}
+
+/// Shards grow with the lag (issue 13: "shards grow with lag up to a maximum"): a backend
+/// slower than the load (each answer takes 250 ms, 50 samples a request, so one shard
+/// delivers at most 200 samples/s while 1,000/s arrive) makes the receiver double its
+/// shards up to `max_shards` and no further; once the backlog is delivered they shrink.
+/// Throughout, every sample arrives exactly once and each series' samples in time order,
+/// across every resharding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_grow_to_the_maximum_while_a_slow_backend_falls_behind() -> Result<()> {
+    const SERIES: u32 = 100;
+    const MAX_SHARDS: usize = 4;
+    let backend = WriteBackend::start(vec![]).await?;
+    backend.set_latency(Duration::from_millis(250));
+    let state = tempfile::tempdir()?;
+    let mut endpoint = Endpoint::new(backend.url());
+    endpoint.max_samples_per_send = 50;
+    endpoint.min_shards = 1;
+    endpoint.max_shards = MAX_SHARDS;
+    let url = backend.url();
+    let receiver = Running::start(ReceiverConfig {
+        state_dir: Some(state.path().to_owned()),
+        remote_write: vec![endpoint],
+        ..ReceiverConfig::loopback()
+    })
+    .await?;
+    let shards = |m: &str| sample(m, &format!("relay_remote_write_shards{{url=\"{url}\"}}"));
+    let mut sender = TestSender::welcomed(receiver.ingest, hello("slow", "s")).await?;
+    let t0 = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    sender
+        .batch(Batch {
+            seq: 1,
+            snapshot: Some(SnapshotPart {
+                first: true,
+                last: true,
+            }),
+            families: vec![family()],
+            series: (0..SERIES).map(|i| series(i, &format!("h{i}"))).collect(),
+            updates: values(&(0..SERIES).map(|i| (i, f64::from(i))).collect::<Vec<_>>()),
+            removals: vec![],
+            observed_at_ms: t0,
+        })
+        .await?;
+    sender.ack_of(1).await?;
+
+    // 1,000 samples/s until the shards reach the maximum (two resharding windows of 10 s).
+    let mut sent: Vec<(u32, i64, f64)> =
+        (0..SERIES).map(|i| (i, t0 as i64, f64::from(i))).collect();
+    let mut most = 1.0;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let mut round: u32 = 0;
+    while most < MAX_SHARDS as f64 {
+        ensure!(
+            started.elapsed() < Duration::from_secs(90),
+            "shards still {most} after 90 s of a backlog"
+        );
+        tick.tick().await;
+        round += 1;
+        let at = t0 + u64::from(round) * 100;
+        let pairs: Vec<(u32, f64)> = (0..SERIES)
+            .map(|i| (i, f64::from(round * 1000 + i)))
+            .collect();
+        sent.extend(pairs.iter().map(|&(i, v)| (i, at as i64, v)));
+        sender
+            .batch(Batch {
+                seq: u64::from(round) + 1,
+                updates: values(&pairs),
+                observed_at_ms: at,
+                ..Batch::default()
+            })
+            .await?;
+        sender.ack_of(u64::from(round) + 1).await?;
+        if round.is_multiple_of(10) {
+            let now = shards(&receiver.metrics().await?).unwrap_or(0.0);
+            ensure!(
+                now <= MAX_SHARDS as f64,
+                "{now} shards, the maximum is {MAX_SHARDS}"
+            );
+            most = f64::max(most, now);
+        }
+    }
+    let grew_after = started.elapsed();
+
+    // Everything arrives, once, each series in order; then the idle shards shrink.
+    let received = wait_until(
+        "every sample delivered",
+        Duration::from_secs(120),
+        Duration::from_millis(200),
+        || async {
+            let mut got: Vec<(u32, i64, f64)> = Vec::new();
+            for r in backend.received() {
+                let request = wire::decode_request(&r.body).map_err(anyhow::Error::msg)?;
+                for ts in &request.timeseries {
+                    let hpa = ts
+                        .labels
+                        .iter()
+                        .find(|l| l.name == "horizontalpodautoscaler")
+                        .context("the series' label")?;
+                    let id: u32 = hpa.value.trim_start_matches('h').parse()?;
+                    got.extend(ts.samples.iter().map(|s| (id, s.timestamp, s.value)));
+                }
+            }
+            let seen: HashSet<(u32, i64, u64)> =
+                got.iter().map(|&(i, t, v)| (i, t, v.to_bits())).collect();
+            let delivered = sent
+                .iter()
+                .filter(|&&(i, t, v)| seen.contains(&(i, t, v.to_bits())))
+                .count();
+            Ok((delivered == sent.len()).then_some(got))
+        },
+    )
+    .await?;
+    for id in 0..SERIES {
+        let times: Vec<i64> = received
+            .iter()
+            .filter(|(i, _, _)| *i == id)
+            .map(|(_, t, _)| *t)
+            .collect();
+        ensure!(
+            times.windows(2).all(|w| w[1] > w[0]),
+            "series h{id} out of order or repeated: {times:?}"
+        );
+    }
+    // Two resharding windows: the one the backlog drained in, then an idle one.
+    let metrics = wait_until(
+        "the shards shrinking once idle",
+        Duration::from_secs(40),
+        Duration::from_millis(200),
+        || async {
+            let m = receiver.metrics().await?;
+            Ok(shards(&m)
+                .is_some_and(|n| n < MAX_SHARDS as f64)
+                .then_some(m))
+        },
+    )
+    .await?;
+    println!(
+        "FIGURE remote-write resharding: 1 → {MAX_SHARDS} shards after {:.1} s behind a 250 ms \
+         backend; {} samples delivered once and in order; {} shards once drained",
+        grew_after.as_secs_f64(),
+        received.len(),
+        shards(&metrics).unwrap_or(0.0)
     );
     receiver.stop().await?;
     Ok(())
