@@ -262,8 +262,15 @@ pub fn hpa_png(path: &Path, size: (u32, u32), axis: &TimeAxis, t: &HpaTimeline) 
             PALETTE[0].stroke_width(2),
             false,
         )?;
+        // labels of actions closer than 4 % of the axis alternate between two heights
+        let mut last_label: Option<(f64, bool)> = None;
         for ev in &t.events {
             let x = axis.minutes(ev.index);
+            let lowered = match last_label {
+                Some((at, low)) if x - at < end * 0.04 => !low,
+                _ => false,
+            };
+            last_label = Some((x, lowered));
             let (colour, mark) = match ev.direction.as_str() {
                 "up" => (UP, "▲"),
                 "down" => (DOWN, "▼"),
@@ -279,7 +286,7 @@ pub fn hpa_png(path: &Path, size: (u32, u32), axis: &TimeAxis, t: &HpaTimeline) 
             chart
                 .draw_series(std::iter::once(Text::new(
                     text,
-                    (x, top_max * 0.97),
+                    (x, top_max * if lowered { 0.91 } else { 0.97 }),
                     (FAMILY, 13).into_font().color(&colour),
                 )))
                 .map_err(|x| e(&x))?;
