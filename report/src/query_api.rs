@@ -105,6 +105,9 @@ impl QueryApi {
             ("start", format!("{:.3}", window.from)),
             ("end", format!("{:.3}", window.to)),
             ("step", format!("{:.3}", window.resolution)),
+            // VictoriaMetrics moves the points of a long range query to cacheable times
+            // unless told not to; Prometheus ignores the parameter
+            ("nocache", "1".to_owned()),
         ];
         let (status, body) = self.post("/api/v1/query_range", &form).await?;
         parse_answer(query, &self.url("/api/v1/query_range"), status, &body)

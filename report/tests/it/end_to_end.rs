@@ -1,6 +1,7 @@
 //! The report against a real run: a simulated cluster stepping its clients under an HPA,
-//! sped up ten times, relayed by a sender and a receiver, scraped by a real Prometheus every
-//! 200 ms; then the report over the run's window. Its scaling actions must be the
+//! sped up, relayed by a sender and a receiver, scraped by a real Prometheus (every 200 ms,
+//! the cluster ten times faster than real time) or a real VictoriaMetrics (its own scraper,
+//! every second, the cluster five times faster); then the report over the run's window. Its scaling actions must be the
 //! simulator's `SuccessfulRescale` events (count, new sizes, reasons, order), its steps the
 //! scenario's, and its PNGs must decode at the size asked.
 
@@ -10,18 +11,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::Event;
 use kube_relay_receiver::{Receiver, ReceiverConfig};
+use kube_relay_report::query_api::QueryApi;
 use kube_relay_report::report::Options;
 use kube_relay_report::window::Window;
 use kube_relay_sender::{Config, Sender};
 use kube_relay_sim::{ClockMode, Scenario, Simulator};
 use kube_relay_testkit::prometheus::{Prometheus, PrometheusConfig, which};
 use kube_relay_testkit::skip::skip;
+use kube_relay_testkit::victoria::VictoriaMetrics;
 use kube_relay_testkit::wait_until;
 use tokio_util::sync::CancellationToken;
 
 const CLUSTER: &str = "report-e2e";
-/// Simulated seconds per real second.
-const SPEED: f64 = 10.0;
 
 /// Echo servers behind an HPA (1 to 8, CPU 50 %), their clients stepped 10 → 60 → 10 → 0,
 /// one simulated minute each.
@@ -131,32 +132,114 @@ fn png_size(path: &Path) -> (u32, u32) {
     (info.width, info.height)
 }
 
+/// The query API a run is stored in.
+enum Store {
+    Prometheus(Prometheus),
+    /// The server and the directory of its scrape config (kept while it runs).
+    Victoria(
+        VictoriaMetrics,
+        #[allow(dead_code, reason = "held, not read")] tempfile::TempDir,
+    ),
+}
+
+impl Store {
+    fn url(&self) -> String {
+        match self {
+            Store::Prometheus(p) => format!("http://{}", p.addr()),
+            Store::Victoria(v, _) => format!("http://{}", v.addr()),
+        }
+    }
+}
+
+/// Polls `query` through the report's own client until `ok` holds for its first value.
+async fn wait_for_value(api: &QueryApi, what: &str, query: &str, ok: impl Fn(f64) -> bool) {
+    wait_until(
+        what,
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let (api, query) = (api.clone(), query.to_owned());
+            let ok = &ok;
+            async move {
+                let series = api.instant(&query, unix_now()).await?;
+                let value = series.first().and_then(|s| s.points.first()).map(|p| p.1);
+                Ok(value.filter(|v| ok(*v)).map(|_| ()))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{what}: {e:#}"));
+}
+
+fn can_draw() -> bool {
+    if kube_relay_report::plot::load_font(None).is_err() {
+        skip("the report's plots need a TrueType font (Debian's fonts-dejavu-core)");
+        return false;
+    }
+    true
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_shows_what_the_simulated_hpa_did() {
     if which("prometheus").is_none() {
         skip("the report's end-to-end test needs Debian's `prometheus` binary");
         return;
     }
-    if kube_relay_report::plot::load_font(None).is_err() {
-        skip("the report's plots need a TrueType font (Debian's fonts-dejavu-core)");
+    if !can_draw() {
         return;
     }
-    let shutdown = CancellationToken::new();
     let receiver = Receiver::bind(ReceiverConfig::loopback())
         .await
         .expect("receiver binds");
-    let ingest = receiver.ingest_addr();
     let prometheus = Prometheus::start_with(PrometheusConfig {
         interval: Duration::from_millis(200),
         ..PrometheusConfig::new(&[receiver.http_addr()])
     })
     .await
     .expect("prometheus starts");
-    let receiver_task = tokio::spawn(receiver.run(shutdown.clone()));
-    prometheus
-        .wait_for_scrape(Duration::from_secs(30))
+    report_on_a_run(receiver, Store::Prometheus(prometheus), 10.0, 0.2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_reads_victoria_metrics_too() {
+    if which("victoria-metrics").is_none() {
+        skip("the report's VictoriaMetrics test needs Debian's `victoria-metrics` binary");
+        return;
+    }
+    if !can_draw() {
+        return;
+    }
+    let receiver = Receiver::bind(ReceiverConfig::loopback())
         .await
-        .expect("prometheus scrapes the receiver");
+        .expect("receiver binds");
+    let dir = tempfile::tempdir().expect("config dir");
+    let config = dir.path().join("scrape.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "scrape_configs:\n  - job_name: kube-relay\n    scrape_interval: 1s\n    static_configs: [{{targets: [\"{}\"]}}]\n",
+            receiver.http_addr()
+        ),
+    )
+    .expect("scrape config");
+    let flag = format!("-promscrape.config={}", config.display());
+    let vm = VictoriaMetrics::start_with(&[&flag])
+        .await
+        .expect("victoria-metrics starts");
+    report_on_a_run(receiver, Store::Victoria(vm, dir), 5.0, 0.5).await;
+}
+
+/// Runs the scenario at `speed` with the receiver stored in `store`, then the report at
+/// `resolution` seconds, and checks it against what the simulator did.
+async fn report_on_a_run(receiver: Receiver, store: Store, speed: f64, resolution: f64) {
+    let shutdown = CancellationToken::new();
+    let ingest = receiver.ingest_addr();
+    let receiver_task = tokio::spawn(receiver.run(shutdown.clone()));
+    let api = QueryApi::new(&store.url(), Duration::from_secs(10), 64 << 20).expect("client");
+    wait_for_value(&api, "the store scrapes the receiver", "max(up)", |v| {
+        v == 1.0
+    })
+    .await;
 
     let from = unix_now() - 1.0;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -165,7 +248,7 @@ async fn the_report_shows_what_the_simulated_hpa_did() {
     let sim = Simulator::start(
         Scenario::from_yaml(SCENARIO).expect("the scenario"),
         listener,
-        ClockMode::RealTime { speed: SPEED },
+        ClockMode::RealTime { speed },
     )
     .await
     .expect("simulated cluster starts");
@@ -211,25 +294,23 @@ async fn the_report_shows_what_the_simulated_hpa_did() {
         events.iter().any(|e| size_and_reason(e).0 > 1),
         "the HPA scaled up: {events:?}"
     );
-    // Prometheus has every action (a counter step per occurrence) and the final size
+    // the store has every action (a counter step per occurrence) and the final size
     let sel =
         format!(r#"cluster="{CLUSTER}", namespace="echo", horizontalpodautoscaler="echo-server""#);
-    prometheus
-        .wait_for(
-            &format!("sum(kube_horizontalpodautoscaler_scaling_events_total{{{sel}}})"),
-            Duration::from_secs(30),
-            |s| s.first().is_some_and(|s| s.value == f64::from(total)),
-        )
-        .await
-        .expect("every scaling action reached Prometheus");
-    prometheus
-        .wait_for(
-            &format!("kube_horizontalpodautoscaler_status_current_replicas{{{sel}}} == 1"),
-            Duration::from_secs(30),
-            |s| !s.is_empty(),
-        )
-        .await
-        .expect("the final size reached Prometheus");
+    wait_for_value(
+        &api,
+        "every scaling action in the store",
+        &format!("sum(kube_horizontalpodautoscaler_scaling_events_total{{{sel}}})"),
+        |v| v == f64::from(total),
+    )
+    .await;
+    wait_for_value(
+        &api,
+        "the final size in the store",
+        &format!("max(kube_horizontalpodautoscaler_status_current_replicas{{{sel}}})"),
+        |v| v == 1.0,
+    )
+    .await;
     let to = unix_now();
 
     let out = tempfile::tempdir().expect("output dir");
@@ -237,17 +318,17 @@ async fn the_report_shows_what_the_simulated_hpa_did() {
     std::fs::write(&scenario_file, SCENARIO).expect("scenario file");
     let report_dir = out.path().join("report");
     let options = Options {
-        prometheus: format!("http://{}", prometheus.addr()),
+        prometheus: store.url(),
         cluster: CLUSTER.to_owned(),
         namespace: Some("echo".to_owned()),
         window: Window {
             from,
             to,
-            resolution: 0.2,
+            resolution,
         },
-        speed: SPEED,
-        rate_window: 3.0,
-        settle: 1.0,
+        speed,
+        rate_window: 30.0 / speed,
+        settle: 10.0 / speed,
         scenario: Some(scenario_file),
         plot_deployments: Vec::new(),
         out: report_dir.clone(),
@@ -259,7 +340,11 @@ async fn the_report_shows_what_the_simulated_hpa_did() {
     let summary = kube_relay_report::run(&options).await.expect("the report");
     assert_eq!(summary.files.len(), 5, "{:?}", summary.files);
     println!(
-        "FIGURE report: {} scaling actions, {} steps, {} files over {:.1} s of run",
+        "FIGURE report from {}: {} scaling actions, {} steps, {} files over {:.1} s of run",
+        match store {
+            Store::Prometheus(_) => "Prometheus",
+            Store::Victoria(..) => "VictoriaMetrics",
+        },
         summary.scaling_events,
         summary.steps,
         summary.files.len(),
