@@ -47,6 +47,11 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// keeps one connection per target, so this only bounds abuse.
 pub const MAX_HTTP_CONNECTIONS: usize = 256;
 
+/// Most `/metrics` or status pages rendered at once (each render builds its whole page,
+/// about 170 bytes per series held). On the runtime workers the number of workers bounded
+/// it; on the blocking pool (up to 512 threads) this does.
+pub const MAX_RENDERS: usize = 2;
+
 /// Everything the HTTP endpoints read. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct HttpApp {
@@ -54,6 +59,8 @@ pub struct HttpApp {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     last_len: Arc<AtomicUsize>,
+    /// Pages rendered at once; the others wait for a turn.
+    renders: Arc<tokio::sync::Semaphore>,
     basic_auth: Option<Arc<BasicAuth>>,
     refusals: Arc<RefusalLog>,
 }
@@ -66,6 +73,7 @@ impl HttpApp {
             metrics,
             ready,
             last_len: Arc::new(AtomicUsize::new(0)),
+            renders: Arc::new(tokio::sync::Semaphore::new(MAX_RENDERS)),
             basic_auth: None,
             refusals: Arc::new(RefusalLog::default()),
         }
@@ -97,8 +105,21 @@ impl HttpApp {
         match self.route(req) {
             Routed::Ready(response) => response,
             Routed::Render(page) => {
+                // The semaphore is never closed; a closed one would only end the wait.
+                let Ok(turn) = self.renders.clone().acquire_owned().await else {
+                    return reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        TEXT,
+                        "failed to render the page\n".into(),
+                    );
+                };
                 let app = self.clone();
-                match tokio::task::spawn_blocking(move || app.render(page)).await {
+                let render = move || {
+                    let response = app.render(page);
+                    drop(turn);
+                    response
+                };
+                match tokio::task::spawn_blocking(render).await {
                     Ok(response) => response,
                     Err(e) => {
                         warn!(cause = %e, "rendering a page failed");
