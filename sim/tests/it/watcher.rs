@@ -124,14 +124,16 @@ async fn reference_changes(
     from_rv: &str,
     until_rv: u64,
 ) -> Vec<(String, String, bool)> {
-    let params = WatchParams::default().disable_bookmarks().timeout(5);
+    // Generous deadlines: the loop ends at `until_rv`, they only bound a hang; on a loaded
+    // 2-core CI machine an event once took longer than 5 s to arrive.
+    let params = WatchParams::default().disable_bookmarks().timeout(120);
     let mut stream = api
         .watch(&params, from_rv)
         .await
         .expect("reference watch")
         .boxed();
     let mut out = Vec::new();
-    while let Some(ev) = tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(60), stream.try_next())
         .await
         .expect("reference watch answers")
         .expect("reference watch event")
