@@ -6,6 +6,7 @@
 #   PODS=10000 FLIPS=1000 sender/bench/sender.sh
 #   NO_BUILD=1 ...                         # use the release binaries already in target/
 #   TRANSPORTS="plain tls" PODS=1000 ...   # the same load over plain TCP and over TLS + token
+#   SENDERS="/tmp/sender-old target/release/sender" PODS=10000 ...   # two sender builds, back to back
 #
 # Each size runs three processes (release builds): `kube-sim` (the simulated cluster, its own
 # process so the sender's RSS is the sender's alone) with a bulk scenario of N Running pods in
@@ -24,6 +25,9 @@
 # plain TCP from the same run: `tls` gives the receiver a certificate from a throw-away CA
 # (openssl CLI) and a token file, and the sender --tls-ca and --token-file. Wire bytes are
 # what the receiver decoded (inside TLS), so they do not include TLS record overhead.
+# With SENDERS (sender binaries, default target/release/sender) each size and transport runs
+# once per binary, one after the other, so two builds (an allocator, a change) are compared in
+# the same run; the `sender` column names the binary by its file name.
 # Figures go to stdout as a table; logs stay in the temporary directory printed at the start.
 set -euo pipefail
 
@@ -38,6 +42,7 @@ if [ -z "${NO_BUILD:-}" ]; then
     cargo build --release -q -p kube-relay-sender -p kube-relay-receiver -p kube-relay-sim --bins
 fi
 BIN=$PWD/target/release
+SENDERS=${SENDERS:-$BIN/sender}
 TMP=$(mktemp -d /tmp/sender-bench.XXXXXX)
 echo "logs in $TMP" >&2
 PIDS=()
@@ -83,6 +88,9 @@ case " $TRANSPORTS " in *" tls "*) pki ;; esac
 RESULTS=()
 for n in $PODS; do
 for transport in $TRANSPORTS; do
+for sender_bin in $SENDERS; do
+    sender_name=$(basename "$sender_bin")
+    tag=$n-$transport-$sender_name
     case $transport in
         plain) RX_TLS=(); TX_TLS=() ;;
         tls) RX_TLS=(--tls-cert "$TMP/receiver.crt" --tls-key "$TMP/receiver.key" --token-file "$TMP/token")
@@ -102,15 +110,15 @@ api: {watch_history: 50000}
 EOF
     SIM=$(free_port); INGEST=$(free_port); HTTP=$(free_port)
     "$BIN/kube-sim" --listen "127.0.0.1:$SIM" --scenario "$scenario" \
-        --kubeconfig-out "$TMP/kubeconfig-$n-$transport" > "$TMP/sim-$n-$transport.log" 2>&1 &
+        --kubeconfig-out "$TMP/kubeconfig-$tag" > "$TMP/sim-$tag.log" 2>&1 &
     sim_pid=$!; PIDS+=("$sim_pid")
     "$BIN/receiver" --listen "127.0.0.1:$INGEST" --http-listen "127.0.0.1:$HTTP" \
-        "${RX_TLS[@]}" > "$TMP/receiver-$n-$transport.log" 2>&1 &
+        "${RX_TLS[@]}" > "$TMP/receiver-$tag.log" 2>&1 &
     receiver_pid=$!; PIDS+=("$receiver_pid")
-    for _ in $(seq 100); do [ -s "$TMP/kubeconfig-$n-$transport" ] && break; sleep 0.2; done
+    for _ in $(seq 100); do [ -s "$TMP/kubeconfig-$tag" ] && break; sleep 0.2; done
     start=$(date +%s.%N)
-    "$BIN/sender" --kubeconfig "$TMP/kubeconfig-$n-$transport" --target "127.0.0.1:$INGEST" \
-        --cluster bench "${TX_TLS[@]}" > "$TMP/sender-$n-$transport.log" 2>&1 &
+    "$sender_bin" --kubeconfig "$TMP/kubeconfig-$tag" --target "127.0.0.1:$INGEST" \
+        --cluster bench "${TX_TLS[@]}" > "$TMP/sender-$tag.log" 2>&1 &
     sender_pid=$!; PIDS+=("$sender_pid")
 
     # Synced: every pod's info series relayed.
@@ -175,12 +183,13 @@ n, flips, window = $n, $FLIPS, $WINDOW
 db, du = $bytes1 - $bytes0, $updates1 - $updates0
 cpu = ($ticks1 - $ticks0) / 100 / window
 bps = db / du if du else float('nan')
-print(f'{n:>6} | {\"$transport\":>5} | {int(float($series)):>7} | {$synced:>7} | {$usage_at:>7} | {$hwm/1024:>8.1f} | {$peak/1024:>8.1f} | {$rss_end/1024:>7.1f} | {cpu:>6.3f} | {du/window:>9.0f} | {bps:>7.2f} | {$baseline:>8.1f} | {$baseline/bps:>6.1f}x')
+print(f'{n:>6} | {\"$transport\":>5} | {\"$sender_name\":>14} | {int(float($series)):>7} | {$synced:>7} | {$usage_at:>7} | {$hwm/1024:>8.1f} | {$peak/1024:>8.1f} | {$rss_end/1024:>7.1f} | {cpu:>6.3f} | {du/window:>9.0f} | {bps:>7.2f} | {$baseline:>8.1f} | {$baseline/bps:>6.1f}x')
 ")")
+done
 done
 done
 
 echo
 echo "sender benchmark: churn $FLIPS readiness flips/s, warm-up ${WARMUP}s, window ${WINDOW}s"
-echo "  pods | link  | series  | sync s  | usage s | HWM MiB  | peak MiB | end MiB | cores  | samples/s | B/sample | seed B/s | ratio"
+echo "  pods | link  |         sender | series  | sync s  | usage s | HWM MiB  | peak MiB | end MiB | cores  | samples/s | B/sample | seed B/s | ratio"
 for r in "${RESULTS[@]}"; do echo "$r"; done

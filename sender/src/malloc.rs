@@ -10,6 +10,11 @@
 //! inside would take `mallopt` (unsafe code, which this workspace forbids), so
 //! [`tune_and_reexec`] re-executes the binary once with them set. Settings already present
 //! in the environment are respected; `KUBE_RELAY_MALLOC_TUNING=off` disables the re-exec.
+//!
+//! A global allocator crate would need no re-exec, but measured against this (10,000 pods,
+//! `sender/bench/sender.sh`, back to back) jemalloc peaked higher with its defaults (72 MiB
+//! high-water against 58) and, tuned, still peaked higher and needed its settings from the
+//! environment too; the figures are in `sender/README.md` (Memory).
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
