@@ -102,13 +102,13 @@ fn series_def(id: u32, family: u32) -> SeriesDef {
 }
 
 impl Generator {
-    async fn start(ingest: SocketAddr, n: u32) -> Result<Generator> {
+    async fn start(ingest: SocketAddr, cluster: &str, n: u32) -> Result<Generator> {
         let stream = TcpStream::connect(ingest).await?;
         stream.set_nodelay(true)?;
         let mut conn = Framed::new(stream, SenderCodec::new(DEFAULT_MAX_FRAME_BYTES));
         conn.send(SenderMessage::Hello(Hello {
             version: PROTOCOL_VERSION,
-            cluster: "bench".into(),
+            cluster: cluster.into(),
             sender_id: "bench".into(),
             epoch: 1,
             token: None,
@@ -294,6 +294,8 @@ struct Figures {
     p99: Duration,
     unseen: usize,
     probes: usize,
+    /// kube-relay's shards at the end of the window (its queue's parallelism).
+    shards: f64,
 }
 
 fn release_receiver() -> Result<PathBuf> {
@@ -360,7 +362,14 @@ async fn phase(vm: &VictoriaMetrics, relay: bool, n: u32, window: Duration) -> R
             &[],
         )?)
     };
-    let generator = Generator::start(ingest, n).await?;
+    // Each phase its own cluster, so a phase's probe query never finds the previous
+    // phase's series (still within VictoriaMetrics' lookback).
+    let cluster = if relay {
+        "bench-relay"
+    } else {
+        "bench-vmagent"
+    };
+    let generator = Generator::start(ingest, cluster, n).await?;
     tokio::time::sleep(WARMUP).await;
 
     let receiver_pid = receiver.pid().context("receiver pid")?;
@@ -381,7 +390,7 @@ async fn phase(vm: &VictoriaMetrics, relay: bool, n: u32, window: Duration) -> R
             vmagent_addr,
         )
     };
-    let watcher = Watcher::start(vm.addr(), r#"bench_probe{cluster="bench"}"#);
+    let watcher = Watcher::start(vm.addr(), &format!(r#"bench_probe{{cluster="{cluster}"}}"#));
     let started = Instant::now();
     let (cpu0, rcpu0) = (cpu_seconds(forwarder_pid)?, cpu_seconds(receiver_pid)?);
     let (sent0, bytes0) = (
@@ -395,6 +404,11 @@ async fn phase(vm: &VictoriaMetrics, relay: bool, n: u32, window: Duration) -> R
         counter(at, bytes_name).await?,
     );
     let elapsed = started.elapsed().as_secs_f64();
+    let shards = if relay {
+        counter(http_addr, "relay_remote_write_shards").await?
+    } else {
+        0.0
+    };
     // Let the last probes arrive before judging which were seen.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let probes = generator.probes_since(started + Duration::from_millis(1));
@@ -419,6 +433,7 @@ async fn phase(vm: &VictoriaMetrics, relay: bool, n: u32, window: Duration) -> R
         p99: quantile(&delays, 0.99),
         unseen,
         probes: probes.len(),
+        shards,
     })
 }
 
@@ -484,9 +499,13 @@ async fn main() -> Result<()> {
     let relay = phase(&vm, true, n, window).await?;
     let agent = phase(&vm, false, n, window).await?;
     let (floor50, floor99) = floor(&vm, 40).await?;
+    println!(
+        "FIGURE kube-relay's shards at the end of its window: {}",
+        relay.shards
+    );
     for (name, f) in [("kube-relay", &relay), ("vmagent", &agent)] {
         println!(
-            "{name:>10}: {:>9.0} samples/s delivered, {:>9.0} samples/s per core (with the receiver: {:>9.0}), \
+            "FIGURE {name:>10}: {:>9.0} samples/s delivered, {:>9.0} samples/s per core (with the receiver: {:>9.0}), \
              {:.2} bytes/sample, freshness p50 {:.0} ms p99 {:.0} ms ({} of {} probes never seen)",
             f.samples_per_second,
             f.per_core,
@@ -499,12 +518,12 @@ async fn main() -> Result<()> {
         );
     }
     println!(
-        "     floor: a sample POSTed straight to VictoriaMetrics is queryable after p50 {:.0} ms, p99 {:.0} ms",
+        "FIGURE      floor: a sample POSTed straight to VictoriaMetrics is queryable after p50 {:.0} ms, p99 {:.0} ms",
         ms(floor50),
         ms(floor99)
     );
     println!(
-        "ratios: samples/s per core {:.1}x vmagent's (kube-relay's receiver, ingest included, against vmagent alone; \
+        "FIGURE ratios: samples/s per core {:.1}x vmagent's (kube-relay's receiver, ingest included, against vmagent alone; \
          {:.1}x against vmagent plus the receiver it scrapes), bytes/sample {:.2}x vmagent's",
         relay.per_core / agent.per_core,
         relay.per_core / agent.per_core_with_receiver,
