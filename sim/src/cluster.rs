@@ -69,6 +69,7 @@ impl Cluster {
             pod_metrics: BTreeMap::new(),
             agenda: BTreeSet::new(),
             dirty_rs: BTreeSet::new(),
+            rs_to_sync: BTreeSet::new(),
             event_expiry: BTreeSet::new(),
             event_dedup: HashMap::new(),
             event_seq: 0,

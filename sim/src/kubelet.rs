@@ -9,7 +9,7 @@ use tracing::debug;
 
 use crate::error::Result;
 use crate::objects;
-use crate::pod::{ContainerView, Stage};
+use crate::pod::{ContainerView, PodState, Stage};
 use crate::scenario::{ExitReason, PodFault};
 use crate::state::{Cluster, TICK_MS, not_found};
 use crate::store::ObjKey;
@@ -274,19 +274,24 @@ impl Cluster {
         if n == 0 {
             return Ok(());
         }
-        let candidates: Vec<ObjKey> = self
-            .pods
-            .iter()
-            .filter(|(k, p)| {
-                p.stage == Stage::Running
-                    && !p.terminating()
-                    && namespace.is_none_or(|ns| k.namespace == ns)
-            })
-            .map(|(k, _)| k.clone())
+        // Borrowed keys: this runs every tick, and cloning every candidate's key (two
+        // strings each) was a third of the tick at 100,000 pods.
+        let in_scope: Box<dyn Iterator<Item = (&ObjKey, &PodState)>> = match namespace {
+            // Keys of namespace `ns` sort between (ns, "") and (ns + NUL, ""): a range with
+            // both ends, so no key is compared while walking it.
+            Some(ns) => Box::new(
+                self.pods
+                    .range(ObjKey::new(ns, "")..ObjKey::new(&format!("{ns}\0"), "")),
+            ),
+            None => Box::new(self.pods.iter()),
+        };
+        let candidates: Vec<&ObjKey> = in_scope
+            .filter(|(_, p)| p.stage == Stage::Running && !p.terminating())
+            .map(|(k, _)| k)
             .collect();
         let chosen: Vec<ObjKey> = candidates
             .choose_multiple(&mut self.rng, n)
-            .cloned()
+            .map(|k| (*k).clone())
             .collect();
         for key in chosen {
             let ready = self.pods.get(&key).is_some_and(|p| p.ready);

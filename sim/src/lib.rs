@@ -51,7 +51,8 @@
 //! - Timestamps are the simulation clock: wall-clock time at start plus simulated time. In
 //!   [`ClockMode::Manual`] or at `speed > 1` they run ahead of the wall clock, so ages that
 //!   clients compute themselves (`kubectl describe`) can read `<invalid>`.
-//! - Memory: every object is held typed and serialized; 10,000 pods take about 230 MB, so
+//! - Memory: every object is held typed and serialized; 10,000 pods take about 230 MB and
+//!   100,000 about 2.3 GB (2.7 GB with a 100,000-change watch history under churn), so
 //!   memory benchmarks of a client should run the `kube-sim` binary out of process.
 //!
 //! # Layout

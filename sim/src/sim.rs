@@ -108,7 +108,9 @@ async fn tick_real_time(shared: Arc<Shared>, speed: f64) {
     }
 }
 
-/// Moves the clock by `ms`, one simulated second per lock so requests interleave.
+/// Moves the clock by `ms`, one tick per lock so requests interleave: at 100,000 pods a
+/// tick is tens of milliseconds of work, and a second's worth of ticks under one lock kept
+/// list requests waiting for seconds.
 fn advance(shared: &Shared, ms: u64) -> Result<()> {
     let target = shared.with(|c| {
         c.clock_ms += ms;
@@ -116,7 +118,7 @@ fn advance(shared: &Shared, ms: u64) -> Result<()> {
     });
     loop {
         let done = shared.with(|c| {
-            let step = target.min(c.now_ms + 1000);
+            let step = target.min(c.next_tick_ms());
             c.advance_to(step).map(|()| c.next_tick_ms() > target)
         })?;
         if done {

@@ -243,8 +243,12 @@ pub(crate) struct Cluster {
     pub pod_metrics: BTreeMap<ObjKey, PodSample>,
     /// Pod transitions due: (sim ms, pod).
     pub agenda: BTreeSet<(u64, ObjKey)>,
-    /// ReplicaSets whose status may have changed this tick.
+    /// ReplicaSets whose status may have changed this tick (every change to a ReplicaSet's
+    /// spec or to one of its pods marks it).
     pub dirty_rs: BTreeSet<ObjKey>,
+    /// ReplicaSets marked dirty since the ReplicaSet controller last ran: the only ones it
+    /// can find short of or over their replicas.
+    pub rs_to_sync: BTreeSet<ObjKey>,
     /// When each event expires: (sim ms, event).
     pub event_expiry: BTreeSet<(u64, ObjKey)>,
     /// The current event for each aggregation key.
@@ -282,10 +286,16 @@ impl Cluster {
     }
 
     /// The ReplicaSets a deployment owns, oldest revision first.
+    ///
+    /// A Deployment names its ReplicaSets `<deployment>-<template hash>`, so only the keys
+    /// with that prefix are looked at (each deployment's sync runs every tick; scanning
+    /// every ReplicaSet for each was quadratic in deployments).
     pub(crate) fn replicasets_of(&self, deployment: &ObjKey) -> Vec<ObjKey> {
+        let prefix = format!("{}-", deployment.name);
         let mut owned: Vec<(u64, ObjKey)> = self
             .replicasets
-            .iter()
+            .range(ObjKey::new(&deployment.namespace, &prefix)..)
+            .take_while(|(k, _)| k.namespace == deployment.namespace && k.name.starts_with(&prefix))
             .filter(|(_, rs)| &rs.deployment == deployment)
             .map(|(k, rs)| (revision_of(&rs.obj.metadata), k.clone()))
             .collect();
