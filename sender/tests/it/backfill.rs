@@ -8,7 +8,9 @@
 //! receiver's frame limit ends the replay (a snapshot supersedes the rest) rather than being
 //! refused on every reconnect. Against a scripted peer (exact frames) and against the real
 //! receiver restarted under a sender (what it ends up holding, and the frames a tap saw, in
-//! order).
+//! order). A sender killed with a spooled cut and restarted on the same disk spool: the
+//! receiver that kept running gets the cut at its own times; a restarted one only the present
+//! (the spool superseded, `docs/protocol.md`, "Sender restarts").
 
 use crate::support;
 
@@ -22,6 +24,7 @@ use kube_relay_receiver::ReceiverConfig;
 use kube_relay_sender::Error;
 use kube_relay_sender::link::{Link, LinkConfig};
 use kube_relay_sender::shared::Shared;
+use kube_relay_sender::spool::{DiskSpool, ThreadedSpool};
 use kube_relay_sender::transport::TcpConnector;
 use kube_relay_testkit::wait_until;
 use tokio::net::TcpListener;
@@ -458,4 +461,184 @@ async fn a_spooled_batch_too_large_for_the_next_receiver_ends_the_replay_instead
     assert_eq!(stats.superseded_samples.load(Ordering::Relaxed), spooled);
     assert_eq!(stats.replayed_batches.load(Ordering::Relaxed), 0);
     stop_link(shutdown, running).await;
+}
+
+/// One connection relayed to `upstream`; aborting the returned task drops both sockets (a
+/// cut link, the receiver keeps running).
+async fn cuttable_relay(upstream: SocketAddr) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+    let addr = listener.local_addr().expect("relay address");
+    let task = tokio::spawn(async move {
+        let Ok((mut client, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+            return;
+        };
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    });
+    (addr, task)
+}
+
+/// A sender process's link on the disk spool in `dir`, as `Sender::new` builds it: the
+/// spooled epoch continues (or `1` on an empty spool).
+fn start_spooled_link(
+    dir: &std::path::Path,
+    target: SocketAddr,
+    cluster: &str,
+) -> (Arc<Shared>, JoinHandle<Result<(), Error>>) {
+    let config = link_config(cluster);
+    let (spool, recovery) =
+        DiskSpool::open(dir, config.spool_max_bytes, &config.sender_id).expect("spool");
+    let spool = ThreadedSpool::start(spool).expect("spool thread");
+    let shared = Arc::new(Shared::new(recovery.epoch.unwrap_or(1)));
+    set_phase(&shared, "web", "Pending");
+    let link = Link::with_spool(
+        config,
+        TcpConnector::new(target.to_string()),
+        Arc::clone(&shared),
+        spool,
+    );
+    (shared, tokio::spawn(link.run(CancellationToken::new())))
+}
+
+/// A first sender run on `dir`: connected to the receiver at `ingest` through a relay, its
+/// snapshot applied, then the link cut and three changes spooled offline, then the sender
+/// killed (task aborted: no goodbye, no flush). Returns the intervals the changes were made
+/// in, oldest first.
+async fn sender_spools_a_cut_then_dies(
+    dir: &std::path::Path,
+    ingest: SocketAddr,
+    http: SocketAddr,
+    cluster: &str,
+) -> Vec<(u64, u64)> {
+    let (relay, cut) = cuttable_relay(ingest).await;
+    let (shared, task) = start_spooled_link(dir, relay, cluster);
+    wait_until("the first snapshot applied", WAIT, POLL, || async {
+        let text = support::metrics_text(http).await?;
+        let labels = [("cluster", cluster), ("pod", "web"), ("phase", "Pending")];
+        Ok((value(&text, "kube_pod_status_phase", &labels) == Some(1.0)).then_some(()))
+    })
+    .await
+    .expect("relayed");
+    cut.abort();
+    let _ = cut.await;
+    wait_disconnected(&shared).await;
+    let mut made = Vec::new();
+    for phase in ["Running", "Failed", "Running"] {
+        made.push(change_offline(&shared, |s| set_phase(s, "web", phase)).await);
+    }
+    task.abort();
+    let _ = task.await;
+    made
+}
+
+/// The batches of a restarted sender's first connection (through `tap`) stamped inside one
+/// of the intervals the first run's spooled changes were made in.
+fn spooled_history(tap: &Tap, made: &[(u64, u64)]) -> Vec<u64> {
+    let connections = tap.connections();
+    let first = connections.first().expect("the restarted sender connected");
+    first
+        .iter()
+        .filter(|b| b.snapshot.is_none())
+        .map(|b| b.observed_at_ms)
+        .filter(|t| {
+            made.iter()
+                .any(|(before, after)| (before..=after).contains(&t))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_restarted_sender_replays_its_disk_spool_at_the_original_times_to_the_same_receiver() {
+    let rx = RunningReceiver::start(ReceiverConfig::loopback())
+        .await
+        .expect("receiver starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let made = sender_spools_a_cut_then_dies(dir.path(), rx.ingest, rx.http, "r1").await;
+
+    // The sender comes back on the same state dir; the receiver kept running.
+    let tap = Tap::start(rx.ingest).await;
+    let (shared, task) = start_spooled_link(dir.path(), tap.addr(), "r1");
+    wait_until(
+        "the replay acknowledged, then the snapshot",
+        WAIT,
+        POLL,
+        || async { Ok((shared.stats.snapshots_sent.load(Ordering::Relaxed) == 1).then_some(())) },
+    )
+    .await
+    .expect("snapshot after the replay");
+    let stats = &shared.stats;
+    assert_eq!(stats.replayed_batches.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.superseded_samples.load(Ordering::Relaxed), 0);
+    let times = spooled_history(&tap, &made);
+    assert_eq!(
+        times.len(),
+        3,
+        "each spooled change, at its own time: {times:?}"
+    );
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "in order: {times:?}");
+    let text = wait_until("the present at the receiver", WAIT, POLL, || async {
+        let text = support::metrics_text(rx.http).await?;
+        let labels = [("cluster", "r1"), ("pod", "web"), ("phase", "Pending")];
+        Ok((value(&text, "kube_pod_status_phase", &labels) == Some(1.0)).then_some(text))
+    })
+    .await
+    .expect("present");
+    assert_eq!(
+        value(
+            &text,
+            "relay_receiver_decode_errors_total",
+            &[("kind", "violation")]
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "the replay named series the receiver knew"
+    );
+    task.abort();
+    let _ = task.await;
+    rx.stop().await.expect("receiver stops");
+}
+
+/// The limitation `docs/protocol.md` states ("Sender restarts"): the previous run's spooled
+/// batches name series ids whose definitions died with that run, so a receiver without that
+/// table (restarted) cannot be given a base for them; the snapshot supersedes them (counted)
+/// and only the present arrives.
+#[tokio::test]
+async fn a_restarted_sender_to_a_restarted_receiver_sends_the_present_and_counts_its_spool_superseded()
+ {
+    let rx = RunningReceiver::start(ReceiverConfig::loopback())
+        .await
+        .expect("receiver starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let made = sender_spools_a_cut_then_dies(dir.path(), rx.ingest, rx.http, "r2").await;
+    rx.stop().await.expect("receiver stops");
+
+    let rx = RunningReceiver::start(ReceiverConfig::loopback())
+        .await
+        .expect("receiver starts");
+    let tap = Tap::start(rx.ingest).await;
+    let (shared, task) = start_spooled_link(dir.path(), tap.addr(), "r2");
+    wait_until("the present at the receiver", WAIT, POLL, || async {
+        let text = support::metrics_text(rx.http).await?;
+        let labels = [("cluster", "r2"), ("pod", "web"), ("phase", "Pending")];
+        Ok((value(&text, "kube_pod_status_phase", &labels) == Some(1.0)).then_some(()))
+    })
+    .await
+    .expect("present");
+    let stats = &shared.stats;
+    assert_eq!(stats.replayed_batches.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.bases_sent.load(Ordering::Relaxed), 0);
+    assert!(
+        stats.superseded_samples.load(Ordering::Relaxed) > 0,
+        "the spool is counted as superseded"
+    );
+    assert_eq!(
+        spooled_history(&tap, &made),
+        Vec::<u64>::new(),
+        "no spooled change reaches the restarted receiver"
+    );
+    task.abort();
+    let _ = task.await;
+    rx.stop().await.expect("receiver stops");
 }
