@@ -2,18 +2,27 @@
 //! request with the next status of a script (then `204`) and records what it received, for
 //! tests of retry and drop rules that a real backend cannot be made to answer on cue.
 //!
+//! It also serves HTTPS ([`WriteBackend::start_tls`]), optionally requiring a client
+//! certificate, so tests can prove what a client's TLS settings put on the wire.
+//!
 //! Bodies are kept as received (snappy-compressed protobuf); decoding them is the test's
 //! business, with the product's own `wire::decode_request`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use kube_relay_proto::tls;
+use rustls::server::WebPkiClientVerifier;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::pki::CertKey;
 
 /// One answer of the script: status, extra headers, body.
 #[derive(Debug, Clone)]
@@ -52,6 +61,9 @@ pub struct Received {
     pub body: Vec<u8>,
     /// The status it was answered with.
     pub status: u16,
+    /// Whether the client presented a certificate (always false over plain HTTP; over TLS
+    /// requiring one, the certificate chained to the required CA).
+    pub client_certificate: bool,
 }
 
 impl Received {
@@ -71,12 +83,15 @@ struct Script {
     received: Vec<Received>,
     /// How long every answer takes (a backend slower than the load).
     latency: Duration,
+    /// TLS handshakes that failed (no or a wrong client certificate, an untrusted server).
+    failed_handshakes: u64,
 }
 
 /// The running backend; stops when dropped.
 #[derive(Debug)]
 pub struct WriteBackend {
     addr: SocketAddr,
+    scheme: &'static str,
     script: Arc<Mutex<Script>>,
     task: JoinHandle<()>,
 }
@@ -95,6 +110,54 @@ impl WriteBackend {
     /// # Errors
     /// When `addr` cannot be bound.
     pub async fn start_at(addr: SocketAddr, script: Vec<Answer>) -> Result<WriteBackend> {
+        Self::listen(addr, script, None).await
+    }
+
+    /// [`WriteBackend::start`] over HTTPS with the certificate `server`; with `client_ca`,
+    /// every client must present a certificate chaining to it (mutual TLS), else the
+    /// handshake fails and is counted ([`WriteBackend::failed_handshakes`]).
+    ///
+    /// # Errors
+    /// When the PEM files are unusable or no loopback port can be bound.
+    pub async fn start_tls(
+        script: Vec<Answer>,
+        server: &CertKey,
+        client_ca: Option<&Path>,
+    ) -> Result<WriteBackend> {
+        let builder = rustls::ServerConfig::builder_with_provider(tls::provider())
+            .with_safe_default_protocol_versions()
+            .context("failed to choose TLS versions")?;
+        let builder = match client_ca {
+            Some(ca) => builder.with_client_cert_verifier(
+                WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(tls::root_store(ca)?),
+                    tls::provider(),
+                )
+                .build()
+                .context("failed to build the client certificate verifier")?,
+            ),
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder
+            .with_single_cert(
+                tls::read_certs("server certificate", &server.cert)?,
+                tls::read_key("server key", &server.key)?,
+            )
+            .context("failed to use the server certificate")?;
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        Self::listen(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            script,
+            Some(acceptor),
+        )
+        .await
+    }
+
+    async fn listen(
+        addr: SocketAddr,
+        script: Vec<Answer>,
+        acceptor: Option<TlsAcceptor>,
+    ) -> Result<WriteBackend> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("failed to bind {addr}"))?;
@@ -103,19 +166,52 @@ impl WriteBackend {
             answers: script.into(),
             received: Vec::new(),
             latency: Duration::ZERO,
+            failed_handshakes: 0,
         }));
         let shared = script.clone();
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, shared.clone()));
+                let script = shared.clone();
+                match acceptor.clone() {
+                    None => {
+                        tokio::spawn(serve(stream, false, script));
+                    }
+                    Some(acceptor) => {
+                        tokio::spawn(async move {
+                            match acceptor.accept(stream).await {
+                                Ok(stream) => {
+                                    let certified =
+                                        stream.get_ref().1.peer_certificates().is_some();
+                                    serve(stream, certified, script).await;
+                                }
+                                Err(_) => {
+                                    if let Ok(mut s) = script.lock() {
+                                        s.failed_handshakes += 1;
+                                    }
+                                }
+                            }
+                        });
+                    }
+                }
             }
         });
-        Ok(WriteBackend { addr, script, task })
+        Ok(WriteBackend {
+            addr,
+            scheme,
+            script,
+            task,
+        })
     }
 
-    /// The URL to write to.
+    /// The URL to write to (`https` for [`WriteBackend::start_tls`]).
     pub fn url(&self) -> String {
-        format!("http://{}/api/v1/write", self.addr)
+        format!("{}://{}/api/v1/write", self.scheme, self.addr)
+    }
+
+    /// TLS handshakes that failed so far.
+    pub fn failed_handshakes(&self) -> u64 {
+        self.script.lock().map(|s| s.failed_handshakes).unwrap_or(0)
     }
 
     /// Makes every later answer wait `latency` after its request arrived, as a backend
@@ -141,7 +237,11 @@ impl Drop for WriteBackend {
     }
 }
 
-async fn serve(stream: TcpStream, script: Arc<Mutex<Script>>) {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    client_certificate: bool,
+    script: Arc<Mutex<Script>>,
+) {
     let mut stream = BufReader::new(stream);
     loop {
         let mut line = String::new();
@@ -183,6 +283,7 @@ async fn serve(stream: TcpStream, script: Arc<Mutex<Script>>) {
                 headers,
                 body,
                 status: answer.status,
+                client_certificate,
             });
             (answer, s.latency)
         };

@@ -12,6 +12,7 @@ mod http_security;
 mod limits;
 mod prometheus;
 mod remote_write;
+mod remote_write_auth;
 mod security;
 mod sessions;
 mod status_page;
