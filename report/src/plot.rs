@@ -385,19 +385,8 @@ pub fn timeline_png(
             .max(1e-3);
         let root = root.titled(title, (FAMILY, 20)).map_err(|x| e(&x))?;
         let (top, bottom) = root.split_vertically((55).percent());
-        let replicas_max = (deployments
-            .iter()
-            .map(|(_, d)| highest(&[&d.available, &d.spec], 1.0))
-            .fold(0.0, f64::max)
-            + 1.0)
-            .ceil();
+        let (replicas_max, cpu_max) = deployment_y_ranges(deployments, axis);
         let mcores = 1000.0 / axis.speed;
-        let cpu_max = (deployments
-            .iter()
-            .map(|(_, d)| highest(&[&d.cpu_per_pod], mcores))
-            .fold(0.0, f64::max)
-            * 1.15)
-            .max(10.0);
         for (area, y_max, replicas) in [(&top, replicas_max, true), (&bottom, cpu_max, false)] {
             let mut chart = ChartBuilder::on(area)
                 .margin(8)
@@ -504,19 +493,8 @@ pub fn steps_png(
         let e = |e: &dyn std::fmt::Display| e.to_string();
         let root = root.titled(title, (FAMILY, 22)).map_err(|x| e(&x))?;
         let panels = root.split_evenly(grid_shape(steps.len()));
-        let replicas_max = (deployments
-            .iter()
-            .map(|(_, d)| highest(&[&d.available, &d.spec], 1.0))
-            .fold(0.0, f64::max)
-            + 1.0)
-            .ceil();
+        let (replicas_max, cpu_max) = deployment_y_ranges(deployments, axis);
         let mcores = 1000.0 / axis.speed;
-        let cpu_max = (deployments
-            .iter()
-            .map(|(_, d)| highest(&[&d.cpu_per_pod], mcores))
-            .fold(0.0, f64::max)
-            * 1.15)
-            .max(10.0);
         for (step, panel) in steps.iter().zip(panels.iter()) {
             let local = TimeAxis {
                 window: Window {
@@ -585,6 +563,28 @@ pub fn steps_png(
         }
         Ok(())
     })
+}
+
+/// The y ranges the deployment charts share: replicas (the highest asked or available, plus
+/// one) and CPU per pod in millicores (15 % headroom, at least 10 m).
+fn deployment_y_ranges(
+    deployments: &[(&DeploymentKey, &DeploymentColumns)],
+    axis: &TimeAxis,
+) -> (f64, f64) {
+    let replicas_max = (deployments
+        .iter()
+        .map(|(_, d)| highest(&[&d.available, &d.spec], 1.0))
+        .fold(0.0, f64::max)
+        + 1.0)
+        .ceil();
+    let mcores = 1000.0 / axis.speed;
+    let cpu_max = (deployments
+        .iter()
+        .map(|(_, d)| highest(&[&d.cpu_per_pod], mcores))
+        .fold(0.0, f64::max)
+        * 1.15)
+        .max(10.0);
+    (replicas_max, cpu_max)
 }
 
 #[cfg(test)]
