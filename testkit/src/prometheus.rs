@@ -338,24 +338,7 @@ impl Prometheus {
             ))
             .await
             .with_context(|| format!("range query {promql:?} failed"))?;
-        let result = data
-            .get("result")
-            .and_then(|r| r.as_array())
-            .context("range result is not a matrix")?;
-        result
-            .iter()
-            .map(|series| {
-                let metric = labels(series.get("metric"))?;
-                let values = series
-                    .get("values")
-                    .and_then(|v| v.as_array())
-                    .context("series without values")?
-                    .iter()
-                    .map(point)
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(RangeSeries { metric, values })
-            })
-            .collect()
+        matrix(&data, "range result is not a matrix")
     }
 
     /// Raw samples of a range selector (`name{...}[1h]`) evaluated at `time` (Unix
@@ -372,24 +355,7 @@ impl Prometheus {
             ))
             .await
             .with_context(|| format!("query {selector:?} failed"))?;
-        let result = data
-            .get("result")
-            .and_then(|r| r.as_array())
-            .context("not a matrix")?;
-        result
-            .iter()
-            .map(|series| {
-                let metric = labels(series.get("metric"))?;
-                let values = series
-                    .get("values")
-                    .and_then(|v| v.as_array())
-                    .context("series without values")?
-                    .iter()
-                    .map(point)
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(RangeSeries { metric, values })
-            })
-            .collect()
+        matrix(&data, "not a matrix")
     }
 
     /// Re-runs `promql` until `accept` holds for its result, and returns that result.
@@ -513,6 +479,27 @@ pub fn which(name: &str) -> Option<PathBuf> {
 pub fn free_loopback_addr() -> Result<SocketAddr> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("failed to bind 127.0.0.1:0")?;
     Ok(l.local_addr()?)
+}
+
+/// The series of a `matrix` result (a range query's, or an instant query of a range
+/// selector's); `not_matrix` is the error when the result is something else.
+fn matrix(data: &serde_json::Value, not_matrix: &'static str) -> Result<Vec<RangeSeries>> {
+    data.get("result")
+        .and_then(|r| r.as_array())
+        .context(not_matrix)?
+        .iter()
+        .map(|series| {
+            let metric = labels(series.get("metric"))?;
+            let values = series
+                .get("values")
+                .and_then(|v| v.as_array())
+                .context("series without values")?
+                .iter()
+                .map(point)
+                .collect::<Result<Vec<_>>>()?;
+            Ok(RangeSeries { metric, values })
+        })
+        .collect()
 }
 
 #[cfg(test)]
