@@ -10,8 +10,96 @@
 //! counters are `# TYPE x counter` with samples `x_total` in OpenMetrics, and
 //! `# TYPE x_total counter` in Prometheus text (as kube-state-metrics exposes them), and
 //! OpenMetrics ends with `# EOF`.
+//!
+//! A page is written through a [`PageWriter`], which hands its text on in pieces as they
+//! fill, so serving `/metrics` needs memory for a few pieces, not for the page.
 
 use kube_relay_proto::MetricKind;
+
+/// Where the pieces of a page go: takes a full piece, returns a string to write the next
+/// one into (empty; one of the earlier pieces' buffers if it can, so a render does not
+/// fault in fresh memory for every piece), or `Err(ReaderGone)` when nobody reads them any
+/// more.
+pub type Deliver<'a> = dyn FnMut(String) -> Result<String, ReaderGone> + 'a;
+
+/// The reader of a page went away (its client disconnected): the render stops there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReaderGone;
+
+/// Exposition text written in pieces. A render appends whole lines to
+/// [`PageWriter::text`] and calls [`PageWriter::line_done`] after each: once the text
+/// holds a piece's worth it goes to the writer's [`Deliver`] and a new piece begins, so
+/// every piece ends at a line's end.
+pub struct PageWriter<'a> {
+    text: String,
+    piece_bytes: usize,
+    deliver: &'a mut Deliver<'a>,
+}
+
+impl<'a> PageWriter<'a> {
+    /// A writer handing `deliver` pieces of about `piece_bytes` (one line more at most).
+    pub fn in_pieces(piece_bytes: usize, deliver: &'a mut Deliver<'a>) -> Self {
+        PageWriter {
+            text: String::with_capacity(piece_capacity(piece_bytes)),
+            piece_bytes,
+            deliver,
+        }
+    }
+
+    /// A writer handing `deliver` the whole page as one piece, `capacity` bytes reserved.
+    pub fn whole(capacity: usize, deliver: &'a mut Deliver<'a>) -> Self {
+        PageWriter {
+            text: String::with_capacity(capacity),
+            piece_bytes: usize::MAX,
+            deliver,
+        }
+    }
+
+    /// The piece being written; append whole lines, then call [`PageWriter::line_done`].
+    #[inline]
+    pub fn text(&mut self) -> &mut String {
+        &mut self.text
+    }
+
+    /// Hands the piece on if it is full.
+    ///
+    /// # Errors
+    /// [`ReaderGone`] when the pieces' reader went away: stop writing.
+    #[inline]
+    pub fn line_done(&mut self) -> Result<(), ReaderGone> {
+        if self.text.len() >= self.piece_bytes {
+            self.hand_on()
+        } else {
+            Ok(())
+        }
+    }
+
+    #[cold]
+    fn hand_on(&mut self) -> Result<(), ReaderGone> {
+        let mut next = (self.deliver)(std::mem::take(&mut self.text))?;
+        next.clear();
+        next.reserve(piece_capacity(self.piece_bytes));
+        self.text = next;
+        Ok(())
+    }
+
+    /// Hands on what is left: the page is complete.
+    ///
+    /// # Errors
+    /// [`ReaderGone`] when the pieces' reader went away.
+    pub fn finish(mut self) -> Result<(), ReaderGone> {
+        if self.text.is_empty() {
+            return Ok(());
+        }
+        (self.deliver)(std::mem::take(&mut self.text)).map(drop)
+    }
+}
+
+/// What a piece of `piece_bytes` is allocated with: room past its size for the line that
+/// fills it, so that line does not reallocate the piece.
+fn piece_capacity(piece_bytes: usize) -> usize {
+    piece_bytes.saturating_add(1024)
+}
 
 /// An exposition format, chosen per scrape from the `Accept` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,12 +242,17 @@ pub(crate) fn push_header(
 /// Rewrites OpenMetrics text (as prometheus-client writes it) as Prometheus text 0.0.4:
 /// counter headers name the `_total` sample, `unknown` becomes `untyped`, and `# UNIT` and
 /// `# EOF` lines are dropped. Sample lines are copied unchanged.
-pub fn openmetrics_to_text(openmetrics: &str, out: &mut String) {
+///
+/// # Errors
+/// [`ReaderGone`] when `out`'s reader went away.
+pub fn openmetrics_to_text(openmetrics: &str, out: &mut PageWriter<'_>) -> Result<(), ReaderGone> {
     let mut pending_help: Option<(&str, &str)> = None;
     for line in openmetrics.lines() {
+        let out_text = out.text();
         if let Some(rest) = line.strip_prefix("# HELP ") {
             let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
             pending_help = Some((name, help));
+            continue;
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
             let (name, kind) = match kind {
@@ -168,29 +261,31 @@ pub fn openmetrics_to_text(openmetrics: &str, out: &mut String) {
                 other => (name.to_owned(), other),
             };
             if let Some((help_name, help)) = pending_help.take() {
-                out.push_str("# HELP ");
-                out.push_str(if help_name == rest.split(' ').next().unwrap_or_default() {
+                out_text.push_str("# HELP ");
+                out_text.push_str(if help_name == rest.split(' ').next().unwrap_or_default() {
                     &name
                 } else {
                     help_name
                 });
-                out.push(' ');
+                out_text.push(' ');
                 // OpenMetrics escapes `"` in help text; Prometheus text does not.
-                out.push_str(&help.replace("\\\"", "\""));
-                out.push('\n');
+                out_text.push_str(&help.replace("\\\"", "\""));
+                out_text.push('\n');
             }
-            out.push_str("# TYPE ");
-            out.push_str(&name);
-            out.push(' ');
-            out.push_str(kind);
-            out.push('\n');
+            out_text.push_str("# TYPE ");
+            out_text.push_str(&name);
+            out_text.push(' ');
+            out_text.push_str(kind);
+            out_text.push('\n');
         } else if line.starts_with("# UNIT ") || line == "# EOF" {
             continue;
         } else {
-            out.push_str(line);
-            out.push('\n');
+            out_text.push_str(line);
+            out_text.push('\n');
         }
+        out.line_done()?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -300,7 +395,13 @@ mod tests {
                   d_bucket{le=\"+Inf\"} 1\n\
                   # EOF\n";
         let mut text = String::new();
-        openmetrics_to_text(om, &mut text);
+        let mut deliver = |piece: String| {
+            text.push_str(&piece);
+            Ok(String::new())
+        };
+        let mut writer = PageWriter::in_pieces(16, &mut deliver);
+        openmetrics_to_text(om, &mut writer).expect("nobody goes away");
+        writer.finish().expect("nobody goes away");
         assert_eq!(
             text,
             "# HELP relay_receiver_decode_errors_total Frames refused.\n\

@@ -12,10 +12,12 @@
 //! `/readyz` stay open for probes.
 //!
 //! `/metrics` and the status page read every cluster's series: at a million series that is
-//! hundreds of milliseconds of CPU (the fan-in bench). [`serve`] renders them on tokio's
-//! blocking pool, not on a runtime worker, where the sessions that worker would have run
-//! meanwhile (its local queue and LIFO slot cannot all be stolen) waited for the whole
-//! render, and senders saw it as ack latency.
+//! a 167 MB page and a few hundred milliseconds of CPU (the fan-in bench). [`serve`] renders
+//! them on a thread of their own ([`crate::page`]), not on a runtime worker, where the
+//! sessions that worker would have run meanwhile (its local queue and LIFO slot cannot all
+//! be stolen) waited for the whole render, and senders saw it as ack latency. The page goes
+//! out in pieces as it is written (chunked, without `Content-Length`), so a scrape needs a
+//! few pieces of memory, not the page, and the client reads while the receiver renders.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,7 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -34,8 +36,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::exposition::Format;
+use crate::exposition::{Format, PageWriter, ReaderGone};
 use crate::metrics::Metrics;
+use crate::page::{self, PageBody};
 use crate::security::{BASIC_AUTH_CHALLENGE, BasicAuth, RefusalLog};
 use crate::status;
 use crate::store::Store;
@@ -47,10 +50,13 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// keeps one connection per target, so this only bounds abuse.
 pub const MAX_HTTP_CONNECTIONS: usize = 256;
 
-/// Most `/metrics` or status pages rendered at once (each render builds its whole page,
-/// about 170 bytes per series held). On the runtime workers the number of workers bounded
-/// it; on the blocking pool (up to 512 threads) this does.
+/// Most `/metrics` or status pages rendered at once, each on a thread of its own, each
+/// holding a view of every cluster (copy-on-write: chunks that ingest changes meanwhile are
+/// copied) and up to [`crate::page::PIECES_AHEAD`] pieces; the others wait for a turn.
 pub const MAX_RENDERS: usize = 2;
+
+/// A response body: short answers whole, rendered pages in pieces as they are written.
+pub type HttpBody = Either<Full<Bytes>, PageBody>;
 
 /// Everything the HTTP endpoints read. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -61,6 +67,8 @@ pub struct HttpApp {
     last_len: Arc<AtomicUsize>,
     /// Pages rendered at once; the others wait for a turn.
     renders: Arc<tokio::sync::Semaphore>,
+    /// How long a render waits for its client to take a piece.
+    piece_taken_within: Duration,
     basic_auth: Option<Arc<BasicAuth>>,
     refusals: Arc<RefusalLog>,
 }
@@ -74,6 +82,7 @@ impl HttpApp {
             ready,
             last_len: Arc::new(AtomicUsize::new(0)),
             renders: Arc::new(tokio::sync::Semaphore::new(MAX_RENDERS)),
+            piece_taken_within: page::PIECE_TAKEN_WITHIN,
             basic_auth: None,
             refusals: Arc::new(RefusalLog::default()),
         }
@@ -82,6 +91,13 @@ impl HttpApp {
     /// Logs refused requests through `refusals` (shared with the sender port).
     pub fn with_refusal_log(mut self, refusals: Arc<RefusalLog>) -> Self {
         self.refusals = refusals;
+        self
+    }
+
+    /// Stops a render whose client takes none of its pieces for `within` (default
+    /// [`page::PIECE_TAKEN_WITHIN`]), freeing its turn.
+    pub fn with_piece_taken_within(mut self, within: Duration) -> Self {
+        self.piece_taken_within = within;
         self
     }
 
@@ -100,52 +116,65 @@ impl HttpApp {
     }
 
     /// Answers one request (the body is never read), rendering `/metrics` and the status
-    /// page on the blocking pool so no runtime worker waits for them.
-    pub async fn respond_off_runtime<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
-        match self.route(req) {
-            Routed::Ready(response) => response,
-            Routed::Render(page) => {
-                // The semaphore is never closed; a closed one would only end the wait.
-                let Ok(turn) = self.renders.clone().acquire_owned().await else {
-                    return reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        TEXT,
-                        "failed to render the page\n".into(),
-                    );
-                };
-                let app = self.clone();
-                let render = move || {
-                    let response = app.render(page);
-                    drop(turn);
-                    response
-                };
-                match tokio::task::spawn_blocking(render).await {
-                    Ok(response) => response,
-                    Err(e) => {
-                        warn!(cause = %e, "rendering a page failed");
-                        reply(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            TEXT,
-                            "failed to render the page\n".into(),
-                        )
-                    }
-                }
+    /// page on a thread of their own ([`page::spawn_render`]) so no runtime worker waits for
+    /// them; the response's body yields the page in pieces as they are written.
+    pub async fn respond_off_runtime<B>(&self, req: &Request<B>) -> Response<HttpBody> {
+        let page = match self.route(req) {
+            Routed::Ready(response) => return response.map(Either::Left),
+            Routed::Render(page) => page,
+        };
+        let failed = || {
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                "failed to render the page\n".into(),
+            )
+            .map(Either::Left)
+        };
+        // The semaphore is never closed; a closed one would only end the wait.
+        let Ok(turn) = self.renders.clone().acquire_owned().await else {
+            return failed();
+        };
+        let content_type = page.content_type();
+        let app = self.clone();
+        let render = move |out: PageWriter<'_>| {
+            let rendered = app.write_page(&page, out);
+            drop(turn);
+            rendered
+        };
+        match page::spawn_render(self.piece_taken_within, render) {
+            Ok(body) => {
+                let mut r = Response::new(Either::Right(body));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static(content_type),
+                );
+                r
+            }
+            Err(e) => {
+                warn!(cause = %e, "failed to start a render thread");
+                failed()
             }
         }
     }
 
     fn render(&self, page: Page) -> Response<Full<Bytes>> {
+        let text = match &page {
+            Page::Metrics(format) => self.render_metrics(*format),
+            Page::Status(query) => status::page(&self.store, query.as_deref()),
+        };
+        reply(StatusCode::OK, page.content_type(), text)
+    }
+
+    /// Writes `page` to `out` and finishes it.
+    fn write_page(&self, page: &Page, mut out: PageWriter<'_>) -> Result<(), ReaderGone> {
         match page {
-            Page::Metrics(format) => reply(
-                StatusCode::OK,
-                format.content_type(),
-                self.render_metrics(format),
-            ),
-            Page::Status(query) => reply(
-                StatusCode::OK,
-                "text/html; charset=utf-8",
-                status::page(&self.store, query.as_deref()),
-            ),
+            Page::Metrics(format) => self.write_metrics(*format, out),
+            Page::Status(query) => {
+                out.text()
+                    .push_str(&status::page(&self.store, query.as_deref()));
+                out.finish()
+            }
         }
     }
 
@@ -211,19 +240,35 @@ impl HttpApp {
         })
     }
 
-    /// Encodes every cluster's series and the self-metrics in `format`, and records the
-    /// time it took in `relay_receiver_scrape_duration_seconds`.
+    /// Encodes every cluster's series and the self-metrics in `format` as one string, and
+    /// records the time it took in `relay_receiver_scrape_duration_seconds`.
     pub fn render_metrics(&self, format: Format) -> String {
+        let mut text = String::new();
+        let mut deliver = |page: String| {
+            text = page;
+            Ok(String::new())
+        };
+        let capacity = self.last_len.load(Ordering::Relaxed) + 4096;
+        // Delivering to a String never fails.
+        let _ = self.write_metrics(format, PageWriter::whole(capacity, &mut deliver));
+        self.last_len.store(text.len(), Ordering::Relaxed);
+        text
+    }
+
+    /// Writes every cluster's series and the self-metrics in `format` to `out` and finishes
+    /// it; a complete page records the time from its start to its last piece handed on in
+    /// `relay_receiver_scrape_duration_seconds` (streamed, that includes waiting for a
+    /// client slower than the render).
+    fn write_metrics(&self, format: Format, mut out: PageWriter<'_>) -> Result<(), ReaderGone> {
         let started = std::time::Instant::now();
-        let mut out = String::with_capacity(self.last_len.load(Ordering::Relaxed) + 4096);
-        self.store.encode_series(format, &mut out);
-        self.metrics.encode(format, &mut out);
+        self.store.write_series(format, &mut out)?;
+        self.metrics.write(format, &mut out)?;
         if format == Format::OpenMetrics {
-            out.push_str("# EOF\n");
+            out.text().push_str("# EOF\n");
         }
-        self.last_len.store(out.len(), Ordering::Relaxed);
+        out.finish()?;
         self.metrics.observe_scrape(started.elapsed().as_secs_f64());
-        out
+        Ok(())
     }
 }
 
@@ -235,6 +280,15 @@ enum Page {
     Metrics(Format),
     /// The status page, with the request's query string.
     Status(Option<String>),
+}
+
+impl Page {
+    fn content_type(&self) -> &'static str {
+        match self {
+            Page::Metrics(format) => format.content_type(),
+            Page::Status(_) => "text/html; charset=utf-8",
+        }
+    }
 }
 
 /// What routing a request gave.
@@ -421,6 +475,192 @@ mod tests {
             text.contains("relay_receiver_auth_failures_total{kind=\"http_basic_auth\"} 2\n"),
             "{text}"
         );
+    }
+
+    /// An app whose store holds one cluster `c1` of `n` series, `kube_pod_info{pod="pN"} 1`.
+    fn app_with_series(n: u32) -> HttpApp {
+        use kube_relay_proto::{
+            Batch, FamilyDef, Hello, MetricKind, PROTOCOL_VERSION, SeriesDef, SnapshotPart,
+            Updates, Value,
+        };
+        let store = Store::new(StdDuration::from_secs(60), n as usize);
+        let metrics = Metrics::new(store.clone());
+        let app = HttpApp::new(store, metrics, Arc::new(AtomicBool::new(true)));
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            cluster: "c1".into(),
+            sender_id: "s".into(),
+            epoch: 1,
+            token: None,
+            resume_from: None,
+            agent: "test/0".into(),
+        };
+        let claim = app
+            .store
+            .claim(&hello, None, CancellationToken::new())
+            .expect("claim");
+        let snapshot = Batch {
+            observed_at_ms: 0,
+            seq: 1,
+            snapshot: Some(SnapshotPart {
+                first: true,
+                last: true,
+            }),
+            families: vec![FamilyDef {
+                id: 0,
+                name: "kube_pod_info".into(),
+                help: "Pods.".into(),
+                kind: MetricKind::Gauge,
+            }],
+            series: (0..n)
+                .map(|id| SeriesDef {
+                    id,
+                    family: 0,
+                    labels: vec![("pod".into(), format!("p{id}"))],
+                })
+                .collect(),
+            updates: Updates::from_unsorted((0..n).map(|id| (id, Value::Int(1))).collect()),
+            removals: Vec::new(),
+        };
+        app.store
+            .apply("c1", claim.conn, &snapshot, 10)
+            .expect("snapshot");
+        app
+    }
+
+    /// Serves `app` on a port of its own until the test ends.
+    async fn serving(app: &HttpApp) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(serve(
+            listener,
+            app.clone(),
+            None,
+            TaskTracker::new(),
+            CancellationToken::new(),
+        ));
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_page_streamed_in_pieces_is_the_page_rendered_whole() {
+        let app = app_with_series(50_000);
+        let mut series = String::new();
+        app.store.encode_series(Format::OpenMetrics, &mut series);
+        assert!(
+            series.len() > 20 * page::PIECE_BYTES,
+            "{} bytes",
+            series.len()
+        );
+        let addr = serving(&app).await;
+        // HTTP/1.0: the page ends with the connection.
+        let accept = [("Accept", "application/openmetrics-text")];
+        let r = kube_relay_testkit::http::get(addr, "/metrics", &accept)
+            .await
+            .expect("GET");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-length"), None);
+        let page = r.text().expect("UTF-8");
+        assert!(page.starts_with(&series), "the series, whole and in order");
+        assert!(page[series.len()..].contains("# TYPE relay_receiver_connected_senders gauge\n"));
+        assert!(page.ends_with("\n# EOF\n"));
+        assert_eq!(page.matches("# EOF").count(), 1);
+        // HTTP/1.1, as Prometheus asks: chunked.
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        let response = client
+            .get(format!("http://{addr}/metrics").parse().expect("uri"))
+            .await
+            .expect("GET over HTTP/1.1");
+        assert_eq!(response.headers()[header::TRANSFER_ENCODING], "chunked");
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        let mut text_series = String::new();
+        app.store.encode_series(Format::Text, &mut text_series);
+        let text = std::str::from_utf8(&body).expect("UTF-8");
+        assert!(text.starts_with(&text_series));
+        assert!(text.contains("# TYPE relay_receiver_scrape_duration_seconds histogram\n"));
+        assert!(!text.contains("# EOF"));
+    }
+
+    #[tokio::test]
+    async fn a_client_leaving_mid_page_stops_its_render_and_frees_its_turn() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // About 20 MB: more than the socket and hyper buffer while the client reads no more.
+        let app = app_with_series(500_000);
+        let addr = serving(&app).await;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\n\r\n")
+            .await
+            .expect("request");
+        let mut first = vec![0; page::PIECE_BYTES];
+        stream.read_exact(&mut first).await.expect("first bytes");
+        assert!(first.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert_eq!(app.renders.available_permits(), MAX_RENDERS - 1);
+        drop(stream);
+        kube_relay_testkit::wait_until(
+            "the render's turn given back",
+            StdDuration::from_secs(30),
+            StdDuration::from_millis(10),
+            || async { Ok((app.renders.available_permits() == MAX_RENDERS).then_some(())) },
+        )
+        .await
+        .expect("turn given back");
+        // The render stopped before the end of its page, so it was not counted as a scrape
+        // (this page is written before it counts itself).
+        let page = app.render_metrics(Format::Text);
+        assert!(
+            page.contains("relay_receiver_scrape_duration_seconds_count 0\n"),
+            "{}",
+            &page[page.len().saturating_sub(2000)..]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_loses_its_render_and_its_page() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let app = app_with_series(500_000).with_piece_taken_within(StdDuration::from_millis(300));
+        let addr = serving(&app).await;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\n\r\n")
+            .await
+            .expect("request");
+        let mut first = vec![0; page::PIECE_BYTES];
+        stream.read_exact(&mut first).await.expect("first bytes");
+        // The connection stays open, unread.
+        kube_relay_testkit::wait_until(
+            "the render's turn given back",
+            StdDuration::from_secs(30),
+            StdDuration::from_millis(10),
+            || async { Ok((app.renders.available_permits() == MAX_RENDERS).then_some(())) },
+        )
+        .await
+        .expect("turn given back");
+        let mut rest = Vec::new();
+        // Aborted: the connection ends (or fails) without the chunked body's last chunk.
+        let _ = stream.read_to_end(&mut rest).await;
+        first.extend_from_slice(&rest);
+        assert!(
+            !first.ends_with(b"\r\n0\r\n\r\n"),
+            "a complete chunked body"
+        );
+    }
+
+    #[tokio::test]
+    async fn head_answers_the_headers_of_get_without_a_page() {
+        let app = app_with_series(10);
+        let addr = serving(&app).await;
+        let r = kube_relay_testkit::http::request(addr, "HEAD", "/metrics", &[], &[])
+            .await
+            .expect("HEAD");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), Some(Format::Text.content_type()));
+        assert!(r.body.is_empty());
     }
 
     #[test]

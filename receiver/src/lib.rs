@@ -63,6 +63,8 @@
 //!   queue holds its samples.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the [`status`] page at `/`, over
 //!   plain HTTP or TLS, optionally behind basic auth.
+//! - [`page`]: a page rendered on a thread of its own, at lower priority, and streamed to
+//!   the client in pieces as it is written (`/metrics` at a million series is 167 MB).
 //! - [`telemetry`]: logging setup for the binary.
 
 pub mod config;
@@ -71,6 +73,7 @@ pub mod exposition;
 pub mod farewell;
 pub mod http;
 pub mod metrics;
+pub mod page;
 pub mod remote_write;
 pub mod security;
 pub mod server;

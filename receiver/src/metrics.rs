@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::exposition::{self, Format};
+use crate::exposition::{self, Format, PageWriter, ReaderGone};
 use crate::store::{ClusterStatus, LinkState, Store};
 
 type LabelPair = [(&'static str, &'static str); 1];
@@ -82,7 +82,8 @@ impl Metrics {
         let scrape_duration = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
         registry.register(
             "relay_receiver_scrape_duration_seconds",
-            "Time to encode /metrics (observed after each scrape)",
+            "Time to render /metrics, from its start to its last piece handed to the connection \
+             (observed after each complete scrape)",
             scrape_duration.clone(),
         );
         registry.register_collector(Box::new(StoreCollector { store }));
@@ -141,13 +142,22 @@ impl Metrics {
         self.idle_timeouts.inc();
     }
 
-    /// Appends the self-metrics in `format` (without `# EOF`).
-    pub fn encode(&self, format: Format, out: &mut String) {
+    /// Writes the self-metrics in `format` (without `# EOF`) to `out`.
+    ///
+    /// # Errors
+    /// [`ReaderGone`] when `out`'s reader went away.
+    pub fn write(&self, format: Format, out: &mut PageWriter<'_>) -> Result<(), ReaderGone> {
         let mut om = String::with_capacity(4096);
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode_registry(&mut om, &self.registry);
         match format {
-            Format::OpenMetrics => out.push_str(&om),
+            Format::OpenMetrics => {
+                for line in om.split_inclusive('\n') {
+                    out.text().push_str(line);
+                    out.line_done()?;
+                }
+                Ok(())
+            }
             Format::Text => exposition::openmetrics_to_text(&om, out),
         }
     }

@@ -13,10 +13,17 @@ use std::collections::BTreeMap;
 use kube_relay_proto::MetricKind;
 
 use super::data::{DataView, FamilyView};
-use crate::exposition::{Format, push_header, push_value};
+use crate::exposition::{Format, PageWriter, ReaderGone, push_header, push_value};
 
-/// Appends the series of `views` (one per cluster, in cluster order) to `out`.
-pub(crate) fn encode(views: &[DataView], format: Format, out: &mut String) {
+/// Writes the series of `views` (one per cluster, in cluster order) to `out`.
+///
+/// # Errors
+/// [`ReaderGone`] when `out`'s reader went away; the page is left unfinished.
+pub(crate) fn encode(
+    views: &[DataView],
+    format: Format,
+    out: &mut PageWriter<'_>,
+) -> Result<(), ReaderGone> {
     let mut by_name: BTreeMap<&str, Vec<(&DataView, &FamilyView)>> = BTreeMap::new();
     for view in views {
         for family in &view.families {
@@ -26,7 +33,6 @@ pub(crate) fn encode(views: &[DataView], format: Format, out: &mut String) {
                 .push((view, family));
         }
     }
-    let mut value = String::with_capacity(32);
     for (name, families) in &by_name {
         let (_, first) = families[0];
         let counter_named_like_its_samples = first.kind == MetricKind::Gauge
@@ -38,22 +44,22 @@ pub(crate) fn encode(views: &[DataView], format: Format, out: &mut String) {
         if counter_named_like_its_samples {
             continue;
         }
-        push_header(out, name, &first.help, first.kind, format);
+        push_header(out.text(), name, &first.help, first.kind, format);
         // A family another cluster defines with a different type cannot share the header;
         // its series are left out rather than mislabelled.
         for (view, family) in families.iter().filter(|(_, f)| f.kind == first.kind) {
             for (labels, sample) in view.samples(family) {
-                value.clear();
-                push_value(&mut value, sample);
-                out.reserve(family.head.len() + labels.len() + value.len() + 3);
-                out.push_str(&family.head);
-                out.push_str(labels);
-                out.push_str("} ");
-                out.push_str(&value);
-                out.push('\n');
+                let text = out.text();
+                text.push_str(&family.head);
+                text.push_str(labels);
+                text.push_str("} ");
+                push_value(text, sample);
+                text.push('\n');
+                out.line_done()?;
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -83,7 +89,13 @@ mod tests {
     fn encoded(datas: &[ClusterData]) -> String {
         let views: Vec<_> = datas.iter().map(ClusterData::view).collect();
         let mut out = String::new();
-        encode(&views, Format::Text, &mut out);
+        let mut deliver = |piece: String| {
+            out.push_str(&piece);
+            Ok(String::new())
+        };
+        let mut writer = PageWriter::in_pieces(8, &mut deliver);
+        encode(&views, Format::Text, &mut writer).expect("nobody goes away");
+        writer.finish().expect("nobody goes away");
         out
     }
 

@@ -63,7 +63,7 @@ pub use self::scaling::{
     LAST_ACTION_FAMILY, SCALING_EVENTS_FAMILY, SCALING_EVENTS_KEPT, ScalingEvent,
 };
 pub use self::summary::{ClusterSummary, Detail, HpaSummary};
-use crate::exposition::Format;
+use crate::exposition::{Format, PageWriter, ReaderGone};
 
 /// Default for [`StoreLimits::max_clusters`]: twice the fan-in goal of 10,000 senders, so
 /// clusters whose senders left and that wait for their TTL do not lock out live ones.
@@ -361,8 +361,24 @@ impl Store {
     /// Appends every cluster's series to `out` in `format` (no self-metrics, no `# EOF`).
     /// Each cluster is locked only while its view is taken, not while it is encoded.
     pub fn encode_series(&self, format: Format, out: &mut String) {
+        let mut deliver = |page: String| {
+            out.push_str(&page);
+            Ok(String::new())
+        };
+        let mut writer = PageWriter::whole(0, &mut deliver);
+        // Delivering to a String never fails.
+        let _ = self.write_series(format, &mut writer);
+        let _ = writer.finish();
+    }
+
+    /// Writes every cluster's series in `format` to `out`, from views taken of each cluster
+    /// at the start (no lock held while writing).
+    ///
+    /// # Errors
+    /// [`ReaderGone`] when `out`'s reader went away; the page is left unfinished.
+    pub fn write_series(&self, format: Format, out: &mut PageWriter<'_>) -> Result<(), ReaderGone> {
         let views: Vec<_> = self.all().iter().map(|(_, cs)| lock(cs).view()).collect();
-        encode::encode(&views, format, out);
+        encode::encode(&views, format, out)
     }
 }
 
