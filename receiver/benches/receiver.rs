@@ -1,4 +1,6 @@
-//! Receiver benchmark: `/metrics` encode time at 10 k and 100 k series, ingest rate in
+//! Receiver benchmark: `/metrics` encode time at 10 k and 100 k series and at 1 M series in
+//! 10,000 clusters of 100 (the fan-in bench's store; rendered whole, and served in pieces
+//! through `respond_off_runtime` without a socket), ingest rate in
 //! updates/s on one core (frame decode + apply), and the same figures for the baselines in
 //! the same run: Pushgateway (Debian `prometheus-pushgateway`) serving the same 100 k series,
 //! and the seed design (`shared/baselines/seed_receiver.py`, Python `prometheus_client`).
@@ -168,6 +170,24 @@ fn filled_store(n: u32) -> Result<(Store, kube_relay_receiver::store::ConnId)> {
     Ok((store, claim.conn))
 }
 
+/// A store holding `clusters` clusters of `per_cluster` series each, as the fan-in bench's
+/// receiver holds them (10,000 senders x 100 series).
+fn filled_clusters(clusters: u32, per_cluster: u32) -> Result<Store> {
+    let store = Store::new(Duration::from_secs(300), 10_000_000);
+    for c in 0..clusters {
+        let name = format!("cluster-{c:05}");
+        let claim = store
+            .claim(&hello(&name), None, CancellationToken::new())
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        for part in snapshot_parts(per_cluster, 1) {
+            store
+                .apply(&name, claim.conn, &part, 0)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
+    Ok(store)
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
@@ -187,9 +207,8 @@ fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> f64 {
     )
 }
 
-/// Encode time of the whole `/metrics` body (relayed series and self-metrics).
-fn bench_encode(n: u32, runs: usize) -> Result<(f64, f64, usize)> {
-    let (store, _) = filled_store(n)?;
+/// Encode time of the whole `/metrics` body (relayed series and self-metrics) of `store`.
+fn bench_encode(store: Store, runs: usize) -> Result<(f64, f64, usize)> {
     let app = HttpApp::new(
         store.clone(),
         Metrics::new(store),
@@ -199,6 +218,36 @@ fn bench_encode(n: u32, runs: usize) -> Result<(f64, f64, usize)> {
     let text = time(runs, || app.render_metrics(Format::Text));
     let om = time(runs, || app.render_metrics(Format::OpenMetrics));
     Ok((text, om, len))
+}
+
+/// Time of `GET /metrics` (Prometheus text) of `store` as served, without a socket: the
+/// response from `respond_off_runtime` and its body's pieces taken as the render writes
+/// them (on its own thread, at its lower priority); median time and bytes.
+fn bench_streamed(rt: &tokio::runtime::Runtime, store: Store, runs: usize) -> Result<(f64, usize)> {
+    use http_body_util::BodyExt;
+    let app = HttpApp::new(
+        store.clone(),
+        Metrics::new(store),
+        Arc::new(AtomicBool::new(true)),
+    );
+    let get = async || -> Result<usize> {
+        let req = ::http::Request::get("/metrics").body(())?;
+        let mut body = app.respond_off_runtime(&req).await.into_body();
+        let mut len = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| anyhow::anyhow!("failed to read the page: {e}"))?;
+            len += frame.into_data().map_or(0, |d| d.len());
+        }
+        Ok(len)
+    };
+    let len = rt.block_on(get())?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        rt.block_on(get())?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok((median(times), len))
 }
 
 /// Updates/s of frame decode + apply on this thread, with 100 k series and batches of
@@ -642,7 +691,7 @@ fn main() -> Result<()> {
         &[]
     };
     for &(n, runs) in sizes {
-        let (text, om, len) = bench_encode(n, runs)?;
+        let (text, om, len) = bench_encode(filled_store(n)?.0, runs)?;
         println!(
             "encode /metrics, {n:>7} series: text {:>7.2} ms, OpenMetrics {:>7.2} ms ({:.1} MB)",
             text * 1e3,
@@ -652,6 +701,24 @@ fn main() -> Result<()> {
         if n == 100_000 {
             encode_100k = text;
         }
+    }
+    if want("encode") {
+        let (clusters, per_cluster) = (10_000, 100);
+        let store = filled_clusters(clusters, per_cluster)?;
+        let (text, om, len) = bench_encode(store.clone(), 5)?;
+        println!(
+            "encode /metrics, {clusters} clusters x {per_cluster} series (the fan-in bench's \
+             store): text {:>7.2} ms, OpenMetrics {:>7.2} ms ({:.1} MB)",
+            text * 1e3,
+            om * 1e3,
+            len as f64 / 1e6
+        );
+        let (streamed, len) = bench_streamed(&rt, store, 5)?;
+        println!(
+            "  the same served in pieces (text, no socket): {:>7.2} ms ({:.1} MB)",
+            streamed * 1e3,
+            len as f64 / 1e6
+        );
     }
 
     let mut rate = f64::NAN;
