@@ -17,7 +17,10 @@
 //!
 //! `--scrape` then fetches `/metrics` back to back, first as Prometheus text, then as
 //! OpenMetrics, a window each, while the senders stream: scrape times and the ack latency
-//! during each (against the window before, nobody scraping, same run). `--pushgateway` pushes
+//! during each (against the window before, nobody scraping, same run). The scraping client
+//! runs on a thread of its own (Prometheus is another process), and then reads a page of the
+//! same size from a plain socket for a sixth of the window: the floor of a scrape on this
+//! machine, no render. `--pushgateway` pushes
 //! the same series to Debian's `prometheus-pushgateway` and times its `/metrics` as the
 //! baseline, or says why it could not.
 //!
@@ -329,7 +332,8 @@ impl ChildReceiver {
 }
 
 /// Times `GET /metrics` back to back for `window`; the scrape times in seconds and the last
-/// body's size.
+/// body's size. An OpenMetrics page must end with `# EOF` (a page streamed in pieces that
+/// stopped early would not).
 async fn scrape_loop(
     addr: SocketAddr,
     accept: &str,
@@ -346,9 +350,66 @@ async fn scrape_loop(
         if r.status != 200 {
             bail!("GET /metrics answered {}", r.status);
         }
+        if accept.starts_with("application/openmetrics-text") && !r.body.ends_with(b"# EOF\n") {
+            bail!(
+                "an OpenMetrics page of {} bytes without its # EOF",
+                r.body.len()
+            );
+        }
         len = r.body.len();
     }
     Ok((times, len))
+}
+
+/// [`scrape_loop`] on a thread and runtime of its own, as Prometheus is a process of its
+/// own: reading a 167 MB page on the generator's runtime (one worker) held up the simulated
+/// senders' acks there, and the bench counted it as the receiver's ack latency.
+async fn scrape_apart(
+    addr: SocketAddr,
+    accept: &'static str,
+    window: Duration,
+) -> Result<(Vec<f64>, usize)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("scraper".into())
+        .spawn(move || {
+            let scraped = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(scrape_loop(addr, accept, window)));
+            let _ = tx.send(scraped);
+        })?;
+    rx.await
+        .context("the scraper thread ended without a result")?
+}
+
+/// A plain socket answering every connection with `len` bytes after an HTTP/1.0 status
+/// line, from a thread of its own: a scrape of that size with the same client and no
+/// render, the floor of a scrape on this machine (loopback copies, the client's reading).
+fn static_page_server(len: usize) -> Result<SocketAddr> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let mut page = b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\n".to_vec();
+    page.extend(std::iter::repeat_n(b'x', len));
+    std::thread::Builder::new()
+        .name("static-page".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(&page);
+            }
+        })?;
+    Ok(addr)
 }
 
 fn quantile(mut xs: Vec<f64>, q: f64) -> f64 {
@@ -508,6 +569,7 @@ async fn run(args: Args) -> Result<()> {
     )];
 
     let mut scrape_row = Vec::new();
+    let mut page_len = 0;
     if args.scrape {
         for (name, accept) in [
             ("text", "text/plain;version=0.0.4"),
@@ -515,7 +577,8 @@ async fn run(args: Args) -> Result<()> {
         ] {
             let _ = tally.take_latencies();
             let cpu = procfs::CpuWindow::start(receiver.pid)?;
-            let (times, len) = scrape_loop(receiver.http, accept, window).await?;
+            let (times, len) = scrape_apart(receiver.http, accept, window).await?;
+            page_len = len;
             let during = Latency::of(tally.take_latencies());
             println!();
             println!(
@@ -546,6 +609,29 @@ async fn run(args: Args) -> Result<()> {
                 mib(peak)
             ));
         }
+        // The same client reading a page of the same size from a plain socket, the senders
+        // still streaming: what a scrape costs on this machine without any render.
+        let floor_window = window.div_f64(6.0).max(Duration::from_secs(5));
+        let (times, len) = scrape_apart(
+            static_page_server(page_len)?,
+            "text/plain;version=0.0.4",
+            floor_window,
+        )
+        .await?;
+        let floor = quantile(times.clone(), 0.5) * 1000.0;
+        println!();
+        println!(
+            "floor: the same client reading {:.1} MB from a plain socket (no render), {:.0} s: \
+             {} reads, p50 {floor:.0} ms, max {:.0} ms; load average {}",
+            len as f64 / 1e6,
+            floor_window.as_secs_f64(),
+            times.len(),
+            quantile(times, 1.0) * 1000.0,
+            load_average()
+        );
+        scrape_row.push(format!(
+            "floor, the same client reading as many bytes from a plain socket {floor:.0} ms"
+        ));
     }
 
     if args.storm {
