@@ -6,8 +6,9 @@
 #     second per sender, over plain TCP and over TLS + token: ack latency, receiver CPU
 #     (CPU-seconds from /proc over the window), RSS and bytes per series held;
 #   - with the largest size over plain TCP also: `GET /metrics` back to back (text, then
-#     OpenMetrics) with the senders' ack latency meanwhile, Pushgateway holding the same
-#     series as the baseline (Debian's prometheus-pushgateway), and the reconnect storm.
+#     OpenMetrics) with the senders' ack latency meanwhile and the floor (the same client
+#     reading as many bytes from a plain socket), Pushgateway holding the same series as
+#     the baseline (Debian's prometheus-pushgateway), and the reconnect storm.
 #
 #   receiver/bench/fanin.sh                      # SENDERS="1000 10000" TRANSPORTS="plain tls" WINDOW=60
 #   SENDERS=10000 TRANSPORTS=plain receiver/bench/fanin.sh
