@@ -8,6 +8,7 @@
 #   TRANSPORTS="plain tls" PODS=1000 ...   # the same load over plain TCP and over TLS + token
 #   PODS=100000 FLIPS="200 1000" ...       # one run per churn rate (FLIPS takes a list)
 #   SENDERS="/tmp/sender-old target/release/sender" PODS=10000 ...   # two sender builds, back to back
+#   WRAP="heaptrack -o /tmp/ht" PODS=50000 ...  # the sender under a profiler (heaptrack, perf record)
 #
 # Each size (and churn rate) runs three processes (release builds): `kube-sim` (the simulated cluster, its own
 # process so the sender's RSS is the sender's alone) with a bulk scenario of N Running pods in
@@ -35,6 +36,13 @@
 # With SENDERS (sender binaries, default target/release/sender) each size and transport runs
 # once per binary, one after the other, so two builds (an allocator, a change) are compared in
 # the same run; the `sender` column names the binary by its file name.
+# With WRAP (a command line the sender is started under, such as `heaptrack -o FILE` or
+# `perf record -g -o FILE --`), the figures are the sender's own process (found under the
+# wrapper by its executable) but include the profiler's overhead; the glibc settings of
+# `sender/src/malloc.rs` are then given in the environment, so the sender does not re-execute
+# itself under the profiler. The sender is then stopped with SIGKILL, so it frees nothing on
+# the way out: what a heap profiler reports as leaked is what it held at the end of the window
+# (`heaptrack_print --print-leaks`, or `-F stacks --flamegraph-cost-type leaked`).
 # Figures go to stdout as a table; logs stay in the temporary directory printed at the start.
 set -euo pipefail
 
@@ -112,6 +120,22 @@ while True:
 print(pods, round(time.time() - start, 2), round(slowest * 1000))' "http://127.0.0.1:$SIM"
 }
 
+# wrapped_pid WRAPPER EXE -> the pid of the process running EXE under WRAPPER (itself or a
+# descendant), waiting for it to start.
+wrapped_pid() {
+    for _ in $(seq 300); do
+        local queue=("$1") pid
+        while [ ${#queue[@]} -gt 0 ]; do
+            pid=${queue[0]}; queue=("${queue[@]:1}")
+            if [ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" = "$2" ]; then echo "$pid"; return; fi
+            # shellcheck disable=SC2207
+            queue+=($(cat "/proc/$pid/task/"*/children 2>/dev/null))
+        done
+        sleep 0.1
+    done
+    echo "no process runs $2 under pid $1" >&2; exit 1
+}
+
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
@@ -169,10 +193,16 @@ EOF
     [ -s "$TMP/kubeconfig-$tag" ] || { echo "kube-sim did not start; see $TMP" >&2; exit 1; }
     sim_ticks0=$(cpu_ticks "$sim_pid")
     start=$(date +%s.%N)
-    "$sender_bin" --kubeconfig "$TMP/kubeconfig-$tag" --target "127.0.0.1:$INGEST" \
+    # shellcheck disable=SC2086 # WRAP is a command line, split on purpose
+    ${WRAP:+env MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072 $WRAP} \
+        "$sender_bin" --kubeconfig "$TMP/kubeconfig-$tag" --target "127.0.0.1:$INGEST" \
         --cluster bench --http-listen "127.0.0.1:$SHTTP" "${TX_TLS[@]}" \
         > "$TMP/sender-$tag.log" 2>&1 &
     sender_pid=$!; PIDS+=("$sender_pid")
+    wrapper_pid=$sender_pid
+    if [ -n "${WRAP:-}" ]; then
+        sender_pid=$(wrapped_pid "$wrapper_pid" "$(readlink -f "$sender_bin")")
+    fi
     since() { python3 -c "import time; print(round(time.time() - $1, 1))"; }
 
     # Listed: every watcher completed its first list. Synced: the receiver holds every pod
@@ -244,7 +274,8 @@ for line in sys.stdin:
     sizes.append(len(json.dumps({"name": name, "labels": labels, "value": float(value)})) + 1)
 print(round(sum(sizes) / max(len(sizes), 1), 1))')
 
-    kill -TERM "$sender_pid"; wait "$sender_pid" || true
+    if [ -n "${WRAP:-}" ]; then stop=KILL; else stop=TERM; fi
+    kill "-$stop" "$sender_pid"; wait "$wrapper_pid" || true
     kill "$receiver_pid" "$sim_pid" 2>/dev/null || true
     wait "$receiver_pid" "$sim_pid" 2>/dev/null || true
     PIDS=()

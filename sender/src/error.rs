@@ -250,7 +250,10 @@ pub fn kube_error_kind(e: &kube::Error) -> &'static str {
             500..=599 => "server_error",
             _ => "api_error",
         },
-        kube::Error::HyperError(_) | kube::Error::Service(_) => "connection",
+        // ReadEvents: the connection failed while a response body was being read.
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => {
+            "connection"
+        }
         kube::Error::SerdeError(_) => "decode",
         _ => "other",
     }

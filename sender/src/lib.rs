@@ -25,7 +25,9 @@
 //!   [`state_file`]: atomic writes of small state files, and the thread that does them off
 //!   the runtime.
 //! - [`usage`]: CPU and memory per container from metrics.k8s.io (the CPU counter integrated
-//!   from PodMetrics' rate and window) or relayed from the kubelet's `/metrics/resource`.
+//!   from PodMetrics' rate and window) or relayed from the kubelet's `/metrics/resource`;
+//!   [`list_items`]: the items of a list response one at a time as its body arrives (the
+//!   PodMetrics list cannot be paged).
 //! - [`store`]: the derived state. [`SeriesStore`] assigns series ids, diffs an object's new
 //!   series set against its previous one, coalesces changes into delta batches and produces
 //!   full snapshots, one frame at a time. No Kubernetes object is kept. Its `base` module
@@ -65,6 +67,7 @@ pub mod family;
 pub mod http;
 pub mod kubeclient;
 pub mod link;
+pub mod list_items;
 pub mod malloc;
 pub mod poll;
 pub mod process;

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{AsyncBufRead, AsyncBufReadExt, StreamExt};
 use kube::Client;
 use kube::api::ListParams;
 use tokio_util::sync::CancellationToken;
@@ -20,9 +20,10 @@ use tracing::{debug, info, warn};
 
 use crate::config::UsageSource;
 use crate::error::{Error, kube_error_kind};
+use crate::list_items::ListItems;
 use crate::series::{ObjectKey, ObjectKind};
 use crate::shared::Shared;
-use crate::usage::{PodUsageList, UsageTracker, parse_resource_metrics};
+use crate::usage::{PodUsage, UsageTracker, parse_resource_metrics};
 use crate::watch::WatchScope;
 
 /// Kubelets fetched at once with `--usage-source kubelet`.
@@ -114,49 +115,37 @@ impl UsagePoller {
         self.available = Some(available);
     }
 
+    /// Lists PodMetrics of every scope and applies each item as it is read from the body
+    /// ([`ListItems`]): a list of 100,000 pods is never held whole. Usage series of pods
+    /// the list did not report are removed only after every list was read to its end; a
+    /// failed list leaves them (and the counters of pods it did not reach) as they were.
     async fn poll_metrics_api(&mut self) -> Result<usize, Error> {
+        const ACTION: &str = "list metrics.k8s.io/v1beta1 pods";
         let mut params = ListParams::default();
         if let Some(selector) = &self.scope.selector {
             params = params.labels(selector);
         }
-        let mut items = Vec::new();
-        let scopes: Vec<Option<&str>> = if self.scope.namespaces.is_empty() {
+        let scopes: Vec<Option<String>> = if self.scope.namespaces.is_empty() {
             vec![None]
         } else {
-            self.scope
-                .namespaces
-                .iter()
-                .map(|n| Some(n.as_str()))
-                .collect()
+            self.scope.namespaces.iter().cloned().map(Some).collect()
         };
+        lock(&self.tracker).begin_poll();
+        let mut pods = 0;
         for ns in scopes {
             let path = match ns {
                 Some(ns) => format!("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods"),
                 None => "/apis/metrics.k8s.io/v1beta1/pods".to_owned(),
             };
-            let request = kube::core::Request::new(path).list(&params).map_err(|e| {
-                Error::kube(
-                    "list metrics.k8s.io/v1beta1 pods",
-                    kube::Error::BuildRequest(e),
-                )
+            let request = kube::core::Request::new(path)
+                .list(&params)
+                .map_err(|e| Error::kube(ACTION, kube::Error::BuildRequest(e)))?;
+            pods += self.apply_usage_list(request).await.map_err(|e| {
+                self.shared.stats.api_error(RESOURCE, kube_error_kind(&e));
+                Error::kube(ACTION, e)
             })?;
-            match self.client.request::<PodUsageList>(request).await {
-                Ok(list) => items.extend(list.items),
-                Err(e) => {
-                    self.shared.stats.api_error(RESOURCE, kube_error_kind(&e));
-                    return Err(Error::kube("list metrics.k8s.io/v1beta1 pods", e));
-                }
-            }
         }
         let mut tracker = lock(&self.tracker);
-        tracker.begin_poll();
-        let mut pods = 0;
-        for pm in &items {
-            if let Some((key, set)) = tracker.from_usage(pm) {
-                pods += 1;
-                self.shared.update(|s| s.apply(&key, &set));
-            }
-        }
         let scope = &self.scope;
         self.shared.update(|store| {
             !store
@@ -166,6 +155,40 @@ impl UsagePoller {
                 .is_empty()
         });
         tracker.end_poll();
+        Ok(pods)
+    }
+
+    /// Sends one PodMetrics list request and applies its items, chunk by chunk; returns how
+    /// many pods had usage.
+    async fn apply_usage_list(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<usize, kube::Error> {
+        let body = self.client.request_stream(request).await?;
+        futures::pin_mut!(body);
+        let mut items = ListItems::new();
+        let mut pods = 0;
+        loop {
+            let chunk = body.fill_buf().await.map_err(kube::Error::ReadEvents)?;
+            if chunk.is_empty() {
+                break;
+            }
+            let read = chunk.len();
+            // Both locks are taken for this chunk's items only, never across the next read.
+            let mut tracker = lock(&self.tracker);
+            items.push(chunk, |item| {
+                let usage: PodUsage =
+                    serde_json::from_slice(item).map_err(kube::Error::SerdeError)?;
+                if let Some((key, set)) = tracker.from_usage(&usage) {
+                    pods += 1;
+                    self.shared.update(|s| s.apply(&key, &set));
+                }
+                Ok::<(), kube::Error>(())
+            })?;
+            drop(tracker);
+            body.as_mut().consume(read);
+        }
+        items.finish()?;
         Ok(pods)
     }
 

@@ -15,7 +15,8 @@
 //! will be sent with their state at that time.
 //!
 //! Memory: label values are interned (one copy of a pod name or uid for all its series) and
-//! a series costs 24 bytes plus 4 bytes per label. No Kubernetes object is kept.
+//! a series costs 16 bytes plus 4 bytes per label value it does not share with its owner's
+//! first series (see `owner`). No Kubernetes object is kept.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -28,9 +29,11 @@ use crate::family::Family;
 use crate::series::{ObjectKey, ObjectKind, SeriesSet, render_sample};
 
 mod base;
+mod owner;
 
 use base::Tombstones;
 pub use base::Undescribable;
+use owner::{Labels, Owner, OwnerBuilder, Stored};
 
 /// An interned string.
 type Atom = u32;
@@ -115,30 +118,6 @@ struct Key {
     kind: ObjectKind,
     namespace: Atom,
     name: Atom,
-}
-
-/// One stored series; its label atoms are `labels[off..off + family.label_names().len()]`
-/// of its owner.
-#[derive(Debug, Clone, Copy)]
-struct Stored {
-    id: SeriesId,
-    off: u32,
-    value: f64,
-    family: Family,
-}
-
-/// An owner's series and the label atoms they use.
-#[derive(Debug, Default)]
-struct Owner {
-    series: Vec<Stored>,
-    labels: Vec<Atom>,
-}
-
-impl Owner {
-    fn labels_of(&self, s: &Stored) -> &[Atom] {
-        let off = s.off as usize;
-        &self.labels[off..off + s.family.label_names().len()]
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -356,30 +335,26 @@ impl SeriesStore {
         let old = self.owners.remove(&k).unwrap_or_default();
 
         // Intern the new labels.
-        let mut new = Owner {
-            series: Vec::with_capacity(set.len()),
-            labels: Vec::with_capacity(set.samples().iter().map(|s| s.labels.len()).sum()),
-        };
+        let mut new = OwnerBuilder::with_capacity(
+            set.len(),
+            set.samples().iter().map(|s| s.labels.len()).sum(),
+        );
         let mut atoms = Vec::new();
-        let mut matched = vec![false; old.series.len()];
+        let mut matched = vec![false; old.series().len()];
         let mut changed = false;
         for sample in set.samples() {
             atoms.clear();
             atoms.extend(sample.labels.iter().map(|l| self.atoms.acquire(l)));
             // A duplicate within the new set: keep the first.
-            if new
-                .series
-                .iter()
-                .any(|s| s.family == sample.family && new.labels_of(s) == atoms.as_slice())
-            {
+            if new.contains(sample.family, &atoms) {
                 atoms.iter().for_each(|&a| self.atoms.release(a));
                 continue;
             }
-            let previous = old.series.iter().enumerate().find(|(i, s)| {
-                !matched[*i] && s.family == sample.family && old.labels_of(s) == atoms.as_slice()
+            let previous = old.iter().enumerate().find(|(i, (s, labels))| {
+                !matched[*i] && s.family == sample.family && labels.is(&atoms)
             });
             let id = match previous {
-                Some((i, s)) => {
+                Some((i, (s, _))) => {
                     matched[i] = true;
                     if s.value.to_bits() != sample.value.to_bits() {
                         changed = true;
@@ -399,22 +374,16 @@ impl SeriesStore {
                     id
                 }
             };
-            let off = u32::try_from(new.labels.len()).expect("fewer than 2^32 labels per owner");
-            new.labels.extend_from_slice(&atoms);
-            new.series.push(Stored {
-                id,
-                off,
-                value: sample.value,
-                family: sample.family,
-            });
+            let unkept = new.push(Stored::new(id, sample.family, sample.value), &atoms);
+            unkept.iter().for_each(|&a| self.atoms.release(a));
         }
-        for (s, _) in old.series.iter().zip(&matched).filter(|(_, m)| !**m) {
+        for ((s, labels), _) in old.iter().zip(&matched).filter(|(_, m)| !**m) {
             changed = true;
             self.series -= 1;
-            self.forget(s, old.labels_of(s), records);
+            self.forget(s, labels, records);
         }
-        old.labels.iter().for_each(|&a| self.atoms.release(a));
-        self.owners.insert(k, new);
+        old.atoms().iter().for_each(|&a| self.atoms.release(a));
+        self.owners.insert(k, new.build());
         changed
     }
 
@@ -424,23 +393,25 @@ impl SeriesStore {
     fn update_in_place(&mut self, k: Key, set: &SeriesSet<'_>) -> Option<bool> {
         let records = self.records(k);
         let owner = self.owners.get(&k)?;
-        if owner.series.len() != set.len() {
+        if owner.series().len() != set.len() {
             return None;
         }
-        let same = owner.series.iter().zip(set.samples()).all(|(s, sample)| {
-            s.family == sample.family
-                && owner
-                    .labels_of(s)
-                    .iter()
-                    .zip(&sample.labels)
-                    .all(|(&atom, label)| self.atoms.text(atom) == label.as_ref())
-        });
+        let same = owner
+            .iter()
+            .zip(set.samples())
+            .all(|((s, labels), sample)| {
+                s.family == sample.family
+                    && labels
+                        .iter()
+                        .zip(&sample.labels)
+                        .all(|(atom, label)| self.atoms.text(atom) == label.as_ref())
+            });
         if !same {
             return None;
         }
         let owner = self.owners.get_mut(&k)?;
         let mut changed = false;
-        for (s, sample) in owner.series.iter_mut().zip(set.samples()) {
+        for (s, sample) in owner.series_mut().iter_mut().zip(set.samples()) {
             if s.value.to_bits() != sample.value.to_bits() {
                 s.value = sample.value;
                 changed = true;
@@ -456,7 +427,7 @@ impl SeriesStore {
 
     /// Records that series `s` (with label atoms `labels`) is gone. A removal the link will
     /// send keeps the series' definition as a tombstone, for a base.
-    fn forget(&mut self, s: &Stored, labels: &[Atom], records: bool) {
+    fn forget(&mut self, s: &Stored, labels: Labels<'_>, records: bool) {
         match self.pending.entry(s.id) {
             Entry::Occupied(e) if matches!(e.get(), Pending::Define(_)) => {
                 // Never sent: nothing to remove.
@@ -486,11 +457,11 @@ impl SeriesStore {
             return false;
         };
         let records = self.records(k);
-        for s in &owner.series {
+        for (s, labels) in owner.iter() {
             self.series -= 1;
-            self.forget(s, owner.labels_of(s), records);
+            self.forget(s, labels, records);
         }
-        owner.labels.iter().for_each(|&a| self.atoms.release(a));
+        owner.atoms().iter().for_each(|&a| self.atoms.release(a));
         self.atoms.release(k.namespace);
         self.atoms.release(k.name);
         self.stamp();
@@ -533,10 +504,9 @@ impl SeriesStore {
         let atoms = atoms?;
         self.owners.values().find_map(|owner| {
             owner
-                .series
                 .iter()
-                .find(|s| s.family == family && owner.labels_of(s) == atoms.as_slice())
-                .map(|s| s.value)
+                .find(|(s, labels)| s.family == family && labels.is(&atoms))
+                .map(|(s, _)| s.value)
         })
     }
 
@@ -547,12 +517,8 @@ impl SeriesStore {
             .owners
             .values()
             .flat_map(|owner| {
-                owner.series.iter().map(|s| {
-                    render_sample(
-                        s.family,
-                        owner.labels_of(s).iter().map(|&a| self.atoms.text(a)),
-                        s.value,
-                    )
+                owner.iter().map(|(s, labels)| {
+                    render_sample(s.family, labels.iter().map(|a| self.atoms.text(a)), s.value)
                 })
             })
             .collect();
@@ -602,10 +568,9 @@ impl SeriesStore {
         match change {
             Pending::Remove => Some(Item::Remove(id)),
             Pending::Update(k) | Pending::Define(k) => {
-                let owner = self.owners.get(&k)?;
-                let s = owner.series.iter().find(|s| s.id == id)?;
+                let (s, labels) = self.owners.get(&k)?.find(id)?;
                 Some(if matches!(change, Pending::Define(_)) {
-                    Item::Define(self.series_def(owner, s), s.value)
+                    Item::Define(self.series_def(s, labels), s.value)
                 } else {
                     Item::Update(id, s.value)
                 })
@@ -613,7 +578,7 @@ impl SeriesStore {
         }
     }
 
-    fn series_def(&self, owner: &Owner, s: &Stored) -> SeriesDef {
+    fn series_def(&self, s: &Stored, labels: Labels<'_>) -> SeriesDef {
         SeriesDef {
             id: s.id,
             family: s.family.id(),
@@ -621,8 +586,8 @@ impl SeriesStore {
                 .family
                 .label_names()
                 .iter()
-                .zip(owner.labels_of(s))
-                .map(|(name, &atom)| ((*name).to_owned(), self.atoms.text(atom).to_owned()))
+                .zip(labels.iter())
+                .map(|(name, atom)| ((*name).to_owned(), self.atoms.text(atom).to_owned()))
                 .collect(),
         }
     }
@@ -659,9 +624,8 @@ impl SeriesStore {
         let mut done = true;
         for (k, owner) in self.owners.range((cursor.owners_from(), Bound::Unbounded)) {
             let items: Vec<Item> = owner
-                .series
                 .iter()
-                .map(|s| Item::Define(self.series_def(owner, s), s.value))
+                .map(|(s, labels)| Item::Define(self.series_def(s, labels), s.value))
                 .collect();
             let size: usize = items.iter().map(Item::size).sum();
             if batch.size + size > max_frame_bytes && !batch.is_empty_of_all() {
@@ -697,7 +661,7 @@ impl SeriesStore {
         self.clear_tombstones();
         let mut next = 0;
         for owner in self.owners.values_mut() {
-            for s in &mut owner.series {
+            for s in owner.series_mut() {
                 s.id = next;
                 next += 1;
             }

@@ -25,7 +25,7 @@ use std::ops::Bound;
 use kube_relay_proto::{Batch, SeriesDef, SeriesId, SnapshotPart};
 use tracing::warn;
 
-use super::{Atom, BatchBuilder, Cursor, Item, Pending, SeriesStore, size};
+use super::{Atom, BatchBuilder, Cursor, Item, Labels, Pending, SeriesStore, size};
 use crate::family::Family;
 
 /// Encoded size of a definition without value: what a tombstone costs against its budget.
@@ -119,11 +119,11 @@ impl SeriesStore {
 
     /// Keeps the definition of series `id` (just removed, its removal recorded) if the budget
     /// allows; stops keeping any when it does not.
-    pub(super) fn entomb(&mut self, id: SeriesId, family: Family, labels: &[Atom]) {
+    pub(super) fn entomb(&mut self, id: SeriesId, family: Family, labels: Labels<'_>) {
         if self.tombstones.budget == 0 || self.tombstones.overflowed {
             return;
         }
-        let cost = description_bytes(family, labels.iter().map(|&a| self.atoms.text(a)));
+        let cost = description_bytes(family, labels.iter().map(|a| self.atoms.text(a)));
         if !self.tombstones.admits(cost) {
             warn!(
                 tombstones = self.tombstones.by_id.len(),
@@ -136,9 +136,9 @@ impl SeriesStore {
             self.tombstones.overflowed = true;
             return;
         }
-        labels.iter().for_each(|&a| self.atoms.retain(a));
+        labels.iter().for_each(|a| self.atoms.retain(a));
         self.tombstones.bytes += cost;
-        let labels = labels.into();
+        let labels = labels.iter().collect();
         self.tombstones.by_id.insert(
             id,
             Tombstone {
@@ -217,7 +217,7 @@ impl SeriesStore {
         ids.dedup();
         let mut found = vec![false; ids.len()];
         for owner in self.owners.values() {
-            for s in &owner.series {
+            for s in owner.series() {
                 if let Ok(i) = ids.binary_search(&s.id) {
                     found[i] = true;
                 }
@@ -269,11 +269,10 @@ impl SeriesStore {
             let mut walked = None;
             for (k, owner) in self.owners.range((cursor.owners_from(), Bound::Unbounded)) {
                 let items: Vec<(usize, Item)> = owner
-                    .series
                     .iter()
-                    .filter_map(|s| {
+                    .filter_map(|(s, labels)| {
                         let i = base.wants(s.id)?;
-                        Some((i, Item::Describe(self.series_def(owner, s))))
+                        Some((i, Item::Describe(self.series_def(s, labels))))
                     })
                     .collect();
                 let size: usize = items.iter().map(|(_, item)| item.size()).sum();
@@ -375,8 +374,8 @@ mod tests {
     fn ids_of(store: &SeriesStore, pod: &str) -> Vec<SeriesId> {
         let mut ids = Vec::new();
         for owner in store.owners.values() {
-            for s in &owner.series {
-                if store.atoms.text(owner.labels_of(s)[1]) == pod {
+            for (s, labels) in owner.iter() {
+                if labels.get(1).map(|a| store.atoms.text(a)) == Some(pod) {
                     ids.push(s.id);
                 }
             }
