@@ -103,7 +103,9 @@ impl<T> ByPod<T> {
 /// Updated in place: a poll of 10,000 pods allocates nothing that outlives it.
 #[derive(Debug, Default)]
 pub struct UsageTracker {
-    images: ByPod<Vec<(String, String)>>,
+    /// `(container, image)` per pod, boxed: a `Vec` collected from the spec's containers
+    /// starts with room for four (160 bytes spare a pod, 15 MB at 100,000 pods).
+    images: ByPod<Box<[(String, String)]>>,
     counters: ByPod<PodCounters>,
     poll: u64,
 }
@@ -250,11 +252,17 @@ impl UsageTracker {
                     .zip(images.clone())
                     .all(|((c, i), (c2, i2))| c == c2 && i == i2);
             if !same {
-                *known = images.map(|(c, i)| (c.to_owned(), i.to_owned())).collect();
+                *known = images
+                    .map(|(c, i)| (c.to_owned(), i.to_owned()))
+                    .collect::<Vec<_>>()
+                    .into_boxed_slice();
             }
             return;
         }
-        let images = images.map(|(c, i)| (c.to_owned(), i.to_owned())).collect();
+        let images = images
+            .map(|(c, i)| (c.to_owned(), i.to_owned()))
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
         self.images.insert(namespace, pod, images);
     }
 
@@ -335,11 +343,19 @@ impl UsageTracker {
                 .iter_mut()
                 .find(|p| p.container == c.name)
             {
-                None => counters.containers.push(CpuCounter {
-                    container: c.name.clone(),
-                    seconds: cores * window,
-                    at,
-                }),
+                None => {
+                    // Exactly the room needed: a first push would make room for four.
+                    let wanted = pm
+                        .containers
+                        .len()
+                        .saturating_sub(counters.containers.len());
+                    counters.containers.reserve_exact(wanted);
+                    counters.containers.push(CpuCounter {
+                        container: c.name.clone(),
+                        seconds: cores * window,
+                        at,
+                    });
+                }
                 Some(p) if at > p.at => {
                     p.seconds += cores * (at - p.at);
                     p.at = at;
