@@ -34,7 +34,8 @@
 //!   keeps removed series' definitions (tombstones) until their removal is acknowledged and
 //!   builds the *base* a receiver without our series table gets before the spool.
 //! - [`watch`]: one kube-runtime watcher per kind merged into one stream, with relist
-//!   semantics; [`poll`]: the usage poller; [`shared`]: the store and the self-metric
+//!   semantics, Pods decoded without their managed fields ([`slim_pod`]); [`poll`]: the
+//!   usage poller; [`shared`]: the store and the self-metric
 //!   counters shared by the tasks; [`source`]: whether the API server answers and each
 //!   watch is established (`relay_sender_api_up`, `relay_sender_watch_up`), read from the
 //!   watchers' HTTP traffic and a probe.
@@ -76,6 +77,7 @@ pub mod selector;
 pub mod sender;
 pub mod series;
 pub mod shared;
+pub mod slim_pod;
 pub mod source;
 pub mod spool;
 pub mod state_file;

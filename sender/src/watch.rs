@@ -3,7 +3,7 @@
 //! [`Update`]s (kube's `multi_watcher` example), applied to the store as they come.
 //!
 //! Objects are translated the moment they arrive and dropped: no reflector store of whole
-//! Pods. Relists follow kube-runtime's semantics: `Init` starts one (after a `410 Gone`, a
+//! Pods, and Pods are decoded without their managed fields ([`crate::slim_pod`]). Relists follow kube-runtime's semantics: `Init` starts one (after a `410 Gone`, a
 //! failed watch or at start, and, added here, after the API server refused a resumed watch's
 //! resourceVersion as one it never issued: `504 Too large resource version`), `InitApply` objects are applied at once and remembered by
 //! name, and `InitDone` deletes every object of that watcher's scope that the new list did
@@ -39,6 +39,7 @@ use crate::error::kube_error_kind;
 use crate::events::{RESCALE_REASON, ScalingLedger, rescale_target};
 use crate::series::{ObjectKey, ObjectKind};
 use crate::shared::Shared;
+use crate::slim_pod::{SlimPod, into_pod_event};
 use crate::source;
 use crate::translate::deployments::{
     deployment_key, deployment_series, replicaset_key, replicaset_series,
@@ -238,11 +239,11 @@ pub fn watch_all(
             pods = pods.labels(selector);
         }
         streams.push(stream(
-            api::<Pod>(&watcher_client(Resource::Pods, &ns), &ns),
+            api::<SlimPod>(&watcher_client(Resource::Pods, &ns), &ns),
             pods,
             Resource::Pods,
             ns.clone(),
-            |e| Watched::Pod(Box::new(e)),
+            |e| Watched::Pod(Box::new(into_pod_event(e))),
         ));
         streams.push(stream(
             api::<HorizontalPodAutoscaler>(&watcher_client(Resource::Hpas, &ns), &ns),
