@@ -168,14 +168,6 @@ pub struct ContainerQuantities {
     pub memory: Quantity,
 }
 
-/// A `PodMetricsList` of [`PodUsage`]s.
-#[derive(Debug, Clone, Deserialize)]
-pub struct PodUsageList {
-    /// The items.
-    #[serde(default)]
-    pub items: Vec<PodUsage>,
-}
-
 impl From<&PodMetrics> for PodUsage {
     fn from(pm: &PodMetrics) -> Self {
         PodUsage {
@@ -641,9 +633,17 @@ mod tests {
             "items":[{"metadata":{"name":"web-1","namespace":"default","labels":{"app":"web"},
             "creationTimestamp":"2026-01-01T00:00:16Z"},"timestamp":"2026-01-01T00:00:15Z",
             "window":"15.5s","containers":[{"name":"app","usage":{"cpu":"250m","memory":"1Ki"}}]}]}"#;
-        let list: PodUsageList = serde_json::from_str(json).expect("parses");
+        // Read as the poller reads it: item by item from the list's body.
+        let mut items: Vec<PodUsage> = Vec::new();
+        let mut list = crate::list_items::ListItems::new();
+        list.push(json.as_bytes(), |item| {
+            items.push(serde_json::from_slice(item).expect("parses"));
+            Ok::<(), crate::list_items::Malformed>(())
+        })
+        .expect("a list");
+        list.finish().expect("whole");
         let mut t = UsageTracker::new();
-        let (_, set) = t.from_usage(&list.items[0]).expect("series");
+        let (_, set) = t.from_usage(&items[0]).expect("series");
         assert_eq!(
             set.render(),
             [
