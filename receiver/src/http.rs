@@ -586,12 +586,11 @@ mod tests {
         assert!(!text.contains("# EOF"));
     }
 
-    #[tokio::test]
-    async fn a_client_leaving_mid_page_stops_its_render_and_frees_its_turn() {
+    /// Asks `app`'s server for `/metrics` over HTTP/1.1 and reads the first piece's worth
+    /// of the response: the render is under way and ahead of its client.
+    async fn page_begun(app: &HttpApp) -> (tokio::net::TcpStream, Vec<u8>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        // About 20 MB: more than the socket and hyper buffer while the client reads no more.
-        let app = app_with_series(500_000);
-        let addr = serving(&app).await;
+        let addr = serving(app).await;
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
         stream
             .write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\n\r\n")
@@ -600,6 +599,14 @@ mod tests {
         let mut first = vec![0; page::PIECE_BYTES];
         stream.read_exact(&mut first).await.expect("first bytes");
         assert!(first.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        (stream, first)
+    }
+
+    #[tokio::test]
+    async fn a_client_leaving_mid_page_stops_its_render_and_frees_its_turn() {
+        // About 20 MB: more than the socket and hyper buffer while the client reads no more.
+        let app = app_with_series(500_000);
+        let (stream, _) = page_begun(&app).await;
         assert_eq!(app.renders.available_permits(), MAX_RENDERS - 1);
         drop(stream);
         kube_relay_testkit::wait_until(
@@ -622,16 +629,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_stops_reading_loses_its_render_and_its_page() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncReadExt;
         let app = app_with_series(500_000).with_piece_taken_within(StdDuration::from_millis(300));
-        let addr = serving(&app).await;
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\n\r\n")
-            .await
-            .expect("request");
-        let mut first = vec![0; page::PIECE_BYTES];
-        stream.read_exact(&mut first).await.expect("first bytes");
+        let (mut stream, mut first) = page_begun(&app).await;
         // The connection stays open, unread.
         kube_relay_testkit::wait_until(
             "the render's turn given back",
