@@ -602,13 +602,8 @@ mod tests {
         (stream, first)
     }
 
-    #[tokio::test]
-    async fn a_client_leaving_mid_page_stops_its_render_and_frees_its_turn() {
-        // About 20 MB: more than the socket and hyper buffer while the client reads no more.
-        let app = app_with_series(500_000);
-        let (stream, _) = page_begun(&app).await;
-        assert_eq!(app.renders.available_permits(), MAX_RENDERS - 1);
-        drop(stream);
+    /// Waits until no render holds a turn of `app`'s.
+    async fn every_render_turn_free(app: &HttpApp) {
         kube_relay_testkit::wait_until(
             "the render's turn given back",
             StdDuration::from_secs(30),
@@ -617,6 +612,16 @@ mod tests {
         )
         .await
         .expect("turn given back");
+    }
+
+    #[tokio::test]
+    async fn a_client_leaving_mid_page_stops_its_render_and_frees_its_turn() {
+        // About 20 MB: more than the socket and hyper buffer while the client reads no more.
+        let app = app_with_series(500_000);
+        let (stream, _) = page_begun(&app).await;
+        assert_eq!(app.renders.available_permits(), MAX_RENDERS - 1);
+        drop(stream);
+        every_render_turn_free(&app).await;
         // The render stopped before the end of its page, so it was not counted as a scrape
         // (this page is written before it counts itself).
         let page = app.render_metrics(Format::Text);
@@ -633,14 +638,7 @@ mod tests {
         let app = app_with_series(500_000).with_piece_taken_within(StdDuration::from_millis(300));
         let (mut stream, mut first) = page_begun(&app).await;
         // The connection stays open, unread.
-        kube_relay_testkit::wait_until(
-            "the render's turn given back",
-            StdDuration::from_secs(30),
-            StdDuration::from_millis(10),
-            || async { Ok((app.renders.available_permits() == MAX_RENDERS).then_some(())) },
-        )
-        .await
-        .expect("turn given back");
+        every_render_turn_free(&app).await;
         let mut rest = Vec::new();
         // Aborted: the connection ends (or fails) without the chunked body's last chunk.
         let _ = stream.read_to_end(&mut rest).await;
