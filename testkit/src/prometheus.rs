@@ -472,13 +472,50 @@ pub fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// A loopback address with a port that was free a moment ago (for servers we cannot hand a
-/// bound socket, like Prometheus).
+/// bound socket, like Prometheus, and for processes restarted on the same address).
+///
+/// The port is taken below the kernel's ephemeral range (`ip_local_port_range`), which
+/// `bind(:0)` and outgoing connections draw from: a receiver killed and started again on its
+/// port 30 s later found it taken by another test's connection (CI, once). Ports are tried
+/// from a random start; only when none below the range binds is one drawn from it.
 ///
 /// # Errors
 /// When no port can be bound.
 pub fn free_loopback_addr() -> Result<SocketAddr> {
+    const LOWEST: u16 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low > LOWEST {
+        let span = u32::from(ephemeral_low - LOWEST);
+        let start = random_u32() % span;
+        for i in 0..span.min(4096) {
+            let port = LOWEST + ((start + i) % span) as u16;
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                return Ok(l.local_addr()?);
+            }
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("failed to bind 127.0.0.1:0")?;
     Ok(l.local_addr()?)
+}
+
+/// A number that differs between calls and between test processes (std's per-process
+/// random hash keys, a counter and the clock), enough to spread picked ports.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish() as u32
 }
 
 /// The series of a `matrix` result (a range query's, or an instant query of a range
@@ -505,6 +542,24 @@ fn matrix(data: &serde_json::Value, not_matrix: &'static str) -> Result<Vec<Rang
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_free_loopback_port_is_below_the_ephemeral_range_and_bindable() {
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .expect("the ephemeral port range")
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("its low end");
+        for _ in 0..20 {
+            let addr = free_loopback_addr().expect("a port");
+            assert!(addr.ip().is_loopback());
+            if low > 10_000 {
+                assert!((10_000..low).contains(&addr.port()), "{addr}");
+            }
+            std::net::TcpListener::bind(addr).expect("still free");
+        }
+    }
 
     #[test]
     fn config_scrapes_every_target() {
