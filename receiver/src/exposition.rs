@@ -46,13 +46,24 @@ impl<'a> PageWriter<'a> {
         }
     }
 
-    /// A writer handing `deliver` the whole page as one piece, `capacity` bytes reserved.
-    pub fn whole(capacity: usize, deliver: &'a mut Deliver<'a>) -> Self {
-        PageWriter {
+    /// The page `write` writes (and finishes) as one string, `capacity` bytes reserved: a
+    /// writer whose only piece is the whole page, for callers that want it in memory.
+    pub fn gather(
+        capacity: usize,
+        write: impl FnOnce(PageWriter<'_>) -> Result<(), ReaderGone>,
+    ) -> String {
+        let mut page = String::new();
+        let mut deliver = |whole: String| {
+            page = whole;
+            Ok(String::new())
+        };
+        // Handing the page to a local string never fails.
+        let _ = write(PageWriter {
             text: String::with_capacity(capacity),
             piece_bytes: usize::MAX,
-            deliver,
-        }
+            deliver: &mut deliver,
+        });
+        page
     }
 
     /// The piece being written; append whole lines, then call [`PageWriter::line_done`].

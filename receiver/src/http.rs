@@ -243,14 +243,8 @@ impl HttpApp {
     /// Encodes every cluster's series and the self-metrics in `format` as one string, and
     /// records the time it took in `relay_receiver_scrape_duration_seconds`.
     pub fn render_metrics(&self, format: Format) -> String {
-        let mut text = String::new();
-        let mut deliver = |page: String| {
-            text = page;
-            Ok(String::new())
-        };
         let capacity = self.last_len.load(Ordering::Relaxed) + 4096;
-        // Delivering to a String never fails.
-        let _ = self.write_metrics(format, PageWriter::whole(capacity, &mut deliver));
+        let text = PageWriter::gather(capacity, |out| self.write_metrics(format, out));
         self.last_len.store(text.len(), Ordering::Relaxed);
         text
     }

@@ -361,14 +361,10 @@ impl Store {
     /// Appends every cluster's series to `out` in `format` (no self-metrics, no `# EOF`).
     /// Each cluster is locked only while its view is taken, not while it is encoded.
     pub fn encode_series(&self, format: Format, out: &mut String) {
-        let mut deliver = |page: String| {
-            out.push_str(&page);
-            Ok(String::new())
-        };
-        let mut writer = PageWriter::whole(0, &mut deliver);
-        // Delivering to a String never fails.
-        let _ = self.write_series(format, &mut writer);
-        let _ = writer.finish();
+        out.push_str(&PageWriter::gather(0, |mut page| {
+            self.write_series(format, &mut page)?;
+            page.finish()
+        }));
     }
 
     /// Writes every cluster's series in `format` to `out`, from views taken of each cluster
