@@ -244,17 +244,11 @@ impl UsageTracker {
                     .zip(images.clone())
                     .all(|((c, i), (c2, i2))| c == c2 && i == i2);
             if !same {
-                *known = images
-                    .map(|(c, i)| (c.to_owned(), i.to_owned()))
-                    .collect::<Vec<_>>()
-                    .into_boxed_slice();
+                *known = images.map(|(c, i)| (c.to_owned(), i.to_owned())).collect();
             }
             return;
         }
-        let images = images
-            .map(|(c, i)| (c.to_owned(), i.to_owned()))
-            .collect::<Vec<_>>()
-            .into_boxed_slice();
+        let images = images.map(|(c, i)| (c.to_owned(), i.to_owned())).collect();
         self.images.insert(namespace, pod, images);
     }
 
